@@ -1,0 +1,46 @@
+//! Stable diagnostic codes and their long explanations (`qatc explain CODE`).
+
+pub const SYNTAX: &str = "E0001";
+pub const UNDEFINED_NAME: &str = "E0002";
+pub const UNKNOWN_OP: &str = "E0003";
+pub const UNKNOWN_ARGUMENT: &str = "E0004";
+pub const MISSING_ARGUMENT: &str = "E0005";
+pub const INVALID_ARGUMENT: &str = "E0006";
+pub const SHAPE_MISMATCH: &str = "E0007";
+pub const INVALID_QUANT_SPEC: &str = "E0008";
+pub const DUPLICATE_DEFINITION: &str = "E0009";
+pub const WRONG_INPUT_COUNT: &str = "E0010";
+pub const INVALID_INPUT_TYPE: &str = "E0011";
+pub const INVALID_OUTPUT: &str = "E0012";
+pub const UNKNOWN_ANNOTATION: &str = "E0013";
+pub const NO_MODEL: &str = "E0014";
+pub const INVALID_RECIPE: &str = "E0015";
+pub const UNUSED_BINDING: &str = "W0001";
+pub const INEFFECTIVE_ANNOTATION: &str = "W0002";
+
+/// `(code, one-line title, long explanation)` for every code qatc emits.
+pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
+    (SYNTAX, "syntax error", "The file does not follow the grammar of the .qat language (grammar/qat.pest).\n\nA file holds `quant default { ... }` blocks and `model Name { ... }` blocks.\nA model holds `input`, `let` and `output` statements:\n\n    model Tiny {\n        input image: f32[1, 28, 28]\n        let x = flatten(image)\n        let logits = dense(x, units = 10)\n        output logits\n    }\n"),
+    (UNDEFINED_NAME, "undefined name", "A name was used before any `input` or `let` in the same model defined it.\nNames are looked up in order, so a binding can only use names defined above it.\n"),
+    (UNKNOWN_OP, "unknown op", "The op called in a `let` is not one qatc knows. `qatc explain ops` lists them.\n"),
+    (UNKNOWN_ARGUMENT, "unknown argument", "A named argument is not one the op accepts.\n\n    let x = conv2d(image, filter = 32)   // error: the argument is `filters`\n"),
+    (MISSING_ARGUMENT, "missing argument", "The op needs an argument that has no default, e.g. `dense` needs `units`.\n"),
+    (INVALID_ARGUMENT, "invalid argument value", "An argument has the wrong type or a value outside its range, e.g. `kernel = 0`\nor `padding = middle` (it must be `valid` or `same`).\n"),
+    (SHAPE_MISMATCH, "shape mismatch", "Shape inference found an op whose input shapes do not fit it: `add` of two tensors\nwith different shapes, `dense` on a tensor that is not 1-D (use `flatten` first),\nor a kernel larger than its input. Shapes are written without the batch dimension.\n"),
+    (INVALID_QUANT_SPEC, "invalid quantization spec", "A quantization spec has the form `intN(scheme, granularity)`:\n\n    int8(symmetric, per_channel)\n    int4(asymmetric, per_tensor)\n\nN is a bit width from 2 to 8; scheme is `symmetric` or `asymmetric`; granularity is\n`per_tensor` or `per_channel` (per-channel only applies to weights).\n"),
+    (DUPLICATE_DEFINITION, "duplicate definition", "Two models, inputs or settings share a name. `let` bindings may shadow each other,\nbut inputs and models must be unique.\n"),
+    (WRONG_INPUT_COUNT, "wrong number of tensor inputs", "An op got the wrong number of positional (tensor) arguments: `add` takes two,\nmost other ops take one.\n"),
+    (INVALID_INPUT_TYPE, "invalid input type", "Inputs are `f32` tensors written without the batch dimension: `f32[C, H, W]`\nfor images or `f32[N]` for vectors.\n"),
+    (INVALID_OUTPUT, "invalid output", "A model needs exactly one `output` statement naming the value it produces.\n"),
+    (UNKNOWN_ANNOTATION, "unknown or malformed annotation", "Bindings accept `@float` (keep this op in float) and\n`@quant(weights = intN(...), activations = intN(...))` (override the defaults).\n"),
+    (NO_MODEL, "model not found", "The file has no model, or not the one asked for with `--model`.\n"),
+    (INVALID_RECIPE, "invalid training recipe", "The YAML recipe beside the model (or given with --recipe) is malformed, has an\nunknown key, or a value out of range. Sections: data (dir, classes, train_limit,\ntest_limit), train (epochs, batch_size, optimizer, learning_rate, seed), qat (epochs,\nlearning_rate), ptq (calibration_samples).\n"),
+    (UNUSED_BINDING, "unused binding", "A value is computed but nothing uses it and it is not an output. Remove it, or\nuse it, or name it as an output.\n"),
+    (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, or `@float` on an op that only moves values (max_pool2d, flatten).\n"),
+];
+
+/// The long explanation of a code, if it exists.
+pub fn explain(code: &str) -> Option<(&'static str, &'static str)> {
+    let code = code.to_ascii_uppercase();
+    EXPLANATIONS.iter().find(|(c, _, _)| *c == code).map(|(_, t, e)| (*t, *e))
+}

@@ -1,0 +1,61 @@
+//! Inserts `fake_quant` nodes where the deployed int8 model quantizes a value:
+//! after the model input and after every op that computes new values (fused
+//! conv2d/dense, add, a lone relu or batch_norm). Ops that only move values
+//! (max_pool2d, flatten) keep their input's quantization. `@float` ops get none,
+//! and a quantized op that reads a float value gets a fake_quant on that input.
+//! Weight quantization is not a node: conv2d/dense carry their weight spec.
+
+use std::collections::BTreeSet;
+
+use crate::ir::{Graph, Node, NodeId, Op};
+
+pub fn insert_fake_quant(graph: &mut Graph) -> bool {
+    if graph.nodes.iter().any(|n| matches!(n.op, Op::FakeQuant { .. })) {
+        return false; // already quantized; the pass is idempotent
+    }
+    let consumers = graph.consumers();
+    let mut quantized = vec![false; graph.nodes.len()];
+    let mut after: BTreeSet<NodeId> = BTreeSet::new();
+    for id in graph.ids() {
+        let node = graph.node(id);
+        let float = node.quant.float && !node.op.shares_input_quant();
+        if float {
+            continue;
+        }
+        match node.op {
+            Op::Input => {
+                if consumers[id.index()].iter().any(|&c| !graph.node(c).quant.float) {
+                    after.insert(id);
+                    quantized[id.index()] = true;
+                }
+            }
+            _ => {
+                // An integer kernel needs integer inputs.
+                for &input in &node.inputs {
+                    if !quantized[input.index()] {
+                        after.insert(input);
+                        quantized[input.index()] = true;
+                    }
+                }
+                quantized[id.index()] = true;
+                if !node.op.shares_input_quant() {
+                    after.insert(id);
+                }
+            }
+        }
+    }
+    // From the back, so that inserting never moves an id still to be used.
+    for &id in after.iter().rev() {
+        let node = graph.node(id);
+        let fq = Node {
+            name: format!("{}.fq", node.name),
+            op: Op::FakeQuant { spec: node.quant.activations },
+            inputs: Vec::new(),
+            shape: node.shape.clone(),
+            span: node.span,
+            quant: node.quant,
+        };
+        graph.insert_after(id, fq);
+    }
+    !after.is_empty()
+}

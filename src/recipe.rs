@@ -1,0 +1,238 @@
+//! The training recipe: a YAML file beside the model (`cnn.qat` → `cnn.yaml`)
+//! saying which data to use and how to train, calibrate and fine-tune.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes;
+use crate::diagnostics::{render_terminal, Diagnostic, SourceFile, Span};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    #[serde(default)]
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub qat: QatConfig,
+    #[serde(default)]
+    pub ptq: PtqConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A directory of IDX files; defaults to $QATC_FASHION_MNIST or Debian's Fashion-MNIST.
+    pub dir: Option<PathBuf>,
+    /// Keep only these classes (labels are remapped to 0..n in this order).
+    pub classes: Option<Vec<u8>>,
+    /// Use at most this many training images (after the class filter).
+    pub train_limit: Option<usize>,
+    /// Evaluate on at most this many test images.
+    pub test_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QatConfig {
+    #[serde(default = "one")]
+    pub epochs: usize,
+    #[serde(default = "default_qat_lr")]
+    pub learning_rate: f64,
+}
+
+impl Default for QatConfig {
+    fn default() -> Self {
+        QatConfig { epochs: 1, learning_rate: default_qat_lr() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PtqConfig {
+    #[serde(default = "default_calibration")]
+    pub calibration_samples: usize,
+}
+
+impl Default for PtqConfig {
+    fn default() -> Self {
+        PtqConfig { calibration_samples: default_calibration() }
+    }
+}
+
+fn default_batch_size() -> usize {
+    64
+}
+fn default_optimizer() -> Optimizer {
+    Optimizer::Adam
+}
+fn one() -> usize {
+    1
+}
+fn default_qat_lr() -> f64 {
+    1e-4
+}
+fn default_calibration() -> usize {
+    1000
+}
+
+/// A recipe that could not be read, already rendered for the terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{rendered}")]
+pub struct RecipeError {
+    pub rendered: String,
+}
+
+impl Recipe {
+    /// The recipe path for a model file: the same name with `.yaml`.
+    pub fn path_for(model: &Path) -> PathBuf {
+        model.with_extension("yaml")
+    }
+
+    pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RecipeError {
+            rendered: format!(
+                "error: cannot read recipe {}: {e}\n  hint: `qatc build` reads the training recipe from a YAML file beside the model; pass another with --recipe",
+                path.display()
+            ),
+        })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(name: &str, text: &str) -> Result<Recipe, RecipeError> {
+        let file = SourceFile::new(name, text);
+        let render = |d: Diagnostic| RecipeError { rendered: render_terminal(&file, &[d], false) };
+        let recipe: Recipe = serde_yaml::from_str(text).map_err(|e| {
+            let at = e.location().map_or(0, |l| l.index()).min(text.len());
+            let end = text[at..].find('\n').map_or(text.len(), |n| at + n).max(at);
+            let message = e.to_string();
+            // serde_yaml appends " at line L column C"; the label shows the place instead.
+            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            render(
+                Diagnostic::error(codes::INVALID_RECIPE, "invalid recipe", Span::new(at, end), message)
+                    .with_help("see examples/fashion/cnn.yaml for a complete recipe"),
+            )
+        })?;
+        recipe.validate().map_err(|(section, key, message)| {
+            let span = key_span(text, section, key);
+            render(Diagnostic::error(codes::INVALID_RECIPE, format!("invalid recipe: {section}.{key}"), span, message))
+        })?;
+        Ok(recipe)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, &'static str, String)> {
+        let positive = |section, key, v: usize| if v == 0 { Err((section, key, "must be at least 1".to_string())) } else { Ok(()) };
+        let rate = |section, key, v: f64| {
+            if v > 0.0 && v.is_finite() && v < 10.0 {
+                Ok(())
+            } else {
+                Err((section, key, format!("must be a positive learning rate, got {v}")))
+            }
+        };
+        positive("train", "epochs", self.train.epochs)?;
+        positive("train", "batch_size", self.train.batch_size)?;
+        rate("train", "learning_rate", self.train.learning_rate)?;
+        rate("qat", "learning_rate", self.qat.learning_rate)?;
+        positive("ptq", "calibration_samples", self.ptq.calibration_samples)?;
+        if let Some(classes) = &self.data.classes {
+            if classes.is_empty() {
+                return Err(("data", "classes", "must list at least one class".into()));
+            }
+            if let Some(c) = classes.iter().find(|&&c| c > 9) {
+                return Err(("data", "classes", format!("class {c} is out of range: Fashion-MNIST classes are 0 to 9")));
+            }
+            let mut sorted = classes.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != classes.len() {
+                return Err(("data", "classes", "lists a class twice".into()));
+            }
+        }
+        if let Some(l) = self.data.train_limit {
+            positive("data", "train_limit", l)?;
+        }
+        if let Some(l) = self.data.test_limit {
+            positive("data", "test_limit", l)?;
+        }
+        Ok(())
+    }
+
+    /// The data directory: the recipe's, else $QATC_FASHION_MNIST, else Debian's path.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .dir
+            .clone()
+            .or_else(|| std::env::var_os("QATC_FASHION_MNIST").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"))
+    }
+}
+
+/// The span of `key:` inside `section:` in YAML text, or the start of the file.
+fn key_span(text: &str, section: &str, key: &str) -> Span {
+    let section_at = text.find(&format!("{section}:")).unwrap_or(0);
+    match text[section_at..].find(&format!("{key}:")) {
+        Some(i) => {
+            let start = section_at + i;
+            let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+            Span::new(start, end)
+        }
+        None => Span::new(section_at, section_at + section.len().min(text.len() - section_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "train:\n  epochs: 2\n  learning_rate: 0.001\n";
+
+    #[test]
+    fn defaults_fill_in_optional_sections() {
+        let r = Recipe::parse("r.yaml", GOOD).unwrap();
+        assert_eq!(r.train.batch_size, 64);
+        assert_eq!(r.qat.epochs, 1);
+        assert_eq!(r.ptq.calibration_samples, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let err = Recipe::parse("r.yaml", "train:\n  epochs: 2\n  learning_rat: 0.1\n").unwrap_err().rendered;
+        assert!(err.contains("unknown field `learning_rat`"), "{err}");
+        assert!(err.contains("r.yaml:3:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_point_at_their_key() {
+        let err = Recipe::parse("r.yaml", "train:\n  epochs: 0\n  learning_rate: 0.1\n").unwrap_err().rendered;
+        assert!(err.contains("train.epochs") && err.contains("r.yaml:2:3"), "{err}");
+        let err = Recipe::parse("r.yaml", "data:\n  classes: [1, 12]\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n").unwrap_err().rendered;
+        assert!(err.contains("class 12 is out of range"), "{err}");
+    }
+
+    #[test]
+    fn broken_yaml_is_an_error_not_a_panic() {
+        let err = Recipe::parse("r.yaml", "train: [epochs: 1\n").unwrap_err().rendered;
+        assert!(err.contains("invalid recipe"), "{err}");
+    }
+}

@@ -1,0 +1,126 @@
+//! What `qatc build` measured, as a table for people and report.json for tools.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub model: String,
+    pub device: String,
+    pub data: DataSummary,
+    /// The float model after `train.epochs`.
+    pub float: Stage,
+    /// The float model calibrated and fake-quantized, no retraining.
+    pub ptq: Stage,
+    /// The float model fine-tuned for `qat.epochs` with fake quantization.
+    pub qat: Stage,
+    /// Float fine-tuned for the same `qat.epochs` without fake quantization, then PTQ:
+    /// separates what QAT gains from what extra training gains.
+    pub control: Stage,
+    pub total_seconds: f64,
+    /// Files written, relative paths as given on the command line.
+    pub artifacts: Artifacts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataSummary {
+    pub dir: String,
+    pub classes: Vec<u8>,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub calibration_images: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stage {
+    /// Test accuracy as a fraction 0..1.
+    pub accuracy: f64,
+    /// Epochs of training in this stage (0 for PTQ, which only calibrates).
+    pub epochs: usize,
+    pub train_seconds: f64,
+    /// Training throughput; 0 when the stage does not train.
+    pub train_images_per_second: f64,
+    pub eval_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Artifacts {
+    pub float: String,
+    pub qat: String,
+    pub report: String,
+}
+
+impl Report {
+    /// The side-by-side table printed at the end of a build.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let d = &self.data;
+        out.push_str(&format!(
+            "{}: {} train / {} test images, classes {:?}, device {}\n\n",
+            self.model, d.train_images, d.test_images, d.classes, self.device
+        ));
+        out.push_str(&format!("{:<28} {:>9} {:>9} {:>7} {:>12}\n", "stage", "accuracy", "vs float", "epochs", "train img/s"));
+        let row = |name: &str, s: &Stage| {
+            let delta = (s.accuracy - self.float.accuracy) * 100.0;
+            let speed = if s.train_images_per_second > 0.0 { format!("{:.0}", s.train_images_per_second) } else { "-".into() };
+            format!("{name:<28} {:>8.2}% {:>+8.2} {:>7} {:>12}\n", s.accuracy * 100.0, delta, s.epochs, speed)
+        };
+        out.push_str(&row("float", &self.float));
+        out.push_str(&row("PTQ (fake-quant)", &self.ptq));
+        out.push_str(&row("control: float +epochs, PTQ", &self.control));
+        out.push_str(&row("QAT (fake-quant)", &self.qat));
+        out.push_str(&format!(
+            "\nQAT vs PTQ: {:+.2} points; QAT vs control (same extra training): {:+.2} points\n",
+            (self.qat.accuracy - self.ptq.accuracy) * 100.0,
+            (self.qat.accuracy - self.control.accuracy) * 100.0
+        ));
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("reports serialize")
+    }
+}
+
+/// Writes a file so that readers never see a half-written one: a temporary file in
+/// the same directory, synced, then renamed over the target.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
+    // Keep the extension last: some writers pick the format from it.
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    let result = write(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out/report.json");
+        write_atomic_bytes(&p, b"one").unwrap();
+        write_atomic_bytes(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let failed = write_atomic(&p, |_| Err(std::io::Error::other("boom")));
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+    }
+}

@@ -1,0 +1,6 @@
+//! Front end: the pest grammar (`grammar/qat.pest`) and the AST it produces.
+
+pub mod ast;
+mod parser;
+
+pub use parser::parse;
