@@ -10,7 +10,11 @@ use std::collections::BTreeSet;
 use crate::ir::{Graph, Node, NodeId, Op};
 
 pub fn insert_fake_quant(graph: &mut Graph) -> bool {
-    if graph.nodes.iter().any(|n| matches!(n.op, Op::FakeQuant { .. })) {
+    if graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::FakeQuant { .. }))
+    {
         return false; // already quantized; the pass is idempotent
     }
     let consumers = graph.consumers();
@@ -24,7 +28,10 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
         }
         match node.op {
             Op::Input => {
-                if consumers[id.index()].iter().any(|&c| !graph.node(c).quant.float) {
+                if consumers[id.index()]
+                    .iter()
+                    .any(|&c| !graph.node(c).quant.float)
+                {
                     after.insert(id);
                     quantized[id.index()] = true;
                 }
@@ -49,7 +56,9 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
         let node = graph.node(id);
         let fq = Node {
             name: format!("{}.fq", node.name),
-            op: Op::FakeQuant { spec: node.quant.activations },
+            op: Op::FakeQuant {
+                spec: node.quant.activations,
+            },
             inputs: Vec::new(),
             shape: node.shape.clone(),
             span: node.span,
