@@ -347,6 +347,13 @@ pub fn instantiate(def: &OpDef, args: &Args, inputs: &[&Shape]) -> Result<(Op, S
                 _ => Padding::Valid,
             };
             let (oh, ow) = match padding {
+                Padding::Same if kernel % 2 == 0 => {
+                    return Err(shape_err(
+                        format!("`padding = same` needs an odd kernel, got {kernel}"),
+                        None,
+                        Some("use an odd kernel size (1, 3, 5, ...) or `padding = valid`"),
+                    ))
+                }
                 Padding::Same => (h.div_ceil(stride), w.div_ceil(stride)),
                 Padding::Valid => window(kernel, stride, h, w, "conv2d kernel")?,
             };

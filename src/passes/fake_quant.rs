@@ -22,11 +22,12 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
     let mut after: BTreeSet<NodeId> = BTreeSet::new();
     for id in graph.ids() {
         let node = graph.node(id);
-        let float = node.quant.float && !node.op.shares_input_quant();
-        if float {
-            continue;
-        }
         match node.op {
+            // Ops that only move values are quantized exactly when their input is.
+            ref op if op.shares_input_quant() => {
+                quantized[id.index()] = quantized[node.inputs[0].index()]
+            }
+            _ if node.quant.float => {}
             Op::Input => {
                 if consumers[id.index()]
                     .iter()
@@ -45,9 +46,7 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
                     }
                 }
                 quantized[id.index()] = true;
-                if !node.op.shares_input_quant() {
-                    after.insert(id);
-                }
+                after.insert(id);
             }
         }
     }
