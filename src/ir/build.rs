@@ -34,6 +34,8 @@ pub struct CheckedFile {
     pub diagnostics: Vec<Diagnostic>,
     /// Names of all models in the file, including ones with errors.
     pub model_names: Vec<String>,
+    /// The file's `quant default` settings (built-in defaults where it has none).
+    pub defaults: QuantDefaults,
 }
 
 impl CheckedFile {
@@ -45,6 +47,7 @@ impl CheckedFile {
 pub fn check_file(file: &ast::File) -> CheckedFile {
     let mut out = CheckedFile::default();
     let defaults = quant_defaults(file, &mut out.diagnostics);
+    out.defaults = defaults;
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for item in &file.items {
         let ast::Item::Model(model) = item else {
