@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Check, train float, calibrate PTQ, fine-tune with QAT, and report the accuracies side by side.
     Build(BuildArgs),
+    /// Quantize one layer at a time and measure what each costs; suggests layers to keep in float.
+    Sensitivity(SensitivityArgs),
     /// Show the graph of a model after a compiler stage.
     Graph {
         file: PathBuf,
@@ -48,11 +50,11 @@ pub enum Command {
     Explain { code: String },
 }
 
-/// Arguments of `qatc build`.
+/// What names a model to train and how: shared by `build` and `sensitivity`.
 #[derive(clap::Args, Debug)]
-pub struct BuildArgs {
+pub struct ModelArgs {
     pub file: PathBuf,
-    /// Which model of the file to build (required when it has several).
+    /// Which model of the file to use (required when it has several).
     #[arg(long)]
     pub model: Option<String>,
     /// Training recipe (YAML); defaults to the model file with a .yaml extension.
@@ -61,9 +63,6 @@ pub struct BuildArgs {
     /// Bit widths for everything that uses the file's defaults, e.g. `w4a8` or `w2a8`.
     #[arg(long, value_name = "wXaY")]
     pub quant: Option<BitWidths>,
-    /// Output directory; defaults to build/<Model>.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     /// `cpu`, or `cuda` when libtorch was built with CUDA.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
@@ -72,6 +71,32 @@ pub struct BuildArgs {
     pub quiet: bool,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+}
+
+/// Arguments of `qatc build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output directory; defaults to build/<Model>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `qatc sensitivity`.
+#[derive(clap::Args, Debug)]
+pub struct SensitivityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Float weights to analyse (e.g. build/<Model>/float.safetensors); trains them when absent.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Also quantize everything but one layer at a time.
+    #[arg(long)]
+    pub all_but_one: bool,
+    /// Where sensitivity.json goes; defaults to build/<Model>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -294,6 +319,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => build(args),
+        Command::Sensitivity(args) => sensitivity(args),
     }
 }
 
@@ -320,11 +346,15 @@ fn op_signature(op: &ops::OpDef) -> String {
     tensors.chain(named).collect::<Vec<_>>().join(", ")
 }
 
+/// Checks the model, loads its recipe and runs the passes: what training starts from.
 #[cfg(feature = "train")]
-fn build(args: BuildArgs) -> Result<ExitCode, String> {
+fn prepared(
+    args: &ModelArgs,
+) -> Result<(Graph, crate::recipe::Recipe, crate::train::BuildOptions), String> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
     let recipe_path = args
         .recipe
+        .clone()
         .unwrap_or_else(|| crate::recipe::Recipe::path_for(&args.file));
     let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| {
         e.rendered
@@ -334,13 +364,20 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     })?;
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = crate::train::BuildOptions {
-        out_dir: args
-            .out
-            .unwrap_or_else(|| PathBuf::from("build").join(&quantized.name)),
+        out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
         quiet: args.quiet,
     };
-    let report = crate::train::build(&quantized, &recipe, &opts).map_err(|e| e.to_string())?;
+    Ok((quantized, recipe, opts))
+}
+
+#[cfg(feature = "train")]
+fn build(args: BuildArgs) -> Result<ExitCode, String> {
+    let (graph, recipe, mut opts) = prepared(&args.model)?;
+    if let Some(out) = args.out {
+        opts.out_dir = out;
+    }
+    let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
     println!(
         "wrote {}, {}, {}",
@@ -349,7 +386,38 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "train")]
+fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
+    let (graph, recipe, mut opts) = prepared(&args.model)?;
+    if let Some(out) = args.out {
+        opts.out_dir = out;
+    }
+    let result = crate::train::sensitivity::analyze(
+        &graph,
+        &recipe,
+        &opts,
+        args.weights.as_deref(),
+        args.all_but_one,
+    )
+    .map_err(|e| e.to_string())?;
+    print!("{}", result.table());
+    let path = opts.out_dir.join("sensitivity.json");
+    let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    crate::report::write_atomic_bytes(&path, json.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(not(feature = "train"))]
 fn build(_: BuildArgs) -> Result<ExitCode, String> {
-    Err("this qatc was built without the `train` feature (libtorch); rebuild with default features to train".into())
+    Err(NO_TRAIN.into())
 }
+
+#[cfg(not(feature = "train"))]
+fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, String> {
+    Err(NO_TRAIN.into())
+}
+
+#[cfg(not(feature = "train"))]
+const NO_TRAIN: &str = "this qatc was built without the `train` feature (libtorch); rebuild with default features to train";

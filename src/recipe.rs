@@ -18,6 +18,28 @@ pub struct Recipe {
     pub qat: QatConfig,
     #[serde(default)]
     pub ptq: PtqConfig,
+    /// Transfer learning: start from pretrained weights, freeze some layers.
+    #[serde(default)]
+    pub transfer: Option<TransferConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransferConfig {
+    /// A safetensors file (relative to the recipe), e.g. another build's float.safetensors.
+    pub weights: PathBuf,
+    /// A .qat model (relative to the recipe) whose `qatc build` produces `weights` when
+    /// the file is missing; its own recipe sits beside it.
+    pub build: Option<PathBuf>,
+    /// Renames: our tensor name → the name in the weight file.
+    #[serde(default)]
+    pub map: std::collections::BTreeMap<String, String>,
+    /// Layers not loaded (a new head, trained from scratch).
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Layers (binding names) whose parameters and statistics never change.
+    #[serde(default)]
+    pub freeze: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -195,6 +217,7 @@ impl Recipe {
         model.with_extension("yaml")
     }
 
+    /// Reads a recipe; paths in it are made relative to the recipe's directory.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let text = std::fs::read_to_string(path).map_err(|e| RecipeError {
             rendered: format!(
@@ -202,7 +225,16 @@ impl Recipe {
                 path.display()
             ),
         })?;
-        Self::parse(&path.display().to_string(), &text)
+        let mut recipe = Self::parse(&path.display().to_string(), &text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        if let Some(dir) = &mut recipe.data.dir {
+            *dir = base.join(&*dir);
+        }
+        if let Some(t) = &mut recipe.transfer {
+            t.weights = base.join(&t.weights);
+            t.build = t.build.as_ref().map(|b| base.join(b));
+        }
+        Ok(recipe)
     }
 
     pub fn parse(name: &str, text: &str) -> Result<Recipe, RecipeError> {
@@ -268,13 +300,29 @@ impl Recipe {
         positive("ptq", "calibration_samples", self.ptq.calibration_samples)?;
         rate("qat", "range_learning_rate", self.qat.range_learning_rate)?;
         if !(50.0..=100.0).contains(&self.ptq.percentile) {
-            return Err(("ptq", "percentile", format!("must be between 50 and 100, got {}", self.ptq.percentile)));
+            return Err((
+                "ptq",
+                "percentile",
+                format!("must be between 50 and 100, got {}", self.ptq.percentile),
+            ));
         }
         if !(self.qat.freeze_bn_after >= 0.0 && self.qat.freeze_bn_after.is_finite()) {
-            return Err(("qat", "freeze_bn_after", "must be a number of epochs, 0 or more".into()));
+            return Err((
+                "qat",
+                "freeze_bn_after",
+                "must be a number of epochs, 0 or more".into(),
+            ));
         }
-        if self.qat.freeze_observers_after.is_some_and(|e| !(e >= 0.0 && e.is_finite())) {
-            return Err(("qat", "freeze_observers_after", "must be a number of epochs, 0 or more".into()));
+        if self
+            .qat
+            .freeze_observers_after
+            .is_some_and(|e| !(e >= 0.0 && e.is_finite()))
+        {
+            return Err((
+                "qat",
+                "freeze_observers_after",
+                "must be a number of epochs, 0 or more".into(),
+            ));
         }
         if let Some(classes) = &self.data.classes {
             if classes.is_empty() {

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub model: String,
+    /// Bit widths, e.g. `w8a8`; `mixed` parts when layers differ (see the graph).
+    pub quant: String,
     pub device: String,
     pub data: DataSummary,
     /// The float model after `train.epochs`.
@@ -58,8 +60,8 @@ impl Report {
         let mut out = String::new();
         let d = &self.data;
         out.push_str(&format!(
-            "{}: {} train / {} test images, classes {:?}, device {}\n\n",
-            self.model, d.train_images, d.test_images, d.classes, self.device
+            "{} ({}): {} train / {} test images, classes {:?}, device {}\n\n",
+            self.model, self.quant, d.train_images, d.test_images, d.classes, self.device
         ));
         out.push_str(&format!(
             "{:<28} {:>9} {:>9} {:>7} {:>12}\n",
@@ -95,6 +97,35 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("reports serialize")
     }
+}
+
+/// A short name for the bit widths of a quantized graph: `w8a8`, `w4a8`, `wmixed-a8`, ...
+pub fn quant_label(graph: &crate::ir::Graph) -> String {
+    use crate::ir::Op;
+    let mut weights: Vec<u8> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.op.has_weights() && !n.quant.float)
+        .map(|n| n.quant.weights.bits)
+        .collect();
+    let mut acts: Vec<u8> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::FakeQuant { spec } => Some(spec.bits),
+            _ => None,
+        })
+        .collect();
+    let name = |v: &mut Vec<u8>| {
+        v.sort_unstable();
+        v.dedup();
+        match v.as_slice() {
+            [] => "f".to_string(),
+            [b] => b.to_string(),
+            _ => "mixed".to_string(),
+        }
+    };
+    format!("w{}a{}", name(&mut weights), name(&mut acts))
 }
 
 /// Writes a file so that readers never see a half-written one: a temporary file in

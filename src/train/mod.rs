@@ -3,6 +3,8 @@
 
 mod network;
 mod observer;
+pub mod pretrained;
+pub mod sensitivity;
 
 pub use network::{images_to_tensor, Mode, Network, QuantState, RANGE_GROUP};
 pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
@@ -52,6 +54,8 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Transfer(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
@@ -116,43 +120,24 @@ struct Run<'a> {
 /// writes the weights and report.json to `opts.out_dir`, and returns the report.
 pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Report, BuildError> {
     let started = Instant::now();
+    if let Some(transfer) = &recipe.transfer {
+        ensure_pretrained(transfer, opts)?;
+    }
     tch::manual_seed(recipe.train.seed as i64);
     let run = Run { recipe, opts };
-
-    let dir = recipe.data_dir();
-    let classes: Vec<u8> = recipe
-        .data
-        .classes
-        .clone()
-        .unwrap_or_else(|| (0..10).collect());
-    let train_set =
-        data::load_split(&dir, Split::Train)?.select(Some(&classes), recipe.data.train_limit);
-    let test_set =
-        data::load_split(&dir, Split::Test)?.select(Some(&classes), recipe.data.test_limit);
-    if train_set.is_empty() {
-        return Err(BuildError::NoData { split: "training" });
-    }
-    if test_set.is_empty() {
-        return Err(BuildError::NoData { split: "test" });
-    }
-    let shape = input_shape(graph, &train_set)?;
-    let out_shape = &graph.node(graph.output).shape;
-    if out_shape.len() != 1 || out_shape[0] < classes.len() {
-        return Err(BuildError::OutputShape {
-            model: graph.name.clone(),
-            shape: format_shape(out_shape),
-            classes: classes.len(),
-        });
-    }
-    let train = Batches::new(&train_set, &shape, &classes, opts.device);
-    let test = Batches::new(&test_set, &shape, &classes, opts.device);
-    let calibration = train.head(recipe.ptq.calibration_samples as i64);
+    let Prepared {
+        train,
+        test,
+        calibration,
+        classes,
+        dir,
+    } = prepare(graph, recipe, opts.device)?;
 
     let float_path = opts.out_dir.join("float.safetensors");
     let qat_path = opts.out_dir.join("qat.safetensors");
 
-    // 1. Float training.
-    let mut float = Network::new(graph, opts.device);
+    // 1. Float training, from pretrained weights with frozen layers when transferring.
+    let mut float = run.initial_network(graph)?;
     run.say(&format!(
         "{}: {} parameters, {} training images",
         graph.name,
@@ -242,6 +227,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let report_path = opts.out_dir.join("report.json");
     let report = Report {
         model: graph.name.clone(),
+        quant: report::quant_label(graph),
         device: format!("{:?}", opts.device).to_lowercase(),
         data: DataSummary {
             dir: dir.display().to_string(),
@@ -268,6 +254,121 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         }
     })?;
     Ok(report)
+}
+
+/// The data of a build, as tensors on the device.
+struct Prepared {
+    train: Batches,
+    test: Batches,
+    calibration: Batches,
+    classes: Vec<u8>,
+    dir: PathBuf,
+}
+
+fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, BuildError> {
+    let dir = recipe.data_dir();
+    let classes: Vec<u8> = recipe
+        .data
+        .classes
+        .clone()
+        .unwrap_or_else(|| (0..10).collect());
+    let train_set =
+        data::load_split(&dir, Split::Train)?.select(Some(&classes), recipe.data.train_limit);
+    let test_set =
+        data::load_split(&dir, Split::Test)?.select(Some(&classes), recipe.data.test_limit);
+    if train_set.is_empty() {
+        return Err(BuildError::NoData { split: "training" });
+    }
+    if test_set.is_empty() {
+        return Err(BuildError::NoData { split: "test" });
+    }
+    let shape = input_shape(graph, &train_set)?;
+    let out_shape = &graph.node(graph.output).shape;
+    if out_shape.len() != 1 || out_shape[0] < classes.len() {
+        return Err(BuildError::OutputShape {
+            model: graph.name.clone(),
+            shape: format_shape(out_shape),
+            classes: classes.len(),
+        });
+    }
+    let train = Batches::new(&train_set, &shape, &classes, device);
+    let test = Batches::new(&test_set, &shape, &classes, device);
+    let calibration = train.head(recipe.ptq.calibration_samples as i64);
+    Ok(Prepared {
+        train,
+        test,
+        calibration,
+        classes,
+        dir,
+    })
+}
+
+/// Builds the pretrained model first when its weights are missing and the recipe says how.
+fn ensure_pretrained(
+    transfer: &crate::recipe::TransferConfig,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    if transfer.weights.is_file() {
+        return Ok(());
+    }
+    let Some(model) = &transfer.build else {
+        return Err(BuildError::Transfer(format!(
+            "pretrained weights {} do not exist\n  hint: build them first, or set `transfer.build` to the .qat file that makes them",
+            transfer.weights.display()
+        )));
+    };
+    let fail = |why: String| {
+        BuildError::Transfer(format!(
+            "cannot build the pretrained model {}: {why}",
+            model.display()
+        ))
+    };
+    let text = std::fs::read_to_string(model).map_err(|e| fail(e.to_string()))?;
+    let source = crate::diagnostics::SourceFile::new(model.display().to_string(), text);
+    let checked = crate::check_source(&source);
+    if checked.has_errors() || checked.graphs.len() != 1 {
+        let rendered = crate::diagnostics::render_terminal(&source, &checked.diagnostics, false);
+        return Err(fail(format!(
+            "it must check clean and define one model\n{rendered}"
+        )));
+    }
+    let recipe_path = Recipe::path_for(model);
+    let recipe = Recipe::load(&recipe_path).map_err(|e| fail(e.rendered))?;
+    let graph = crate::passes::run(
+        checked.graphs.into_iter().next().expect("one graph"),
+        crate::passes::Stage::Quantized,
+    );
+    let out_dir = transfer
+        .weights
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if !opts.quiet {
+        eprintln!(
+            "{} is missing: building {} first",
+            transfer.weights.display(),
+            model.display()
+        );
+    }
+    let report = build(
+        &graph,
+        &recipe,
+        &BuildOptions {
+            out_dir,
+            ..opts.clone()
+        },
+    )?;
+    if !opts.quiet {
+        eprintln!("{}", report.table());
+    }
+    if transfer.weights.is_file() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "its build did not write {} (it writes float.safetensors and qat.safetensors)",
+            transfer.weights.display()
+        )))
+    }
 }
 
 fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
@@ -343,6 +444,28 @@ fn save(net: &Network, path: &Path) -> Result<(), BuildError> {
 }
 
 impl Run<'_> {
+    /// A fresh network, or the pretrained one with frozen layers when the recipe transfers.
+    fn initial_network(&self, graph: &Graph) -> Result<Network, BuildError> {
+        let mut net = Network::new(graph, self.opts.device);
+        if let Some(transfer) = &self.recipe.transfer {
+            let loaded =
+                pretrained::load(&mut net, &transfer.weights, &transfer.map, &transfer.skip)
+                    .map_err(BuildError::Transfer)?;
+            net.freeze(&transfer.freeze).map_err(BuildError::Transfer)?;
+            let frozen = if transfer.freeze.is_empty() {
+                "nothing".to_string()
+            } else {
+                transfer.freeze.join(", ")
+            };
+            self.say(&format!(
+                "loaded {} tensors from {}; frozen: {frozen}",
+                loaded.len(),
+                transfer.weights.display()
+            ));
+        }
+        Ok(net)
+    }
+
     fn say(&self, line: &str) {
         if !self.opts.quiet {
             eprintln!("{line}");
@@ -390,7 +513,12 @@ impl Run<'_> {
         // Freeze points of QAT, in steps from the start of this stage.
         let at_step = |epochs: f64| (epochs * steps as f64).round() as i64;
         let freeze_bn = (mode == Mode::Quantized).then(|| at_step(self.recipe.qat.freeze_bn_after));
-        let freeze_observers = self.recipe.qat.freeze_observers_after.filter(|_| mode == Mode::Quantized).map(at_step);
+        let freeze_observers = self
+            .recipe
+            .qat
+            .freeze_observers_after
+            .filter(|_| mode == Mode::Quantized)
+            .map(at_step);
         let started = Instant::now();
         let mut seen = 0i64;
         let mut total_steps = 0i64;

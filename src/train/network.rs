@@ -33,7 +33,12 @@ pub struct QuantState {
 
 impl Default for QuantState {
     fn default() -> Self {
-        QuantState { weight_range: WeightRange::MinMax, bn_frozen: true, observers_frozen: false, calibration: RangeMethod::MinMax }
+        QuantState {
+            weight_range: WeightRange::MinMax,
+            bn_frozen: true,
+            observers_frozen: false,
+            calibration: RangeMethod::MinMax,
+        }
     }
 }
 
@@ -53,12 +58,22 @@ struct Norm {
     running_var: Tensor,
     eps: f64,
     momentum: f64,
+    /// Frozen (transfer learning): always normalizes with its running statistics.
+    frozen: bool,
 }
 
 impl Norm {
     fn new(path: nn::Path, channels: i64, eps: f64, momentum: f64, two_d: bool) -> Norm {
-        let config = nn::BatchNormConfig { eps, momentum, ..Default::default() };
-        let bn = if two_d { nn::batch_norm2d(path, channels, config) } else { nn::batch_norm1d(path, channels, config) };
+        let config = nn::BatchNormConfig {
+            eps,
+            momentum,
+            ..Default::default()
+        };
+        let bn = if two_d {
+            nn::batch_norm2d(path, channels, config)
+        } else {
+            nn::batch_norm1d(path, channels, config)
+        };
         Norm {
             weight: bn.ws.expect("affine batch norm"),
             bias: bn.bs.expect("affine batch norm"),
@@ -66,6 +81,7 @@ impl Norm {
             running_var: bn.running_var,
             eps,
             momentum,
+            frozen: false,
         }
     }
 
@@ -75,11 +91,17 @@ impl Norm {
             Some(&self.bias),
             Some(&self.running_mean),
             Some(&self.running_var),
-            training,
+            training && !self.frozen,
             self.momentum,
             self.eps,
             false,
         )
+    }
+
+    fn freeze(&mut self) {
+        self.frozen = true;
+        freeze_tensor(&mut self.weight);
+        freeze_tensor(&mut self.bias);
     }
 
     /// Per-channel factor gamma / sigma from running statistics.
@@ -91,9 +113,17 @@ impl Norm {
 /// Parameters of one node.
 enum Layer {
     None,
-    Linear { weight: Tensor, bias: Option<Tensor>, norm: Option<Norm>, learned_scale: Option<Tensor> },
+    Linear {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        norm: Option<Norm>,
+        learned_scale: Option<Tensor>,
+    },
     Norm(Norm),
-    FakeQuant { observer: Observer, learned: Option<LearnedRange> },
+    FakeQuant {
+        observer: Observer,
+        learned: Option<LearnedRange>,
+    },
 }
 
 /// An activation range learned by gradient descent (LSQ-style): log-scale and zero point.
@@ -107,6 +137,11 @@ pub struct Network {
     pub vs: nn::VarStore,
     layers: Vec<Layer>,
     pub quant: QuantState,
+    /// Layers frozen by [`Network::freeze`], kept so that copies stay frozen.
+    frozen: Vec<String>,
+    /// Per node: whether its weights / output are quantized in `Mode::Quantized`
+    /// (all by default; sensitivity analysis quantizes a few at a time).
+    pub enabled: Vec<bool>,
 }
 
 impl Network {
@@ -118,26 +153,100 @@ impl Network {
             .nodes
             .iter()
             .map(|node| match &node.op {
-                Op::Conv2d { filters, kernel, in_channels, bias, epilogue, .. } => {
-                    let config = nn::ConvConfig { bias: *bias, ..Default::default() };
-                    let conv = nn::conv2d(path(&root, &node.name), *in_channels as i64, *filters as i64, *kernel as i64, config);
-                    let norm = epilogue.batch_norm.as_ref().map(|bn| Norm::new(path(&root, &bn.name), *filters as i64, bn.eps, bn.momentum, true));
-                    Layer::Linear { weight: conv.ws, bias: conv.bs, norm, learned_scale: None }
+                Op::Conv2d {
+                    filters,
+                    kernel,
+                    in_channels,
+                    bias,
+                    epilogue,
+                    ..
+                } => {
+                    let config = nn::ConvConfig {
+                        bias: *bias,
+                        ..Default::default()
+                    };
+                    let conv = nn::conv2d(
+                        path(&root, &node.name),
+                        *in_channels as i64,
+                        *filters as i64,
+                        *kernel as i64,
+                        config,
+                    );
+                    let norm = epilogue.batch_norm.as_ref().map(|bn| {
+                        Norm::new(
+                            path(&root, &bn.name),
+                            *filters as i64,
+                            bn.eps,
+                            bn.momentum,
+                            true,
+                        )
+                    });
+                    Layer::Linear {
+                        weight: conv.ws,
+                        bias: conv.bs,
+                        norm,
+                        learned_scale: None,
+                    }
                 }
-                Op::Dense { units, in_features, bias, epilogue } => {
-                    let config = nn::LinearConfig { bias: *bias, ..Default::default() };
-                    let linear = nn::linear(path(&root, &node.name), *in_features as i64, *units as i64, config);
-                    let norm = epilogue.batch_norm.as_ref().map(|bn| Norm::new(path(&root, &bn.name), *units as i64, bn.eps, bn.momentum, false));
-                    Layer::Linear { weight: linear.ws, bias: linear.bs, norm, learned_scale: None }
+                Op::Dense {
+                    units,
+                    in_features,
+                    bias,
+                    epilogue,
+                } => {
+                    let config = nn::LinearConfig {
+                        bias: *bias,
+                        ..Default::default()
+                    };
+                    let linear = nn::linear(
+                        path(&root, &node.name),
+                        *in_features as i64,
+                        *units as i64,
+                        config,
+                    );
+                    let norm = epilogue.batch_norm.as_ref().map(|bn| {
+                        Norm::new(
+                            path(&root, &bn.name),
+                            *units as i64,
+                            bn.eps,
+                            bn.momentum,
+                            false,
+                        )
+                    });
+                    Layer::Linear {
+                        weight: linear.ws,
+                        bias: linear.bs,
+                        norm,
+                        learned_scale: None,
+                    }
                 }
-                Op::BatchNorm { channels, eps, momentum } => {
-                    Layer::Norm(Norm::new(path(&root, &node.name), *channels as i64, *eps, *momentum, node.shape.len() == 3))
-                }
-                Op::FakeQuant { spec } => Layer::FakeQuant { observer: Observer::new(*spec), learned: None },
+                Op::BatchNorm {
+                    channels,
+                    eps,
+                    momentum,
+                } => Layer::Norm(Norm::new(
+                    path(&root, &node.name),
+                    *channels as i64,
+                    *eps,
+                    *momentum,
+                    node.shape.len() == 3,
+                )),
+                Op::FakeQuant { spec } => Layer::FakeQuant {
+                    observer: Observer::new(*spec),
+                    learned: None,
+                },
                 _ => Layer::None,
             })
             .collect();
-        Network { graph: graph.clone(), vs, layers, quant: QuantState::default() }
+        let enabled = vec![true; graph.nodes.len()];
+        Network {
+            graph: graph.clone(),
+            vs,
+            layers,
+            quant: QuantState::default(),
+            frozen: Vec::new(),
+            enabled,
+        }
     }
 
     /// A copy with the same parameters, statistics, ranges and settings.
@@ -148,16 +257,32 @@ impl Network {
         }
         copy.vs.copy(&self.vs).expect("same graph, same variables");
         for (mine, theirs) in copy.layers.iter_mut().zip(&self.layers) {
-            if let (Layer::FakeQuant { observer, .. }, Layer::FakeQuant { observer: o, .. }) = (mine, theirs) {
+            if let (Layer::FakeQuant { observer, .. }, Layer::FakeQuant { observer: o, .. }) =
+                (mine, theirs)
+            {
                 *observer = o.clone();
             }
         }
         copy.quant = self.quant;
+        copy.enabled = self.enabled.clone();
+        copy.freeze(&self.frozen)
+            .expect("names were checked when first frozen");
         copy
     }
 
     pub fn has_learned_ranges(&self) -> bool {
-        self.layers.iter().any(|l| matches!(l, Layer::FakeQuant { learned: Some(_), .. } | Layer::Linear { learned_scale: Some(_), .. }))
+        self.layers.iter().any(|l| {
+            matches!(
+                l,
+                Layer::FakeQuant {
+                    learned: Some(_),
+                    ..
+                } | Layer::Linear {
+                    learned_scale: Some(_),
+                    ..
+                }
+            )
+        })
     }
 
     /// The observers of fake-quant nodes, by node.
@@ -178,10 +303,16 @@ impl Network {
         let weight_range = self.quant.weight_range;
         for (node, layer) in self.graph.nodes.iter().zip(self.layers.iter_mut()) {
             match layer {
-                Layer::Linear { weight, norm, learned_scale, .. } if !node.quant.float => {
+                Layer::Linear {
+                    weight,
+                    norm,
+                    learned_scale,
+                    ..
+                } if !node.quant.float => {
                     let folded = tch::no_grad(|| fold(weight, norm.as_ref()));
                     let (scale, _) = weight_params(&folded, node.quant.weights, weight_range);
-                    *learned_scale = Some(path(&root, &node.name).var_copy("weight_log_scale", &scale.log()));
+                    *learned_scale =
+                        Some(path(&root, &node.name).var_copy("weight_log_scale", &scale.log()));
                 }
                 Layer::FakeQuant { observer, learned } => {
                     let (scale, zp) = observer.params();
@@ -196,11 +327,64 @@ impl Network {
                         tch::no_grad(|| z.copy_(&zp_init));
                         z
                     };
-                    learned.replace(LearnedRange { log_scale, zero_point });
+                    learned.replace(LearnedRange {
+                        log_scale,
+                        zero_point,
+                    });
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Freezes layers by binding name (a fused batch norm by its own name): their
+    /// parameters get no gradient and batch norms keep their running statistics.
+    pub fn freeze(&mut self, names: &[String]) -> Result<(), String> {
+        let mut known: Vec<&str> = Vec::new();
+        for node in &self.graph.nodes {
+            known.push(&node.name);
+            if let Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } = &node.op {
+                if let Some(bn) = &epilogue.batch_norm {
+                    known.push(&bn.name);
+                }
+            }
+        }
+        if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            let hint = crate::diagnostics::did_you_mean(unknown, known.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!("transfer.freeze names `{unknown}`, which is not a layer of `{}`{hint}\n  layers: {}", self.graph.name, known.join(", ")));
+        }
+        self.frozen = names.to_vec();
+        let frozen = |name: &str| names.iter().any(|n| n == name);
+        for (node, layer) in self.graph.nodes.iter().zip(self.layers.iter_mut()) {
+            match layer {
+                Layer::Linear {
+                    weight, bias, norm, ..
+                } => {
+                    if frozen(&node.name) {
+                        freeze_tensor(weight);
+                        if let Some(b) = bias {
+                            freeze_tensor(b);
+                        }
+                    }
+                    let bn_name = match &node.op {
+                        Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } => {
+                            epilogue.batch_norm.as_ref().map(|b| b.name.as_str())
+                        }
+                        _ => None,
+                    };
+                    if let (Some(norm), Some(name)) = (norm, bn_name) {
+                        if frozen(name) {
+                            norm.freeze();
+                        }
+                    }
+                }
+                Layer::Norm(norm) if frozen(&node.name) => norm.freeze(),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Finishes calibration: narrows every observer's range as `method` says.
@@ -220,25 +404,49 @@ impl Network {
         let sample = mode == Mode::Calibrate && self.quant.calibration != RangeMethod::MinMax;
         for i in 0..n {
             let node = &self.graph.nodes[i];
-            let input = |k: usize| values[node.inputs[k].index()].as_ref().expect("inputs come first");
-            let quantize = mode == Mode::Quantized && !node.quant.float;
+            let input = |k: usize| {
+                values[node.inputs[k].index()]
+                    .as_ref()
+                    .expect("inputs come first")
+            };
+            let quantize = mode == Mode::Quantized && !node.quant.float && self.enabled[i];
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
-                Op::Conv2d { stride, padding, kernel, epilogue, .. } => {
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    kernel,
+                    epilogue,
+                    ..
+                } => {
                     let pad = match padding {
                         Padding::Valid => 0,
                         Padding::Same => (*kernel as i64 - 1) / 2,
                     };
                     let stride = *stride as i64;
-                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| x.conv2d(w, b, [stride, stride], [pad, pad], [1, 1], 1));
-                    if epilogue.relu { y.relu() } else { y }
+                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| {
+                        x.conv2d(w, b, [stride, stride], [pad, pad], [1, 1], 1)
+                    });
+                    if epilogue.relu {
+                        y.relu()
+                    } else {
+                        y
+                    }
                 }
                 Op::Dense { epilogue, .. } => {
-                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| x.linear(w, b));
-                    if epilogue.relu { y.relu() } else { y }
+                    let y =
+                        self.linear(i, input(0), quantize, mode, train, |x, w, b| x.linear(w, b));
+                    if epilogue.relu {
+                        y.relu()
+                    } else {
+                        y
+                    }
                 }
                 Op::BatchNorm { .. } => match &self.layers[i] {
-                    Layer::Norm(norm) => norm.apply(input(0), train && (mode == Mode::Float || !self.quant.bn_frozen)),
+                    Layer::Norm(norm) => norm.apply(
+                        input(0),
+                        train && (mode == Mode::Float || !self.quant.bn_frozen),
+                    ),
                     _ => unreachable!("batch_norm nodes own a Norm"),
                 },
                 Op::Relu => input(0).relu(),
@@ -249,10 +457,13 @@ impl Network {
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Add => input(0) + input(1),
                 Op::FakeQuant { spec } => {
-                    let Layer::FakeQuant { observer, learned } = &mut self.layers[i] else { unreachable!("fake-quant nodes own an observer") };
+                    let Layer::FakeQuant { observer, learned } = &mut self.layers[i] else {
+                        unreachable!("fake-quant nodes own an observer")
+                    };
                     let x = input(0);
                     match (mode, learned) {
                         (Mode::Float, _) => x.shallow_clone(),
+                        (Mode::Quantized, _) if !self.enabled[i] => x.shallow_clone(),
                         (Mode::Calibrate, _) => {
                             observer.observe(x, None);
                             if sample {
@@ -279,7 +490,9 @@ impl Network {
             }
             values[i] = Some(out);
         }
-        values[self.graph.output.index()].take().expect("the output is computed")
+        values[self.graph.output.index()]
+            .take()
+            .expect("the output is computed")
     }
 
     /// A conv2d or dense with its fused batch norm. Float: BN after the op, as written.
@@ -287,8 +500,24 @@ impl Network {
     /// kernel will run it; while BN still trains, the batch-statistics correction
     /// (Krishnamoorthi 2018): quantize w·γ/σ_running, then rescale the output and
     /// normalize it with the batch's own statistics.
-    fn linear(&self, i: usize, x: &Tensor, quantize: bool, mode: Mode, train: bool, op: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor) -> Tensor {
-        let Layer::Linear { weight, bias, norm, learned_scale } = &self.layers[i] else { unreachable!("linear nodes own weights") };
+    fn linear(
+        &self,
+        i: usize,
+        x: &Tensor,
+        quantize: bool,
+        mode: Mode,
+        train: bool,
+        op: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor,
+    ) -> Tensor {
+        let Layer::Linear {
+            weight,
+            bias,
+            norm,
+            learned_scale,
+        } = &self.layers[i]
+        else {
+            unreachable!("linear nodes own weights")
+        };
         let spec = self.graph.nodes[i].quant.weights;
         let quantized = |w: &Tensor| -> Tensor {
             match (quantize, learned_scale) {
@@ -298,11 +527,14 @@ impl Network {
             }
         };
         match (norm, mode) {
-            (Some(norm), Mode::Float | Mode::Calibrate) => norm.apply(&op(x, weight, bias.as_ref()), train && mode == Mode::Float),
-            (Some(norm), Mode::Quantized) if train && !self.quant.bn_frozen => {
+            (Some(norm), Mode::Float | Mode::Calibrate) => {
+                norm.apply(&op(x, weight, bias.as_ref()), train && mode == Mode::Float)
+            }
+            (Some(norm), Mode::Quantized) if train && !self.quant.bn_frozen && !norm.frozen => {
                 let factor = norm.factor();
                 let channel_shape = per_channel_shape(x.dim());
-                let y = op(x, &quantized(&fold(weight, Some(norm))), None) / factor.view(channel_shape.as_slice());
+                let y = op(x, &quantized(&fold(weight, Some(norm))), None)
+                    / factor.view(channel_shape.as_slice());
                 let y = match bias {
                     Some(b) => y + b.view(channel_shape.as_slice()),
                     None => y,
@@ -319,7 +551,15 @@ impl Network {
 
     /// The weights and bias the int8 model gets: BN folded, and the weight scales used.
     pub fn folded(&self, id: NodeId) -> Option<(Tensor, Option<Tensor>, Tensor)> {
-        let Layer::Linear { weight, bias, norm, learned_scale } = &self.layers[id.index()] else { return None };
+        let Layer::Linear {
+            weight,
+            bias,
+            norm,
+            learned_scale,
+        } = &self.layers[id.index()]
+        else {
+            return None;
+        };
         tch::no_grad(|| {
             let w = fold(weight, norm.as_ref());
             let spec = self.graph.node(id).quant.weights;
@@ -341,7 +581,9 @@ impl Network {
                 Layer::FakeQuant { observer, learned } => {
                     let range = match learned {
                         Some(r) => Some(learned_min_max(r, observer.spec)),
-                        None => observer.is_initialized().then_some((observer.min, observer.max)),
+                        None => observer
+                            .is_initialized()
+                            .then_some((observer.min, observer.max)),
                     };
                     if let Some((min, max)) = range {
                         out.push((format!("{}.min", node.name), Tensor::from_slice(&[min])));
@@ -364,7 +606,11 @@ impl Network {
     pub fn clamp_learned_ranges(&self) {
         tch::no_grad(|| {
             for layer in &self.layers {
-                if let Layer::FakeQuant { learned: Some(r), observer } = layer {
+                if let Layer::FakeQuant {
+                    learned: Some(r),
+                    observer,
+                } = layer
+                {
                     let (qmin, qmax) = observer.spec.range();
                     let _ = r.zero_point.shallow_clone().clamp_(qmin, qmax);
                 }
@@ -373,8 +619,18 @@ impl Network {
     }
 
     pub fn trainable_count(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .filter(|t| t.requires_grad())
+            .map(|t| t.numel() as i64)
+            .sum()
     }
+}
+
+fn freeze_tensor(t: &mut Tensor) {
+    // The variable store keeps a shallow copy; switching gradients off in place reaches it.
+    let _ = t.requires_grad_(false);
 }
 
 fn per_channel_shape(dims: usize) -> Vec<i64> {
@@ -388,7 +644,9 @@ fn per_channel_shape(dims: usize) -> Vec<i64> {
 fn fold(weight: &Tensor, norm: Option<&Norm>) -> Tensor {
     match norm {
         Some(norm) => {
-            let shape: Vec<i64> = std::iter::once(-1).chain(std::iter::repeat_n(1, weight.dim() - 1)).collect();
+            let shape: Vec<i64> = std::iter::once(-1)
+                .chain(std::iter::repeat_n(1, weight.dim() - 1))
+                .collect();
             weight * norm.factor().view(shape.as_slice())
         }
         None => weight.shallow_clone(),
@@ -421,17 +679,35 @@ fn learned_weight_fake_quant(w: &Tensor, log_scale: &Tensor, spec: QuantSpec) ->
     let zero = scale.zeros_like();
     let per_channel = w.numel() as i64 / w.size()[0];
     match spec.granularity {
-        crate::ir::Granularity::PerChannel => w.internal_fake_quantize_learnable_per_channel_affine(&scale, &zero, 0, qmin, qmax, grad_factor(per_channel, spec)),
-        crate::ir::Granularity::PerTensor => {
-            w.internal_fake_quantize_learnable_per_tensor_affine(&scale.mean(Kind::Float).reshape([1]), &zero.narrow(0, 0, 1), qmin, qmax, grad_factor(w.numel() as i64, spec))
-        }
+        crate::ir::Granularity::PerChannel => w
+            .internal_fake_quantize_learnable_per_channel_affine(
+                &scale,
+                &zero,
+                0,
+                qmin,
+                qmax,
+                grad_factor(per_channel, spec),
+            ),
+        crate::ir::Granularity::PerTensor => w.internal_fake_quantize_learnable_per_tensor_affine(
+            &scale.mean(Kind::Float).reshape([1]),
+            &zero.narrow(0, 0, 1),
+            qmin,
+            qmax,
+            grad_factor(w.numel() as i64, spec),
+        ),
     }
 }
 
 fn learned_fake_quant(x: &Tensor, range: &LearnedRange, spec: QuantSpec) -> Tensor {
     let (qmin, qmax) = spec.range();
     let per_sample = x.numel() as i64 / x.size()[0].max(1);
-    x.internal_fake_quantize_learnable_per_tensor_affine(&range.log_scale.exp(), &range.zero_point, qmin, qmax, grad_factor(per_sample, spec))
+    x.internal_fake_quantize_learnable_per_tensor_affine(
+        &range.log_scale.exp(),
+        &range.zero_point,
+        qmin,
+        qmax,
+        grad_factor(per_sample, spec),
+    )
 }
 
 /// The float range a learned scale and zero point cover.
@@ -446,8 +722,14 @@ fn learned_min_max(range: &LearnedRange, spec: QuantSpec) -> (f32, f32) {
 pub fn images_to_tensor(pixels: &[u8], shape: &[usize], device: tch::Device) -> Tensor {
     let per = shape.iter().product::<usize>();
     let n = pixels.len() / per;
-    let dims: Vec<i64> = std::iter::once(n as i64).chain(shape.iter().map(|&d| d as i64)).collect();
-    Tensor::from_slice(pixels).to_kind(Kind::Float).view(dims.as_slice()).to_device(device) / 255.0
+    let dims: Vec<i64> = std::iter::once(n as i64)
+        .chain(shape.iter().map(|&d| d as i64))
+        .collect();
+    Tensor::from_slice(pixels)
+        .to_kind(Kind::Float)
+        .view(dims.as_slice())
+        .to_device(device)
+        / 255.0
 }
 
 #[cfg(test)]

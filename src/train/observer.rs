@@ -27,7 +27,13 @@ impl Observer {
     pub const QAT_AVERAGING: f32 = 0.01;
 
     pub fn new(spec: QuantSpec) -> Observer {
-        Observer { spec, min: 0.0, max: 0.0, seen: false, samples: Vec::new() }
+        Observer {
+            spec,
+            min: 0.0,
+            max: 0.0,
+            seen: false,
+            samples: Vec::new(),
+        }
     }
 
     pub fn is_initialized(&self) -> bool {
@@ -63,9 +69,15 @@ impl Observer {
             return;
         }
         let stride = n.div_ceil(room.min(1 << 16)).max(1) as i64;
-        let picked = tch::no_grad(|| xs.flatten(0, -1).slice(0, 0, None, stride).to_kind(Kind::Float).to_device(tch::Device::Cpu));
+        let picked = tch::no_grad(|| {
+            xs.flatten(0, -1)
+                .slice(0, 0, None, stride)
+                .to_kind(Kind::Float)
+                .to_device(tch::Device::Cpu)
+        });
         if let Ok(v) = Vec::<f32>::try_from(&picked) {
-            self.samples.extend(v.into_iter().filter(|x| x.is_finite()).take(room));
+            self.samples
+                .extend(v.into_iter().filter(|x| x.is_finite()).take(room));
         }
     }
 
@@ -131,7 +143,11 @@ pub enum WeightRange {
 pub fn weight_params(w: &Tensor, spec: QuantSpec, range: WeightRange) -> (Tensor, Tensor) {
     tch::no_grad(|| {
         let (qmin, qmax) = spec.range();
-        let rows = if spec.granularity == Granularity::PerChannel { w.flatten(1, -1) } else { w.reshape([1, -1]) };
+        let rows = if spec.granularity == Granularity::PerChannel {
+            w.flatten(1, -1)
+        } else {
+            w.reshape([1, -1])
+        };
         let (lo, hi) = rows.aminmax(Some(1), false);
         let (lo, hi) = (lo.clamp_max(0.0), hi.clamp_min(0.0));
         let params = |lo: &Tensor, hi: &Tensor| -> (Tensor, Tensor) {
@@ -153,14 +169,21 @@ pub fn weight_params(w: &Tensor, spec: QuantSpec, range: WeightRange) -> (Tensor
             WeightRange::MinMax => (scale, zp),
             WeightRange::Mse => {
                 // Try CLIP_STEPS shrunken ranges at once: [steps, rows, cols].
-                let ratios = Tensor::arange_start(1, CLIP_STEPS as i64 + 1, (Kind::Float, w.device())) / CLIP_STEPS as f64;
+                let ratios =
+                    Tensor::arange_start(1, CLIP_STEPS as i64 + 1, (Kind::Float, w.device()))
+                        / CLIP_STEPS as f64;
                 let r = ratios.view([-1, 1]);
                 let (s, z) = params(&(lo.unsqueeze(0) * &r), &(hi.unsqueeze(0) * &r));
                 let (s3, z3) = (s.unsqueeze(-1), z.unsqueeze(-1));
                 let q = ((rows.unsqueeze(0) / &s3).round() + &z3).clamp(qmin, qmax);
-                let err = ((q - &z3) * &s3 - rows.unsqueeze(0)).square().sum_dim_intlist([2i64].as_slice(), false, Kind::Float);
+                let err = ((q - &z3) * &s3 - rows.unsqueeze(0))
+                    .square()
+                    .sum_dim_intlist([2i64].as_slice(), false, Kind::Float);
                 let best = err.argmin(0, true);
-                (s.gather(0, &best, false).squeeze_dim(0), z.gather(0, &best, false).squeeze_dim(0))
+                (
+                    s.gather(0, &best, false).squeeze_dim(0),
+                    z.gather(0, &best, false).squeeze_dim(0),
+                )
             }
         };
         (scale.to_kind(Kind::Float), zp.to_kind(Kind::Int))
@@ -175,7 +198,12 @@ pub fn fake_quant_weights(w: &Tensor, spec: QuantSpec, range: WeightRange) -> Te
     if spec.granularity == Granularity::PerChannel {
         w.fake_quantize_per_channel_affine(&scale, &zero_point, 0, qmin, qmax)
     } else {
-        w.fake_quantize_per_tensor_affine(scale.double_value(&[0]), zero_point.int64_value(&[0]), qmin, qmax)
+        w.fake_quantize_per_tensor_affine(
+            scale.double_value(&[0]),
+            zero_point.int64_value(&[0]),
+            qmin,
+            qmax,
+        )
     }
 }
 
@@ -204,10 +232,20 @@ mod tests {
     #[test]
     fn per_channel_weights_use_one_scale_per_row() {
         let w = Tensor::from_slice(&[1.0f32, -0.5, 0.001, 0.002]).view([2, 2]);
-        let q = values(&fake_quant_weights(&w, QuantSpec::WEIGHTS, WeightRange::MinMax));
+        let q = values(&fake_quant_weights(
+            &w,
+            QuantSpec::WEIGHTS,
+            WeightRange::MinMax,
+        ));
         // Row 2's own scale keeps its small values; a per-tensor scale would round them to 0.
-        assert!((q[2] - 0.001).abs() < 2e-5 && (q[3] - 0.002).abs() < 2e-5, "{q:?}");
-        let pt = QuantSpec { granularity: Granularity::PerTensor, ..QuantSpec::WEIGHTS };
+        assert!(
+            (q[2] - 0.001).abs() < 2e-5 && (q[3] - 0.002).abs() < 2e-5,
+            "{q:?}"
+        );
+        let pt = QuantSpec {
+            granularity: Granularity::PerTensor,
+            ..QuantSpec::WEIGHTS
+        };
         let q = values(&fake_quant_weights(&w, pt, WeightRange::MinMax));
         assert_eq!(q[2], 0.0);
     }
@@ -215,7 +253,10 @@ mod tests {
     #[test]
     fn low_bit_weights_have_few_levels() {
         let w = Tensor::linspace(-1.0, 1.0, 101, (Kind::Float, tch::Device::Cpu)).view([1, 101]);
-        let spec = QuantSpec { bits: 2, ..QuantSpec::WEIGHTS };
+        let spec = QuantSpec {
+            bits: 2,
+            ..QuantSpec::WEIGHTS
+        };
         let q = values(&fake_quant_weights(&w, spec, WeightRange::MinMax));
         let mut levels: Vec<i32> = q.iter().map(|v| (v * 1000.0).round() as i32).collect();
         levels.sort_unstable();
@@ -229,12 +270,23 @@ mod tests {
         // Gaussian weights with one outlier per row: min-max spends its levels on it.
         let w = Tensor::randn([8, 256], (Kind::Float, tch::Device::Cpu));
         let _ = w.get(0).get(0).fill_(8.0);
-        let spec = QuantSpec { bits: 3, ..QuantSpec::WEIGHTS };
-        let err = |r| (fake_quant_weights(&w, spec, r) - &w).square().mean(Kind::Float).double_value(&[]);
+        let spec = QuantSpec {
+            bits: 3,
+            ..QuantSpec::WEIGHTS
+        };
+        let err = |r| {
+            (fake_quant_weights(&w, spec, r) - &w)
+                .square()
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
         let (minmax, mse) = (err(WeightRange::MinMax), err(WeightRange::Mse));
         assert!(mse < 0.6 * minmax, "mse {mse} vs min-max {minmax}");
         // At 8 bits both are close to lossless.
-        let err8 = (fake_quant_weights(&w, QuantSpec::WEIGHTS, WeightRange::Mse) - &w).abs().max().double_value(&[]);
+        let err8 = (fake_quant_weights(&w, QuantSpec::WEIGHTS, WeightRange::Mse) - &w)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(err8 < 0.05, "{err8}");
     }
 
@@ -244,12 +296,19 @@ mod tests {
         values.push(50.0);
         let xs = Tensor::from_slice(&values);
         for method in [RangeMethod::Percentile(99.9), RangeMethod::Mse] {
-            let mut o = Observer::new(QuantSpec { bits: 4, ..QuantSpec::ACTIVATIONS });
+            let mut o = Observer::new(QuantSpec {
+                bits: 4,
+                ..QuantSpec::ACTIVATIONS
+            });
             o.observe(&xs, None);
             o.sample(&xs);
             o.finish_calibration(method);
             // The percentile drops the outlier; MSE trades its error against rounding error.
-            let limit = if method == RangeMethod::Mse { 25.0 } else { 1.0 };
+            let limit = if method == RangeMethod::Mse {
+                25.0
+            } else {
+                1.0
+            };
             assert!(o.max < limit && o.max > 0.5, "{method:?}: max {}", o.max);
         }
         let mut o = Observer::new(QuantSpec::ACTIVATIONS);

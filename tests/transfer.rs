@@ -1,0 +1,224 @@
+//! Transfer learning: pretrained weights load by name, frozen layers stay
+//! bit-identical through float training and QAT, and mismatches are explained.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data_dir() -> String {
+    std::env::var("QATC_FASHION_MNIST")
+        .unwrap_or_else(|_| "/usr/share/datasets/fashion-mnist".into())
+}
+
+fn qatc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args(args)
+        .output()
+        .expect("qatc runs")
+}
+
+const MODEL: &str = "model Small {
+    input image: f32[1, 28, 28]
+    let conv1 = conv2d(image, filters = FILTERS, kernel = 3, stride = 2)
+    let bn1 = batch_norm(conv1)
+    let x = relu(bn1)
+    let x = flatten(x)
+    let head = dense(x, units = 5)
+    output head
+}";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Reads a safetensors file written by qatc: name → raw little-endian bytes.
+fn tensors(path: &Path) -> HashMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let off = v["data_offsets"].as_array().unwrap();
+            let (a, b) = (
+                off[0].as_u64().unwrap() as usize,
+                off[1].as_u64().unwrap() as usize,
+            );
+            (k.clone(), data[a..b].to_vec())
+        })
+        .collect()
+}
+
+fn pretrain(dir: &Path, filters: usize) -> PathBuf {
+    let model = write(
+        dir,
+        &format!("pre{filters}.qat"),
+        &MODEL.replace("FILTERS", &filters.to_string()),
+    );
+    let recipe = write(
+        dir,
+        &format!("pre{filters}.yaml"),
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 500\n  test_limit: 200\ntrain:\n  epochs: 1\n  learning_rate: 0.002\nptq:\n  calibration_samples: 100\n", data_dir()),
+    );
+    let out = dir.join(format!("pre{filters}"));
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out.join("float.safetensors")
+}
+
+#[test]
+fn frozen_layers_are_bit_identical_after_float_training_and_qat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!(
+            "data:\n  dir: {}\n  classes: [5, 6, 7, 8, 9]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n  skip: [head]\n  freeze: [conv1, bn1]\ntrain:\n  epochs: 2\n  learning_rate: 0.01\nqat:\n  epochs: 1\n  learning_rate: 0.01\n  learn_ranges: true\n  freeze_bn_after: 0.5\nptq:\n  calibration_samples: 100\n",
+            data_dir(),
+            weights.display()
+        ),
+    );
+    let out = tmp.path().join("t");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("frozen: conv1, bn1"), "{stderr}");
+
+    let before = tensors(&weights);
+    for stage in ["float.safetensors", "qat.safetensors"] {
+        let after = tensors(&out.join(stage));
+        for name in [
+            "conv1.weight",
+            "conv1.bias",
+            "bn1.weight",
+            "bn1.bias",
+            "bn1.running_mean",
+            "bn1.running_var",
+        ] {
+            assert_eq!(before[name], after[name], "{stage}: frozen {name} changed");
+        }
+        assert_ne!(
+            before["head.weight"], after["head.weight"],
+            "{stage}: the new head did not train"
+        );
+    }
+}
+
+#[test]
+fn mismatched_pretrained_weights_list_every_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "8"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\ntransfer:\n  weights: {}\n  map:\n    head.bias: classifier.bias\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
+    );
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    // Shapes side by side, the mapped name that is missing, the unused tensor in the file.
+    assert!(
+        stderr.contains("conv1.weight")
+            && stderr.contains("[8, 1, 3, 3]")
+            && stderr.contains("[4, 1, 3, 3]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("looked for `classifier.bias`"), "{stderr}");
+    assert!(
+        stderr.contains("in the file but not in the model") && stderr.contains("head.bias"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn truncated_or_missing_weights_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let broken = write(
+        tmp.path(),
+        "broken.safetensors",
+        "\u{8}\0\0\0\0\0\0\0{\"a\":",
+    );
+    for (weights, expect) in [
+        (broken, "cannot read pretrained weights"),
+        (tmp.path().join("none.safetensors"), "do not exist"),
+    ] {
+        let recipe = write(tmp.path(), "t.yaml", &format!("data:\n  dir: {}\ntransfer:\n  weights: {}\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()));
+        let run = qatc(&[
+            "build",
+            model.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            tmp.path().join("o").to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(expect) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_frozen_layer_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\ntransfer:\n  weights: {}\n  freeze: [conv_1]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
+    );
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`conv_1`") && stderr.contains("did you mean `conv1`"),
+        "{stderr}"
+    );
+}
