@@ -139,7 +139,7 @@ fn mismatched_pretrained_weights_list_every_problem() {
     let recipe = write(
         tmp.path(),
         "t.yaml",
-        &format!("data:\n  dir: {}\ntransfer:\n  weights: {}\n  map:\n    head.bias: classifier.bias\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\ntransfer:\n  weights: {}\n  map:\n    head.bias: classifier.bias\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
     );
     let run = qatc(&[
         "build",
@@ -179,7 +179,7 @@ fn truncated_or_missing_weights_are_clear_errors() {
         (broken, "cannot read pretrained weights"),
         (tmp.path().join("none.safetensors"), "do not exist"),
     ] {
-        let recipe = write(tmp.path(), "t.yaml", &format!("data:\n  dir: {}\ntransfer:\n  weights: {}\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()));
+        let recipe = write(tmp.path(), "t.yaml", &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\ntransfer:\n  weights: {}\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()));
         let run = qatc(&[
             "build",
             model.to_str().unwrap(),
@@ -205,7 +205,7 @@ fn unknown_frozen_layer_is_named() {
     let recipe = write(
         tmp.path(),
         "t.yaml",
-        &format!("data:\n  dir: {}\ntransfer:\n  weights: {}\n  freeze: [conv_1]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\ntransfer:\n  weights: {}\n  freeze: [conv_1]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
     );
     let run = qatc(&[
         "build",
