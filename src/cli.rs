@@ -81,6 +81,9 @@ pub struct BuildArgs {
     /// Output directory; defaults to build/<Model>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue an interrupted build from its per-epoch checkpoints in the output directory.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Arguments of `qatc sensitivity`.
@@ -367,6 +370,7 @@ fn prepared(
         out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
         quiet: args.quiet,
+        resume: false,
     };
     Ok((quantized, recipe, opts))
 }
@@ -377,6 +381,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     if let Some(out) = args.out {
         opts.out_dir = out;
     }
+    opts.resume = args.resume;
     let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
     println!(

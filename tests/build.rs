@@ -247,3 +247,108 @@ fn wrong_output_size_for_the_data_is_explained() {
         "{stderr}"
     );
 }
+
+fn report_of(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn resume_after_a_finished_build_restores_every_stage_exactly() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!("data:\n  dir: {}\n  train_limit: 600\n  test_limit: 300\ntrain:\n  epochs: 2\n  learning_rate: 0.002\nqat:\n  epochs: 1\n  learn_ranges: true\nptq:\n  calibration_samples: 100\n", data.display()),
+    );
+    let out = tmp.path().join("out");
+    let args = [
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = qatc(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let before = report_of(&out);
+    let progress: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoints/progress.json")).unwrap())
+            .unwrap();
+    assert_eq!(progress["stages"]["float"]["epochs_done"], 2);
+    assert_eq!(progress["stages"]["QAT"]["epochs_done"], 1);
+
+    let again = qatc(&[&args[..], &["--resume"]].concat());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let after = report_of(&out);
+    for stage in ["float", "ptq", "control", "qat"] {
+        assert_eq!(
+            before[stage]["accuracy"], after[stage]["accuracy"],
+            "{stage} differs after resuming"
+        );
+    }
+}
+
+#[test]
+fn a_killed_build_resumes_from_its_last_epoch() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!("data:\n  dir: {}\n  train_limit: 3000\n  test_limit: 500\ntrain:\n  epochs: 4\n  learning_rate: 0.002\nptq:\n  calibration_samples: 200\n", data.display()),
+    );
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args([
+            "build",
+            &seed_model(),
+            "--recipe",
+            &recipe,
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    let progress = out.join("checkpoints/progress.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"epochs_done\": 1")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("report.json").exists());
+
+    let resumed = qatc(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming: float"), "{stderr}");
+    let report = report_of(&out);
+    assert_eq!(report["float"]["epochs"], 4);
+    assert!(
+        report["float"]["accuracy"].as_f64().unwrap() > 0.6,
+        "{report}"
+    );
+}

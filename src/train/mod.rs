@@ -1,6 +1,7 @@
 //! Training with libtorch: float training, post-training calibration (PTQ),
 //! quantization-aware fine-tuning (QAT) and the control run, as `qatc build` does them.
 
+mod checkpoint;
 mod network;
 mod observer;
 pub mod pretrained;
@@ -20,6 +21,7 @@ use crate::ir::ops::format_shape;
 use crate::ir::Graph;
 use crate::recipe::{Optimizer, RangeMethod, Recipe, WeightRangeKind};
 use crate::report::{self, Artifacts, DataSummary, Report, Stage};
+use checkpoint::{Checkpoints, StageProgress};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -69,6 +71,8 @@ pub struct BuildOptions {
     pub device: Device,
     /// Hide progress bars and stage messages.
     pub quiet: bool,
+    /// Continue from the checkpoints of an interrupted build in `out_dir`.
+    pub resume: bool,
 }
 
 pub fn device(name: &str) -> Result<Device, BuildError> {
@@ -114,6 +118,16 @@ impl Batches {
 struct Run<'a> {
     recipe: &'a Recipe,
     opts: &'a BuildOptions,
+    /// Per-epoch checkpoints (builds have them, sensitivity analysis does not).
+    checkpoints: Option<std::cell::RefCell<Checkpoints>>,
+}
+
+/// The shuffling seed of one epoch of one stage.
+fn epoch_seed(seed: u64, stage: &str, epoch: usize) -> i64 {
+    let stage_id = stage
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    (seed.wrapping_mul(1_000_003) ^ stage_id.wrapping_mul(7919) ^ epoch as u64) as i64 & i64::MAX
 }
 
 /// Trains, calibrates and fine-tunes the quantized-stage `graph` as the recipe says,
@@ -124,7 +138,19 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         ensure_pretrained(transfer, opts)?;
     }
     tch::manual_seed(recipe.train.seed as i64);
-    let run = Run { recipe, opts };
+    let fingerprint = (
+        crate::ir::dump::text(graph),
+        serde_json::to_string(recipe).expect("recipes serialize"),
+    );
+    let (checkpoints, note) = Checkpoints::open(&opts.out_dir, fingerprint, opts.resume);
+    let run = Run {
+        recipe,
+        opts,
+        checkpoints: Some(std::cell::RefCell::new(checkpoints)),
+    };
+    if let Some(note) = note {
+        run.say(&note);
+    }
     let Prepared {
         train,
         test,
@@ -151,7 +177,6 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         Mode::Float,
         recipe.train.epochs,
         recipe.train.learning_rate,
-        "no weights yet",
     )?;
     float_stage.accuracy = run.evaluate(
         "float",
@@ -176,7 +201,6 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
 
     // 3. Control: the same extra epochs in float, then PTQ.
     let mut control = float.duplicate();
-    let last_good = float_path.display().to_string();
     let mut control_stage = run.train(
         "control",
         &mut control,
@@ -184,7 +208,6 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         Mode::Float,
         recipe.qat.epochs,
         recipe.qat.learning_rate,
-        &last_good,
     )?;
     calibrate(&mut control, &calibration, recipe);
     control_stage.accuracy = run.evaluate(
@@ -213,7 +236,6 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         Mode::Quantized,
         recipe.qat.epochs,
         recipe.qat.learning_rate,
-        &last_good,
     )?;
     qat_stage.accuracy = run.evaluate(
         "QAT",
@@ -486,6 +508,8 @@ impl Run<'_> {
         bar
     }
 
+    /// Trains `net` for `epochs` in `mode`, checkpointing after every epoch and, on
+    /// `--resume`, continuing after the last checkpointed epoch of this stage.
     #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
@@ -495,8 +519,20 @@ impl Run<'_> {
         mode: Mode,
         epochs: usize,
         lr: f64,
-        last_good: &str,
     ) -> Result<Stage, BuildError> {
+        let mut done = StageProgress {
+            epochs_done: 0,
+            images: 0,
+            seconds: 0.0,
+        };
+        if let Some(cp) = &self.checkpoints {
+            if let Some(restored) = cp.borrow().restore(stage, net)? {
+                done = restored;
+            }
+        }
+        if done.epochs_done >= epochs {
+            return Ok(checkpoint::stage_from(&done, epochs));
+        }
         let batch = self.recipe.train.batch_size as i64;
         let mut opt = match self.recipe.train.optimizer {
             Optimizer::Adam => nn::Adam::default().build(&net.vs, lr)?,
@@ -519,10 +555,14 @@ impl Run<'_> {
             .freeze_observers_after
             .filter(|_| mode == Mode::Quantized)
             .map(at_step);
-        let started = Instant::now();
-        let mut seen = 0i64;
-        let mut total_steps = 0i64;
-        for epoch in 1..=epochs {
+        let mut total_steps = done.epochs_done as i64 * steps;
+        // A resumed stage may already be past its freeze points.
+        net.quant.bn_frozen |= freeze_bn.is_some_and(|s| total_steps >= s);
+        net.quant.observers_frozen |= freeze_observers.is_some_and(|s| total_steps >= s);
+        for epoch in done.epochs_done + 1..=epochs {
+            // Seeded per epoch, so that a resumed run shuffles as an uninterrupted one would.
+            tch::manual_seed(epoch_seed(self.recipe.train.seed, stage, epoch));
+            let started = Instant::now();
             let order = Tensor::randperm(data.len(), (Kind::Int64, data.images.device()));
             let bar = self.bar(steps as u64, format!("{stage} {epoch}/{epochs}"));
             let mut loss_sum = 0.0;
@@ -531,12 +571,16 @@ impl Run<'_> {
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     bar.abandon();
+                    let last_good = match &self.checkpoints {
+                        Some(cp) => cp.borrow().last_good(stage),
+                        None => "none (no checkpoints in this run)".to_string(),
+                    };
                     return Err(BuildError::NonFinite {
                         stage,
                         value,
                         epoch,
                         step: step + 1,
-                        last_good: last_good.to_string(),
+                        last_good,
                     });
                 }
                 opt.backward_step(&loss);
@@ -549,21 +593,20 @@ impl Run<'_> {
                     net.quant.observers_frozen = true;
                 }
                 loss_sum += value;
-                seen += xs.size()[0];
+                done.images += xs.size()[0];
                 bar.inc(1);
                 if step % 20 == 0 {
                     bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
                 }
             }
             bar.finish_with_message(format!("loss {:.4}", loss_sum / steps as f64));
+            done.seconds += started.elapsed().as_secs_f64();
+            done.epochs_done = epoch;
+            if let Some(cp) = &self.checkpoints {
+                cp.borrow_mut().save(stage, net, done.clone())?;
+            }
         }
-        let seconds = started.elapsed().as_secs_f64();
-        Ok(Stage {
-            epochs,
-            train_seconds: seconds,
-            train_images_per_second: seen as f64 / seconds.max(1e-9),
-            ..Default::default()
-        })
+        Ok(checkpoint::stage_from(&done, epochs))
     }
 
     fn evaluate(

@@ -602,6 +602,48 @@ impl Network {
         out
     }
 
+    /// Restores the state [`Network::named_tensors`] saved: every variable, and the
+    /// ranges of observed fake-quant nodes.
+    pub fn restore(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<(), String> {
+        let vars = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, var) in &vars {
+                let saved = tensors
+                    .get(name)
+                    .ok_or_else(|| format!("`{name}` is missing"))?;
+                if saved.size() != var.size() {
+                    return Err(format!(
+                        "`{name}` has shape {:?}, the model {:?}",
+                        saved.size(),
+                        var.size()
+                    ));
+                }
+                var.shallow_clone().copy_(saved);
+            }
+            Ok(())
+        })?;
+        for (node, layer) in self.graph.nodes.iter().zip(self.layers.iter_mut()) {
+            if let Layer::FakeQuant {
+                observer,
+                learned: None,
+            } = layer
+            {
+                let value = |suffix: &str| {
+                    tensors
+                        .get(&format!("{}.{suffix}", node.name))
+                        .map(|t| t.double_value(&[0]) as f32)
+                };
+                if let (Some(min), Some(max)) = (value("min"), value("max")) {
+                    observer.restore(min, max);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps learned scales positive and zero points in range after an optimizer step.
     pub fn clamp_learned_ranges(&self) {
         tch::no_grad(|| {

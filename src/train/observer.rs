@@ -61,6 +61,11 @@ impl Observer {
         self.seen = true;
     }
 
+    /// Sets the range to one saved earlier.
+    pub fn restore(&mut self, min: f32, max: f32) {
+        (self.min, self.max, self.seen) = (min, max, true);
+    }
+
     /// Keeps an evenly strided subset of `xs` for [`Observer::finish_calibration`].
     pub fn sample(&mut self, xs: &Tensor) {
         let n = xs.numel();

@@ -65,7 +65,11 @@ pub fn analyze(
     all_but_one: bool,
 ) -> Result<Sensitivity, BuildError> {
     tch::manual_seed(recipe.train.seed as i64);
-    let run = Run { recipe, opts };
+    let run = Run {
+        recipe,
+        opts,
+        checkpoints: None,
+    };
     let Prepared {
         train,
         test,
@@ -89,7 +93,6 @@ pub fn analyze(
                 Mode::Float,
                 recipe.train.epochs,
                 recipe.train.learning_rate,
-                "no weights yet",
             )?;
             net
         }
