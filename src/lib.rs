@@ -10,6 +10,7 @@ pub mod codes;
 pub mod data;
 pub mod diagnostics;
 pub mod ir;
+pub mod lsp;
 pub mod passes;
 pub mod recipe;
 pub mod report;

@@ -86,8 +86,9 @@ impl Network {
         let mut observers = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
             let layer = match &node.op {
-                Op::Conv2d { filters, kernel, in_channels, bias, epilogue, .. } => {
-                    let config = nn::ConvConfig { bias: *bias, ..Default::default() };
+                Op::Conv2d { filters, kernel, in_channels, bias, epilogue, groups, .. } => {
+                    // The weight is [filters, in_channels / groups, k, k]; stride and padding are applied in forward.
+                    let config = nn::ConvConfig { bias: *bias, groups: *groups as i64, ..Default::default() };
                     let conv = nn::conv2d(root.sub(&node.name), *in_channels as i64, *filters as i64, *kernel as i64, config);
                     let norm = epilogue.batch_norm.as_ref().map(|bn| Norm::new(root.sub(&bn.name), *filters as i64, bn.eps, bn.momentum, true));
                     Layer::Linear { weight: conv.ws, bias: conv.bs, norm }
@@ -131,15 +132,17 @@ impl Network {
             let input = |k: usize| values[node.inputs[k].index()].as_ref().expect("inputs come first");
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
-                Op::Conv2d { stride, padding, kernel, epilogue, .. } => {
+                Op::Conv2d { stride, padding, kernel, dilation, groups, epilogue, .. } => {
+                    let (dilation, groups) = (*dilation as i64, *groups as i64);
+                    // The same padding as the checker's shape rule (ir::ops::instantiate).
                     let pad = match padding {
                         Padding::Valid => 0,
-                        Padding::Same => (*kernel as i64 - 1) / 2,
+                        Padding::Same => dilation * (*kernel as i64 - 1) / 2,
                     };
                     let quantize = mode == Mode::Quantized && !node.quant.float;
                     let spec = node.quant.weights;
                     let stride = *stride as i64;
-                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| x.conv2d(w, b, [stride, stride], [pad, pad], [1, 1], 1), spec);
+                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| x.conv2d(w, b, [stride, stride], [pad, pad], [dilation, dilation], groups), spec);
                     if epilogue.relu { y.relu() } else { y }
                 }
                 Op::Dense { epilogue, .. } => {
@@ -158,6 +161,43 @@ impl Network {
                 }
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Add => input(0) + input(1),
+                Op::Relu6 => input(0).clamp(0.0, 6.0),
+                Op::Hardswish => input(0).hardswish(),
+                Op::Sigmoid => input(0).sigmoid(),
+                Op::AvgPool2d { size, stride } => {
+                    let (k, s) = (*size as i64, *stride as i64);
+                    input(0).avg_pool2d([k, k], [s, s], [0, 0], false, true, None::<i64>)
+                }
+                Op::GlobalAvgPool => input(0).mean_dim([2i64, 3].as_slice(), false, Kind::Float),
+                Op::Reshape { shape } => {
+                    let dims: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+                    input(0).reshape(dims.as_slice())
+                }
+                Op::Mul => {
+                    // IR shapes broadcast from the right without the batch dimension, so a
+                    // lower-rank operand gets its 1s right after the batch, not before it.
+                    let (a, b) = (input(0), input(1));
+                    let rank = a.dim().max(b.dim());
+                    let lift = |t: &Tensor| {
+                        let mut dims = t.size();
+                        while dims.len() < rank {
+                            dims.insert(1, 1);
+                        }
+                        t.reshape(dims.as_slice())
+                    };
+                    lift(a) * lift(b)
+                }
+                // Axes in the IR exclude the batch dimension.
+                Op::Concat { axis } => {
+                    let parts: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect();
+                    Tensor::cat(&parts, *axis as i64 + 1)
+                }
+                Op::Dropout { rate } => input(0).dropout(*rate, train),
+                Op::Softmax { axis } => input(0).softmax(*axis as i64 + 1, Kind::Float),
+                Op::Pad { size } => {
+                    let p = *size as i64;
+                    input(0).constant_pad_nd([p, p, p, p])
+                }
                 Op::FakeQuant { .. } => {
                     let observer = self.observers[i].as_mut().expect("fake-quant nodes own an observer");
                     match mode {
