@@ -92,7 +92,9 @@ impl Color {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -117,7 +119,13 @@ pub fn main() -> ExitCode {
 
 fn read_source(path: &Path) -> Result<SourceFile, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(text).map_err(|e| format!("{} is not UTF-8 text (byte {} is invalid)", path.display(), e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        format!(
+            "{} is not UTF-8 text (byte {} is invalid)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
@@ -125,22 +133,42 @@ fn read_source(path: &Path) -> Result<SourceFile, String> {
 fn checked_graph(path: &Path, model: Option<&str>, color: Color) -> Result<Graph, String> {
     let file = read_source(path)?;
     let checked = crate::check_source(&file);
-    eprint!("{}", render_terminal(&file, &checked.diagnostics, color.enabled()));
+    eprint!(
+        "{}",
+        render_terminal(&file, &checked.diagnostics, color.enabled())
+    );
     if checked.has_errors() {
         let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
-        return Err(format!("{} has {n} error{}; nothing was built", path.display(), if n == 1 { "" } else { "s" }));
+        return Err(format!(
+            "{} has {n} error{}; nothing was built",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        ));
     }
     let names = checked.model_names.join(", ");
     match model {
-        Some(name) => checked.graphs.into_iter().find(|g| g.name == name).ok_or_else(|| format!("{} has no model `{name}` (models: {names})", path.display())),
-        None if checked.graphs.len() == 1 => Ok(checked.graphs.into_iter().next().expect("one graph")),
-        None => Err(format!("{} defines several models ({names}); choose one with --model", path.display())),
+        Some(name) => checked
+            .graphs
+            .into_iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| format!("{} has no model `{name}` (models: {names})", path.display())),
+        None if checked.graphs.len() == 1 => {
+            Ok(checked.graphs.into_iter().next().expect("one graph"))
+        }
+        None => Err(format!(
+            "{} defines several models ({names}); choose one with --model",
+            path.display()
+        )),
     }
 }
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Check { files, message_format, color } => {
+        Command::Check {
+            files,
+            message_format,
+            color,
+        } => {
             let mut failed = false;
             for path in &files {
                 let file = read_source(path)?;
@@ -149,25 +177,57 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 match message_format {
                     MessageFormat::Json => {
                         for d in &checked.diagnostics {
-                            println!("{}", serde_json::to_string(&JsonDiagnostic::new(&file, d)).expect("diagnostics serialize"));
+                            println!(
+                                "{}",
+                                serde_json::to_string(&JsonDiagnostic::new(&file, d))
+                                    .expect("diagnostics serialize")
+                            );
                         }
                     }
                     MessageFormat::Human => {
-                        eprint!("{}", render_terminal(&file, &checked.diagnostics, color.enabled()));
+                        eprint!(
+                            "{}",
+                            render_terminal(&file, &checked.diagnostics, color.enabled())
+                        );
                         let errors = checked.diagnostics.iter().filter(|d| d.is_error()).count();
                         let warnings = checked.diagnostics.len() - errors;
                         if errors == 0 {
-                            let models: Vec<String> = checked.graphs.iter().map(|g| format!("{} ({} nodes)", g.name, g.nodes.len())).collect();
-                            println!("{}: ok, {} model{}: {}{}", file.name, models.len(), if models.len() == 1 { "" } else { "s" }, models.join(", "), plural_warnings(warnings));
+                            let models: Vec<String> = checked
+                                .graphs
+                                .iter()
+                                .map(|g| format!("{} ({} nodes)", g.name, g.nodes.len()))
+                                .collect();
+                            println!(
+                                "{}: ok, {} model{}: {}{}",
+                                file.name,
+                                models.len(),
+                                if models.len() == 1 { "" } else { "s" },
+                                models.join(", "),
+                                plural_warnings(warnings)
+                            );
                         } else {
-                            eprintln!("{}: {errors} error{}{}", file.name, if errors == 1 { "" } else { "s" }, plural_warnings(warnings));
+                            eprintln!(
+                                "{}: {errors} error{}{}",
+                                file.name,
+                                if errors == 1 { "" } else { "s" },
+                                plural_warnings(warnings)
+                            );
                         }
                     }
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Graph { file, model, stage, emit } => {
+        Command::Graph {
+            file,
+            model,
+            stage,
+            emit,
+        } => {
             let graph = passes::run(checked_graph(&file, model.as_deref(), Color::Auto)?, stage);
             print!(
                 "{}",
@@ -182,21 +242,43 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Explain { code } => {
             if code == "ops" {
                 for op in ops::OPS {
-                    println!("{}({})\n    {}\n    shape: {}", op.name, op_signature(op), op.doc, op.shape_rule);
+                    println!(
+                        "{}({})\n    {}\n    shape: {}",
+                        op.name,
+                        op_signature(op),
+                        op.doc,
+                        op.shape_rule
+                    );
                     for arg in op.args {
-                        println!("    {:<10} {} (default: {}): {}", arg.name, arg.ty, arg.default.unwrap_or("required"), arg.doc);
+                        println!(
+                            "    {:<10} {} (default: {}): {}",
+                            arg.name,
+                            arg.ty,
+                            arg.default.unwrap_or("required"),
+                            arg.doc
+                        );
                     }
                     println!();
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let (title, text) = crate::codes::explain(&code).ok_or_else(|| format!("no diagnostic has the code `{code}`; codes look like E0007"))?;
+            let (title, text) = crate::codes::explain(&code).ok_or_else(|| {
+                format!("no diagnostic has the code `{code}`; codes look like E0007")
+            })?;
             println!("{}: {title}\n\n{text}", code.to_ascii_uppercase());
             Ok(ExitCode::SUCCESS)
         }
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
-        Command::Build { file, model, recipe, out, device, quiet, color } => build(&file, model.as_deref(), recipe, out, &device, quiet, color),
+        Command::Build {
+            file,
+            model,
+            recipe,
+            out,
+            device,
+            quiet,
+            color,
+        } => build(&file, model.as_deref(), recipe, out, &device, quiet, color),
     }
 }
 
@@ -211,7 +293,8 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
                 ok = false;
                 println!("{} is not formatted", file.name);
             }
-            Ok(formatted) => std::fs::write(path, formatted).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            Ok(formatted) => std::fs::write(path, formatted)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
             Err(diagnostics) => {
                 ok = false;
                 eprint!("{}", render_terminal(&file, &diagnostics, Color::Auto.enabled()));
@@ -231,7 +314,13 @@ fn plural_warnings(n: usize) -> String {
 }
 
 fn op_signature(op: &ops::OpDef) -> String {
-    let tensors = (0..op.inputs).map(|i| if op.inputs == 1 { "x".to_string() } else { format!("x{}", i + 1) });
+    let tensors = (0..op.inputs).map(|i| {
+        if op.inputs == 1 {
+            "x".to_string()
+        } else {
+            format!("x{}", i + 1)
+        }
+    });
     let named = op.args.iter().map(|a| match a.default {
         Some(d) => format!("{} = {d}", a.name),
         None => a.name.to_string(),
@@ -240,10 +329,23 @@ fn op_signature(op: &ops::OpDef) -> String {
 }
 
 #[cfg(feature = "train")]
-fn build(file: &Path, model: Option<&str>, recipe: Option<PathBuf>, out: Option<PathBuf>, device: &str, quiet: bool, color: Color) -> Result<ExitCode, String> {
+fn build(
+    file: &Path,
+    model: Option<&str>,
+    recipe: Option<PathBuf>,
+    out: Option<PathBuf>,
+    device: &str,
+    quiet: bool,
+    color: Color,
+) -> Result<ExitCode, String> {
     let graph = checked_graph(file, model, color)?;
     let recipe_path = recipe.unwrap_or_else(|| crate::recipe::Recipe::path_for(file));
-    let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| e.rendered.trim_start_matches("error: ").trim_end().to_string())?;
+    let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| {
+        e.rendered
+            .trim_start_matches("error: ")
+            .trim_end()
+            .to_string()
+    })?;
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = crate::train::BuildOptions {
         out_dir: out.unwrap_or_else(|| PathBuf::from("build").join(&quantized.name)),
@@ -252,11 +354,22 @@ fn build(file: &Path, model: Option<&str>, recipe: Option<PathBuf>, out: Option<
     };
     let report = crate::train::build(&quantized, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
-    println!("wrote {}, {}, {}", report.artifacts.float, report.artifacts.qat, report.artifacts.report);
+    println!(
+        "wrote {}, {}, {}",
+        report.artifacts.float, report.artifacts.qat, report.artifacts.report
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(not(feature = "train"))]
-fn build(_: &Path, _: Option<&str>, _: Option<PathBuf>, _: Option<PathBuf>, _: &str, _: bool, _: Color) -> Result<ExitCode, String> {
+fn build(
+    _: &Path,
+    _: Option<&str>,
+    _: Option<PathBuf>,
+    _: Option<PathBuf>,
+    _: &str,
+    _: bool,
+    _: Color,
+) -> Result<ExitCode, String> {
     Err("this qatc was built without the `train` feature (libtorch); rebuild with default features to train".into())
 }

@@ -133,6 +133,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         diagnostics: Vec::new(),
         index: Index::default(),
         file_span,
+        let_start: 0,
     };
     checker.recursion(file);
     for item in &file.items {
@@ -239,6 +240,8 @@ struct Binding {
     value: Value,
     span: Span,
     used: bool,
+    /// Its call failed and was reported: "unused" would only add noise.
+    poisoned: bool,
 }
 
 /// Where a body is being checked: on its own, or inlined into a model's graph.
@@ -300,6 +303,8 @@ struct Checker<'a> {
     diagnostics: Vec<Diagnostic>,
     index: Index,
     file_span: Span,
+    /// Number of diagnostics before the current `let`, to tell whether it reported any.
+    let_start: usize,
 }
 
 /// The scope of one body (a model, or one instance of a block).
@@ -435,7 +440,7 @@ impl<'a> Checker<'a> {
                 continue;
             }
             self.define_index(&ctx, p.name.span, &p.name.name, format!("`{}: {}` (parameter of block `{}`)", p.name.name, p.ty.name, b.name.name), b.span);
-            scope.bindings.insert(p.name.name.clone(), Binding { value, span: p.name.span, used: false });
+            scope.bindings.insert(p.name.name.clone(), Binding { value, span: p.name.span, used: false, poisoned: false });
         }
         let mut graph = GraphBuilder::default();
         self.body(&mut graph, &mut ctx, &mut scope, &b.statements, Some(b), b.span);
@@ -524,7 +529,7 @@ impl<'a> Checker<'a> {
             );
         }
         if !ctx.inlined() {
-            let mut unused: Vec<(&String, &Binding)> = scope.bindings.iter().filter(|(_, b)| !b.used).collect();
+            let mut unused: Vec<(&String, &Binding)> = scope.bindings.iter().filter(|(_, b)| !b.used && !b.poisoned).collect();
             unused.sort_by_key(|(_, b)| b.span.start);
             let warnings: Vec<Diagnostic> = unused.into_iter().map(|(name, b)| unused_warning(name, b.span)).collect();
             self.diagnostics.extend(warnings);
@@ -533,9 +538,13 @@ impl<'a> Checker<'a> {
     }
 
     fn define(&mut self, ctx: &Ctx, scope: &mut Scope, name: &ast::Ident, value: Value) {
-        let previous = scope.bindings.insert(name.name.clone(), Binding { value, span: name.span, used: false });
+        // In a model an unknown value means its call failed; in a block checked on its own,
+        // values have unknown shapes anyway, and only an error reported by this `let` counts.
+        let failed = self.diagnostics[self.let_start..].iter().any(Diagnostic::is_error);
+        let poisoned = failed || (value == Value::Tensor(None) && ctx.prefix.is_empty());
+        let previous = scope.bindings.insert(name.name.clone(), Binding { value, span: name.span, used: false, poisoned });
         if let Some(previous) = previous {
-            if !previous.used && !ctx.inlined() {
+            if !previous.used && !previous.poisoned && !ctx.inlined() {
                 self.diagnostics.push(unused_warning(&name.name, previous.span).with_note(format!("it is shadowed by a later `{}` before any use", name.name)));
             }
         }
@@ -598,11 +607,12 @@ impl<'a> Checker<'a> {
             graph.push(&input.name.name, Op::Input, Vec::new(), shape, input.span, ctx.quant)
         });
         // An input is "used" by definition: the caller supplies it.
-        scope.bindings.insert(input.name.name.clone(), Binding { value: Value::Tensor(value), span: input.name.span, used: true });
+        scope.bindings.insert(input.name.name.clone(), Binding { value: Value::Tensor(value), span: input.name.span, used: true, poisoned: false });
         value
     }
 
     fn let_binding(&mut self, graph: &mut GraphBuilder, ctx: &mut Ctx<'a>, scope: &mut Scope, binding: &'a ast::LetBinding, item_span: Span) {
+        self.let_start = self.diagnostics.len();
         let call = &binding.call;
         let name = &binding.names[0];
         let block = if ops::lookup(&call.callee.name).is_some() { None } else { self.namespaces[ctx.module].get(call.callee.name.as_str()).copied() };
@@ -791,7 +801,7 @@ impl<'a> Checker<'a> {
         let mut inner_scope = Scope::default();
         for (p, b) in params.iter().zip(&bound) {
             if let Some((v, _)) = b {
-                inner_scope.bindings.insert(p.name.name.clone(), Binding { value: *v, span: p.name.span, used: true });
+                inner_scope.bindings.insert(p.name.name.clone(), Binding { value: *v, span: p.name.span, used: true, poisoned: false });
             }
         }
         let site = if ctx.module == 0 { call.span } else { ctx.inlining.last().map_or(call.span, |s| s.1) };
@@ -975,6 +985,7 @@ impl<'a> Checker<'a> {
     fn args(&mut self, ctx: &Ctx, scope: &mut Scope, call: &ast::Call, def: &OpDef) -> Option<Args> {
         let mut values: Vec<(&'static str, ArgValue)> = Vec::new();
         let mut spans: HashMap<&str, Span> = HashMap::new();
+        let mut suggested: Vec<&str> = Vec::new();
         let mut ok = true;
         for arg in &call.args {
             let Some(name) = &arg.name else { continue };
@@ -982,6 +993,7 @@ impl<'a> Checker<'a> {
                 ok = false;
                 let mut d = Diagnostic::error(codes::UNKNOWN_ARGUMENT, format!("`{}` has no argument `{}`", def.name, name.name), name.span, "unknown argument");
                 if let Some(s) = did_you_mean(&name.name, def.args.iter().map(|a| a.name)) {
+                    suggested.push(s);
                     d = d.with_help(format!("did you mean `{s}`?"));
                 } else if def.args.is_empty() {
                     d = d.with_note(format!("`{}` takes no named arguments", def.name));
@@ -1050,6 +1062,8 @@ impl<'a> Checker<'a> {
                 continue;
             }
             match arg_def.default {
+                // Misspelled arguments suggest a name; that name is then not also "missing".
+                None if suggested.contains(&arg_def.name) => ok = false,
                 None => {
                     ok = false;
                     self.report(ctx, 

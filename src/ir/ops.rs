@@ -512,6 +512,14 @@ pub fn instantiate(def: &OpDef, args: &Args, inputs: &[&Shape]) -> Result<(Op, S
                 Some(ArgValue::Choice("same")) => Padding::Same,
                 _ => Padding::Valid,
             };
+            if padding == Padding::Same && kernel % 2 == 0 {
+                // Even kernels would need asymmetric padding, which the int8 kernels do not do.
+                return Err(shape_err(
+                    format!("`padding = same` needs an odd kernel, got {kernel}"),
+                    None,
+                    Some("use an odd kernel size (1, 3, 5, ...) or `padding = valid`"),
+                ));
+            }
             // The extent one output value sees; equal to the kernel when dilation is 1.
             let extent = dilation.saturating_mul(kernel - 1).saturating_add(1);
             let pad = match padding {

@@ -17,6 +17,8 @@ struct QatParser;
 /// (at lines starting with an item keyword) and each is parsed on its own: one typo
 /// costs one item, and errors in independent items are all reported.
 pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
+    // Detailed attempts give the literal tokens expected at the furthest position.
+    pest::set_error_detail(true);
     match parse_range(text, 0, text.len()) {
         Ok(items) => (File { items, broken: Vec::new() }, Vec::new()),
         Err(first) => {
@@ -249,41 +251,79 @@ fn describe(rule: &Rule) -> &'static str {
 }
 
 fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
-    let (start, end) = match e.location {
+    let (mut start, mut end) = match e.location {
         InputLocation::Pos(p) => (p, p),
         InputLocation::Span((s, e)) => (s, e),
     };
-    // Point at the offending token (up to the next whitespace), or at the end of the file.
-    let end = if end > start {
-        end
-    } else {
-        let rest = &text[start..];
-        start + rest.find(|c: char| c.is_whitespace() || "(){}[],=:@".contains(c)).map_or(rest.len(), |n| n.max(rest.chars().next().map_or(0, char::len_utf8)))
-    };
-    let found = &text[start..end];
-    let found_desc = if found.is_empty() { "end of file".to_string() } else { format!("`{found}`") };
-    let expected = match &e.variant {
+    let mut expected: Vec<String> = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<&str> = positives.iter().map(describe).collect();
-            names.sort_unstable();
-            names.dedup();
-            names
+            positives.iter().map(|r| describe(r).to_string()).collect()
         }
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
+    if let Some(attempts) = e.parse_attempts() {
+        if attempts.max_position >= start {
+            start = attempts.max_position.min(text.len());
+            end = start;
+            // pest keeps its token type private; literal tokens print as themselves.
+            let tokens = attempts
+                .expected_tokens()
+                .into_iter()
+                .map(|t| t.to_string())
+                // Whitespace and comments may go anywhere; listing them helps nobody.
+                .filter(|t| {
+                    !t.trim().is_empty()
+                        && !matches!(t.as_str(), "BUILTIN_RULE" | "//" | "/*")
+                        && !t.contains("..")
+                })
+                .map(|t| {
+                    if t == "_" {
+                        "a name".to_string()
+                    } else {
+                        format!("`{t}`")
+                    }
+                });
+            let rules = attempts
+                .call_stacks()
+                .into_iter()
+                .filter_map(|c| c.parent)
+                .map(|r| describe(&r).to_string());
+            expected = tokens
+                .chain(rules)
+                .filter(|s| s != "something else")
+                .collect();
+        }
+    }
+    // Point at the offending token (up to the next separator), or at the end of the file.
+    if end <= start {
+        let rest = &text[start..];
+        let token_len = rest
+            .find(|c: char| c.is_whitespace() || "(){}[],=:@".contains(c))
+            .unwrap_or(rest.len());
+        end = start + token_len.max(rest.chars().next().map_or(0, char::len_utf8));
+    }
+    let found = &text[start..end];
+    let found_desc = if found.is_empty() {
+        "end of file".to_string()
+    } else {
+        format!("`{found}`")
+    };
+    expected.sort_unstable();
+    expected.dedup();
     let expected_text = match expected.as_slice() {
         [] => "something else".to_string(),
-        [one] => one.to_string(),
+        [one] => one.clone(),
         [init @ .., last] => format!("{} or {last}", init.join(", ")),
     };
-    let mut d = Diagnostic::error(
+    let d = Diagnostic::error(
         crate::codes::SYNTAX,
         format!("syntax error: unexpected {found_desc}"),
         Span::new(start, end),
         format!("expected {expected_text}"),
     );
-    if found == "=" || found.starts_with('"') {
-        d = d.with_help("a `let` binds the result of one op call: `let y = relu(x)`");
+    if expected.iter().any(|e| e == "`(`") {
+        d.with_help("a `let` binds the result of one op call, e.g. `let y = relu(x)`; arguments go in parentheses")
+    } else {
+        d
     }
-    d
 }
