@@ -297,12 +297,19 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
             Err(diagnostics) => {
                 ok = false;
-                eprint!("{}", render_terminal(&file, &diagnostics, Color::Auto.enabled()));
+                eprint!(
+                    "{}",
+                    render_terminal(&file, &diagnostics, Color::Auto.enabled())
+                );
                 eprintln!("{}: not formatted: it has syntax errors", file.name);
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn plural_warnings(n: usize) -> String {

@@ -5,6 +5,10 @@
 //! `train` (libtorch: float training, PTQ calibration, QAT) → [`report`].
 //! [`diagnostics`] and [`cli`] sit beside them.
 
+
+// Diagnostics travel in `Result::Err` by value: they are made only on the error path,
+// so boxing them would cost clarity for no measurable gain.
+#![allow(clippy::result_large_err)]
 pub mod cli;
 pub mod codes;
 pub mod data;
@@ -27,7 +31,10 @@ pub fn check_source(file: &SourceFile) -> ir::CheckedFile {
 }
 
 /// [`check_source`] with imports read through `loader` (the language server's open buffers).
-pub fn check_source_with(file: &SourceFile, loader: &mut dyn ir::modules::Loader) -> ir::CheckedFile {
+pub fn check_source_with(
+    file: &SourceFile,
+    loader: &mut dyn ir::modules::Loader,
+) -> ir::CheckedFile {
     let (ast, syntax_errors) = syntax::parse(&file.text);
     let mut checked = ir::check_file_at(&ast, std::path::Path::new(&file.name), loader);
     if !syntax_errors.is_empty() {

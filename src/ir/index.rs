@@ -47,12 +47,16 @@ pub struct Index {
 impl Index {
     /// The reference under a byte offset, if any.
     pub fn reference_at(&self, offset: usize) -> Option<&Reference> {
-        self.references.iter().find(|r| r.span.start <= offset && offset <= r.span.end)
+        self.references
+            .iter()
+            .find(|r| r.span.start <= offset && offset <= r.span.end)
     }
 
     /// The definition whose name is under a byte offset, if any.
     pub fn definition_at(&self, offset: usize) -> Option<&Definition> {
-        self.definitions.iter().find(|d| d.span.start <= offset && offset <= d.span.end)
+        self.definitions
+            .iter()
+            .find(|d| d.span.start <= offset && offset <= d.span.end)
     }
 
     /// The definition at exactly this span.
@@ -62,6 +66,12 @@ impl Index {
 
     /// Names visible at a byte offset: definitions in the enclosing item that come before it.
     pub fn names_in_scope(&self, offset: usize) -> Vec<&Definition> {
-        self.definitions.iter().filter(|d| d.global || (d.scope.start <= offset && offset <= d.scope.end && d.span.end <= offset)).collect()
+        self.definitions
+            .iter()
+            .filter(|d| {
+                d.global
+                    || (d.scope.start <= offset && offset <= d.scope.end && d.span.end <= offset)
+            })
+            .collect()
     }
 }

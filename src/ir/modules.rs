@@ -46,14 +46,24 @@ pub type Resolved = Result<usize, Diagnostic>;
 
 impl Modules {
     /// Loads the imports of `file` (at `origin`) and, transitively, theirs.
-    pub fn load(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -> (Modules, Vec<(Span, Resolved)>) {
+    pub fn load(
+        file: &ast::File,
+        origin: &Path,
+        loader: &mut dyn Loader,
+    ) -> (Modules, Vec<(Span, Resolved)>) {
         let mut modules = Modules::default();
         let mut stack = vec![normalize(origin)];
         let resolved = modules.load_uses(file, origin, loader, &mut stack);
         (modules, resolved)
     }
 
-    fn load_uses(&mut self, file: &ast::File, origin: &Path, loader: &mut dyn Loader, stack: &mut Vec<PathBuf>) -> Vec<(Span, Resolved)> {
+    fn load_uses(
+        &mut self,
+        file: &ast::File,
+        origin: &Path,
+        loader: &mut dyn Loader,
+        stack: &mut Vec<PathBuf>,
+    ) -> Vec<(Span, Resolved)> {
         let dir = origin.parent().unwrap_or(Path::new(""));
         let mut out = Vec::new();
         for item in &file.items {
@@ -64,18 +74,38 @@ impl Modules {
         out
     }
 
-    fn load_one(&mut self, u: &ast::UseDecl, path: &Path, loader: &mut dyn Loader, stack: &mut Vec<PathBuf>) -> Resolved {
+    fn load_one(
+        &mut self,
+        u: &ast::UseDecl,
+        path: &Path,
+        loader: &mut dyn Loader,
+        stack: &mut Vec<PathBuf>,
+    ) -> Resolved {
         if let Some(at) = stack.iter().position(|p| p == path) {
-            let chain: Vec<String> = stack[at..].iter().chain(std::iter::once(&path.to_path_buf())).map(|p| file_name(p)).collect();
-            return Err(Diagnostic::error(codes::IMPORT_CYCLE, format!("import cycle: {}", chain.join(" -> ")), u.path_span, "this import leads back to a file that imports it")
-                .with_help("move the shared blocks into a third file that both import"));
+            let chain: Vec<String> = stack[at..]
+                .iter()
+                .chain(std::iter::once(&path.to_path_buf()))
+                .map(|p| file_name(p))
+                .collect();
+            return Err(Diagnostic::error(
+                codes::IMPORT_CYCLE,
+                format!("import cycle: {}", chain.join(" -> ")),
+                u.path_span,
+                "this import leads back to a file that imports it",
+            )
+            .with_help("move the shared blocks into a third file that both import"));
         }
         if let Some(&i) = self.by_path.get(path) {
             return Ok(i);
         }
         let text = loader.load(path).map_err(|e| {
-            Diagnostic::error(codes::IMPORT_FAILED, format!("cannot import `{}`", u.path), u.path_span, format!("cannot read {}: {e}", path.display()))
-                .with_note("import paths are relative to the importing file")
+            Diagnostic::error(
+                codes::IMPORT_FAILED,
+                format!("cannot import `{}`", u.path),
+                u.path_span,
+                format!("cannot read {}: {e}", path.display()),
+            )
+            .with_note("import paths are relative to the importing file")
         })?;
         let (ast, mut errors) = syntax::parse(&text);
         stack.push(path.to_path_buf());
@@ -92,7 +122,12 @@ impl Modules {
             }
         }
         let i = self.list.len();
-        self.list.push(Module { path: path.to_path_buf(), ast, imports, errors });
+        self.list.push(Module {
+            path: path.to_path_buf(),
+            ast,
+            imports,
+            errors,
+        });
         self.by_path.insert(path.to_path_buf(), i);
         Ok(i)
     }
@@ -114,5 +149,8 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

@@ -52,32 +52,59 @@ pub enum Op {
         bias: bool,
         epilogue: Epilogue,
     },
-    Dense { units: usize, in_features: usize, bias: bool, epilogue: Epilogue },
-    BatchNorm { channels: usize, eps: f64, momentum: f64 },
+    Dense {
+        units: usize,
+        in_features: usize,
+        bias: bool,
+        epilogue: Epilogue,
+    },
+    BatchNorm {
+        channels: usize,
+        eps: f64,
+        momentum: f64,
+    },
     Relu,
     Relu6,
     Hardswish,
     Sigmoid,
-    MaxPool2d { size: usize, stride: usize },
-    AvgPool2d { size: usize, stride: usize },
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+    },
+    AvgPool2d {
+        size: usize,
+        stride: usize,
+    },
     /// Mean over H and W: [C, H, W] -> [C].
     GlobalAvgPool,
     Flatten,
     /// To `shape` (without the batch dimension).
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
     Add,
     /// Elementwise product with broadcasting.
     Mul,
     /// Joins its inputs along `axis` (0-based, batch dimension excluded).
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Zeroes each value with probability `rate` while training; the identity otherwise.
-    Dropout { rate: f64 },
+    Dropout {
+        rate: f64,
+    },
     /// Softmax along `axis` (0-based, batch dimension excluded).
-    Softmax { axis: usize },
+    Softmax {
+        axis: usize,
+    },
     /// Zero padding of `size` on each side of H and W.
-    Pad { size: usize },
+    Pad {
+        size: usize,
+    },
     /// Inserted by the fake-quant pass: quantize and dequantize its input.
-    FakeQuant { spec: super::QuantSpec },
+    FakeQuant {
+        spec: super::QuantSpec,
+    },
 }
 
 impl Op {
@@ -114,7 +141,14 @@ impl Op {
     /// Ops whose int8 form keeps the input's scale and zero point (no requantization):
     /// they only move or select values, and zero padding is exact because zero is.
     pub fn shares_input_quant(&self) -> bool {
-        matches!(self, Op::MaxPool2d { .. } | Op::Flatten | Op::Reshape { .. } | Op::Dropout { .. } | Op::Pad { .. })
+        matches!(
+            self,
+            Op::MaxPool2d { .. }
+                | Op::Flatten
+                | Op::Reshape { .. }
+                | Op::Dropout { .. }
+                | Op::Pad { .. }
+        )
     }
 }
 
@@ -131,7 +165,17 @@ impl fmt::Display for Op {
             s
         };
         match self {
-            Op::Conv2d { filters, kernel, stride, padding, dilation, groups, bias, epilogue, .. } => {
+            Op::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                epilogue,
+                ..
+            } => {
                 write!(
                     f,
                     "conv2d{}(filters={filters}, kernel={kernel}, stride={stride}, padding={}",
@@ -150,8 +194,15 @@ impl fmt::Display for Op {
                 }
                 write!(f, ", bias={bias})")
             }
-            Op::Dense { units, bias, epilogue, .. } => write!(f, "dense{}(units={units}, bias={bias})", fused(epilogue)),
-            Op::BatchNorm { eps, momentum, .. } => write!(f, "batch_norm(eps={eps}, momentum={momentum})"),
+            Op::Dense {
+                units,
+                bias,
+                epilogue,
+                ..
+            } => write!(f, "dense{}(units={units}, bias={bias})", fused(epilogue)),
+            Op::BatchNorm { eps, momentum, .. } => {
+                write!(f, "batch_norm(eps={eps}, momentum={momentum})")
+            }
             Op::MaxPool2d { size, stride } => write!(f, "max_pool2d(size={size}, stride={stride})"),
             Op::AvgPool2d { size, stride } => write!(f, "avg_pool2d(size={size}, stride={stride})"),
             Op::Reshape { shape } => write!(f, "reshape(shape={})", format_shape(shape)),
@@ -187,7 +238,10 @@ pub enum ArgType {
 impl ArgType {
     /// Whether an `int` block parameter may be passed for this argument.
     pub fn accepts_int(self) -> bool {
-        matches!(self, ArgType::PositiveInt | ArgType::NonNegativeInt | ArgType::Axis)
+        matches!(
+            self,
+            ArgType::PositiveInt | ArgType::NonNegativeInt | ArgType::Axis
+        )
     }
 }
 
@@ -201,7 +255,14 @@ impl fmt::Display for ArgType {
             ArgType::Fraction => write!(f, "a number between 0 and 1"),
             ArgType::Rate => write!(f, "a number from 0 up to (not including) 1"),
             ArgType::Bool => write!(f, "`true` or `false`"),
-            ArgType::Choice(c) => write!(f, "one of {}", c.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
+            ArgType::Choice(c) => write!(
+                f,
+                "one of {}",
+                c.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             ArgType::Shape => write!(f, "a list of positive integers like `[64, 7, 7]`"),
         }
     }
@@ -235,36 +296,85 @@ impl OpDef {
         let tensors: Vec<String> = if self.variadic {
             vec!["x1".into(), "x2".into(), "...".into()]
         } else {
-            (0..self.inputs).map(|i| if self.inputs == 1 { "x".to_string() } else { format!("x{}", i + 1) }).collect()
+            (0..self.inputs)
+                .map(|i| {
+                    if self.inputs == 1 {
+                        "x".to_string()
+                    } else {
+                        format!("x{}", i + 1)
+                    }
+                })
+                .collect()
         };
         let named = self.args.iter().map(|a| match a.default {
             Some(d) => format!("{} = {d}", a.name),
             None => a.name.to_string(),
         });
-        format!("{}({})", self.name, tensors.into_iter().chain(named).collect::<Vec<_>>().join(", "))
+        format!(
+            "{}({})",
+            self.name,
+            tensors
+                .into_iter()
+                .chain(named)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 
     /// Markdown documentation: signature, description, shape rule and arguments.
     pub fn markdown(&self) -> String {
-        let mut out = format!("```qat\n{}\n```\n{}\n\nshape: `{}`\n", self.signature(), self.doc, self.shape_rule);
+        let mut out = format!(
+            "```qat\n{}\n```\n{}\n\nshape: `{}`\n",
+            self.signature(),
+            self.doc,
+            self.shape_rule
+        );
         for a in self.args {
-            out.push_str(&format!("\n- `{}`: {} ({}; default: {})", a.name, a.doc, a.ty, a.default.unwrap_or("required")));
+            out.push_str(&format!(
+                "\n- `{}`: {} ({}; default: {})",
+                a.name,
+                a.doc,
+                a.ty,
+                a.default.unwrap_or("required")
+            ));
         }
         out
     }
 }
 
-const fn arg(name: &'static str, ty: ArgType, default: Option<&'static str>, doc: &'static str) -> ArgDef {
-    ArgDef { name, ty, default, doc }
+const fn arg(
+    name: &'static str,
+    ty: ArgType,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> ArgDef {
+    ArgDef {
+        name,
+        ty,
+        default,
+        doc,
+    }
 }
 
 const fn unary(name: &'static str, doc: &'static str, shape_rule: &'static str) -> OpDef {
-    OpDef { name, inputs: 1, variadic: false, args: &[], doc, shape_rule }
+    OpDef {
+        name,
+        inputs: 1,
+        variadic: false,
+        args: &[],
+        doc,
+        shape_rule,
+    }
 }
 
 const POOL_ARGS: &[ArgDef] = &[
     arg("size", ArgType::PositiveInt, None, "square window size"),
-    arg("stride", ArgType::PositiveInt, Some("size"), "step between windows (defaults to the window size)"),
+    arg(
+        "stride",
+        ArgType::PositiveInt,
+        Some("size"),
+        "step between windows (defaults to the window size)",
+    ),
 ];
 
 pub const OPS: &[OpDef] = &[
@@ -443,11 +553,22 @@ pub struct ShapeError {
 }
 
 fn shape_err(message: String, blame: Option<usize>, help: Option<&str>) -> ShapeError {
-    ShapeError { message, blame, help: help.map(str::to_string) }
+    ShapeError {
+        message,
+        blame,
+        help: help.map(str::to_string),
+    }
 }
 
 pub fn format_shape(shape: &[usize]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// An axis of a `rank`-dimensional value, negative counting from the end.
@@ -456,14 +577,24 @@ fn axis(axis: i64, rank: usize, op: &str) -> Result<usize, ShapeError> {
     if (0..rank as i64).contains(&resolved) {
         Ok(resolved as usize)
     } else {
-        Err(shape_err(format!("`{op}` axis {axis} is out of range for a {rank}-D value"), Some(0), Some("axes count from 0 without the batch dimension; -1 is the last")))
+        Err(shape_err(
+            format!("`{op}` axis {axis} is out of range for a {rank}-D value"),
+            Some(0),
+            Some("axes count from 0 without the batch dimension; -1 is the last"),
+        ))
     }
 }
 
 /// NumPy broadcasting of two shapes, if they are compatible.
 fn broadcast(a: &[usize], b: &[usize]) -> Option<Shape> {
     let rank = a.len().max(b.len());
-    let dim = |s: &[usize], i: usize| if i + s.len() >= rank { s[i + s.len() - rank] } else { 1 };
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank]
+        } else {
+            1
+        }
+    };
     (0..rank)
         .map(|i| match (dim(a, i), dim(b, i)) {
             (x, y) if x == y => Some(x),
@@ -479,10 +610,22 @@ pub fn instantiate(def: &OpDef, args: &Args, inputs: &[&Shape]) -> Result<(Op, S
     let image = |what: &str| -> Result<(usize, usize, usize), ShapeError> {
         match inputs[0].as_slice() {
             &[c, h, w] => Ok((c, h, w)),
-            other => Err(shape_err(format!("`{what}` needs a [C, H, W] input, got {}", format_shape(other)), Some(0), None)),
+            other => Err(shape_err(
+                format!(
+                    "`{what}` needs a [C, H, W] input, got {}",
+                    format_shape(other)
+                ),
+                Some(0),
+                None,
+            )),
         }
     };
-    let window = |size: usize, stride: usize, h: usize, w: usize, what: &str| -> Result<(usize, usize), ShapeError> {
+    let window = |size: usize,
+                  stride: usize,
+                  h: usize,
+                  w: usize,
+                  what: &str|
+     -> Result<(usize, usize), ShapeError> {
         if size > h || size > w {
             return Err(shape_err(
                 format!("{what} window {size}x{size} is larger than its {h}x{w} input"),

@@ -23,7 +23,9 @@ pub fn offset(text: &str, pos: lsp::Position) -> usize {
             None => return text.len(),
         }
     }
-    let line_end = text[line_start..].find('\n').map_or(text.len(), |n| line_start + n);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |n| line_start + n);
     let mut units = 0u32;
     for (i, c) in text[line_start..line_end].char_indices() {
         if units >= pos.character {
@@ -38,7 +40,10 @@ pub fn diagnostic(file: &SourceFile, uri: &lsp::Url, d: &Diagnostic) -> lsp::Dia
     let related = d
         .secondary
         .iter()
-        .map(|l| lsp::DiagnosticRelatedInformation { location: lsp::Location::new(uri.clone(), range(file, l.span)), message: l.message.clone() })
+        .map(|l| lsp::DiagnosticRelatedInformation {
+            location: lsp::Location::new(uri.clone(), range(file, l.span)),
+            message: l.message.clone(),
+        })
         .collect::<Vec<_>>();
     let mut message = format!("{}\n{}", d.message, d.primary.message);
     for n in &d.notes {
@@ -69,8 +74,12 @@ mod tests {
     fn offsets_and_positions_round_trip_with_utf16() {
         let text = "ab\n// é😀\nx";
         let file = SourceFile::new("t.qat", text);
-        for offset in [0, 1, 3, 6, 10, text.len()] {
-            assert_eq!(super::offset(text, position(&file, offset)), offset, "offset {offset}");
+        for offset in [0, 1, 3, 6, 8, 12, 13, text.len()] {
+            assert_eq!(
+                super::offset(text, position(&file, offset)),
+                offset,
+                "offset {offset}"
+            );
         }
         // Past the end of a line or of the file clamps.
         assert_eq!(super::offset(text, lsp::Position::new(0, 99)), 2);

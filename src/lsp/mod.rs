@@ -23,29 +23,47 @@ use crate::syntax::{self, ast};
 pub fn run_stdio() -> Result<(), String> {
     let (connection, io_threads) = Connection::stdio();
     let capabilities = lsp::ServerCapabilities {
-        text_document_sync: Some(lsp::TextDocumentSyncCapability::Kind(lsp::TextDocumentSyncKind::FULL)),
+        text_document_sync: Some(lsp::TextDocumentSyncCapability::Kind(
+            lsp::TextDocumentSyncKind::FULL,
+        )),
         hover_provider: Some(lsp::HoverProviderCapability::Simple(true)),
         definition_provider: Some(lsp::OneOf::Left(true)),
-        completion_provider: Some(lsp::CompletionOptions { trigger_characters: Some(vec!["(".into(), ",".into(), " ".into()]), ..Default::default() }),
+        completion_provider: Some(lsp::CompletionOptions {
+            trigger_characters: Some(vec!["(".into(), ",".into(), " ".into()]),
+            ..Default::default()
+        }),
         document_symbol_provider: Some(lsp::OneOf::Left(true)),
         document_formatting_provider: Some(lsp::OneOf::Left(true)),
         ..Default::default()
     };
     let caps = serde_json::to_value(capabilities).map_err(|e| e.to_string())?;
-    connection.initialize(caps).map_err(|e| format!("initialize failed: {e}"))?;
-    let mut server = Server { documents: HashMap::new() };
+    connection
+        .initialize(caps)
+        .map_err(|e| format!("initialize failed: {e}"))?;
+    let mut server = Server {
+        documents: HashMap::new(),
+    };
     for message in &connection.receiver {
         match message {
             Message::Request(req) => {
-                if connection.handle_shutdown(&req).map_err(|e| e.to_string())? {
+                if connection
+                    .handle_shutdown(&req)
+                    .map_err(|e| e.to_string())?
+                {
                     break;
                 }
                 let response = server.request(req);
-                connection.sender.send(Message::Response(response)).map_err(|e| e.to_string())?;
+                connection
+                    .sender
+                    .send(Message::Response(response))
+                    .map_err(|e| e.to_string())?;
             }
             Message::Notification(n) => {
                 for out in server.notification(n) {
-                    connection.sender.send(Message::Notification(out)).map_err(|e| e.to_string())?;
+                    connection
+                        .sender
+                        .send(Message::Notification(out))
+                        .map_err(|e| e.to_string())?;
                 }
             }
             Message::Response(_) => {}
@@ -79,43 +97,63 @@ impl Loader for Overlay<'_> {
 }
 
 fn file_name(uri: &lsp::Url) -> String {
-    uri.to_file_path().map_or_else(|_| uri.path().to_string(), |p| p.display().to_string())
+    uri.to_file_path()
+        .map_or_else(|_| uri.path().to_string(), |p| p.display().to_string())
 }
 
 impl Server {
     fn open_paths(&self) -> HashMap<PathBuf, &str> {
-        self.documents.values().map(|d| (PathBuf::from(&d.file.name), d.file.text.as_str())).collect()
+        self.documents
+            .values()
+            .map(|d| (PathBuf::from(&d.file.name), d.file.text.as_str()))
+            .collect()
     }
 
     fn update(&mut self, uri: lsp::Url, text: String) -> Notification {
         let file = SourceFile::new(file_name(&uri), text);
-        let checked = crate::check_source_with(&file, &mut Overlay { open: self.open_paths() });
-        let diagnostics = checked.diagnostics.iter().map(|d| convert::diagnostic(&file, &uri, d)).collect();
-        self.documents.insert(uri.clone(), Document { file, checked });
+        let checked = crate::check_source_with(
+            &file,
+            &mut Overlay {
+                open: self.open_paths(),
+            },
+        );
+        let diagnostics = checked
+            .diagnostics
+            .iter()
+            .map(|d| convert::diagnostic(&file, &uri, d))
+            .collect();
+        self.documents
+            .insert(uri.clone(), Document { file, checked });
         publish(uri, diagnostics)
     }
 
     fn notification(&mut self, n: Notification) -> Vec<Notification> {
         match n.method.as_str() {
-            lsp::notification::DidOpenTextDocument::METHOD => match serde_json::from_value::<lsp::DidOpenTextDocumentParams>(n.params) {
-                Ok(p) => vec![self.update(p.text_document.uri, p.text_document.text)],
-                Err(_) => Vec::new(),
-            },
-            lsp::notification::DidChangeTextDocument::METHOD => match serde_json::from_value::<lsp::DidChangeTextDocumentParams>(n.params) {
-                // Full sync: the last change holds the whole text.
-                Ok(p) => match p.content_changes.into_iter().last() {
-                    Some(change) => vec![self.update(p.text_document.uri, change.text)],
-                    None => Vec::new(),
-                },
-                Err(_) => Vec::new(),
-            },
-            lsp::notification::DidCloseTextDocument::METHOD => match serde_json::from_value::<lsp::DidCloseTextDocumentParams>(n.params) {
-                Ok(p) => {
-                    self.documents.remove(&p.text_document.uri);
-                    vec![publish(p.text_document.uri, Vec::new())]
+            lsp::notification::DidOpenTextDocument::METHOD => {
+                match serde_json::from_value::<lsp::DidOpenTextDocumentParams>(n.params) {
+                    Ok(p) => vec![self.update(p.text_document.uri, p.text_document.text)],
+                    Err(_) => Vec::new(),
                 }
-                Err(_) => Vec::new(),
-            },
+            }
+            lsp::notification::DidChangeTextDocument::METHOD => {
+                match serde_json::from_value::<lsp::DidChangeTextDocumentParams>(n.params) {
+                    // Full sync: the last change holds the whole text.
+                    Ok(p) => match p.content_changes.into_iter().last() {
+                        Some(change) => vec![self.update(p.text_document.uri, change.text)],
+                        None => Vec::new(),
+                    },
+                    Err(_) => Vec::new(),
+                }
+            }
+            lsp::notification::DidCloseTextDocument::METHOD => {
+                match serde_json::from_value::<lsp::DidCloseTextDocumentParams>(n.params) {
+                    Ok(p) => {
+                        self.documents.remove(&p.text_document.uri);
+                        vec![publish(p.text_document.uri, Vec::new())]
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
             _ => Vec::new(),
         }
     }
@@ -123,11 +161,16 @@ impl Server {
     fn request(&mut self, req: Request) -> Response {
         let id = req.id.clone();
         let result = match req.method.as_str() {
-            lsp::request::HoverRequest::METHOD => params::<lsp::HoverParams>(req).map(|p| to_json(self.hover(&p.text_document_position_params))),
-            lsp::request::GotoDefinition::METHOD => params::<lsp::GotoDefinitionParams>(req).map(|p| to_json(self.definition(&p.text_document_position_params))),
-            lsp::request::Completion::METHOD => params::<lsp::CompletionParams>(req).map(|p| to_json(self.completion(&p.text_document_position))),
-            lsp::request::DocumentSymbolRequest::METHOD => params::<lsp::DocumentSymbolParams>(req).map(|p| to_json(self.symbols(&p.text_document.uri))),
-            lsp::request::Formatting::METHOD => params::<lsp::DocumentFormattingParams>(req).map(|p| to_json(self.format(&p.text_document.uri))),
+            lsp::request::HoverRequest::METHOD => params::<lsp::HoverParams>(req)
+                .map(|p| to_json(self.hover(&p.text_document_position_params))),
+            lsp::request::GotoDefinition::METHOD => params::<lsp::GotoDefinitionParams>(req)
+                .map(|p| to_json(self.definition(&p.text_document_position_params))),
+            lsp::request::Completion::METHOD => params::<lsp::CompletionParams>(req)
+                .map(|p| to_json(self.completion(&p.text_document_position))),
+            lsp::request::DocumentSymbolRequest::METHOD => params::<lsp::DocumentSymbolParams>(req)
+                .map(|p| to_json(self.symbols(&p.text_document.uri))),
+            lsp::request::Formatting::METHOD => params::<lsp::DocumentFormattingParams>(req)
+                .map(|p| to_json(self.format(&p.text_document.uri))),
             _ => Err(format!("unsupported request {}", req.method)),
         };
         match result {
@@ -147,8 +190,12 @@ impl Server {
         let (span, text) = if let Some(r) = index.reference_at(offset) {
             let text = match &r.target {
                 Target::Op(name) => ops::lookup(name)?.markdown(),
-                Target::Local(def) => index.definition(*def).map_or_else(|| "defined in this file".to_string(), |d| d.detail.clone()),
-                Target::External { path, .. } => format!("block imported from `{}`", path.display()),
+                Target::Local(def) => index
+                    .definition(*def)
+                    .map_or_else(|| "defined in this file".to_string(), |d| d.detail.clone()),
+                Target::External { path, .. } => {
+                    format!("block imported from `{}`", path.display())
+                }
                 Target::File(path) => format!("imports `{}`", path.display()),
             };
             (r.span, text)
@@ -158,22 +205,40 @@ impl Server {
             return None;
         };
         Some(lsp::Hover {
-            contents: lsp::HoverContents::Markup(lsp::MarkupContent { kind: lsp::MarkupKind::Markdown, value: text }),
+            contents: lsp::HoverContents::Markup(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value: text,
+            }),
             range: Some(convert::range(&doc.file, span)),
         })
     }
 
-    fn definition(&self, pos: &lsp::TextDocumentPositionParams) -> Option<lsp::GotoDefinitionResponse> {
+    fn definition(
+        &self,
+        pos: &lsp::TextDocumentPositionParams,
+    ) -> Option<lsp::GotoDefinitionResponse> {
         let (doc, offset) = self.at(pos)?;
         let r = doc.checked.index.reference_at(offset)?;
         let location = match &r.target {
-            Target::Local(span) => lsp::Location::new(pos.text_document.uri.clone(), convert::range(&doc.file, *span)),
+            Target::Local(span) => lsp::Location::new(
+                pos.text_document.uri.clone(),
+                convert::range(&doc.file, *span),
+            ),
             Target::External { path, span } => {
-                let text = Overlay { open: self.open_paths() }.load(path).ok()?;
+                let text = Overlay {
+                    open: self.open_paths(),
+                }
+                .load(path)
+                .ok()?;
                 let file = SourceFile::new(path.display().to_string(), text);
-                lsp::Location::new(lsp::Url::from_file_path(path).ok()?, convert::range(&file, *span))
+                lsp::Location::new(
+                    lsp::Url::from_file_path(path).ok()?,
+                    convert::range(&file, *span),
+                )
             }
-            Target::File(path) => lsp::Location::new(lsp::Url::from_file_path(path).ok()?, lsp::Range::default()),
+            Target::File(path) => {
+                lsp::Location::new(lsp::Url::from_file_path(path).ok()?, lsp::Range::default())
+            }
             Target::Op(_) => return None,
         };
         Some(lsp::GotoDefinitionResponse::Scalar(location))
@@ -188,7 +253,11 @@ impl Server {
                 items.push(lsp::CompletionItem {
                     label: a.name.to_string(),
                     kind: Some(lsp::CompletionItemKind::FIELD),
-                    detail: Some(format!("{} (default: {})", a.ty, a.default.unwrap_or("required"))),
+                    detail: Some(format!(
+                        "{} (default: {})",
+                        a.ty,
+                        a.default.unwrap_or("required")
+                    )),
                     documentation: Some(lsp::Documentation::String(a.doc.to_string())),
                     insert_text: Some(format!("{} = ", a.name)),
                     sort_text: Some(format!("0{}", a.name)),
@@ -199,11 +268,18 @@ impl Server {
         let mut seen = std::collections::HashSet::new();
         for d in doc.checked.index.names_in_scope(offset).into_iter().rev() {
             if seen.insert(d.name.clone()) {
-                let kind = if d.global { lsp::CompletionItemKind::FUNCTION } else { lsp::CompletionItemKind::VARIABLE };
+                let kind = if d.global {
+                    lsp::CompletionItemKind::FUNCTION
+                } else {
+                    lsp::CompletionItemKind::VARIABLE
+                };
                 items.push(lsp::CompletionItem {
                     label: d.name.clone(),
                     kind: Some(kind),
-                    documentation: Some(lsp::Documentation::MarkupContent(lsp::MarkupContent { kind: lsp::MarkupKind::Markdown, value: d.detail.clone() })),
+                    documentation: Some(lsp::Documentation::MarkupContent(lsp::MarkupContent {
+                        kind: lsp::MarkupKind::Markdown,
+                        value: d.detail.clone(),
+                    })),
                     sort_text: Some(format!("1{}", d.name)),
                     ..Default::default()
                 });
@@ -214,13 +290,23 @@ impl Server {
                 label: op.name.to_string(),
                 kind: Some(lsp::CompletionItemKind::FUNCTION),
                 detail: Some(op.signature()),
-                documentation: Some(lsp::Documentation::MarkupContent(lsp::MarkupContent { kind: lsp::MarkupKind::Markdown, value: op.markdown() })),
+                documentation: Some(lsp::Documentation::MarkupContent(lsp::MarkupContent {
+                    kind: lsp::MarkupKind::Markdown,
+                    value: op.markdown(),
+                })),
                 sort_text: Some(format!("2{}", op.name)),
                 ..Default::default()
             });
         }
-        for kw in ["model", "block", "use", "input", "let", "output", "quant", "default"] {
-            items.push(lsp::CompletionItem { label: kw.into(), kind: Some(lsp::CompletionItemKind::KEYWORD), sort_text: Some(format!("3{kw}")), ..Default::default() });
+        for kw in [
+            "model", "block", "use", "input", "let", "output", "quant", "default",
+        ] {
+            items.push(lsp::CompletionItem {
+                label: kw.into(),
+                kind: Some(lsp::CompletionItemKind::KEYWORD),
+                sort_text: Some(format!("3{kw}")),
+                ..Default::default()
+            });
         }
         Some(lsp::CompletionResponse::Array(items))
     }
@@ -230,22 +316,48 @@ impl Server {
         let (file, _) = syntax::parse(&doc.file.text);
         let f = &doc.file;
         #[allow(deprecated)] // `deprecated` is a required field of the struct
-        let symbol = |name: &str, detail: Option<String>, kind, span: crate::diagnostics::Span, sel: crate::diagnostics::Span, children: Option<Vec<lsp::DocumentSymbol>>| lsp::DocumentSymbol {
-            name: name.to_string(),
-            detail,
-            kind,
-            tags: None,
-            deprecated: None,
-            range: convert::range(f, span),
-            selection_range: convert::range(f, sel),
-            children,
-        };
+        let symbol =
+            |name: &str,
+             detail: Option<String>,
+             kind,
+             span: crate::diagnostics::Span,
+             sel: crate::diagnostics::Span,
+             children: Option<Vec<lsp::DocumentSymbol>>| lsp::DocumentSymbol {
+                name: name.to_string(),
+                detail,
+                kind,
+                tags: None,
+                deprecated: None,
+                range: convert::range(f, span),
+                selection_range: convert::range(f, sel),
+                children,
+            };
         let bindings = |statements: &[ast::Statement]| -> Vec<lsp::DocumentSymbol> {
             statements
                 .iter()
                 .flat_map(|s| match s {
-                    ast::Statement::Input(i) => vec![symbol(&i.name.name, Some("input".into()), lsp::SymbolKind::VARIABLE, i.span, i.name.span, None)],
-                    ast::Statement::Let(l) => l.names.iter().map(|n| symbol(&n.name, Some(l.call.callee.name.clone()), lsp::SymbolKind::VARIABLE, l.span, n.span, None)).collect(),
+                    ast::Statement::Input(i) => vec![symbol(
+                        &i.name.name,
+                        Some("input".into()),
+                        lsp::SymbolKind::VARIABLE,
+                        i.span,
+                        i.name.span,
+                        None,
+                    )],
+                    ast::Statement::Let(l) => l
+                        .names
+                        .iter()
+                        .map(|n| {
+                            symbol(
+                                &n.name,
+                                Some(l.call.callee.name.clone()),
+                                lsp::SymbolKind::VARIABLE,
+                                l.span,
+                                n.span,
+                                None,
+                            )
+                        })
+                        .collect(),
                     ast::Statement::Output(_) => Vec::new(),
                 })
                 .collect()
@@ -253,10 +365,38 @@ impl Server {
         let mut out = Vec::new();
         for item in &file.items {
             match item {
-                ast::Item::Model(m) => out.push(symbol(&m.name.name, Some("model".into()), lsp::SymbolKind::CLASS, m.span, m.name.span, Some(bindings(&m.statements)))),
-                ast::Item::Block(b) => out.push(symbol(&b.name.name, Some("block".into()), lsp::SymbolKind::FUNCTION, b.span, b.name.span, Some(bindings(&b.statements)))),
-                ast::Item::Use(u) => out.push(symbol(&u.path, Some("use".into()), lsp::SymbolKind::FILE, u.span, u.path_span, None)),
-                ast::Item::QuantDefault(q) => out.push(symbol("quant default", None, lsp::SymbolKind::NAMESPACE, q.span, q.span, None)),
+                ast::Item::Model(m) => out.push(symbol(
+                    &m.name.name,
+                    Some("model".into()),
+                    lsp::SymbolKind::CLASS,
+                    m.span,
+                    m.name.span,
+                    Some(bindings(&m.statements)),
+                )),
+                ast::Item::Block(b) => out.push(symbol(
+                    &b.name.name,
+                    Some("block".into()),
+                    lsp::SymbolKind::FUNCTION,
+                    b.span,
+                    b.name.span,
+                    Some(bindings(&b.statements)),
+                )),
+                ast::Item::Use(u) => out.push(symbol(
+                    &u.path,
+                    Some("use".into()),
+                    lsp::SymbolKind::FILE,
+                    u.span,
+                    u.path_span,
+                    None,
+                )),
+                ast::Item::QuantDefault(q) => out.push(symbol(
+                    "quant default",
+                    None,
+                    lsp::SymbolKind::NAMESPACE,
+                    q.span,
+                    q.span,
+                    None,
+                )),
             }
         }
         Some(lsp::DocumentSymbolResponse::Nested(out))
@@ -269,7 +409,10 @@ impl Server {
             return Some(Vec::new());
         }
         let end = convert::position(&doc.file, doc.file.text.len());
-        Some(vec![lsp::TextEdit::new(lsp::Range::new(lsp::Position::new(0, 0), end), formatted)])
+        Some(vec![lsp::TextEdit::new(
+            lsp::Range::new(lsp::Position::new(0, 0), end),
+            formatted,
+        )])
     }
 }
 
@@ -281,7 +424,9 @@ fn enclosing_call(before: &str) -> Option<&str> {
             ')' => depth += 1,
             '(' if depth == 0 => {
                 let head = before[..i].trim_end();
-                let start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |n| n + 1);
+                let start = head
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(0, |n| n + 1);
                 return Some(&head[start..]);
             }
             '(' => depth -= 1,
@@ -293,7 +438,14 @@ fn enclosing_call(before: &str) -> Option<&str> {
 }
 
 fn publish(uri: lsp::Url, diagnostics: Vec<lsp::Diagnostic>) -> Notification {
-    Notification::new(lsp::notification::PublishDiagnostics::METHOD.into(), lsp::PublishDiagnosticsParams { uri, diagnostics, version: None })
+    Notification::new(
+        lsp::notification::PublishDiagnostics::METHOD.into(),
+        lsp::PublishDiagnosticsParams {
+            uri,
+            diagnostics,
+            version: None,
+        },
+    )
 }
 
 fn params<P: serde::de::DeserializeOwned>(req: Request) -> Result<P, String> {

@@ -14,7 +14,13 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut p = Printer { src: text, comments: comments(text), next: 0, out: String::new(), prev_end: None };
+    let mut p = Printer {
+        src: text,
+        comments: comments(text),
+        next: 0,
+        out: String::new(),
+        prev_end: None,
+    };
     for item in &file.items {
         // Items are always separated by one blank line.
         if p.prev_end.is_some() && !p.out.ends_with("\n\n") {
@@ -27,22 +33,42 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
                 p.line("", &format!("use {quoted}"), u.span)
             }
             Item::QuantDefault(q) => {
-                p.open(q.span.start, "quant default {", q.span.start + "quant".len());
+                p.open(
+                    q.span.start,
+                    "quant default {",
+                    q.span.start + "quant".len(),
+                );
                 for s in &q.settings {
                     let span = Span::new(s.name.span.start, s.value.span().end);
                     p.leading_comments(span.start, INDENT);
-                    p.line(INDENT, &format!("{} = {}", s.name.name, p.expr(&s.value)), span);
+                    p.line(
+                        INDENT,
+                        &format!("{} = {}", s.name.name, p.expr(&s.value)),
+                        span,
+                    );
                 }
                 p.close(q.span);
             }
             Item::Block(b) => {
-                let params: Vec<String> = b.params.iter().map(|x| format!("{}: {}", x.name.name, x.ty.name)).collect();
-                p.open(b.span.start, &format!("block {}({}) {{", b.name.name, params.join(", ")), b.name.span.end);
+                let params: Vec<String> = b
+                    .params
+                    .iter()
+                    .map(|x| format!("{}: {}", x.name.name, x.ty.name))
+                    .collect();
+                p.open(
+                    b.span.start,
+                    &format!("block {}({}) {{", b.name.name, params.join(", ")),
+                    b.name.span.end,
+                );
                 p.statements(&b.statements);
                 p.close(b.span);
             }
             Item::Model(m) => {
-                p.open(m.span.start, &format!("model {} {{", m.name.name), m.name.span.end);
+                p.open(
+                    m.span.start,
+                    &format!("model {} {{", m.name.name),
+                    m.name.span.end,
+                );
                 p.statements(&m.statements);
                 p.close(m.span);
             }
@@ -79,12 +105,18 @@ fn comments(text: &str) -> Vec<Comment> {
             }
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
                 let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
-                out.push(Comment { span: Span::new(i, end) });
+                out.push(Comment {
+                    span: Span::new(i, end),
+                });
                 i = end;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let end = text[i + 2..].find("*/").map_or(text.len(), |n| i + 2 + n + 2);
-                out.push(Comment { span: Span::new(i, end) });
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map_or(text.len(), |n| i + 2 + n + 2);
+                out.push(Comment {
+                    span: Span::new(i, end),
+                });
                 i = end;
             }
             _ => i += 1,
@@ -106,7 +138,8 @@ struct Printer<'a> {
 impl Printer<'_> {
     /// Whether the source has a blank line between the last printed thing and `start`.
     fn blank_before(&self, start: usize) -> bool {
-        self.prev_end.is_some_and(|end| end <= start && self.src[end..start].matches('\n').count() >= 2)
+        self.prev_end
+            .is_some_and(|end| end <= start && self.src[end..start].matches('\n').count() >= 2)
     }
 
     /// Prints, on their own lines, the comments that start before `pos`.
@@ -114,7 +147,11 @@ impl Printer<'_> {
         while let Some(c) = self.comments.get(self.next).filter(|c| c.span.start < pos) {
             let span = c.span;
             self.next += 1;
-            if self.blank_before(span.start) && !self.out.ends_with("{\n") && !self.out.ends_with("\n\n") && !self.out.is_empty() {
+            if self.blank_before(span.start)
+                && !self.out.ends_with("{\n")
+                && !self.out.ends_with("\n\n")
+                && !self.out.is_empty()
+            {
                 self.out.push('\n');
             }
             let text = self.src[span.start..span.end].trim_end();
@@ -127,7 +164,11 @@ impl Printer<'_> {
 
     /// Appends comments that start on the line where the source of the last line ended.
     fn trailing_comments(&mut self, end: usize) {
-        while let Some(c) = self.comments.get(self.next).filter(|c| c.span.start >= end && !self.src[end..c.span.start].contains('\n')) {
+        while let Some(c) = self
+            .comments
+            .get(self.next)
+            .filter(|c| c.span.start >= end && !self.src[end..c.span.start].contains('\n'))
+        {
             let span = c.span;
             self.next += 1;
             if self.out.ends_with('\n') {
@@ -141,7 +182,10 @@ impl Printer<'_> {
     }
 
     fn line(&mut self, indent: &str, text: &str, span: Span) {
-        if self.blank_before(span.start) && !self.out.ends_with("{\n") && !self.out.ends_with("\n\n") {
+        if self.blank_before(span.start)
+            && !self.out.ends_with("{\n")
+            && !self.out.ends_with("\n\n")
+        {
             self.out.push('\n');
         }
         for (i, l) in text.lines().enumerate() {
@@ -154,7 +198,11 @@ impl Printer<'_> {
         // Comments inside the construct keep their order, on their own lines after it
         // (after a comment trailing the line, which the source has later still).
         let mut inside = Vec::new();
-        while let Some(c) = self.comments.get(self.next).filter(|c| c.span.start < span.end) {
+        while let Some(c) = self
+            .comments
+            .get(self.next)
+            .filter(|c| c.span.start < span.end)
+        {
             inside.push(c.span);
             self.next += 1;
         }
@@ -175,9 +223,17 @@ impl Printer<'_> {
         self.out.push_str(header);
         self.out.push('\n');
         // Anything between the header and `{` moves with the header.
-        let brace = self.src[header_end..].find('{').map_or(header_end, |n| header_end + n + 1);
+        let brace = self.src[header_end..]
+            .find('{')
+            .map_or(header_end, |n| header_end + n + 1);
         self.prev_end = Some(brace);
-        self.trailing_comments(brace);
+        // Only a comment right after `{` trails the header; one after a statement on the
+        // same line belongs to that statement.
+        if self.comments.get(self.next).is_some_and(|c| {
+            c.span.start >= brace && self.src[brace..c.span.start].trim().is_empty()
+        }) {
+            self.trailing_comments(brace);
+        }
     }
 
     fn close(&mut self, span: Span) {
@@ -192,8 +248,17 @@ impl Printer<'_> {
             self.leading_comments(s.span().start, INDENT);
             let text = match s {
                 Statement::Input(i) => {
-                    let dims: Vec<&str> = i.ty.dims.iter().map(|(_, sp)| &self.src[sp.start..sp.end]).collect();
-                    format!("input {}: {}[{}]", i.name.name, i.ty.dtype.name, dims.join(", "))
+                    let dims: Vec<&str> =
+                        i.ty.dims
+                            .iter()
+                            .map(|(_, sp)| &self.src[sp.start..sp.end])
+                            .collect();
+                    format!(
+                        "input {}: {}[{}]",
+                        i.name.name,
+                        i.ty.dtype.name,
+                        dims.join(", ")
+                    )
                 }
                 Statement::Let(l) => {
                     let mut t = String::new();
@@ -206,10 +271,21 @@ impl Printer<'_> {
                         t.push('\n');
                     }
                     let names: Vec<&str> = l.names.iter().map(|n| n.name.as_str()).collect();
-                    t.push_str(&format!("let {} = {}", names.join(", "), self.call(&l.call)));
+                    t.push_str(&format!(
+                        "let {} = {}",
+                        names.join(", "),
+                        self.call(&l.call)
+                    ));
                     t
                 }
-                Statement::Output(o) => format!("output {}", o.names.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")),
+                Statement::Output(o) => format!(
+                    "output {}",
+                    o.names
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
             self.line(INDENT, &text, s.span());
         }
@@ -234,7 +310,14 @@ impl Printer<'_> {
             Expr::Call(c) => self.call(c),
             Expr::Number { text, .. } => text.clone(),
             Expr::Ident(i) => i.name.clone(),
-            Expr::List { items, .. } => format!("[{}]", items.iter().map(|i| self.expr(i)).collect::<Vec<_>>().join(", ")),
+            Expr::List { items, .. } => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|i| self.expr(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }

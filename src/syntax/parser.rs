@@ -20,15 +20,34 @@ pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
     // Detailed attempts give the literal tokens expected at the furthest position.
     pest::set_error_detail(true);
     match parse_range(text, 0, text.len()) {
-        Ok(items) => (File { items, broken: Vec::new() }, Vec::new()),
+        Ok(items) => (
+            File {
+                items,
+                broken: Vec::new(),
+            },
+            Vec::new(),
+        ),
         Err(first) => {
             let starts = item_starts(text);
             if starts.len() < 2 {
-                return (File { items: Vec::new(), broken: broken_name(text).into_iter().collect() }, vec![first]);
+                return (
+                    File {
+                        items: Vec::new(),
+                        broken: broken_name(text).into_iter().collect(),
+                    },
+                    vec![first],
+                );
             }
-            let mut file = File { items: Vec::new(), broken: Vec::new() };
+            let mut file = File {
+                items: Vec::new(),
+                broken: Vec::new(),
+            };
             let mut errors = Vec::new();
-            let ends = starts.iter().skip(1).copied().chain(std::iter::once(text.len()));
+            let ends = starts
+                .iter()
+                .skip(1)
+                .copied()
+                .chain(std::iter::once(text.len()));
             // Text before the first item keyword belongs to the first chunk.
             for (i, (start, end)) in starts.iter().copied().zip(ends).enumerate() {
                 let start = if i == 0 { 0 } else { start };
@@ -56,7 +75,9 @@ fn parse_range(text: &str, start: usize, end: usize) -> Result<Vec<Item>, Diagno
         &padded
     };
     let mut pairs = QatParser::parse(Rule::file, source).map_err(|e| syntax_error(source, e))?;
-    let Some(file) = pairs.next() else { return Ok(Vec::new()) };
+    let Some(file) = pairs.next() else {
+        return Ok(Vec::new());
+    };
     Ok(file.into_inner().filter_map(item).collect())
 }
 
@@ -65,7 +86,10 @@ fn item_starts(text: &str) -> Vec<usize> {
     let mut starts = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        let word = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("");
+        let word = line
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
         if matches!(word, "model" | "block" | "use" | "quant") {
             starts.push(offset);
         }
@@ -76,7 +100,9 @@ fn item_starts(text: &str) -> Vec<usize> {
 
 /// The name of the `block` or `model` a broken chunk defines, so that uses of it elsewhere are not reported too.
 fn broken_name(chunk: &str) -> Option<String> {
-    let mut words = chunk.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+    let mut words = chunk
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty());
     while let Some(w) = words.next() {
         if w == "block" || w == "model" {
             return words.next().map(str::to_string);
@@ -91,7 +117,11 @@ fn item(p: Pair<Rule>) -> Option<Item> {
             let span = p.as_span().into();
             let s = p.into_inner().next()?;
             let quoted = s.as_str();
-            Item::Use(UseDecl { path: quoted[1..quoted.len() - 1].to_string(), path_span: s.as_span().into(), span })
+            Item::Use(UseDecl {
+                path: quoted[1..quoted.len() - 1].to_string(),
+                path_span: s.as_span().into(),
+                span,
+            })
         }
         Rule::quant_default => Item::QuantDefault(quant_default(p)),
         Rule::block_def => Item::Block(block_def(p)?),
@@ -133,7 +163,12 @@ fn block_def(p: Pair<Rule>) -> Option<BlockDef> {
             _ => {}
         }
     }
-    Some(BlockDef { name, params, statements, span })
+    Some(BlockDef {
+        name,
+        params,
+        statements,
+        span,
+    })
 }
 
 fn model(p: Pair<Rule>) -> Option<Model> {
@@ -141,7 +176,11 @@ fn model(p: Pair<Rule>) -> Option<Model> {
     let mut inner = p.into_inner();
     let name = ident(inner.next()?);
     let statements = inner.next().map(body).unwrap_or_default();
-    Some(Model { name, statements, span })
+    Some(Model {
+        name,
+        statements,
+        span,
+    })
 }
 
 fn body(p: Pair<Rule>) -> Vec<Statement> {
@@ -150,7 +189,10 @@ fn body(p: Pair<Rule>) -> Vec<Statement> {
             Some(match s.as_rule() {
                 Rule::input_decl => Statement::Input(input_decl(s)?),
                 Rule::let_binding => Statement::Let(let_binding(s)?),
-                Rule::output_decl => Statement::Output(OutputDecl { span: s.as_span().into(), names: s.into_inner().map(ident).collect() }),
+                Rule::output_decl => Statement::Output(OutputDecl {
+                    span: s.as_span().into(),
+                    names: s.into_inner().map(ident).collect(),
+                }),
                 _ => return None,
             })
         })
@@ -165,8 +207,25 @@ fn input_decl(p: Pair<Rule>) -> Option<InputDecl> {
     let ty_span = ty.as_span().into();
     let mut ty_inner = ty.into_inner();
     let dtype = ident(ty_inner.next()?);
-    let dims = ty_inner.next()?.into_inner().map(|d| (d.as_str().parse::<u64>().unwrap_or(u64::MAX), d.as_span().into())).collect();
-    Some(InputDecl { name, ty: TensorType { dtype, dims, span: ty_span }, span })
+    let dims = ty_inner
+        .next()?
+        .into_inner()
+        .map(|d| {
+            (
+                d.as_str().parse::<u64>().unwrap_or(u64::MAX),
+                d.as_span().into(),
+            )
+        })
+        .collect();
+    Some(InputDecl {
+        name,
+        ty: TensorType {
+            dtype,
+            dims,
+            span: ty_span,
+        },
+        span,
+    })
 }
 
 fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
@@ -180,7 +239,11 @@ fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
                 let span = part.as_span().into();
                 let mut inner = part.into_inner();
                 let name = ident(inner.next()?);
-                annotations.push(Annotation { name, args: inner.filter_map(arg).collect(), span });
+                annotations.push(Annotation {
+                    name,
+                    args: inner.filter_map(arg).collect(),
+                    span,
+                });
             }
             Rule::ident => names.push(ident(part)),
             Rule::call => call_node = call(part),
@@ -190,14 +253,23 @@ fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
     if names.is_empty() {
         return None;
     }
-    Some(LetBinding { annotations, names, call: call_node?, span })
+    Some(LetBinding {
+        annotations,
+        names,
+        call: call_node?,
+        span,
+    })
 }
 
 fn call(p: Pair<Rule>) -> Option<Call> {
     let span = p.as_span().into();
     let mut inner = p.into_inner();
     let callee = ident(inner.next()?);
-    Some(Call { callee, args: inner.filter_map(arg).collect(), span })
+    Some(Call {
+        callee,
+        args: inner.filter_map(arg).collect(),
+        span,
+    })
 }
 
 fn arg(p: Pair<Rule>) -> Option<Arg> {
@@ -211,15 +283,24 @@ fn arg(p: Pair<Rule>) -> Option<Arg> {
 fn expr(p: Pair<Rule>) -> Option<Expr> {
     Some(match p.as_rule() {
         Rule::call => Expr::Call(call(p)?),
-        Rule::number => Expr::Number { text: p.as_str().to_string(), span: p.as_span().into() },
+        Rule::number => Expr::Number {
+            text: p.as_str().to_string(),
+            span: p.as_span().into(),
+        },
         Rule::ident => Expr::Ident(ident(p)),
-        Rule::list => Expr::List { span: p.as_span().into(), items: p.into_inner().filter_map(expr).collect() },
+        Rule::list => Expr::List {
+            span: p.as_span().into(),
+            items: p.into_inner().filter_map(expr).collect(),
+        },
         _ => return None,
     })
 }
 
 fn ident(p: Pair<Rule>) -> Ident {
-    Ident { name: p.as_str().to_string(), span: p.as_span().into() }
+    Ident {
+        name: p.as_str().to_string(),
+        span: p.as_span().into(),
+    }
 }
 
 /// What a user calls each grammar rule in "expected ..." messages.

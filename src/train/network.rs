@@ -242,7 +242,14 @@ impl Network {
                         mode,
                         train,
                         |x, w, b| {
-                            x.conv2d(w, b, [stride, stride], [pad, pad], [dilation, dilation], groups)
+                            x.conv2d(
+                                w,
+                                b,
+                                [stride, stride],
+                                [pad, pad],
+                                [dilation, dilation],
+                                groups,
+                            )
                         },
                         spec,
                     );
@@ -289,8 +296,9 @@ impl Network {
                 }
                 Op::GlobalAvgPool => input(0).mean_dim([2i64, 3].as_slice(), false, Kind::Float),
                 Op::Reshape { shape } => {
-                    let dims: Vec<i64> =
-                        std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+                    let dims: Vec<i64> = std::iter::once(-1)
+                        .chain(shape.iter().map(|&d| d as i64))
+                        .collect();
                     input(0).reshape(dims.as_slice())
                 }
                 Op::Mul => {
