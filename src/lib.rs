@@ -5,7 +5,6 @@
 //! `train` (libtorch: float training, PTQ calibration, QAT) → [`report`].
 //! [`diagnostics`] and [`cli`] sit beside them.
 
-
 // Diagnostics travel in `Result::Err` by value: they are made only on the error path,
 // so boxing them would cost clarity for no measurable gain.
 #![allow(clippy::result_large_err)]
