@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::diagnostics::{render_terminal, JsonDiagnostic, SourceFile};
 use crate::ir::{dump, ops, Graph};
-use crate::passes::{self, Stage};
+use crate::passes::{self, BitWidths, Stage};
 
 #[derive(Parser, Debug)]
 #[command(name = "qatc", version, about = "Compiler for declarative, quantization-aware neural-network models", long_about = None)]
@@ -30,26 +30,7 @@ pub enum Command {
         color: Color,
     },
     /// Check, train float, calibrate PTQ, fine-tune with QAT, and report the accuracies side by side.
-    Build {
-        file: PathBuf,
-        /// Which model of the file to build (required when it has several).
-        #[arg(long)]
-        model: Option<String>,
-        /// Training recipe (YAML); defaults to the model file with a .yaml extension.
-        #[arg(long)]
-        recipe: Option<PathBuf>,
-        /// Output directory; defaults to build/<Model>.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// `cpu`, or `cuda` when libtorch was built with CUDA.
-        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-        device: String,
-        /// No progress bars or stage messages; only the final table.
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t = Color::Auto)]
-        color: Color,
-    },
+    Build(BuildArgs),
     /// Show the graph of a model after a compiler stage.
     Graph {
         file: PathBuf,
@@ -59,6 +40,9 @@ pub enum Command {
         stage: Stage,
         #[arg(long, value_enum, default_value_t = Emit::Text)]
         emit: Emit,
+        /// Bit widths for everything that uses the file's defaults, e.g. `w4a8`.
+        #[arg(long, value_name = "wXaY")]
+        quant: Option<BitWidths>,
     },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
     Explain { code: String },
@@ -72,6 +56,32 @@ pub enum Command {
     },
     /// Run the language server on stdin and stdout (editors start this).
     Lsp,
+}
+
+/// Arguments of `qatc build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    pub file: PathBuf,
+    /// Which model of the file to build (required when it has several).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training recipe (YAML); defaults to the model file with a .yaml extension.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Bit widths for everything that uses the file's defaults, e.g. `w4a8` or `w2a8`.
+    #[arg(long, value_name = "wXaY")]
+    pub quant: Option<BitWidths>,
+    /// Output directory; defaults to build/<Model>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `cpu`, or `cuda` when libtorch was built with CUDA.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// No progress bars or stage messages; only the final table.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,7 +140,26 @@ fn read_source(path: &Path) -> Result<SourceFile, String> {
 }
 
 /// Checks a file and prints its diagnostics; the graph of the chosen model if it is clean.
-fn checked_graph(path: &Path, model: Option<&str>, color: Color) -> Result<Graph, String> {
+/// Checks a file and prints its diagnostics; returns the chosen model's graph if the
+/// file is clean, with `--quant` bit widths applied.
+fn checked_graph(
+    path: &Path,
+    model: Option<&str>,
+    quant: Option<BitWidths>,
+    color: Color,
+) -> Result<Graph, String> {
+    let (mut graph, defaults) = checked_model(path, model, color)?;
+    if let Some(bits) = quant {
+        passes::override_default_bits(&mut graph, defaults, bits);
+    }
+    Ok(graph)
+}
+
+fn checked_model(
+    path: &Path,
+    model: Option<&str>,
+    color: Color,
+) -> Result<(Graph, crate::ir::QuantDefaults), String> {
     let file = read_source(path)?;
     let checked = crate::check_source(&file);
     eprint!(
@@ -146,7 +175,8 @@ fn checked_graph(path: &Path, model: Option<&str>, color: Color) -> Result<Graph
         ));
     }
     let names = checked.model_names.join(", ");
-    match model {
+    let defaults = checked.defaults;
+    let graph = match model {
         Some(name) => checked
             .graphs
             .into_iter()
@@ -159,7 +189,8 @@ fn checked_graph(path: &Path, model: Option<&str>, color: Color) -> Result<Graph
             "{} defines several models ({names}); choose one with --model",
             path.display()
         )),
-    }
+    }?;
+    Ok((graph, defaults))
 }
 
 fn run(command: Command) -> Result<ExitCode, String> {
@@ -227,8 +258,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
             model,
             stage,
             emit,
+            quant,
         } => {
-            let graph = passes::run(checked_graph(&file, model.as_deref(), Color::Auto)?, stage);
+            let graph = passes::run(
+                checked_graph(&file, model.as_deref(), quant, Color::Auto)?,
+                stage,
+            );
             print!(
                 "{}",
                 match emit {
@@ -270,15 +305,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
-        Command::Build {
-            file,
-            model,
-            recipe,
-            out,
-            device,
-            quiet,
-            color,
-        } => build(&file, model.as_deref(), recipe, out, &device, quiet, color),
+        Command::Build(args) => build(args),
     }
 }
 
@@ -336,17 +363,11 @@ fn op_signature(op: &ops::OpDef) -> String {
 }
 
 #[cfg(feature = "train")]
-fn build(
-    file: &Path,
-    model: Option<&str>,
-    recipe: Option<PathBuf>,
-    out: Option<PathBuf>,
-    device: &str,
-    quiet: bool,
-    color: Color,
-) -> Result<ExitCode, String> {
-    let graph = checked_graph(file, model, color)?;
-    let recipe_path = recipe.unwrap_or_else(|| crate::recipe::Recipe::path_for(file));
+fn build(args: BuildArgs) -> Result<ExitCode, String> {
+    let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
+    let recipe_path = args
+        .recipe
+        .unwrap_or_else(|| crate::recipe::Recipe::path_for(&args.file));
     let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| {
         e.rendered
             .trim_start_matches("error: ")
@@ -355,9 +376,11 @@ fn build(
     })?;
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = crate::train::BuildOptions {
-        out_dir: out.unwrap_or_else(|| PathBuf::from("build").join(&quantized.name)),
-        device: crate::train::device(device).map_err(|e| e.to_string())?,
-        quiet,
+        out_dir: args
+            .out
+            .unwrap_or_else(|| PathBuf::from("build").join(&quantized.name)),
+        device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
+        quiet: args.quiet,
     };
     let report = crate::train::build(&quantized, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
@@ -369,14 +392,6 @@ fn build(
 }
 
 #[cfg(not(feature = "train"))]
-fn build(
-    _: &Path,
-    _: Option<&str>,
-    _: Option<PathBuf>,
-    _: Option<PathBuf>,
-    _: &str,
-    _: bool,
-    _: Color,
-) -> Result<ExitCode, String> {
+fn build(_: BuildArgs) -> Result<ExitCode, String> {
     Err("this qatc was built without the `train` feature (libtorch); rebuild with default features to train".into())
 }

@@ -44,6 +44,8 @@ pub struct CheckedFile {
     pub model_names: Vec<String>,
     /// Names and what they refer to, for editors.
     pub index: Index,
+    /// The file's `quant default` settings (built-in defaults where it has none).
+    pub defaults: QuantDefaults,
 }
 
 impl CheckedFile {
@@ -225,6 +227,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         let ast::Item::Block(b) = item else { continue };
         checker.check_block(b, 0);
     }
+    out.defaults = defaults;
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for item in &file.items {
         let ast::Item::Model(model) = item else {
