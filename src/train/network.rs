@@ -518,6 +518,34 @@ mod tests {
     }
 
     #[test]
+    fn every_new_op_runs_with_the_shape_the_checker_inferred() {
+        tch::manual_seed(3);
+        let text = "model M { input x: f32[4, 9, 9]
+            let d = conv2d(x, filters = 4, kernel = 3, padding = same, groups = 4, dilation = 2)
+            let a = avg_pool2d(d, size = 2)
+            let p = pad(a, size = 1)
+            let h = hardswish(p)
+            let s = sigmoid(h)
+            let c = concat(h, s, axis = 0)
+            let g = global_avg_pool(c)
+            let r = reshape(g, shape = [8, 1, 1])
+            let m = mul(c, r)
+            let six = relu6(m)
+            let f = flatten(six)
+            let o = dense(f, units = 5)
+            let o = dropout(o, rate = 0.1)
+            let o = softmax(o)
+            output o }";
+        let g = graph(text);
+        let mut net = Network::new(&g, tch::Device::Cpu);
+        let xs = Tensor::randn([2, 4, 9, 9], (Kind::Float, tch::Device::Cpu));
+        let out = tch::no_grad(|| net.forward(&xs, Mode::Float, false));
+        assert_eq!(out.size(), vec![2, 5]);
+        let sums = out.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        assert!(sums.allclose(&Tensor::ones([2], (Kind::Float, tch::Device::Cpu)), 1e-5, 1e-5, false));
+    }
+
+    #[test]
     fn float_forward_matches_libtorch_modules() {
         tch::manual_seed(0);
         let g = graph(NET);
