@@ -48,6 +48,16 @@ pub enum Command {
     },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
     Explain { code: String },
+    /// Rewrite .qat files in the canonical layout (comments are kept).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; fail if a file is not formatted, naming it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the language server on stdin and stdout (editors start this).
+    Lsp,
 }
 
 /// What names a model to train and how: shared by `build` and `sensitivity`.
@@ -321,9 +331,41 @@ fn run(command: Command) -> Result<ExitCode, String> {
             println!("{}: {title}\n\n{text}", code.to_ascii_uppercase());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fmt { files, check } => fmt(&files, check),
+        Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
         Command::Build(args) => build(args),
         Command::Sensitivity(args) => sensitivity(args),
     }
+}
+
+/// `qatc fmt`: formats in place, or with `--check` lists the files that would change.
+fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
+    let mut ok = true;
+    for path in files {
+        let file = read_source(path)?;
+        match crate::syntax::fmt::format(&file.text) {
+            Ok(formatted) if formatted == file.text => {}
+            Ok(_) if check => {
+                ok = false;
+                println!("{} is not formatted", file.name);
+            }
+            Ok(formatted) => std::fs::write(path, formatted)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            Err(diagnostics) => {
+                ok = false;
+                eprint!(
+                    "{}",
+                    render_terminal(&file, &diagnostics, Color::Auto.enabled())
+                );
+                eprintln!("{}: not formatted: it has syntax errors", file.name);
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn plural_warnings(n: usize) -> String {

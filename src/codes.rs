@@ -15,14 +15,20 @@ pub const INVALID_OUTPUT: &str = "E0012";
 pub const UNKNOWN_ANNOTATION: &str = "E0013";
 pub const NO_MODEL: &str = "E0014";
 pub const INVALID_RECIPE: &str = "E0015";
+pub const RECURSIVE_BLOCK: &str = "E0016";
+pub const IMPORT_FAILED: &str = "E0017";
+pub const IMPORT_CYCLE: &str = "E0018";
+pub const WRONG_RESULT_COUNT: &str = "E0019";
+pub const BLOCK_ARGUMENT_TYPE: &str = "E0020";
 pub const UNUSED_BINDING: &str = "W0001";
 pub const INEFFECTIVE_ANNOTATION: &str = "W0002";
+pub const FLOAT_SANDWICH: &str = "W0003";
 
 /// `(code, one-line title, long explanation)` for every code qatc emits.
 pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
-    (SYNTAX, "syntax error", "The file does not follow the grammar of the .qat language (grammar/qat.pest).\n\nA file holds `quant default { ... }` blocks and `model Name { ... }` blocks.\nA model holds `input`, `let` and `output` statements:\n\n    model Tiny {\n        input image: f32[1, 28, 28]\n        let x = flatten(image)\n        let logits = dense(x, units = 10)\n        output logits\n    }\n"),
+    (SYNTAX, "syntax error", "The file does not follow the grammar of the .qat language (grammar/qat.pest).\n\nA file holds `use \"other.qat\"` imports, `quant default { ... }` settings,\n`block name(x: tensor, n: int) { ... }` definitions and `model Name { ... }`s.\nA model holds `input`, `let` and `output` statements:\n\n    model Tiny {\n        input image: f32[1, 28, 28]\n        let x = flatten(image)\n        let logits = dense(x, units = 10)\n        output logits\n    }\n"),
     (UNDEFINED_NAME, "undefined name", "A name was used before any `input` or `let` in the same model defined it.\nNames are looked up in order, so a binding can only use names defined above it.\n"),
-    (UNKNOWN_OP, "unknown op", "The op called in a `let` is not one qatc knows. `qatc explain ops` lists them.\n"),
+    (UNKNOWN_OP, "unknown op", "The op or block called in a `let` is not one qatc knows. `qatc explain ops` lists\nthe ops; blocks must be defined in this file or in a file it imports with `use`.\n"),
     (UNKNOWN_ARGUMENT, "unknown argument", "A named argument is not one the op accepts.\n\n    let x = conv2d(image, filter = 32)   // error: the argument is `filters`\n"),
     (MISSING_ARGUMENT, "missing argument", "The op needs an argument that has no default, e.g. `dense` needs `units`.\n"),
     (INVALID_ARGUMENT, "invalid argument value", "An argument has the wrong type or a value outside its range, e.g. `kernel = 0`\nor `padding = middle` (it must be `valid` or `same`).\n"),
@@ -30,13 +36,19 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
     (INVALID_QUANT_SPEC, "invalid quantization spec", "A quantization spec has the form `intN(scheme, granularity)`:\n\n    int8(symmetric, per_channel)\n    int4(asymmetric, per_tensor)\n\nN is a bit width from 2 to 8; scheme is `symmetric` or `asymmetric`; granularity is\n`per_tensor` or `per_channel` (per-channel only applies to weights).\n"),
     (DUPLICATE_DEFINITION, "duplicate definition", "Two models, inputs or settings share a name. `let` bindings may shadow each other,\nbut inputs and models must be unique.\n"),
     (WRONG_INPUT_COUNT, "wrong number of tensor inputs", "An op got the wrong number of positional (tensor) arguments: `add` takes two,\nmost other ops take one.\n"),
-    (INVALID_INPUT_TYPE, "invalid input type", "Inputs are `f32` tensors written without the batch dimension: `f32[C, H, W]`\nfor images or `f32[N]` for vectors.\n"),
+    (INVALID_INPUT_TYPE, "invalid input type", "Inputs are `f32` tensors written without the batch dimension: `f32[C, H, W]`\nfor images or `f32[N]` for vectors. Every model needs one. Blocks take no `input`:\ntheir parameters are typed `tensor` or `int`.\n"),
     (INVALID_OUTPUT, "invalid output", "A model needs exactly one `output` statement naming the value it produces.\n"),
     (UNKNOWN_ANNOTATION, "unknown or malformed annotation", "Bindings accept `@float` (keep this op in float) and\n`@quant(weights = intN(...), activations = intN(...))` (override the defaults).\n"),
     (NO_MODEL, "model not found", "The file has no model, or not the one asked for with `--model`.\n"),
     (INVALID_RECIPE, "invalid training recipe", "The YAML recipe beside the model (or given with --recipe) is malformed, has an\nunknown key, or a value out of range. Sections: data (dir, classes, train_limit,\ntest_limit), train (epochs, batch_size, optimizer, learning_rate, seed), qat (epochs,\nlearning_rate), ptq (calibration_samples).\n"),
+    (RECURSIVE_BLOCK, "recursive block", "A block calls itself, directly or through other blocks. Blocks are inlined into\nthe model graph, so recursion would never end:\n\n    block a(x: tensor) { let y = b(x) output y }\n    block b(x: tensor) { let y = a(x) output y }   // error: a -> b -> a\n\nCall the block several times from the model instead.\n"),
+    (IMPORT_FAILED, "import failed", "A `use \"file.qat\"` names a file that cannot be read, or that has errors of its\nown. Paths are relative to the importing file. Run `qatc check` on the imported\nfile to see its errors.\n"),
+    (IMPORT_CYCLE, "import cycle", "Files import each other in a cycle (a.qat uses b.qat, which uses a.qat). Move the\nshared blocks into a third file that both import.\n"),
+    (WRONG_RESULT_COUNT, "wrong number of results", "A `let` binds a different number of names than the call produces. Ops have one\nresult; a block has as many as its `output` statement names:\n\n    block split(x: tensor) { ... output a, b }\n    let left, right = split(x)\n"),
+    (BLOCK_ARGUMENT_TYPE, "block argument of the wrong kind", "A block parameter declared `tensor` got a number, or one declared `int` got a\ntensor:\n\n    block unit(x: tensor, filters: int) { ... }\n    let y = unit(x, filters = x)   // error: `filters` is an int\n"),
     (UNUSED_BINDING, "unused binding", "A value is computed but nothing uses it and it is not an output. Remove it, or\nuse it, or name it as an output.\n"),
-    (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, or `@float` on an op that only moves values (max_pool2d, flatten).\n"),
+    (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, or `@float` on an op that only moves values (max_pool2d, flatten, reshape, pad).\n"),
+    (FLOAT_SANDWICH, "float op between quantized ops", "An `@float` op reads a quantized value and feeds a quantized op. The deployed int8\nmodel has to dequantize before it and quantize again after it, which costs time\nand adds rounding error. Keep a whole region in float, or let the op be quantized.\n"),
 ];
 
 /// The long explanation of a code, if it exists.

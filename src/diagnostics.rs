@@ -266,6 +266,7 @@ pub fn did_you_mean<'a>(
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
         .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
+        // Ties go to the alphabetically first name, so the hint does not depend on hash order.
+        .min_by_key(|(d, c)| (*d, *c))
         .map(|(_, c)| c)
 }

@@ -5,11 +5,15 @@
 //! `train` (libtorch: float training, PTQ calibration, QAT) → [`report`].
 //! [`diagnostics`] and [`cli`] sit beside them.
 
+// Diagnostics travel in `Result::Err` by value: they are made only on the error path,
+// so boxing them would cost clarity for no measurable gain.
+#![allow(clippy::result_large_err)]
 pub mod cli;
 pub mod codes;
 pub mod data;
 pub mod diagnostics;
 pub mod ir;
+pub mod lsp;
 pub mod passes;
 pub mod recipe;
 pub mod report;
@@ -19,15 +23,28 @@ pub mod train;
 
 use diagnostics::{Diagnostic, SourceFile};
 
-/// Parses and checks one source file: everything `qatc check` does.
+/// Parses and checks one source file: everything `qatc check` does. Imports are
+/// read from disk, relative to the file's name.
 pub fn check_source(file: &SourceFile) -> ir::CheckedFile {
-    match syntax::parse(&file.text) {
-        Ok(ast) => ir::check_file(&ast),
-        Err(d) => ir::CheckedFile {
-            diagnostics: vec![d],
-            ..Default::default()
-        },
+    check_source_with(file, &mut ir::modules::FsLoader)
+}
+
+/// [`check_source`] with imports read through `loader` (the language server's open buffers).
+pub fn check_source_with(
+    file: &SourceFile,
+    loader: &mut dyn ir::modules::Loader,
+) -> ir::CheckedFile {
+    let (ast, syntax_errors) = syntax::parse(&file.text);
+    let mut checked = ir::check_file_at(&ast, std::path::Path::new(&file.name), loader);
+    if !syntax_errors.is_empty() {
+        // Whatever the broken items would have defined is missing: NO_MODEL would only repeat that.
+        checked.diagnostics.retain(|d| d.code != codes::NO_MODEL);
+        let mut all = syntax_errors;
+        all.append(&mut checked.diagnostics);
+        all.sort_by_key(|d| d.primary.span.start);
+        checked.diagnostics = all;
     }
+    checked
 }
 
 /// Convenience for tests and tools: all diagnostics for a source text.

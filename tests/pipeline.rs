@@ -21,7 +21,8 @@ fn ops(g: &Graph) -> Vec<String> {
 
 #[test]
 fn parser_keeps_structure_and_spans() {
-    let file = syntax::parse(SEED).unwrap();
+    let (file, errors) = syntax::parse(SEED);
+    assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(file.items.len(), 2);
     let ast::Item::Model(model) = &file.items[1] else {
         panic!("second item is the model")

@@ -3,10 +3,12 @@
 
 mod build;
 pub mod dump;
+pub mod index;
+pub mod modules;
 pub mod ops;
 pub mod quant;
 
-pub use build::{check_file, CheckedFile, QuantDefaults};
+pub use build::{check_file, check_file_at, CheckedFile, QuantDefaults};
 pub use ops::Op;
 pub use quant::{Granularity, QuantSpec, Scheme};
 

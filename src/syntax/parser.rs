@@ -11,71 +11,204 @@ use crate::diagnostics::{Diagnostic, Span};
 #[grammar = "../grammar/qat.pest"]
 struct QatParser;
 
-/// Parses a whole file. Syntax errors stop the parse: the grammar has no recovery.
-pub fn parse(text: &str) -> Result<File, Diagnostic> {
+/// Parses a whole file: the AST of every item that parsed, and a diagnostic per syntax error.
+///
+/// pest stops at the first error, so on failure the file is cut into top-level items
+/// (at lines starting with an item keyword) and each is parsed on its own: one typo
+/// costs one item, and errors in independent items are all reported.
+pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
     // Detailed attempts give the literal tokens expected at the furthest position.
     pest::set_error_detail(true);
-    let mut pairs = QatParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
-    let file = pairs.next().expect("the file rule always yields one pair");
-    let items = file
-        .into_inner()
-        .filter(|p| p.as_rule() != Rule::EOI)
-        .map(|p| match p.as_rule() {
-            Rule::quant_default => Item::QuantDefault(quant_default(p)),
-            Rule::model => Item::Model(model(p)),
-            r => unreachable!("grammar yields only items at top level, got {r:?}"),
-        })
-        .collect();
-    Ok(File { items })
+    match parse_range(text, 0, text.len()) {
+        Ok(items) => (
+            File {
+                items,
+                broken: Vec::new(),
+            },
+            Vec::new(),
+        ),
+        Err(first) => {
+            let starts = item_starts(text);
+            if starts.len() < 2 {
+                return (
+                    File {
+                        items: Vec::new(),
+                        broken: broken_name(text).into_iter().collect(),
+                    },
+                    vec![first],
+                );
+            }
+            let mut file = File {
+                items: Vec::new(),
+                broken: Vec::new(),
+            };
+            let mut errors = Vec::new();
+            let ends = starts
+                .iter()
+                .skip(1)
+                .copied()
+                .chain(std::iter::once(text.len()));
+            // Text before the first item keyword belongs to the first chunk.
+            for (i, (start, end)) in starts.iter().copied().zip(ends).enumerate() {
+                let start = if i == 0 { 0 } else { start };
+                match parse_range(text, start, end) {
+                    Ok(items) => file.items.extend(items),
+                    Err(d) => {
+                        file.broken.extend(broken_name(&text[start..end]));
+                        errors.push(d);
+                    }
+                }
+            }
+            (file, errors)
+        }
+    }
+}
+
+/// Parses `text[start..end]` with spans that count from the start of `text`.
+fn parse_range(text: &str, start: usize, end: usize) -> Result<Vec<Item>, Diagnostic> {
+    // Padding with spaces keeps byte offsets absolute without threading an offset around.
+    let padded;
+    let source = if start == 0 && end == text.len() {
+        text
+    } else {
+        padded = format!("{}{}", " ".repeat(start), &text[start..end]);
+        &padded
+    };
+    let mut pairs = QatParser::parse(Rule::file, source).map_err(|e| syntax_error(source, e))?;
+    let Some(file) = pairs.next() else {
+        return Ok(Vec::new());
+    };
+    Ok(file.into_inner().filter_map(item).collect())
+}
+
+/// Byte offsets of lines that start (in column 0) with a top-level keyword.
+fn item_starts(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let word = line
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        if matches!(word, "model" | "block" | "use" | "quant") {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    starts
+}
+
+/// The name of the `block` or `model` a broken chunk defines, so that uses of it elsewhere are not reported too.
+fn broken_name(chunk: &str) -> Option<String> {
+    let mut words = chunk
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty());
+    while let Some(w) = words.next() {
+        if w == "block" || w == "model" {
+            return words.next().map(str::to_string);
+        }
+    }
+    None
+}
+
+fn item(p: Pair<Rule>) -> Option<Item> {
+    Some(match p.as_rule() {
+        Rule::use_decl => {
+            let span = p.as_span().into();
+            let s = p.into_inner().next()?;
+            let quoted = s.as_str();
+            Item::Use(UseDecl {
+                path: quoted[1..quoted.len() - 1].to_string(),
+                path_span: s.as_span().into(),
+                span,
+            })
+        }
+        Rule::quant_default => Item::QuantDefault(quant_default(p)),
+        Rule::block_def => Item::Block(block_def(p)?),
+        Rule::model => Item::Model(model(p)?),
+        _ => return None, // EOI
+    })
 }
 
 fn quant_default(p: Pair<Rule>) -> QuantDefault {
     let span = p.as_span().into();
     let settings = p
         .into_inner()
-        .map(|s| {
+        .filter_map(|s| {
             let mut inner = s.into_inner();
-            let name = ident(inner.next().expect("setting has a name"));
-            let value = expr(inner.next().expect("setting has a value"));
-            Setting { name, value }
+            let name = ident(inner.next()?);
+            let value = expr(inner.next()?)?;
+            Some(Setting { name, value })
         })
         .collect();
     QuantDefault { settings, span }
 }
 
-fn model(p: Pair<Rule>) -> Model {
+fn block_def(p: Pair<Rule>) -> Option<BlockDef> {
     let span = p.as_span().into();
     let mut inner = p.into_inner();
-    let name = ident(inner.next().expect("model has a name"));
-    let statements = inner
-        .map(|s| match s.as_rule() {
-            Rule::input_decl => Statement::Input(input_decl(s)),
-            Rule::let_binding => Statement::Let(let_binding(s)),
-            Rule::output_decl => Statement::Output(OutputDecl {
-                span: s.as_span().into(),
-                names: s.into_inner().map(ident).collect(),
-            }),
-            r => unreachable!("grammar yields only statements in a model, got {r:?}"),
-        })
-        .collect();
-    Model {
+    let name = ident(inner.next()?);
+    let mut params = Vec::new();
+    let mut statements = Vec::new();
+    for part in inner {
+        match part.as_rule() {
+            Rule::param => {
+                let span = part.as_span().into();
+                let mut pi = part.into_inner();
+                let name = ident(pi.next()?);
+                let ty = ident(pi.next()?);
+                params.push(Param { name, ty, span });
+            }
+            Rule::body => statements = body(part),
+            _ => {}
+        }
+    }
+    Some(BlockDef {
+        name,
+        params,
+        statements,
+        span,
+    })
+}
+
+fn model(p: Pair<Rule>) -> Option<Model> {
+    let span = p.as_span().into();
+    let mut inner = p.into_inner();
+    let name = ident(inner.next()?);
+    let statements = inner.next().map(body).unwrap_or_default();
+    Some(Model {
         name,
         statements,
         span,
-    }
+    })
 }
 
-fn input_decl(p: Pair<Rule>) -> InputDecl {
+fn body(p: Pair<Rule>) -> Vec<Statement> {
+    p.into_inner()
+        .filter_map(|s| {
+            Some(match s.as_rule() {
+                Rule::input_decl => Statement::Input(input_decl(s)?),
+                Rule::let_binding => Statement::Let(let_binding(s)?),
+                Rule::output_decl => Statement::Output(OutputDecl {
+                    span: s.as_span().into(),
+                    names: s.into_inner().map(ident).collect(),
+                }),
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+fn input_decl(p: Pair<Rule>) -> Option<InputDecl> {
     let span = p.as_span().into();
     let mut inner = p.into_inner();
-    let name = ident(inner.next().expect("input has a name"));
-    let ty = inner.next().expect("input has a type");
+    let name = ident(inner.next()?);
+    let ty = inner.next()?;
     let ty_span = ty.as_span().into();
     let mut ty_inner = ty.into_inner();
-    let dtype = ident(ty_inner.next().expect("type has a dtype"));
+    let dtype = ident(ty_inner.next()?);
     let dims = ty_inner
-        .next()
-        .expect("type has dims")
+        .next()?
         .into_inner()
         .map(|d| {
             (
@@ -84,7 +217,7 @@ fn input_decl(p: Pair<Rule>) -> InputDecl {
             )
         })
         .collect();
-    InputDecl {
+    Some(InputDecl {
         name,
         ty: TensorType {
             dtype,
@@ -92,77 +225,75 @@ fn input_decl(p: Pair<Rule>) -> InputDecl {
             span: ty_span,
         },
         span,
-    }
+    })
 }
 
-fn let_binding(p: Pair<Rule>) -> LetBinding {
+fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
     let span = p.as_span().into();
     let mut annotations = Vec::new();
-    let mut name = None;
+    let mut names = Vec::new();
     let mut call_node = None;
     for part in p.into_inner() {
         match part.as_rule() {
             Rule::annotation => {
                 let span = part.as_span().into();
                 let mut inner = part.into_inner();
-                let name = ident(inner.next().expect("annotation has a name"));
+                let name = ident(inner.next()?);
                 annotations.push(Annotation {
                     name,
-                    args: inner.map(arg).collect(),
+                    args: inner.filter_map(arg).collect(),
                     span,
                 });
             }
-            Rule::ident => name = Some(ident(part)),
-            Rule::call => call_node = Some(call(part)),
-            r => unreachable!("unexpected {r:?} in let"),
+            Rule::ident => names.push(ident(part)),
+            Rule::call => call_node = call(part),
+            _ => {}
         }
     }
-    LetBinding {
-        annotations,
-        name: name.expect("let has a name"),
-        call: call_node.expect("let has a call"),
-        span,
+    if names.is_empty() {
+        return None;
     }
+    Some(LetBinding {
+        annotations,
+        names,
+        call: call_node?,
+        span,
+    })
 }
 
-fn call(p: Pair<Rule>) -> Call {
+fn call(p: Pair<Rule>) -> Option<Call> {
     let span = p.as_span().into();
     let mut inner = p.into_inner();
-    let callee = ident(inner.next().expect("call has a callee"));
-    Call {
+    let callee = ident(inner.next()?);
+    Some(Call {
         callee,
-        args: inner.map(arg).collect(),
+        args: inner.filter_map(arg).collect(),
         span,
-    }
+    })
 }
 
-fn arg(p: Pair<Rule>) -> Arg {
+fn arg(p: Pair<Rule>) -> Option<Arg> {
     let span = p.as_span().into();
-    let parts: Vec<_> = p.into_inner().collect();
-    match parts.len() {
-        1 => Arg {
-            name: None,
-            value: expr(parts[0].clone()),
-            span,
-        },
-        _ => Arg {
-            name: Some(ident(parts[0].clone())),
-            value: expr(parts[1].clone()),
-            span,
-        },
-    }
+    let mut parts: Vec<_> = p.into_inner().collect();
+    let value = expr(parts.pop()?)?;
+    let name = parts.pop().map(ident);
+    Some(Arg { name, value, span })
 }
 
-fn expr(p: Pair<Rule>) -> Expr {
-    match p.as_rule() {
-        Rule::call => Expr::Call(call(p)),
+fn expr(p: Pair<Rule>) -> Option<Expr> {
+    Some(match p.as_rule() {
+        Rule::call => Expr::Call(call(p)?),
         Rule::number => Expr::Number {
             text: p.as_str().to_string(),
             span: p.as_span().into(),
         },
         Rule::ident => Expr::Ident(ident(p)),
-        r => unreachable!("unexpected {r:?} in expression"),
-    }
+        Rule::list => Expr::List {
+            span: p.as_span().into(),
+            items: p.into_inner().filter_map(expr).collect(),
+        },
+        _ => return None,
+    })
 }
 
 fn ident(p: Pair<Rule>) -> Ident {
@@ -177,6 +308,12 @@ fn describe(rule: &Rule) -> &'static str {
     match rule {
         Rule::EOI => "end of file",
         Rule::quant_default => "`quant default { ... }`",
+        Rule::use_decl => "`use \"file.qat\"`",
+        Rule::string => "a string like `\"blocks.qat\"`",
+        Rule::block_def => "`block name(x: tensor) { ... }`",
+        Rule::param => "a parameter like `x: tensor`",
+        Rule::body => "`{`",
+        Rule::list => "a list like `[1, 2]`",
         Rule::model => "`model Name { ... }`",
         Rule::setting => "a setting `name = value`",
         Rule::input_decl => "`input name: f32[...]`",

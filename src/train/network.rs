@@ -153,40 +153,13 @@ impl Network {
             .nodes
             .iter()
             .map(|node| match &node.op {
-                Op::Conv2d {
-                    filters,
-                    kernel,
-                    in_channels,
-                    bias,
-                    epilogue,
-                    ..
-                } => {
-                    let config = nn::ConvConfig {
-                        bias: *bias,
-                        ..Default::default()
-                    };
-                    let conv = nn::conv2d(
-                        path(&root, &node.name),
-                        *in_channels as i64,
-                        *filters as i64,
-                        *kernel as i64,
-                        config,
-                    );
-                    let norm = epilogue.batch_norm.as_ref().map(|bn| {
-                        Norm::new(
-                            path(&root, &bn.name),
-                            *filters as i64,
-                            bn.eps,
-                            bn.momentum,
-                            true,
-                        )
-                    });
-                    Layer::Linear {
-                        weight: conv.ws,
-                        bias: conv.bs,
-                        norm,
-                        learned_scale: None,
-                    }
+                Op::Conv2d { filters, kernel, in_channels, bias, epilogue, groups, .. } => {
+                    // The weight is [filters, in_channels / groups, k, k]; stride, padding and
+                    // dilation are applied in forward.
+                    let config = nn::ConvConfig { bias: *bias, groups: *groups as i64, ..Default::default() };
+                    let conv = nn::conv2d(path(&root, &node.name), *in_channels as i64, *filters as i64, *kernel as i64, config);
+                    let norm = epilogue.batch_norm.as_ref().map(|bn| Norm::new(path(&root, &bn.name), *filters as i64, bn.eps, bn.momentum, true));
+                    Layer::Linear { weight: conv.ws, bias: conv.bs, norm, learned_scale: None }
                 }
                 Op::Dense {
                     units,
@@ -412,26 +385,15 @@ impl Network {
             let quantize = mode == Mode::Quantized && !node.quant.float && self.enabled[i];
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
-                Op::Conv2d {
-                    stride,
-                    padding,
-                    kernel,
-                    epilogue,
-                    ..
-                } => {
+                Op::Conv2d { stride, padding, kernel, dilation, groups, epilogue, .. } => {
+                    let (dilation, groups) = (*dilation as i64, *groups as i64);
                     let pad = match padding {
                         Padding::Valid => 0,
-                        Padding::Same => (*kernel as i64 - 1) / 2,
+                        Padding::Same => dilation * (*kernel as i64 - 1) / 2, // as in ir::ops::instantiate
                     };
                     let stride = *stride as i64;
-                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| {
-                        x.conv2d(w, b, [stride, stride], [pad, pad], [1, 1], 1)
-                    });
-                    if epilogue.relu {
-                        y.relu()
-                    } else {
-                        y
-                    }
+                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| x.conv2d(w, b, [stride, stride], [pad, pad], [dilation, dilation], groups));
+                    if epilogue.relu { y.relu() } else { y }
                 }
                 Op::Dense { epilogue, .. } => {
                     let y =
@@ -456,6 +418,43 @@ impl Network {
                 }
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Add => input(0) + input(1),
+                Op::Relu6 => input(0).clamp(0.0, 6.0),
+                Op::Hardswish => input(0).hardswish(),
+                Op::Sigmoid => input(0).sigmoid(),
+                Op::AvgPool2d { size, stride } => {
+                    let (k, s) = (*size as i64, *stride as i64);
+                    input(0).avg_pool2d([k, k], [s, s], [0, 0], false, true, None::<i64>)
+                }
+                Op::GlobalAvgPool => input(0).mean_dim([2i64, 3].as_slice(), false, Kind::Float),
+                Op::Reshape { shape } => {
+                    let dims: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+                    input(0).reshape(dims.as_slice())
+                }
+                Op::Mul => {
+                    // IR shapes broadcast from the right without the batch dimension, so a
+                    // lower-rank operand gets its 1s right after the batch, not before it.
+                    let (a, b) = (input(0), input(1));
+                    let rank = a.dim().max(b.dim());
+                    let lift = |t: &Tensor| {
+                        let mut dims = t.size();
+                        while dims.len() < rank {
+                            dims.insert(1, 1);
+                        }
+                        t.reshape(dims.as_slice())
+                    };
+                    lift(a) * lift(b)
+                }
+                // Axes in the IR exclude the batch dimension.
+                Op::Concat { axis } => {
+                    let parts: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect();
+                    Tensor::cat(&parts, *axis as i64 + 1)
+                }
+                Op::Dropout { rate } => input(0).dropout(*rate, train),
+                Op::Softmax { axis } => input(0).softmax(*axis as i64 + 1, Kind::Float),
+                Op::Pad { size } => {
+                    let p = *size as i64;
+                    input(0).constant_pad_nd([p, p, p, p])
+                }
                 Op::FakeQuant { spec } => {
                     let Layer::FakeQuant { observer, learned } = &mut self.layers[i] else {
                         unreachable!("fake-quant nodes own an observer")
@@ -799,6 +798,34 @@ mod tests {
         for _ in 0..3 {
             let _ = net.forward(xs, Mode::Float, true);
         }
+    }
+
+    #[test]
+    fn every_new_op_runs_with_the_shape_the_checker_inferred() {
+        tch::manual_seed(3);
+        let text = "model M { input x: f32[4, 9, 9]
+            let d = conv2d(x, filters = 4, kernel = 3, padding = same, groups = 4, dilation = 2)
+            let a = avg_pool2d(d, size = 2)
+            let p = pad(a, size = 1)
+            let h = hardswish(p)
+            let s = sigmoid(h)
+            let c = concat(h, s, axis = 0)
+            let g = global_avg_pool(c)
+            let r = reshape(g, shape = [8, 1, 1])
+            let m = mul(c, r)
+            let six = relu6(m)
+            let f = flatten(six)
+            let o = dense(f, units = 5)
+            let o = dropout(o, rate = 0.1)
+            let o = softmax(o)
+            output o }";
+        let g = graph(text);
+        let mut net = Network::new(&g, tch::Device::Cpu);
+        let xs = Tensor::randn([2, 4, 9, 9], (Kind::Float, tch::Device::Cpu));
+        let out = tch::no_grad(|| net.forward(&xs, Mode::Float, false));
+        assert_eq!(out.size(), vec![2, 5]);
+        let sums = out.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        assert!(sums.allclose(&Tensor::ones([2], (Kind::Float, tch::Device::Cpu)), 1e-5, 1e-5, false));
     }
 
     #[test]

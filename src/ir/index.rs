@@ -1,0 +1,77 @@
+//! What each name in a checked file refers to and what is known about it: the
+//! data behind hover, go-to-definition and completion in the language server.
+
+use std::path::PathBuf;
+
+use crate::diagnostics::Span;
+
+/// Where a name leads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A definition in the same file.
+    Local(Span),
+    /// A definition in another file (an imported block).
+    External { path: PathBuf, span: Span },
+    /// A built-in op (its documentation is in `ir::ops`).
+    Op(&'static str),
+    /// A whole file (the string of a `use`).
+    File(PathBuf),
+}
+
+/// A use of a name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub span: Span,
+    pub target: Target,
+}
+
+/// A name introduced in this file, with what hover shows for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub span: Span,
+    pub name: String,
+    /// Markdown: the value's shape, dtype and quantization, or a block's signature.
+    pub detail: String,
+    /// The item (model or block) it is visible in; whole-file names use the file's extent.
+    pub scope: Span,
+    /// Blocks: callable anywhere in the file, before or after their definition.
+    pub global: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    pub references: Vec<Reference>,
+    pub definitions: Vec<Definition>,
+}
+
+impl Index {
+    /// The reference under a byte offset, if any.
+    pub fn reference_at(&self, offset: usize) -> Option<&Reference> {
+        self.references
+            .iter()
+            .find(|r| r.span.start <= offset && offset <= r.span.end)
+    }
+
+    /// The definition whose name is under a byte offset, if any.
+    pub fn definition_at(&self, offset: usize) -> Option<&Definition> {
+        self.definitions
+            .iter()
+            .find(|d| d.span.start <= offset && offset <= d.span.end)
+    }
+
+    /// The definition at exactly this span.
+    pub fn definition(&self, span: Span) -> Option<&Definition> {
+        self.definitions.iter().find(|d| d.span == span)
+    }
+
+    /// Names visible at a byte offset: definitions in the enclosing item that come before it.
+    pub fn names_in_scope(&self, offset: usize) -> Vec<&Definition> {
+        self.definitions
+            .iter()
+            .filter(|d| {
+                d.global
+                    || (d.scope.start <= offset && offset <= d.scope.end && d.span.end <= offset)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,323 @@
+//! `qatc fmt`: one canonical layout for `.qat` files. Works from the AST, so layout
+//! is decided here alone; comments are not in the AST and are put back by position
+//! (before the statement that follows them, or at the end of the line they ended).
+//! Blank lines between statements are kept (at most one); items get exactly one.
+
+use super::ast::*;
+use crate::diagnostics::{Diagnostic, Span};
+
+const INDENT: &str = "    ";
+
+/// The canonical layout of `text`, or its syntax errors (a file that does not parse is left alone).
+pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
+    let (file, errors) = super::parse(text);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut p = Printer {
+        src: text,
+        comments: comments(text),
+        next: 0,
+        out: String::new(),
+        prev_end: None,
+    };
+    for item in &file.items {
+        // Items are always separated by one blank line.
+        if p.prev_end.is_some() && !p.out.ends_with("\n\n") {
+            p.out.push('\n');
+        }
+        p.leading_comments(item.span().start, "");
+        match item {
+            Item::Use(u) => {
+                let quoted = &text[u.path_span.start..u.path_span.end];
+                p.line("", &format!("use {quoted}"), u.span)
+            }
+            Item::QuantDefault(q) => {
+                p.open(
+                    q.span.start,
+                    "quant default {",
+                    q.span.start + "quant".len(),
+                );
+                for s in &q.settings {
+                    let span = Span::new(s.name.span.start, s.value.span().end);
+                    p.leading_comments(span.start, INDENT);
+                    p.line(
+                        INDENT,
+                        &format!("{} = {}", s.name.name, p.expr(&s.value)),
+                        span,
+                    );
+                }
+                p.close(q.span);
+            }
+            Item::Block(b) => {
+                let params: Vec<String> = b
+                    .params
+                    .iter()
+                    .map(|x| format!("{}: {}", x.name.name, x.ty.name))
+                    .collect();
+                p.open(
+                    b.span.start,
+                    &format!("block {}({}) {{", b.name.name, params.join(", ")),
+                    b.name.span.end,
+                );
+                p.statements(&b.statements);
+                p.close(b.span);
+            }
+            Item::Model(m) => {
+                p.open(
+                    m.span.start,
+                    &format!("model {} {{", m.name.name),
+                    m.name.span.end,
+                );
+                p.statements(&m.statements);
+                p.close(m.span);
+            }
+        }
+    }
+    p.leading_comments(text.len(), "");
+    let mut out = p.out;
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+struct Comment {
+    span: Span,
+}
+
+/// Every comment in the file, in order; string literals are skipped so `"a//b"` is not one.
+fn comments(text: &str) -> Vec<Comment> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
+                out.push(Comment {
+                    span: Span::new(i, end),
+                });
+                i = end;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map_or(text.len(), |n| i + 2 + n + 2);
+                out.push(Comment {
+                    span: Span::new(i, end),
+                });
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+struct Printer<'a> {
+    src: &'a str,
+    comments: Vec<Comment>,
+    /// The first comment not printed yet.
+    next: usize,
+    out: String,
+    /// End of the last thing printed from the source, for blank lines and trailing comments.
+    prev_end: Option<usize>,
+}
+
+impl Printer<'_> {
+    /// Whether the source has a blank line between the last printed thing and `start`.
+    fn blank_before(&self, start: usize) -> bool {
+        self.prev_end
+            .is_some_and(|end| end <= start && self.src[end..start].matches('\n').count() >= 2)
+    }
+
+    /// Prints, on their own lines, the comments that start before `pos`.
+    fn leading_comments(&mut self, pos: usize, indent: &str) {
+        while let Some(c) = self.comments.get(self.next).filter(|c| c.span.start < pos) {
+            let span = c.span;
+            self.next += 1;
+            if self.blank_before(span.start)
+                && !self.out.ends_with("{\n")
+                && !self.out.ends_with("\n\n")
+                && !self.out.is_empty()
+            {
+                self.out.push('\n');
+            }
+            let text = self.src[span.start..span.end].trim_end();
+            self.out.push_str(indent);
+            self.out.push_str(text);
+            self.out.push('\n');
+            self.prev_end = Some(span.end);
+        }
+    }
+
+    /// Appends comments that start on the line where the source of the last line ended.
+    fn trailing_comments(&mut self, end: usize) {
+        while let Some(c) = self
+            .comments
+            .get(self.next)
+            .filter(|c| c.span.start >= end && !self.src[end..c.span.start].contains('\n'))
+        {
+            let span = c.span;
+            self.next += 1;
+            if self.out.ends_with('\n') {
+                self.out.pop();
+            }
+            self.out.push_str("  ");
+            self.out.push_str(self.src[span.start..span.end].trim_end());
+            self.out.push('\n');
+            self.prev_end = Some(span.end);
+        }
+    }
+
+    fn line(&mut self, indent: &str, text: &str, span: Span) {
+        if self.blank_before(span.start)
+            && !self.out.ends_with("{\n")
+            && !self.out.ends_with("\n\n")
+        {
+            self.out.push('\n');
+        }
+        for (i, l) in text.lines().enumerate() {
+            if i > 0 || !l.is_empty() {
+                self.out.push_str(indent);
+            }
+            self.out.push_str(l);
+            self.out.push('\n');
+        }
+        // Comments inside the construct keep their order, on their own lines after it
+        // (after a comment trailing the line, which the source has later still).
+        let mut inside = Vec::new();
+        while let Some(c) = self
+            .comments
+            .get(self.next)
+            .filter(|c| c.span.start < span.end)
+        {
+            inside.push(c.span);
+            self.next += 1;
+        }
+        self.prev_end = Some(span.end);
+        self.trailing_comments(span.end);
+        for s in inside {
+            self.out.push_str(indent);
+            self.out.push_str(self.src[s.start..s.end].trim_end());
+            self.out.push('\n');
+        }
+    }
+
+    /// `model M {`: comments on the header line stay there.
+    fn open(&mut self, start: usize, header: &str, header_end: usize) {
+        if self.blank_before(start) && !self.out.ends_with("\n\n") {
+            self.out.push('\n');
+        }
+        self.out.push_str(header);
+        self.out.push('\n');
+        // Anything between the header and `{` moves with the header.
+        let brace = self.src[header_end..]
+            .find('{')
+            .map_or(header_end, |n| header_end + n + 1);
+        self.prev_end = Some(brace);
+        // Only a comment right after `{` trails the header; one after a statement on the
+        // same line belongs to that statement.
+        if self.comments.get(self.next).is_some_and(|c| {
+            c.span.start >= brace && self.src[brace..c.span.start].trim().is_empty()
+        }) {
+            self.trailing_comments(brace);
+        }
+    }
+
+    fn close(&mut self, span: Span) {
+        self.leading_comments(span.end - 1, INDENT);
+        self.out.push_str("}\n");
+        self.prev_end = Some(span.end);
+        self.trailing_comments(span.end);
+    }
+
+    fn statements(&mut self, statements: &[Statement]) {
+        for s in statements {
+            self.leading_comments(s.span().start, INDENT);
+            let text = match s {
+                Statement::Input(i) => {
+                    let dims: Vec<&str> =
+                        i.ty.dims
+                            .iter()
+                            .map(|(_, sp)| &self.src[sp.start..sp.end])
+                            .collect();
+                    format!(
+                        "input {}: {}[{}]",
+                        i.name.name,
+                        i.ty.dtype.name,
+                        dims.join(", ")
+                    )
+                }
+                Statement::Let(l) => {
+                    let mut t = String::new();
+                    for a in &l.annotations {
+                        t.push('@');
+                        t.push_str(&a.name.name);
+                        if self.src[a.name.span.end..a.span.end].contains('(') {
+                            t.push_str(&format!("({})", self.args(&a.args)));
+                        }
+                        t.push('\n');
+                    }
+                    let names: Vec<&str> = l.names.iter().map(|n| n.name.as_str()).collect();
+                    t.push_str(&format!(
+                        "let {} = {}",
+                        names.join(", "),
+                        self.call(&l.call)
+                    ));
+                    t
+                }
+                Statement::Output(o) => format!(
+                    "output {}",
+                    o.names
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            self.line(INDENT, &text, s.span());
+        }
+    }
+
+    fn call(&self, c: &Call) -> String {
+        format!("{}({})", c.callee.name, self.args(&c.args))
+    }
+
+    fn args(&self, args: &[Arg]) -> String {
+        args.iter()
+            .map(|a| match &a.name {
+                Some(n) => format!("{} = {}", n.name, self.expr(&a.value)),
+                None => self.expr(&a.value),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn expr(&self, e: &Expr) -> String {
+        match e {
+            Expr::Call(c) => self.call(c),
+            Expr::Number { text, .. } => text.clone(),
+            Expr::Ident(i) => i.name.clone(),
+            Expr::List { items, .. } => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|i| self.expr(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
