@@ -1,0 +1,1 @@
+//! Export of the integer graph to other formats.
