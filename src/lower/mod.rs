@@ -307,7 +307,7 @@ impl Lowering<'_> {
                     return Err(self.err(id, format!("conv2d input must be [C, H, W], got {in_shape:?}")));
                 }
                 let w_shape = vec![*filters, *in_channels, *kernel, *kernel];
-                let (wq, bq, requant) = self.linear(id, &w_shape, *bias, epilogue.batch_norm.as_ref(), input, quant)?;
+                let (wq, bq, requant, weight_scales) = self.linear(id, &w_shape, *bias, epilogue.batch_norm.as_ref(), input, quant)?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
                 self.out.ops.push(IntOp::Conv2d {
@@ -322,6 +322,7 @@ impl Lowering<'_> {
                     stride: *stride,
                     pad,
                     groups: 1,
+                    weight_scales,
                     requant,
                     act_min: relu_min(epilogue.relu),
                     act_max: quant.qmax,
@@ -334,7 +335,7 @@ impl Lowering<'_> {
                     return Err(self.err(id, format!("dense input must be [{in_features}], got {:?}", self.out.values[input].shape)));
                 }
                 let w_shape = vec![*units, *in_features];
-                let (wq, bq, requant) = self.linear(id, &w_shape, *bias, epilogue.batch_norm.as_ref(), input, quant)?;
+                let (wq, bq, requant, weight_scales) = self.linear(id, &w_shape, *bias, epilogue.batch_norm.as_ref(), input, quant)?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
                 self.out.ops.push(IntOp::Dense {
@@ -345,6 +346,7 @@ impl Lowering<'_> {
                     bias: bias_name,
                     in_features: *in_features,
                     out_features: *units,
+                    weight_scales,
                     requant,
                     act_min: relu_min(epilogue.relu),
                     act_max: quant.qmax,
@@ -393,7 +395,7 @@ impl Lowering<'_> {
         bn: Option<&crate::ir::ops::FusedBatchNorm>,
         input: usize,
         out_quant: QParams,
-    ) -> Result<(Vec<i8>, Vec<i32>, Vec<Requant>), LowerError> {
+    ) -> Result<(Vec<i8>, Vec<i32>, Vec<Requant>, Vec<f32>), LowerError> {
         let node = self.graph.node(id);
         let spec = node.quant.weights;
         if spec.scheme != Scheme::Symmetric {
@@ -435,7 +437,7 @@ impl Lowering<'_> {
             bq.push(q.clamp(i32::MIN as f64 / 2.0, i32::MAX as f64 / 2.0) as i32);
             requant.push(self.multiplier(id, acc_scale / out_quant.scale as f64)?);
         }
-        Ok((wq, bq, requant))
+        Ok((wq, bq, requant, scales))
     }
 }
 

@@ -89,6 +89,13 @@ fn check_requant(op: &str, rq: &[Requant], expected: usize) -> Result<(), Runtim
     Ok(())
 }
 
+fn check_scales(op: &str, scales: &[f32], expected: usize) -> Result<(), RuntimeError> {
+    if scales.len() != expected || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(invalid(format!("{op}: needs {expected} positive weight scales, has {scales:?}")));
+    }
+    Ok(())
+}
+
 fn check_clamp(op: &str, lo: i32, hi: i32, q: &QParams) -> Result<(), RuntimeError> {
     if lo > hi || lo < q.qmin || hi > q.qmax {
         return Err(invalid(format!("{op}: clamp [{lo}, {hi}] is outside the output range [{}, {}]", q.qmin, q.qmax)));
@@ -167,7 +174,7 @@ impl Model {
                     };
                     Step::Quantize { output: *output, quant: out.quant, chw }
                 }
-                IntOp::Conv2d { name, input, output, weight, bias, in_channels, out_channels, kernel, stride, pad, groups, requant, act_min, act_max } => {
+                IntOp::Conv2d { name, input, output, weight, bias, in_channels, out_channels, kernel, stride, pad, groups, weight_scales, requant, act_min, act_max } => {
                     let what = format!("conv2d `{name}`");
                     let inp = value(*input);
                     let (k, s, p, g) = (*kernel, *stride, *pad, *groups);
@@ -182,6 +189,7 @@ impl Model {
                     let (cg, og) = (c / g, out_channels / g);
                     let (wq, bq) = linear_tensors(tensors, &what, weight, bias, &[*out_channels, cg, k, k])?;
                     check_requant(&what, requant, *out_channels)?;
+                    check_scales(&what, weight_scales, *out_channels)?;
                     check_clamp(&what, *act_min, *act_max, &out.quant)?;
                     let mut packed = Vec::with_capacity(g);
                     let mut rqs = Vec::with_capacity(g);
@@ -202,7 +210,7 @@ impl Model {
                     }
                     Step::Conv { input: *input, output: *output, geom, zp_in: inp.quant.zero_point, packed, requant: rqs }
                 }
-                IntOp::Dense { name, input, output, weight, bias, in_features, out_features, requant, act_min, act_max } => {
+                IntOp::Dense { name, input, output, weight, bias, in_features, out_features, weight_scales, requant, act_min, act_max } => {
                     let what = format!("dense `{name}`");
                     let inp = value(*input);
                     if inp.shape != [*in_features] || out.shape != [*out_features] {
@@ -210,6 +218,7 @@ impl Model {
                     }
                     let (wq, bq) = linear_tensors(tensors, &what, weight, bias, &[*out_features, *in_features])?;
                     check_requant(&what, requant, *out_features)?;
+                    check_scales(&what, weight_scales, *out_features)?;
                     check_clamp(&what, *act_min, *act_max, &out.quant)?;
                     Step::Dense {
                         input: *input,
