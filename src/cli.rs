@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::diagnostics::{render_terminal, JsonDiagnostic, SourceFile};
 use crate::ir::{dump, ops, Graph};
-use crate::passes::{self, Stage};
+use crate::passes::{self, BitWidths, Stage};
 
 #[derive(Parser, Debug)]
 #[command(name = "qatc", version, about = "Compiler for declarative, quantization-aware neural-network models", long_about = None)]
@@ -30,29 +30,7 @@ pub enum Command {
         color: Color,
     },
     /// Check, train float, calibrate PTQ, fine-tune with QAT, and report the accuracies side by side.
-    Build {
-        file: PathBuf,
-        /// Which model of the file to build (required when it has several).
-        #[arg(long)]
-        model: Option<String>,
-        /// Training recipe (YAML); defaults to the model file with a .yaml extension.
-        #[arg(long)]
-        recipe: Option<PathBuf>,
-        /// Output directory; defaults to build/<Model>.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// `cpu`, or `cuda` when libtorch was built with CUDA.
-        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-        device: String,
-        /// No progress bars or stage messages; only the final table.
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value_t = Color::Auto)]
-        color: Color,
-        /// Extra artifacts to write beside report.json (`onnx`: model.onnx of the QAT int8 model).
-        #[arg(long, value_enum)]
-        emit: Vec<ExportFormat>,
-    },
+    Build(BuildArgs),
     /// Run an int8 artifact (build/<Model>/int8) on IDX images: predictions, or accuracy with --labels.
     Run {
         artifact: PathBuf,
@@ -86,9 +64,41 @@ pub enum Command {
         stage: Stage,
         #[arg(long, value_enum, default_value_t = Emit::Text)]
         emit: Emit,
+        /// Bit widths for everything that uses the file's defaults, e.g. `w4a8`.
+        #[arg(long, value_name = "wXaY")]
+        quant: Option<BitWidths>,
     },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
     Explain { code: String },
+}
+
+/// Arguments of `qatc build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    pub file: PathBuf,
+    /// Which model of the file to build (required when it has several).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training recipe (YAML); defaults to the model file with a .yaml extension.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Bit widths for everything that uses the file's defaults, e.g. `w4a8` or `w2a8`.
+    #[arg(long, value_name = "wXaY")]
+    pub quant: Option<BitWidths>,
+    /// Output directory; defaults to build/<Model>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `cpu`, or `cuda` when libtorch was built with CUDA.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// No progress bars or stage messages; only the final table.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// Extra artifacts to write beside report.json (`onnx`: model.onnx of the QAT int8 model).
+    #[arg(long, value_enum)]
+    pub emit: Vec<ExportFormat>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,7 +119,9 @@ impl Color {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -139,30 +151,77 @@ pub fn main() -> ExitCode {
 
 fn read_source(path: &Path) -> Result<SourceFile, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(text).map_err(|e| format!("{} is not UTF-8 text (byte {} is invalid)", path.display(), e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        format!(
+            "{} is not UTF-8 text (byte {} is invalid)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
 /// Checks a file and prints its diagnostics; the graph of the chosen model if it is clean.
-fn checked_graph(path: &Path, model: Option<&str>, color: Color) -> Result<Graph, String> {
+/// Checks a file and prints its diagnostics; returns the chosen model's graph if the
+/// file is clean, with `--quant` bit widths applied.
+fn checked_graph(
+    path: &Path,
+    model: Option<&str>,
+    quant: Option<BitWidths>,
+    color: Color,
+) -> Result<Graph, String> {
+    let (mut graph, defaults) = checked_model(path, model, color)?;
+    if let Some(bits) = quant {
+        passes::override_default_bits(&mut graph, defaults, bits);
+    }
+    Ok(graph)
+}
+
+fn checked_model(
+    path: &Path,
+    model: Option<&str>,
+    color: Color,
+) -> Result<(Graph, crate::ir::QuantDefaults), String> {
     let file = read_source(path)?;
     let checked = crate::check_source(&file);
-    eprint!("{}", render_terminal(&file, &checked.diagnostics, color.enabled()));
+    eprint!(
+        "{}",
+        render_terminal(&file, &checked.diagnostics, color.enabled())
+    );
     if checked.has_errors() {
         let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
-        return Err(format!("{} has {n} error{}; nothing was built", path.display(), if n == 1 { "" } else { "s" }));
+        return Err(format!(
+            "{} has {n} error{}; nothing was built",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        ));
     }
     let names = checked.model_names.join(", ");
-    match model {
-        Some(name) => checked.graphs.into_iter().find(|g| g.name == name).ok_or_else(|| format!("{} has no model `{name}` (models: {names})", path.display())),
-        None if checked.graphs.len() == 1 => Ok(checked.graphs.into_iter().next().expect("one graph")),
-        None => Err(format!("{} defines several models ({names}); choose one with --model", path.display())),
-    }
+    let defaults = checked.defaults;
+    let graph = match model {
+        Some(name) => checked
+            .graphs
+            .into_iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| format!("{} has no model `{name}` (models: {names})", path.display())),
+        None if checked.graphs.len() == 1 => {
+            Ok(checked.graphs.into_iter().next().expect("one graph"))
+        }
+        None => Err(format!(
+            "{} defines several models ({names}); choose one with --model",
+            path.display()
+        )),
+    }?;
+    Ok((graph, defaults))
 }
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Check { files, message_format, color } => {
+        Command::Check {
+            files,
+            message_format,
+            color,
+        } => {
             let mut failed = false;
             for path in &files {
                 let file = read_source(path)?;
@@ -171,26 +230,62 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 match message_format {
                     MessageFormat::Json => {
                         for d in &checked.diagnostics {
-                            println!("{}", serde_json::to_string(&JsonDiagnostic::new(&file, d)).expect("diagnostics serialize"));
+                            println!(
+                                "{}",
+                                serde_json::to_string(&JsonDiagnostic::new(&file, d))
+                                    .expect("diagnostics serialize")
+                            );
                         }
                     }
                     MessageFormat::Human => {
-                        eprint!("{}", render_terminal(&file, &checked.diagnostics, color.enabled()));
+                        eprint!(
+                            "{}",
+                            render_terminal(&file, &checked.diagnostics, color.enabled())
+                        );
                         let errors = checked.diagnostics.iter().filter(|d| d.is_error()).count();
                         let warnings = checked.diagnostics.len() - errors;
                         if errors == 0 {
-                            let models: Vec<String> = checked.graphs.iter().map(|g| format!("{} ({} nodes)", g.name, g.nodes.len())).collect();
-                            println!("{}: ok, {} model{}: {}{}", file.name, models.len(), if models.len() == 1 { "" } else { "s" }, models.join(", "), plural_warnings(warnings));
+                            let models: Vec<String> = checked
+                                .graphs
+                                .iter()
+                                .map(|g| format!("{} ({} nodes)", g.name, g.nodes.len()))
+                                .collect();
+                            println!(
+                                "{}: ok, {} model{}: {}{}",
+                                file.name,
+                                models.len(),
+                                if models.len() == 1 { "" } else { "s" },
+                                models.join(", "),
+                                plural_warnings(warnings)
+                            );
                         } else {
-                            eprintln!("{}: {errors} error{}{}", file.name, if errors == 1 { "" } else { "s" }, plural_warnings(warnings));
+                            eprintln!(
+                                "{}: {errors} error{}{}",
+                                file.name,
+                                if errors == 1 { "" } else { "s" },
+                                plural_warnings(warnings)
+                            );
                         }
                     }
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Graph { file, model, stage, emit } => {
-            let graph = passes::run(checked_graph(&file, model.as_deref(), Color::Auto)?, stage);
+        Command::Graph {
+            file,
+            model,
+            stage,
+            emit,
+            quant,
+        } => {
+            let graph = passes::run(
+                checked_graph(&file, model.as_deref(), quant, Color::Auto)?,
+                stage,
+            );
             print!(
                 "{}",
                 match emit {
@@ -204,21 +299,33 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Explain { code } => {
             if code == "ops" {
                 for op in ops::OPS {
-                    println!("{}({})\n    {}\n    shape: {}", op.name, op_signature(op), op.doc, op.shape_rule);
+                    println!(
+                        "{}({})\n    {}\n    shape: {}",
+                        op.name,
+                        op_signature(op),
+                        op.doc,
+                        op.shape_rule
+                    );
                     for arg in op.args {
-                        println!("    {:<10} {} (default: {}): {}", arg.name, arg.ty, arg.default.unwrap_or("required"), arg.doc);
+                        println!(
+                            "    {:<10} {} (default: {}): {}",
+                            arg.name,
+                            arg.ty,
+                            arg.default.unwrap_or("required"),
+                            arg.doc
+                        );
                     }
                     println!();
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let (title, text) = crate::codes::explain(&code).ok_or_else(|| format!("no diagnostic has the code `{code}`; codes look like E0007"))?;
+            let (title, text) = crate::codes::explain(&code).ok_or_else(|| {
+                format!("no diagnostic has the code `{code}`; codes look like E0007")
+            })?;
             println!("{}: {title}\n\n{text}", code.to_ascii_uppercase());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { file, model, recipe, out, device, quiet, color, emit } => {
-            build(&file, model.as_deref(), recipe, out, &device, quiet, color, emit.contains(&ExportFormat::Onnx))
-        }
+        Command::Build(args) => build(args),
         Command::Run { artifact, images, labels, threads } => run_int8(&artifact, &images, labels.as_deref(), threads),
         Command::Inspect { artifact } => {
             let (graph, tensors) = crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
@@ -247,7 +354,13 @@ fn plural_warnings(n: usize) -> String {
 }
 
 fn op_signature(op: &ops::OpDef) -> String {
-    let tensors = (0..op.inputs).map(|i| if op.inputs == 1 { "x".to_string() } else { format!("x{}", i + 1) });
+    let tensors = (0..op.inputs).map(|i| {
+        if op.inputs == 1 {
+            "x".to_string()
+        } else {
+            format!("x{}", i + 1)
+        }
+    });
     let named = op.args.iter().map(|a| match a.default {
         Some(d) => format!("{} = {d}", a.name),
         None => a.name.to_string(),
@@ -292,17 +405,25 @@ fn run_int8(artifact: &Path, images: &Path, labels: Option<&Path>, threads: Opti
 }
 
 #[cfg(feature = "train")]
-#[allow(clippy::too_many_arguments)]
-fn build(file: &Path, model: Option<&str>, recipe: Option<PathBuf>, out: Option<PathBuf>, device: &str, quiet: bool, color: Color, emit_onnx: bool) -> Result<ExitCode, String> {
-    let graph = checked_graph(file, model, color)?;
-    let recipe_path = recipe.unwrap_or_else(|| crate::recipe::Recipe::path_for(file));
-    let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| e.rendered.trim_start_matches("error: ").trim_end().to_string())?;
+fn build(args: BuildArgs) -> Result<ExitCode, String> {
+    let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
+    let recipe_path = args
+        .recipe
+        .unwrap_or_else(|| crate::recipe::Recipe::path_for(&args.file));
+    let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| {
+        e.rendered
+            .trim_start_matches("error: ")
+            .trim_end()
+            .to_string()
+    })?;
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = crate::train::BuildOptions {
-        out_dir: out.unwrap_or_else(|| PathBuf::from("build").join(&quantized.name)),
-        device: crate::train::device(device).map_err(|e| e.to_string())?,
-        quiet,
-        emit_onnx,
+        out_dir: args
+            .out
+            .unwrap_or_else(|| PathBuf::from("build").join(&quantized.name)),
+        device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
+        quiet: args.quiet,
+        emit_onnx: args.emit.contains(&ExportFormat::Onnx),
     };
     let report = crate::train::build(&quantized, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
@@ -313,7 +434,6 @@ fn build(file: &Path, model: Option<&str>, recipe: Option<PathBuf>, out: Option<
 }
 
 #[cfg(not(feature = "train"))]
-#[allow(clippy::too_many_arguments)]
-fn build(_: &Path, _: Option<&str>, _: Option<PathBuf>, _: Option<PathBuf>, _: &str, _: bool, _: Color, _: bool) -> Result<ExitCode, String> {
+fn build(_: BuildArgs) -> Result<ExitCode, String> {
     Err("this qatc was built without the `train` feature (libtorch); rebuild with default features to train".into())
 }

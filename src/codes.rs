@@ -42,5 +42,8 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
 /// The long explanation of a code, if it exists.
 pub fn explain(code: &str) -> Option<(&'static str, &'static str)> {
     let code = code.to_ascii_uppercase();
-    EXPLANATIONS.iter().find(|(c, _, _)| *c == code).map(|(_, t, e)| (*t, *e))
+    EXPLANATIONS
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map(|(_, t, e)| (*t, *e))
 }

@@ -9,13 +9,30 @@ use flate2::read::GzDecoder;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot find {what} in {dir}: looked for {name} and {name}.gz\n  hint: {hint}")]
-    Missing { what: &'static str, dir: PathBuf, name: String, hint: String },
+    Missing {
+        what: &'static str,
+        dir: PathBuf,
+        name: String,
+        hint: String,
+    },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not an IDX {kind} file: {why}")]
-    Format { path: PathBuf, kind: &'static str, why: String },
+    Format {
+        path: PathBuf,
+        kind: &'static str,
+        why: String,
+    },
     #[error("{images} has {n_images} images but {labels} has {n_labels} labels")]
-    CountMismatch { images: PathBuf, n_images: usize, labels: PathBuf, n_labels: usize },
+    CountMismatch {
+        images: PathBuf,
+        n_images: usize,
+        labels: PathBuf,
+        n_labels: usize,
+    },
 }
 
 /// Images as bytes (row-major, `count * rows * cols`) with their labels.
@@ -43,7 +60,12 @@ impl Images {
 
     /// Keeps the images whose label is in `classes` (all when `None`), then the first `limit`.
     pub fn select(&self, classes: Option<&[u8]>, limit: Option<usize>) -> Images {
-        let mut out = Images { pixels: Vec::new(), labels: Vec::new(), rows: self.rows, cols: self.cols };
+        let mut out = Images {
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            rows: self.rows,
+            cols: self.cols,
+        };
         for i in 0..self.len() {
             if limit.is_some_and(|l| out.len() >= l) {
                 break;
@@ -74,14 +96,32 @@ impl Split {
 
 /// Loads one split of an MNIST-style directory (`train-images-idx3-ubyte[.gz]` etc.).
 pub fn load_split(dir: &Path, split: Split) -> Result<Images, DataError> {
-    let images_path = find(dir, &format!("{}-images-idx3-ubyte", split.prefix()), "the images")?;
-    let labels_path = find(dir, &format!("{}-labels-idx1-ubyte", split.prefix()), "the labels")?;
+    let images_path = find(
+        dir,
+        &format!("{}-images-idx3-ubyte", split.prefix()),
+        "the images",
+    )?;
+    let labels_path = find(
+        dir,
+        &format!("{}-labels-idx1-ubyte", split.prefix()),
+        "the labels",
+    )?;
     let (pixels, count, rows, cols) = read_images(&images_path)?;
     let labels = read_labels(&labels_path)?;
     if labels.len() != count {
-        return Err(DataError::CountMismatch { images: images_path, n_images: count, labels: labels_path, n_labels: labels.len() });
+        return Err(DataError::CountMismatch {
+            images: images_path,
+            n_images: count,
+            labels: labels_path,
+            n_labels: labels.len(),
+        });
     }
-    Ok(Images { pixels, labels, rows, cols })
+    Ok(Images {
+        pixels,
+        labels,
+        rows,
+        cols,
+    })
 }
 
 fn find(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, DataError> {
@@ -100,31 +140,55 @@ fn find(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, DataError
 
 /// Reads a whole file, un-gzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let raw = std::fs::read(path).map_err(io)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(io)?;
+        GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(io)?;
         Ok(out)
     } else {
         Ok(raw)
     }
 }
 
-fn header(bytes: &[u8], path: &Path, kind: &'static str, magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
-    let bad = |why: String| DataError::Format { path: path.to_path_buf(), kind, why };
+fn header(
+    bytes: &[u8],
+    path: &Path,
+    kind: &'static str,
+    magic: u32,
+    dims: usize,
+) -> Result<Vec<usize>, DataError> {
+    let bad = |why: String| DataError::Format {
+        path: path.to_path_buf(),
+        kind,
+        why,
+    };
     let need = 4 + 4 * dims;
     if bytes.len() < need {
-        return Err(bad(format!("{} bytes is shorter than its {need}-byte header", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes is shorter than its {need}-byte header",
+            bytes.len()
+        )));
     }
     let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
     if word(0) != magic {
-        return Err(bad(format!("magic number {:#010x}, expected {magic:#010x}", word(0))));
+        return Err(bad(format!(
+            "magic number {:#010x}, expected {magic:#010x}",
+            word(0)
+        )));
     }
     let shape: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
     let expected = need + shape.iter().product::<usize>();
     if bytes.len() != expected {
-        return Err(bad(format!("header promises {expected} bytes, file has {} (truncated or corrupt)", bytes.len())));
+        return Err(bad(format!(
+            "header promises {expected} bytes, file has {} (truncated or corrupt)",
+            bytes.len()
+        )));
     }
     Ok(shape)
 }
@@ -144,7 +208,13 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Writes an IDX3 image file (uncompressed); used by tests and tools to make small sets.
-pub fn write_images(path: &Path, pixels: &[u8], count: usize, rows: usize, cols: usize) -> std::io::Result<()> {
+pub fn write_images(
+    path: &Path,
+    pixels: &[u8],
+    count: usize,
+    rows: usize,
+    cols: usize,
+) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(16 + pixels.len());
     for w in [0x0000_0803u32, count as u32, rows as u32, cols as u32] {
         bytes.extend_from_slice(&w.to_be_bytes());
@@ -180,7 +250,9 @@ mod tests {
 
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
-        let err = load_split(dir.path(), Split::Train).unwrap_err().to_string();
+        let err = load_split(dir.path(), Split::Train)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 
@@ -188,6 +260,9 @@ mod tests {
     fn missing_files_name_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let err = load_split(dir.path(), Split::Test).unwrap_err().to_string();
-        assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("setup-data.sh"), "{err}");
+        assert!(
+            err.contains("t10k-images-idx3-ubyte") && err.contains("setup-data.sh"),
+            "{err}"
+        );
     }
 }

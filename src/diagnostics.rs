@@ -53,24 +53,43 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+    pub fn error(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             severity: Severity::Error,
             code,
             message: message.into(),
-            primary: Label { span, message: label.into() },
+            primary: Label {
+                span,
+                message: label.into(),
+            },
             secondary: Vec::new(),
             notes: Vec::new(),
             help: None,
         }
     }
 
-    pub fn warning(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Self::error(code, message, span, label) }
+    pub fn warning(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Self::error(code, message, span, label)
+        }
     }
 
     pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.secondary.push(Label { span, message: message.into() });
+        self.secondary.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
 
@@ -93,12 +112,15 @@ impl Diagnostic {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
         };
-        let mut labels = vec![cs::Label::primary((), self.primary.span.start..self.primary.span.end)
-            .with_message(&self.primary.message)];
+        let mut labels =
+            vec![
+                cs::Label::primary((), self.primary.span.start..self.primary.span.end)
+                    .with_message(&self.primary.message),
+            ];
         labels.extend(
-            self.secondary
-                .iter()
-                .map(|l| cs::Label::secondary((), l.span.start..l.span.end).with_message(&l.message)),
+            self.secondary.iter().map(|l| {
+                cs::Label::secondary((), l.span.start..l.span.end).with_message(&l.message)
+            }),
         );
         let mut notes: Vec<String> = self.notes.iter().map(|n| format!("note: {n}")).collect();
         if let Some(help) = &self.help {
@@ -121,7 +143,10 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        SourceFile { name: name.into(), text: text.into() }
+        SourceFile {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 
     /// 0-based (line, character) of a byte offset, characters counted in UTF-16 units as LSP does.
@@ -152,7 +177,8 @@ pub fn render_terminal(file: &SourceFile, diagnostics: &[Diagnostic], color: boo
         };
         for d in diagnostics {
             // Writing into a Vec cannot fail; a span outside the file would be a compiler bug.
-            term::emit(writer, &config, &files, &d.to_codespan()).expect("diagnostic spans lie inside the file");
+            term::emit(writer, &config, &files, &d.to_codespan())
+                .expect("diagnostic spans lie inside the file");
         }
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -194,10 +220,27 @@ impl<'a> JsonDiagnostic<'a> {
         let range = |s: Span| {
             let (l0, c0) = file.position(s.start);
             let (l1, c1) = file.position(s.end);
-            JsonRange { start: JsonPosition { line: l0, character: c0 }, end: JsonPosition { line: l1, character: c1 } }
+            JsonRange {
+                start: JsonPosition {
+                    line: l0,
+                    character: c0,
+                },
+                end: JsonPosition {
+                    line: l1,
+                    character: c1,
+                },
+            }
         };
-        let mut labels = vec![JsonLabel { primary: true, message: &d.primary.message, range: range(d.primary.span) }];
-        labels.extend(d.secondary.iter().map(|l| JsonLabel { primary: false, message: &l.message, range: range(l.span) }));
+        let mut labels = vec![JsonLabel {
+            primary: true,
+            message: &d.primary.message,
+            range: range(d.primary.span),
+        }];
+        labels.extend(d.secondary.iter().map(|l| JsonLabel {
+            primary: false,
+            message: &l.message,
+            range: range(l.span),
+        }));
         let mut notes = d.notes.clone();
         if let Some(h) = &d.help {
             notes.push(format!("help: {h}"));
@@ -215,7 +258,10 @@ impl<'a> JsonDiagnostic<'a> {
 }
 
 /// The closest candidate to a misspelled name, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))

@@ -27,7 +27,10 @@ use diagnostics::{Diagnostic, SourceFile};
 pub fn check_source(file: &SourceFile) -> ir::CheckedFile {
     match syntax::parse(&file.text) {
         Ok(ast) => ir::check_file(&ast),
-        Err(d) => ir::CheckedFile { diagnostics: vec![d], ..Default::default() },
+        Err(d) => ir::CheckedFile {
+            diagnostics: vec![d],
+            ..Default::default()
+        },
     }
 }
 

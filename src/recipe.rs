@@ -64,7 +64,10 @@ pub struct QatConfig {
 
 impl Default for QatConfig {
     fn default() -> Self {
-        QatConfig { epochs: 1, learning_rate: default_qat_lr() }
+        QatConfig {
+            epochs: 1,
+            learning_rate: default_qat_lr(),
+        }
     }
 }
 
@@ -77,7 +80,9 @@ pub struct PtqConfig {
 
 impl Default for PtqConfig {
     fn default() -> Self {
-        PtqConfig { calibration_samples: default_calibration() }
+        PtqConfig {
+            calibration_samples: default_calibration(),
+        }
     }
 }
 
@@ -122,32 +127,58 @@ impl Recipe {
 
     pub fn parse(name: &str, text: &str) -> Result<Recipe, RecipeError> {
         let file = SourceFile::new(name, text);
-        let render = |d: Diagnostic| RecipeError { rendered: render_terminal(&file, &[d], false) };
+        let render = |d: Diagnostic| RecipeError {
+            rendered: render_terminal(&file, &[d], false),
+        };
         let recipe: Recipe = serde_yaml::from_str(text).map_err(|e| {
             let at = e.location().map_or(0, |l| l.index()).min(text.len());
             let end = text[at..].find('\n').map_or(text.len(), |n| at + n).max(at);
             let message = e.to_string();
             // serde_yaml appends " at line L column C"; the label shows the place instead.
-            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
             render(
-                Diagnostic::error(codes::INVALID_RECIPE, "invalid recipe", Span::new(at, end), message)
-                    .with_help("see examples/fashion/cnn.yaml for a complete recipe"),
+                Diagnostic::error(
+                    codes::INVALID_RECIPE,
+                    "invalid recipe",
+                    Span::new(at, end),
+                    message,
+                )
+                .with_help("see examples/fashion/cnn.yaml for a complete recipe"),
             )
         })?;
         recipe.validate().map_err(|(section, key, message)| {
             let span = key_span(text, section, key);
-            render(Diagnostic::error(codes::INVALID_RECIPE, format!("invalid recipe: {section}.{key}"), span, message))
+            render(Diagnostic::error(
+                codes::INVALID_RECIPE,
+                format!("invalid recipe: {section}.{key}"),
+                span,
+                message,
+            ))
         })?;
         Ok(recipe)
     }
 
     fn validate(&self) -> Result<(), (&'static str, &'static str, String)> {
-        let positive = |section, key, v: usize| if v == 0 { Err((section, key, "must be at least 1".to_string())) } else { Ok(()) };
+        let positive = |section, key, v: usize| {
+            if v == 0 {
+                Err((section, key, "must be at least 1".to_string()))
+            } else {
+                Ok(())
+            }
+        };
         let rate = |section, key, v: f64| {
             if v > 0.0 && v.is_finite() && v < 10.0 {
                 Ok(())
             } else {
-                Err((section, key, format!("must be a positive learning rate, got {v}")))
+                Err((
+                    section,
+                    key,
+                    format!("must be a positive learning rate, got {v}"),
+                ))
             }
         };
         positive("train", "epochs", self.train.epochs)?;
@@ -160,7 +191,11 @@ impl Recipe {
                 return Err(("data", "classes", "must list at least one class".into()));
             }
             if let Some(c) = classes.iter().find(|&&c| c > 9) {
-                return Err(("data", "classes", format!("class {c} is out of range: Fashion-MNIST classes are 0 to 9")));
+                return Err((
+                    "data",
+                    "classes",
+                    format!("class {c} is out of range: Fashion-MNIST classes are 0 to 9"),
+                ));
             }
             let mut sorted = classes.clone();
             sorted.sort_unstable();
@@ -197,7 +232,10 @@ fn key_span(text: &str, section: &str, key: &str) -> Span {
             let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
             Span::new(start, end)
         }
-        None => Span::new(section_at, section_at + section.len().min(text.len() - section_at)),
+        None => Span::new(
+            section_at,
+            section_at + section.len().min(text.len() - section_at),
+        ),
     }
 }
 
@@ -217,22 +255,36 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported_with_their_line() {
-        let err = Recipe::parse("r.yaml", "train:\n  epochs: 2\n  learning_rat: 0.1\n").unwrap_err().rendered;
+        let err = Recipe::parse("r.yaml", "train:\n  epochs: 2\n  learning_rat: 0.1\n")
+            .unwrap_err()
+            .rendered;
         assert!(err.contains("unknown field `learning_rat`"), "{err}");
         assert!(err.contains("r.yaml:3:"), "{err}");
     }
 
     #[test]
     fn bad_values_point_at_their_key() {
-        let err = Recipe::parse("r.yaml", "train:\n  epochs: 0\n  learning_rate: 0.1\n").unwrap_err().rendered;
-        assert!(err.contains("train.epochs") && err.contains("r.yaml:2:3"), "{err}");
-        let err = Recipe::parse("r.yaml", "data:\n  classes: [1, 12]\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n").unwrap_err().rendered;
+        let err = Recipe::parse("r.yaml", "train:\n  epochs: 0\n  learning_rate: 0.1\n")
+            .unwrap_err()
+            .rendered;
+        assert!(
+            err.contains("train.epochs") && err.contains("r.yaml:2:3"),
+            "{err}"
+        );
+        let err = Recipe::parse(
+            "r.yaml",
+            "data:\n  classes: [1, 12]\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n",
+        )
+        .unwrap_err()
+        .rendered;
         assert!(err.contains("class 12 is out of range"), "{err}");
     }
 
     #[test]
     fn broken_yaml_is_an_error_not_a_panic() {
-        let err = Recipe::parse("r.yaml", "train: [epochs: 1\n").unwrap_err().rendered;
+        let err = Recipe::parse("r.yaml", "train: [epochs: 1\n")
+            .unwrap_err()
+            .rendered;
         assert!(err.contains("invalid recipe"), "{err}");
     }
 }

@@ -78,11 +78,24 @@ impl Report {
             "{}: {} train / {} test images, classes {:?}, device {}\n\n",
             self.model, d.train_images, d.test_images, d.classes, self.device
         ));
-        out.push_str(&format!("{:<28} {:>9} {:>9} {:>7} {:>12}\n", "stage", "accuracy", "vs float", "epochs", "train img/s"));
+        out.push_str(&format!(
+            "{:<28} {:>9} {:>9} {:>7} {:>12}\n",
+            "stage", "accuracy", "vs float", "epochs", "train img/s"
+        ));
         let row = |name: &str, s: &Stage| {
             let delta = (s.accuracy - self.float.accuracy) * 100.0;
-            let speed = if s.train_images_per_second > 0.0 { format!("{:.0}", s.train_images_per_second) } else { "-".into() };
-            format!("{name:<28} {:>8.2}% {:>+8.2} {:>7} {:>12}\n", s.accuracy * 100.0, delta, s.epochs, speed)
+            let speed = if s.train_images_per_second > 0.0 {
+                format!("{:.0}", s.train_images_per_second)
+            } else {
+                "-".into()
+            };
+            format!(
+                "{name:<28} {:>8.2}% {:>+8.2} {:>7} {:>12}\n",
+                s.accuracy * 100.0,
+                delta,
+                s.epochs,
+                speed
+            )
         };
         out.push_str(&row("float", &self.float));
         out.push_str(&row("PTQ (fake-quant)", &self.ptq));
@@ -110,10 +123,19 @@ impl Report {
 
 /// Writes a file so that readers never see a half-written one: a temporary file in
 /// the same directory, synced, then renamed over the target.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("artifact");
     // Keep the extension last: some writers pick the format from it.
     let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
     let result = write(&tmp).and_then(|()| {
@@ -141,7 +163,10 @@ mod tests {
         write_atomic_bytes(&p, b"one").unwrap();
         write_atomic_bytes(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         let failed = write_atomic(&p, |_| Err(std::io::Error::other("boom")));
         assert!(failed.is_err());

@@ -10,8 +10,20 @@ pub fn text(graph: &Graph) -> String {
     let mut out = format!("graph {} {{\n", graph.name);
     for id in graph.ids() {
         let node = graph.node(id);
-        let args = node.inputs.iter().map(|i| format!("%{}", i.0)).collect::<Vec<_>>().join(", ");
-        let _ = write!(out, "  %{} {}: {} = {}({args})", id.0, node.name, format_shape(&node.shape), node.op);
+        let args = node
+            .inputs
+            .iter()
+            .map(|i| format!("%{}", i.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = write!(
+            out,
+            "  %{} {}: {} = {}({args})",
+            id.0,
+            node.name,
+            format_shape(&node.shape),
+            node.op
+        );
         if node.quant.float {
             out.push_str("  @float");
         } else if node.op.has_weights() {
@@ -25,7 +37,10 @@ pub fn text(graph: &Graph) -> String {
 
 /// Graphviz source.
 pub fn dot(graph: &Graph) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n", graph.name);
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+        graph.name
+    );
     for id in graph.ids() {
         let node = graph.node(id);
         let style = match node.op {
@@ -34,7 +49,13 @@ pub fn dot(graph: &Graph) -> String {
             _ if node.quant.float => ", style=dashed",
             _ => "",
         };
-        let label = format!("{}\\n{}\\n{}", node.name, node.op, format_shape(&node.shape)).replace('"', "\\\"");
+        let label = format!(
+            "{}\\n{}\\n{}",
+            node.name,
+            node.op,
+            format_shape(&node.shape)
+        )
+        .replace('"', "\\\"");
         let _ = writeln!(out, "  n{} [label=\"{label}\"{style}];", id.0);
         for input in &node.inputs {
             let _ = writeln!(out, "  n{} -> n{};", input.0, id.0);

@@ -80,7 +80,11 @@ impl Graph {
 
     /// Keeps the nodes for which `keep` holds, in order, rewiring readers of a dropped
     /// node to `replacement[dropped]`. Used by passes that remove or merge nodes.
-    pub fn retain(&mut self, keep: impl Fn(NodeId) -> bool, replacement: impl Fn(NodeId) -> NodeId) {
+    pub fn retain(
+        &mut self,
+        keep: impl Fn(NodeId) -> bool,
+        replacement: impl Fn(NodeId) -> NodeId,
+    ) {
         let mut remap = vec![None; self.nodes.len()];
         let mut next = 0u32;
         for id in self.ids() {
@@ -110,14 +114,28 @@ impl Graph {
     /// (and the output, if it was `after`) read the new node instead.
     pub fn insert_after(&mut self, after: NodeId, mut node: Node) -> NodeId {
         let at = after.index() + 1;
-        let shift = |id: NodeId| if id.index() >= at { NodeId(id.0 + 1) } else { id };
+        let shift = |id: NodeId| {
+            if id.index() >= at {
+                NodeId(id.0 + 1)
+            } else {
+                id
+            }
+        };
         for n in &mut self.nodes {
             for input in &mut n.inputs {
-                *input = if *input == after { NodeId(at as u32) } else { shift(*input) };
+                *input = if *input == after {
+                    NodeId(at as u32)
+                } else {
+                    shift(*input)
+                };
             }
         }
         self.inputs = self.inputs.iter().map(|&x| shift(x)).collect();
-        self.output = if self.output == after { NodeId(at as u32) } else { shift(self.output) };
+        self.output = if self.output == after {
+            NodeId(at as u32)
+        } else {
+            shift(self.output)
+        };
         node.inputs = vec![after];
         self.nodes.insert(at, node);
         NodeId(at as u32)

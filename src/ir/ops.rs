@@ -39,15 +39,37 @@ impl Epilogue {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Input,
-    Conv2d { filters: usize, kernel: usize, stride: usize, padding: Padding, in_channels: usize, bias: bool, epilogue: Epilogue },
-    Dense { units: usize, in_features: usize, bias: bool, epilogue: Epilogue },
-    BatchNorm { channels: usize, eps: f64, momentum: f64 },
+    Conv2d {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        in_channels: usize,
+        bias: bool,
+        epilogue: Epilogue,
+    },
+    Dense {
+        units: usize,
+        in_features: usize,
+        bias: bool,
+        epilogue: Epilogue,
+    },
+    BatchNorm {
+        channels: usize,
+        eps: f64,
+        momentum: f64,
+    },
     Relu,
-    MaxPool2d { size: usize, stride: usize },
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+    },
     Flatten,
     Add,
     /// Inserted by the fake-quant pass: quantize and dequantize its input.
-    FakeQuant { spec: super::QuantSpec },
+    FakeQuant {
+        spec: super::QuantSpec,
+    },
 }
 
 impl Op {
@@ -125,7 +147,14 @@ impl fmt::Display for ArgType {
             ArgType::PositiveFloat => write!(f, "a positive number"),
             ArgType::Fraction => write!(f, "a number between 0 and 1"),
             ArgType::Bool => write!(f, "`true` or `false`"),
-            ArgType::Choice(c) => write!(f, "one of {}", c.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
+            ArgType::Choice(c) => write!(
+                f,
+                "one of {}",
+                c.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -150,8 +179,18 @@ pub struct OpDef {
     pub shape_rule: &'static str,
 }
 
-const fn arg(name: &'static str, ty: ArgType, default: Option<&'static str>, doc: &'static str) -> ArgDef {
-    ArgDef { name, ty, default, doc }
+const fn arg(
+    name: &'static str,
+    ty: ArgType,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> ArgDef {
+    ArgDef {
+        name,
+        ty,
+        default,
+        doc,
+    }
 }
 
 pub const OPS: &[OpDef] = &[
@@ -250,11 +289,22 @@ pub struct ShapeError {
 }
 
 fn shape_err(message: String, blame: Option<usize>, help: Option<&str>) -> ShapeError {
-    ShapeError { message, blame, help: help.map(str::to_string) }
+    ShapeError {
+        message,
+        blame,
+        help: help.map(str::to_string),
+    }
 }
 
 pub fn format_shape(shape: &[usize]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Builds the op from checked arguments and infers its output shape.
@@ -263,13 +313,21 @@ pub fn instantiate(def: &OpDef, args: &Args, inputs: &[&Shape]) -> Result<(Op, S
         match inputs[0].as_slice() {
             &[c, h, w] => Ok((c, h, w)),
             other => Err(shape_err(
-                format!("`{what}` needs a [C, H, W] input, got {}", format_shape(other)),
+                format!(
+                    "`{what}` needs a [C, H, W] input, got {}",
+                    format_shape(other)
+                ),
                 Some(0),
                 None,
             )),
         }
     };
-    let window = |size: usize, stride: usize, h: usize, w: usize, what: &str| -> Result<(usize, usize), ShapeError> {
+    let window = |size: usize,
+                  stride: usize,
+                  h: usize,
+                  w: usize,
+                  what: &str|
+     -> Result<(usize, usize), ShapeError> {
         if size > h || size > w {
             return Err(shape_err(
                 format!("{what} window {size}x{size} is larger than its {h}x{w} input"),
@@ -282,16 +340,32 @@ pub fn instantiate(def: &OpDef, args: &Args, inputs: &[&Shape]) -> Result<(Op, S
     Ok(match def.name {
         "conv2d" => {
             let (c, h, w) = image("conv2d")?;
-            let (filters, kernel, stride) = (args.int("filters"), args.int("kernel"), args.int("stride"));
+            let (filters, kernel, stride) =
+                (args.int("filters"), args.int("kernel"), args.int("stride"));
             let padding = match args.get("padding") {
                 Some(ArgValue::Choice("same")) => Padding::Same,
                 _ => Padding::Valid,
             };
             let (oh, ow) = match padding {
+                Padding::Same if kernel % 2 == 0 => {
+                    return Err(shape_err(
+                        format!("`padding = same` needs an odd kernel, got {kernel}"),
+                        None,
+                        Some("use an odd kernel size (1, 3, 5, ...) or `padding = valid`"),
+                    ))
+                }
                 Padding::Same => (h.div_ceil(stride), w.div_ceil(stride)),
                 Padding::Valid => window(kernel, stride, h, w, "conv2d kernel")?,
             };
-            let op = Op::Conv2d { filters, kernel, stride, padding, in_channels: c, bias: args.flag("bias"), epilogue: Epilogue::default() };
+            let op = Op::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+                in_channels: c,
+                bias: args.flag("bias"),
+                epilogue: Epilogue::default(),
+            };
             (op, vec![filters, oh, ow])
         }
         "dense" => {
@@ -299,18 +373,37 @@ pub fn instantiate(def: &OpDef, args: &Args, inputs: &[&Shape]) -> Result<(Op, S
                 &[f] => f,
                 other => {
                     return Err(shape_err(
-                        format!("`dense` needs a 1-D input, got {}-D {}", other.len(), format_shape(other)),
+                        format!(
+                            "`dense` needs a 1-D input, got {}-D {}",
+                            other.len(),
+                            format_shape(other)
+                        ),
                         Some(0),
                         Some("insert `let x = flatten(x)` before the dense layer"),
                     ))
                 }
             };
             let units = args.int("units");
-            (Op::Dense { units, in_features: features, bias: args.flag("bias"), epilogue: Epilogue::default() }, vec![units])
+            (
+                Op::Dense {
+                    units,
+                    in_features: features,
+                    bias: args.flag("bias"),
+                    epilogue: Epilogue::default(),
+                },
+                vec![units],
+            )
         }
         "batch_norm" => {
             let channels = inputs[0][0];
-            (Op::BatchNorm { channels, eps: args.float("eps"), momentum: args.float("momentum") }, inputs[0].clone())
+            (
+                Op::BatchNorm {
+                    channels,
+                    eps: args.float("eps"),
+                    momentum: args.float("momentum"),
+                },
+                inputs[0].clone(),
+            )
         }
         "relu" => (Op::Relu, inputs[0].clone()),
         "max_pool2d" => {

@@ -33,10 +33,17 @@ impl QuantSpec {
     pub const MAX_BITS: u8 = 8;
 
     /// The default for weights: int8, symmetric, per output channel.
-    pub const WEIGHTS: QuantSpec = QuantSpec { bits: 8, scheme: Scheme::Symmetric, granularity: Granularity::PerChannel };
+    pub const WEIGHTS: QuantSpec = QuantSpec {
+        bits: 8,
+        scheme: Scheme::Symmetric,
+        granularity: Granularity::PerChannel,
+    };
     /// The default for activations: int8, asymmetric, per tensor.
-    pub const ACTIVATIONS: QuantSpec =
-        QuantSpec { bits: 8, scheme: Scheme::Asymmetric, granularity: Granularity::PerTensor };
+    pub const ACTIVATIONS: QuantSpec = QuantSpec {
+        bits: 8,
+        scheme: Scheme::Asymmetric,
+        granularity: Granularity::PerTensor,
+    };
 
     /// The integer range `[qmin, qmax]` values are clamped to.
     pub fn range(&self) -> (i64, i64) {
@@ -55,11 +62,19 @@ impl QuantSpec {
         match self.scheme {
             Scheme::Symmetric => {
                 let bound = min.abs().max(max.abs());
-                let scale = if bound > 0.0 { bound / qmax as f32 } else { 1.0 };
+                let scale = if bound > 0.0 {
+                    bound / qmax as f32
+                } else {
+                    1.0
+                };
                 (scale.max(f32::EPSILON), 0)
             }
             Scheme::Asymmetric => {
-                let scale = if max > min { (max - min) / (qmax - qmin) as f32 } else { 1.0 };
+                let scale = if max > min {
+                    (max - min) / (qmax - qmin) as f32
+                } else {
+                    1.0
+                };
                 let scale = scale.max(f32::EPSILON);
                 let zero_point = (qmin as f32 - min / scale).round() as i64;
                 (scale, zero_point.clamp(qmin, qmax))
@@ -90,7 +105,10 @@ mod tests {
     fn int8_symmetric_range_is_narrow() {
         assert_eq!(QuantSpec::WEIGHTS.range(), (-127, 127));
         assert_eq!(QuantSpec::ACTIVATIONS.range(), (-128, 127));
-        let w2 = QuantSpec { bits: 2, ..QuantSpec::WEIGHTS };
+        let w2 = QuantSpec {
+            bits: 2,
+            ..QuantSpec::WEIGHTS
+        };
         assert_eq!(w2.range(), (-1, 1));
     }
 

@@ -10,7 +10,11 @@ use std::collections::BTreeSet;
 use crate::ir::{Graph, Node, NodeId, Op};
 
 pub fn insert_fake_quant(graph: &mut Graph) -> bool {
-    if graph.nodes.iter().any(|n| matches!(n.op, Op::FakeQuant { .. })) {
+    if graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::FakeQuant { .. }))
+    {
         return false; // already quantized; the pass is idempotent
     }
     let consumers = graph.consumers();
@@ -18,13 +22,17 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
     let mut after: BTreeSet<NodeId> = BTreeSet::new();
     for id in graph.ids() {
         let node = graph.node(id);
-        let float = node.quant.float && !node.op.shares_input_quant();
-        if float {
-            continue;
-        }
         match node.op {
+            // Ops that only move values are quantized exactly when their input is.
+            ref op if op.shares_input_quant() => {
+                quantized[id.index()] = quantized[node.inputs[0].index()]
+            }
+            _ if node.quant.float => {}
             Op::Input => {
-                if consumers[id.index()].iter().any(|&c| !graph.node(c).quant.float) {
+                if consumers[id.index()]
+                    .iter()
+                    .any(|&c| !graph.node(c).quant.float)
+                {
                     after.insert(id);
                     quantized[id.index()] = true;
                 }
@@ -38,9 +46,7 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
                     }
                 }
                 quantized[id.index()] = true;
-                if !node.op.shares_input_quant() {
-                    after.insert(id);
-                }
+                after.insert(id);
             }
         }
     }
@@ -49,7 +55,9 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
         let node = graph.node(id);
         let fq = Node {
             name: format!("{}.fq", node.name),
-            op: Op::FakeQuant { spec: node.quant.activations },
+            op: Op::FakeQuant {
+                spec: node.quant.activations,
+            },
             inputs: Vec::new(),
             shape: node.shape.clone(),
             span: node.span,

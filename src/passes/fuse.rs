@@ -12,11 +12,19 @@ pub fn fuse_linear_epilogues(graph: &mut Graph) -> bool {
     let mut changed = false;
     while let Some((into, merged)) = find_fusion(graph) {
         let node = graph.node(merged).clone();
-        let (Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. }) = &mut graph.nodes[into.index()].op else {
+        let (Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. }) =
+            &mut graph.nodes[into.index()].op
+        else {
             unreachable!("find_fusion only merges into linear ops")
         };
         match node.op {
-            Op::BatchNorm { eps, momentum, .. } => epilogue.batch_norm = Some(FusedBatchNorm { name: node.name, eps, momentum }),
+            Op::BatchNorm { eps, momentum, .. } => {
+                epilogue.batch_norm = Some(FusedBatchNorm {
+                    name: node.name,
+                    eps,
+                    momentum,
+                })
+            }
             Op::Relu => epilogue.relu = true,
             _ => unreachable!("only batch_norm and relu are merged"),
         }
@@ -33,9 +41,13 @@ fn find_fusion(graph: &Graph) -> Option<(NodeId, NodeId)> {
     let consumers = graph.consumers();
     graph.ids().find_map(|id| {
         let node = graph.node(id);
-        let (Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. }) = &node.op else { return None };
+        let (Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. }) = &node.op else {
+            return None;
+        };
         // The producer's value must not be needed elsewhere (another reader or the output).
-        let [next] = consumers[id.index()].as_slice() else { return None };
+        let [next] = consumers[id.index()].as_slice() else {
+            return None;
+        };
         if graph.output == id {
             return None;
         }
@@ -52,4 +64,3 @@ fn find_fusion(graph: &Graph) -> Option<(NodeId, NodeId)> {
         fits.then_some((id, *next))
     })
 }
-

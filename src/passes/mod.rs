@@ -1,8 +1,10 @@
 //! Graph-to-graph rewrites, each in its own file, run in a fixed order by [`run`].
 
+mod bit_widths;
 mod fake_quant;
 mod fuse;
 
+pub use bit_widths::{override_default_bits, BitWidths};
 pub use fake_quant::insert_fake_quant;
 pub use fuse::fuse_linear_epilogues;
 

@@ -13,6 +13,8 @@ struct QatParser;
 
 /// Parses a whole file. Syntax errors stop the parse: the grammar has no recovery.
 pub fn parse(text: &str) -> Result<File, Diagnostic> {
+    // Detailed attempts give the literal tokens expected at the furthest position.
+    pest::set_error_detail(true);
     let mut pairs = QatParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
     let file = pairs.next().expect("the file rule always yields one pair");
     let items = file
@@ -56,7 +58,11 @@ fn model(p: Pair<Rule>) -> Model {
             r => unreachable!("grammar yields only statements in a model, got {r:?}"),
         })
         .collect();
-    Model { name, statements, span }
+    Model {
+        name,
+        statements,
+        span,
+    }
 }
 
 fn input_decl(p: Pair<Rule>) -> InputDecl {
@@ -71,9 +77,22 @@ fn input_decl(p: Pair<Rule>) -> InputDecl {
         .next()
         .expect("type has dims")
         .into_inner()
-        .map(|d| (d.as_str().parse::<u64>().unwrap_or(u64::MAX), d.as_span().into()))
+        .map(|d| {
+            (
+                d.as_str().parse::<u64>().unwrap_or(u64::MAX),
+                d.as_span().into(),
+            )
+        })
         .collect();
-    InputDecl { name, ty: TensorType { dtype, dims, span: ty_span }, span }
+    InputDecl {
+        name,
+        ty: TensorType {
+            dtype,
+            dims,
+            span: ty_span,
+        },
+        span,
+    }
 }
 
 fn let_binding(p: Pair<Rule>) -> LetBinding {
@@ -87,7 +106,11 @@ fn let_binding(p: Pair<Rule>) -> LetBinding {
                 let span = part.as_span().into();
                 let mut inner = part.into_inner();
                 let name = ident(inner.next().expect("annotation has a name"));
-                annotations.push(Annotation { name, args: inner.map(arg).collect(), span });
+                annotations.push(Annotation {
+                    name,
+                    args: inner.map(arg).collect(),
+                    span,
+                });
             }
             Rule::ident => name = Some(ident(part)),
             Rule::call => call_node = Some(call(part)),
@@ -106,29 +129,47 @@ fn call(p: Pair<Rule>) -> Call {
     let span = p.as_span().into();
     let mut inner = p.into_inner();
     let callee = ident(inner.next().expect("call has a callee"));
-    Call { callee, args: inner.map(arg).collect(), span }
+    Call {
+        callee,
+        args: inner.map(arg).collect(),
+        span,
+    }
 }
 
 fn arg(p: Pair<Rule>) -> Arg {
     let span = p.as_span().into();
     let parts: Vec<_> = p.into_inner().collect();
     match parts.len() {
-        1 => Arg { name: None, value: expr(parts[0].clone()), span },
-        _ => Arg { name: Some(ident(parts[0].clone())), value: expr(parts[1].clone()), span },
+        1 => Arg {
+            name: None,
+            value: expr(parts[0].clone()),
+            span,
+        },
+        _ => Arg {
+            name: Some(ident(parts[0].clone())),
+            value: expr(parts[1].clone()),
+            span,
+        },
     }
 }
 
 fn expr(p: Pair<Rule>) -> Expr {
     match p.as_rule() {
         Rule::call => Expr::Call(call(p)),
-        Rule::number => Expr::Number { text: p.as_str().to_string(), span: p.as_span().into() },
+        Rule::number => Expr::Number {
+            text: p.as_str().to_string(),
+            span: p.as_span().into(),
+        },
         Rule::ident => Expr::Ident(ident(p)),
         r => unreachable!("unexpected {r:?} in expression"),
     }
 }
 
 fn ident(p: Pair<Rule>) -> Ident {
-    Ident { name: p.as_str().to_string(), span: p.as_span().into() }
+    Ident {
+        name: p.as_str().to_string(),
+        span: p.as_span().into(),
+    }
 }
 
 /// What a user calls each grammar rule in "expected ..." messages.
@@ -154,41 +195,79 @@ fn describe(rule: &Rule) -> &'static str {
 }
 
 fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
-    let (start, end) = match e.location {
+    let (mut start, mut end) = match e.location {
         InputLocation::Pos(p) => (p, p),
         InputLocation::Span((s, e)) => (s, e),
     };
-    // Point at the offending token (up to the next whitespace), or at the end of the file.
-    let end = if end > start {
-        end
-    } else {
-        let rest = &text[start..];
-        start + rest.find(|c: char| c.is_whitespace() || "(){}[],=:@".contains(c)).map_or(rest.len(), |n| n.max(rest.chars().next().map_or(0, char::len_utf8)))
-    };
-    let found = &text[start..end];
-    let found_desc = if found.is_empty() { "end of file".to_string() } else { format!("`{found}`") };
-    let expected = match &e.variant {
+    let mut expected: Vec<String> = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<&str> = positives.iter().map(describe).collect();
-            names.sort_unstable();
-            names.dedup();
-            names
+            positives.iter().map(|r| describe(r).to_string()).collect()
         }
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
+    if let Some(attempts) = e.parse_attempts() {
+        if attempts.max_position >= start {
+            start = attempts.max_position.min(text.len());
+            end = start;
+            // pest keeps its token type private; literal tokens print as themselves.
+            let tokens = attempts
+                .expected_tokens()
+                .into_iter()
+                .map(|t| t.to_string())
+                // Whitespace and comments may go anywhere; listing them helps nobody.
+                .filter(|t| {
+                    !t.trim().is_empty()
+                        && !matches!(t.as_str(), "BUILTIN_RULE" | "//" | "/*")
+                        && !t.contains("..")
+                })
+                .map(|t| {
+                    if t == "_" {
+                        "a name".to_string()
+                    } else {
+                        format!("`{t}`")
+                    }
+                });
+            let rules = attempts
+                .call_stacks()
+                .into_iter()
+                .filter_map(|c| c.parent)
+                .map(|r| describe(&r).to_string());
+            expected = tokens
+                .chain(rules)
+                .filter(|s| s != "something else")
+                .collect();
+        }
+    }
+    // Point at the offending token (up to the next separator), or at the end of the file.
+    if end <= start {
+        let rest = &text[start..];
+        let token_len = rest
+            .find(|c: char| c.is_whitespace() || "(){}[],=:@".contains(c))
+            .unwrap_or(rest.len());
+        end = start + token_len.max(rest.chars().next().map_or(0, char::len_utf8));
+    }
+    let found = &text[start..end];
+    let found_desc = if found.is_empty() {
+        "end of file".to_string()
+    } else {
+        format!("`{found}`")
+    };
+    expected.sort_unstable();
+    expected.dedup();
     let expected_text = match expected.as_slice() {
         [] => "something else".to_string(),
-        [one] => one.to_string(),
+        [one] => one.clone(),
         [init @ .., last] => format!("{} or {last}", init.join(", ")),
     };
-    let mut d = Diagnostic::error(
+    let d = Diagnostic::error(
         crate::codes::SYNTAX,
         format!("syntax error: unexpected {found_desc}"),
         Span::new(start, end),
         format!("expected {expected_text}"),
     );
-    if found == "=" || found.starts_with('"') {
-        d = d.with_help("a `let` binds the result of one op call: `let y = relu(x)`");
+    if expected.iter().any(|e| e == "`(`") {
+        d.with_help("a `let` binds the result of one op call, e.g. `let y = relu(x)`; arguments go in parentheses")
+    } else {
+        d
     }
-    d
 }

@@ -24,15 +24,34 @@ pub enum BuildError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("model `{model}` takes input {expected} but the data has {rows}x{cols} images\n  hint: declare `input image: f32[1, {rows}, {cols}]` (or f32[{flat}] for a flat vector)")]
-    InputShape { model: String, expected: String, rows: usize, cols: usize, flat: usize },
+    InputShape {
+        model: String,
+        expected: String,
+        rows: usize,
+        cols: usize,
+        flat: usize,
+    },
     #[error("model `{model}` outputs {shape}, but the data has {classes} classes\n  hint: make the last layer `dense(x, units = {classes})`")]
-    OutputShape { model: String, shape: String, classes: usize },
+    OutputShape {
+        model: String,
+        shape: String,
+        classes: usize,
+    },
     #[error("the recipe's class filter leaves no {split} images")]
     NoData { split: &'static str },
     #[error("{stage}: the loss became {value} at epoch {epoch}, step {step}; stopping\n  hint: lower the learning rate; the last good weights are in {last_good}")]
-    NonFinite { stage: &'static str, value: f64, epoch: usize, step: usize, last_good: String },
+    NonFinite {
+        stage: &'static str,
+        value: f64,
+        epoch: usize,
+        step: usize,
+        last_good: String,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Lower(#[from] crate::lower::LowerError),
     #[error(transparent)]
@@ -72,8 +91,15 @@ struct Batches {
 
 impl Batches {
     fn new(set: &Images, shape: &[usize], classes: &[u8], device: Device) -> Batches {
-        let labels: Vec<i64> = set.labels.iter().map(|l| classes.iter().position(|c| c == l).expect("filtered") as i64).collect();
-        Batches { images: images_to_tensor(&set.pixels, shape, device), labels: Tensor::from_slice(&labels).to_device(device) }
+        let labels: Vec<i64> = set
+            .labels
+            .iter()
+            .map(|l| classes.iter().position(|c| c == l).expect("filtered") as i64)
+            .collect();
+        Batches {
+            images: images_to_tensor(&set.pixels, shape, device),
+            labels: Tensor::from_slice(&labels).to_device(device),
+        }
     }
 
     fn len(&self) -> i64 {
@@ -82,7 +108,10 @@ impl Batches {
 
     fn head(&self, n: i64) -> Batches {
         let n = n.min(self.len());
-        Batches { images: self.images.narrow(0, 0, n), labels: self.labels.narrow(0, 0, n) }
+        Batches {
+            images: self.images.narrow(0, 0, n),
+            labels: self.labels.narrow(0, 0, n),
+        }
     }
 }
 
@@ -99,9 +128,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let run = Run { recipe, opts };
 
     let dir = recipe.data_dir();
-    let classes: Vec<u8> = recipe.data.classes.clone().unwrap_or_else(|| (0..10).collect());
-    let train_set = data::load_split(&dir, Split::Train)?.select(Some(&classes), recipe.data.train_limit);
-    let test_set = data::load_split(&dir, Split::Test)?.select(Some(&classes), recipe.data.test_limit);
+    let classes: Vec<u8> = recipe
+        .data
+        .classes
+        .clone()
+        .unwrap_or_else(|| (0..10).collect());
+    let train_set =
+        data::load_split(&dir, Split::Train)?.select(Some(&classes), recipe.data.train_limit);
+    let test_set =
+        data::load_split(&dir, Split::Test)?.select(Some(&classes), recipe.data.test_limit);
     if train_set.is_empty() {
         return Err(BuildError::NoData { split: "training" });
     }
@@ -111,7 +146,11 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let shape = input_shape(graph, &train_set)?;
     let out_shape = &graph.node(graph.output).shape;
     if out_shape.len() != 1 || out_shape[0] < classes.len() {
-        return Err(BuildError::OutputShape { model: graph.name.clone(), shape: format_shape(out_shape), classes: classes.len() });
+        return Err(BuildError::OutputShape {
+            model: graph.name.clone(),
+            shape: format_shape(out_shape),
+            classes: classes.len(),
+        });
     }
     let train = Batches::new(&train_set, &shape, &classes, opts.device);
     let test = Batches::new(&test_set, &shape, &classes, opts.device);
@@ -124,9 +163,29 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
 
     // 1. Float training.
     let mut float = Network::new(graph, opts.device);
-    run.say(&format!("{}: {} parameters, {} training images", graph.name, float.trainable_count(), train.len()));
-    let mut float_stage = run.train("float", &mut float, &train, Mode::Float, recipe.train.epochs, recipe.train.learning_rate, "no weights yet")?;
-    float_stage.accuracy = run.evaluate("float", &mut float, &test, Mode::Float, &mut float_stage.eval_seconds).0;
+    run.say(&format!(
+        "{}: {} parameters, {} training images",
+        graph.name,
+        float.trainable_count(),
+        train.len()
+    ));
+    let mut float_stage = run.train(
+        "float",
+        &mut float,
+        &train,
+        Mode::Float,
+        recipe.train.epochs,
+        recipe.train.learning_rate,
+        "no weights yet",
+    )?;
+    float_stage.accuracy = run.evaluate(
+        "float",
+        &mut float,
+        &test,
+        Mode::Float,
+        &mut float_stage.eval_seconds,
+    )
+    .0;
     save(&float, &float_path)?;
 
     // 2. PTQ: calibrate min/max ranges on training images, then evaluate quantized.
@@ -134,24 +193,60 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let mut ptq_stage = Stage::default();
     calibrate(&mut ptq, &calibration);
     let ptq_predictions;
-    (ptq_stage.accuracy, ptq_predictions) = run.evaluate("PTQ", &mut ptq, &test, Mode::Quantized, &mut ptq_stage.eval_seconds);
+    (ptq_stage.accuracy, ptq_predictions) = run.evaluate(
+        "PTQ",
+        &mut ptq,
+        &test,
+        Mode::Quantized,
+        &mut ptq_stage.eval_seconds,
+    );
     save(&ptq, &ptq_path)?;
     run.int8("PTQ", graph, &ptq_path, &test_set, &classes, &ptq_predictions, &mut ptq_stage)?;
 
     // 3. Control: the same extra epochs in float, then PTQ.
     let mut control = float.duplicate();
     let last_good = float_path.display().to_string();
-    let mut control_stage = run.train("control", &mut control, &train, Mode::Float, recipe.qat.epochs, recipe.qat.learning_rate, &last_good)?;
+    let mut control_stage = run.train(
+        "control",
+        &mut control,
+        &train,
+        Mode::Float,
+        recipe.qat.epochs,
+        recipe.qat.learning_rate,
+        &last_good,
+    )?;
     calibrate(&mut control, &calibration);
-    control_stage.accuracy = run.evaluate("control", &mut control, &test, Mode::Quantized, &mut control_stage.eval_seconds).0;
+    control_stage.accuracy = run.evaluate(
+        "control",
+        &mut control,
+        &test,
+        Mode::Quantized,
+        &mut control_stage.eval_seconds,
+    )
+    .0;
 
     // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
     let mut qat = ptq.duplicate();
-    let mut qat_stage = run.train("QAT", &mut qat, &train, Mode::Quantized, recipe.qat.epochs, recipe.qat.learning_rate, &last_good)?;
+    let mut qat_stage = run.train(
+        "QAT",
+        &mut qat,
+        &train,
+        Mode::Quantized,
+        recipe.qat.epochs,
+        recipe.qat.learning_rate,
+        &last_good,
+    )?;
     let qat_predictions;
-    (qat_stage.accuracy, qat_predictions) = run.evaluate("QAT", &mut qat, &test, Mode::Quantized, &mut qat_stage.eval_seconds);
+    (qat_stage.accuracy, qat_predictions) = run.evaluate(
+        "QAT",
+        &mut qat,
+        &test,
+        Mode::Quantized,
+        &mut qat_stage.eval_seconds,
+    );
     save(&qat, &qat_path)?;
-    let (int_graph, int_tensors) = run.int8("QAT", graph, &qat_path, &test_set, &classes, &qat_predictions, &mut qat_stage)?;
+    let (int_graph, int_tensors) =
+        run.int8("QAT", graph, &qat_path, &test_set, &classes, &qat_predictions, &mut qat_stage)?;
     crate::runtime::save(&int8_dir, &int_graph, &int_tensors)?;
     let onnx_path = opts.out_dir.join("model.onnx");
     let onnx = if opts.emit_onnx {
@@ -186,7 +281,12 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             onnx,
         },
     };
-    report::write_atomic_bytes(&report_path, report.to_json().as_bytes()).map_err(|source| BuildError::Write { path: report_path, source })?;
+    report::write_atomic_bytes(&report_path, report.to_json().as_bytes()).map_err(|source| {
+        BuildError::Write {
+            path: report_path,
+            source,
+        }
+    })?;
     Ok(report)
 }
 
@@ -195,7 +295,13 @@ fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
     let (rows, cols) = (set.rows, set.cols);
     let fits = expected.as_slice() == [1, rows, cols] || expected.as_slice() == [rows * cols];
     if !fits {
-        return Err(BuildError::InputShape { model: graph.name.clone(), expected: format_shape(expected), rows, cols, flat: rows * cols });
+        return Err(BuildError::InputShape {
+            model: graph.name.clone(),
+            expected: format_shape(expected),
+            rows,
+            cols,
+            flat: rows * cols,
+        });
     }
     Ok(expected.clone())
 }
@@ -208,7 +314,11 @@ fn calibrate(net: &mut Network, data: &Batches) {
     });
 }
 
-fn batches<'a>(data: &'a Batches, size: i64, order: Option<&Tensor>) -> impl Iterator<Item = (Tensor, Tensor)> + 'a {
+fn batches<'a>(
+    data: &'a Batches,
+    size: i64,
+    order: Option<&Tensor>,
+) -> impl Iterator<Item = (Tensor, Tensor)> + 'a {
     let n = data.len();
     let order = order.map(Tensor::shallow_clone);
     (0..n).step_by(size as usize).map(move |start| {
@@ -216,9 +326,15 @@ fn batches<'a>(data: &'a Batches, size: i64, order: Option<&Tensor>) -> impl Ite
         match &order {
             Some(idx) => {
                 let idx = idx.narrow(0, start, len);
-                (data.images.index_select(0, &idx), data.labels.index_select(0, &idx))
+                (
+                    data.images.index_select(0, &idx),
+                    data.labels.index_select(0, &idx),
+                )
             }
-            None => (data.images.narrow(0, start, len), data.labels.narrow(0, start, len)),
+            None => (
+                data.images.narrow(0, start, len),
+                data.labels.narrow(0, start, len),
+            ),
         }
     })
 }
@@ -228,7 +344,10 @@ fn save(net: &Network, path: &Path) -> Result<(), BuildError> {
     report::write_atomic(path, |tmp| {
         Tensor::write_safetensors(&tensors, tmp).map_err(|e| std::io::Error::other(e.to_string()))
     })
-    .map_err(|source| BuildError::Write { path: path.to_path_buf(), source })
+    .map_err(|source| BuildError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl Run<'_> {
@@ -253,11 +372,24 @@ impl Run<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn train(&self, stage: &'static str, net: &mut Network, data: &Batches, mode: Mode, epochs: usize, lr: f64, last_good: &str) -> Result<Stage, BuildError> {
+    fn train(
+        &self,
+        stage: &'static str,
+        net: &mut Network,
+        data: &Batches,
+        mode: Mode,
+        epochs: usize,
+        lr: f64,
+        last_good: &str,
+    ) -> Result<Stage, BuildError> {
         let batch = self.recipe.train.batch_size as i64;
         let mut opt = match self.recipe.train.optimizer {
             Optimizer::Adam => nn::Adam::default().build(&net.vs, lr)?,
-            Optimizer::Sgd => nn::Sgd { momentum: 0.9, ..Default::default() }.build(&net.vs, lr)?,
+            Optimizer::Sgd => nn::Sgd {
+                momentum: 0.9,
+                ..Default::default()
+            }
+            .build(&net.vs, lr)?,
         };
         let started = Instant::now();
         let mut seen = 0i64;
@@ -271,7 +403,13 @@ impl Run<'_> {
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     bar.abandon();
-                    return Err(BuildError::NonFinite { stage, value, epoch, step: step + 1, last_good: last_good.to_string() });
+                    return Err(BuildError::NonFinite {
+                        stage,
+                        value,
+                        epoch,
+                        step: step + 1,
+                        last_good: last_good.to_string(),
+                    });
                 }
                 opt.backward_step(&loss);
                 loss_sum += value;
@@ -284,7 +422,12 @@ impl Run<'_> {
             bar.finish_with_message(format!("loss {:.4}", loss_sum / steps as f64));
         }
         let seconds = started.elapsed().as_secs_f64();
-        Ok(Stage { epochs, train_seconds: seconds, train_images_per_second: seen as f64 / seconds.max(1e-9), ..Default::default() })
+        Ok(Stage {
+            epochs,
+            train_seconds: seconds,
+            train_images_per_second: seen as f64 / seconds.max(1e-9),
+            ..Default::default()
+        })
     }
 
     /// Test accuracy, and the predicted class index of every test image.

@@ -1,0 +1,249 @@
+//! `qatc build` end to end on a small real subset of Fashion-MNIST, and its
+//! errors on bad recipes and missing data. Needs the data set (`make test` installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("QATC_FASHION_MNIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is missing from {}: run `bash scripts/setup-data.sh` (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+fn qatc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args(args)
+        .output()
+        .expect("qatc runs")
+}
+
+fn seed_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/fashion/cnn.qat")
+        .display()
+        .to_string()
+}
+
+fn write_recipe(dir: &Path, body: &str) -> String {
+    let path = dir.join("recipe.yaml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn build_trains_float_ptq_qat_and_control_on_real_data() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!(
+            "data:\n  dir: {}\n  train_limit: 4000\n  test_limit: 1000\ntrain:\n  epochs: 1\n  learning_rate: 0.002\n  seed: 3\nqat:\n  epochs: 1\n  learning_rate: 0.0002\nptq:\n  calibration_samples: 500\n",
+            data.display()
+        ),
+    );
+    let out = tmp.path().join("out");
+    let run = qatc(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "build failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for stage in ["float", "PTQ", "QAT", "control"] {
+        assert!(stdout.contains(stage), "table lacks {stage}:\n{stdout}");
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["model"], "FashionCnn");
+    assert_eq!(report["data"]["train_images"], 4000);
+    assert_eq!(report["data"]["test_images"], 1000);
+    let acc = |stage: &str| {
+        report[stage]["accuracy"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{stage}.accuracy missing"))
+    };
+    let (float, ptq, qat, control) = (acc("float"), acc("ptq"), acc("qat"), acc("control"));
+    // Ten classes: chance is 0.1. One epoch on 4,000 images reaches about 0.75.
+    assert!(float > 0.6, "float accuracy {float}");
+    assert!(
+        (qat - float).abs() < 0.05,
+        "QAT {qat} strays from float {float}"
+    );
+    assert!(
+        (ptq - float).abs() < 0.05,
+        "int8 PTQ {ptq} strays from float {float}"
+    );
+    assert!(control > 0.6, "control {control}");
+    assert!(report["float"]["train_images_per_second"].as_f64().unwrap() > 0.0);
+    assert!(report["total_seconds"].as_f64().unwrap() > 0.0);
+
+    // The weights are there, complete, with the quantization ranges QAT learned.
+    let qat_file = std::fs::read(out.join("qat.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(qat_file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&qat_file[8..8 + header_len]).unwrap();
+    for key in [
+        "x.weight",
+        "x.bias",
+        "x_1.running_mean",
+        "x_1.running_var",
+        "logits.weight",
+        "image.fq.min",
+        "x.fq.max",
+        "logits.fq.max",
+    ] {
+        assert!(header.get(key).is_some(), "qat.safetensors lacks {key}");
+    }
+    assert!(out.join("float.safetensors").is_file());
+    // Nothing half-written is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn same_seed_gives_the_same_numbers() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!("data:\n  dir: {}\n  train_limit: 600\n  test_limit: 300\ntrain:\n  epochs: 1\n  learning_rate: 0.002\n  seed: 11\nptq:\n  calibration_samples: 100\n", data.display()),
+    );
+    let accuracies = |out: &str| {
+        let out = tmp.path().join(out);
+        let run = qatc(&[
+            "build",
+            &seed_model(),
+            "--recipe",
+            &recipe,
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        ["float", "ptq", "qat", "control"].map(|s| r[s]["accuracy"].as_f64().unwrap())
+    };
+    assert_eq!(accuracies("a"), accuracies("b"));
+}
+
+#[test]
+fn broken_recipe_is_a_located_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(tmp.path(), "train:\n  epochs: 1\n  learning_rate: fast\n");
+    let run = qatc(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("recipe.yaml:3:") && stderr.contains("learning_rate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn missing_recipe_and_missing_data_say_how_to_fix_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.qat");
+    std::fs::copy(seed_model(), &model).unwrap();
+    let run = qatc(&["build", model.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr.contains("m.yaml") && stderr.contains("--recipe"),
+        "{stderr}"
+    );
+
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!(
+            "data:\n  dir: {}\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n",
+            tmp.path().join("nowhere").display()
+        ),
+    );
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        &recipe,
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr.contains("train-images-idx3-ubyte") && stderr.contains("setup-data.sh"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn model_with_errors_is_not_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("bad.qat");
+    std::fs::write(
+        &model,
+        "model M { input x: f32[1, 28, 28]\n let y = dense(x, units = 10)\n output y }",
+    )
+    .unwrap();
+    let run = qatc(&["build", model.to_str().unwrap(), "--color", "never"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr.contains("error[E0007]") && stderr.contains("nothing was built"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_output_size_for_the_data_is_explained() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.qat");
+    std::fs::write(&model, "model M { input x: f32[1, 28, 28]\n let f = flatten(x)\n let y = dense(f, units = 3)\n output y }").unwrap();
+    let recipe = write_recipe(tmp.path(), &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data.display()));
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        &recipe,
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr.contains("4 classes") && stderr.contains("units = 4"),
+        "{stderr}"
+    );
+}
