@@ -41,9 +41,17 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = std::fs::read_to_string(root.join("examples/fashion/cnn.qat")).unwrap();
     let checked = qatc::check_source(&SourceFile::new("cnn.qat", &src));
-    let graph = passes::run(checked.graphs.into_iter().next().expect("one model"), Stage::Quantized);
-    let dir = std::env::var_os("QATC_FASHION_MNIST").map_or_else(|| root.join("/usr/share/datasets/fashion-mnist"), Into::into);
-    let test = data::load_split(&dir, Split::Test).expect("Fashion-MNIST (bash scripts/setup-data.sh)").select(None, Some(256));
+    let graph = passes::run(
+        checked.graphs.into_iter().next().expect("one model"),
+        Stage::Quantized,
+    );
+    let dir = std::env::var_os("QATC_FASHION_MNIST").map_or_else(
+        || root.join("/usr/share/datasets/fashion-mnist"),
+        Into::into,
+    );
+    let test = data::load_split(&dir, Split::Test)
+        .expect("Fashion-MNIST (bash scripts/setup-data.sh)")
+        .select(None, Some(256));
     let shape = graph.node(graph.inputs[0]).shape.clone();
     let per: usize = shape.iter().product();
 
@@ -56,7 +64,13 @@ fn main() {
         .into_iter()
         .map(|(name, t)| {
             let shape = t.size().iter().map(|&d| d as usize).collect();
-            (name, F32Tensor { shape, data: Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap() })
+            (
+                name,
+                F32Tensor {
+                    shape,
+                    data: Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(),
+                },
+            )
         })
         .collect();
     let (int_graph, int_tensors) = lower::lower(&graph, &tensors, None).unwrap();
@@ -73,17 +87,28 @@ fn main() {
     .into_iter()
     .filter_map(|(n, on)| on.then_some(n))
     .collect();
-    println!("{}: {cores} cores, SIMD {features:?}, qatc kernels: {}", graph.name, model.isa().name());
+    println!(
+        "{}: {cores} cores, SIMD {features:?}, qatc kernels: {}",
+        graph.name,
+        model.isa().name()
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let onnx = tmp.path().join("model.onnx");
     qatc::export::onnx::write(&onnx, &int_graph, &int_tensors).unwrap();
     let input = tmp.path().join("x.f32");
-    std::fs::write(&input, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &input,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
 
     let mut table = Vec::new();
     for threads in [1, cores] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let qatc_row = pool.install(|| Row {
             latency_us: median_seconds(|| drop(model.run(&x[..per]).unwrap()), 1.0) * 1e6,
             throughput: 256.0 / median_seconds(|| drop(model.run(&x).unwrap()), 1.0),
@@ -100,17 +125,36 @@ fn main() {
             .arg(&script)
             .arg(&onnx)
             .arg(&input)
-            .args(if dims.len() == 3 { dims.clone() } else { vec![dims[0].clone(), "1".into(), "1".into()] })
+            .args(if dims.len() == 3 {
+                dims.clone()
+            } else {
+                vec![dims[0].clone(), "1".into(), "1".into()]
+            })
             .arg(threads.to_string())
             .output();
         let ort_row = match ort {
             Ok(out) if out.status.success() => {
                 let text = String::from_utf8_lossy(&out.stdout);
-                let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
-                field("latency_us=").zip(field("throughput=")).map(|(latency_us, throughput)| Row { latency_us, throughput })
+                let field = |k: &str| {
+                    text.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                field("latency_us=")
+                    .zip(field("throughput="))
+                    .map(|(latency_us, throughput)| Row {
+                        latency_us,
+                        throughput,
+                    })
             }
             Ok(out) => {
-                eprintln!("ONNX Runtime skipped: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed"));
+                eprintln!(
+                    "ONNX Runtime skipped: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("failed")
+                );
                 None
             }
             Err(e) => {
@@ -121,19 +165,39 @@ fn main() {
         table.push((threads, qatc_row, torch_row, ort_row));
     }
 
-    println!("\n{:<8} {:<22} {:>16} {:>20}", "threads", "engine", "batch-1 latency", "batch-256 images/s");
+    println!(
+        "\n{:<8} {:<22} {:>16} {:>20}",
+        "threads", "engine", "batch-1 latency", "batch-256 images/s"
+    );
     for (threads, q, t, o) in &table {
-        println!("{threads:<8} {:<22} {:>13.1} us {:>20.0}", "qatc int8", q.latency_us, q.throughput);
-        println!("{threads:<8} {:<22} {:>13.1} us {:>20.0}", "libtorch float", t.latency_us, t.throughput);
+        println!(
+            "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
+            "qatc int8", q.latency_us, q.throughput
+        );
+        println!(
+            "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
+            "libtorch float", t.latency_us, t.throughput
+        );
         if let Some(o) = o {
-            println!("{threads:<8} {:<22} {:>13.1} us {:>20.0}", "onnxruntime int8 (py)", o.latency_us, o.throughput);
+            println!(
+                "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
+                "onnxruntime int8 (py)", o.latency_us, o.throughput
+            );
         }
     }
     println!("\nratios (> 1: qatc int8 is faster)");
     for (threads, q, t, o) in &table {
-        println!("  {threads} thread(s): vs libtorch float: throughput x{:.2}, latency x{:.2}", q.throughput / t.throughput, t.latency_us / q.latency_us);
+        println!(
+            "  {threads} thread(s): vs libtorch float: throughput x{:.2}, latency x{:.2}",
+            q.throughput / t.throughput,
+            t.latency_us / q.latency_us
+        );
         if let Some(o) = o {
-            println!("  {threads} thread(s): vs onnxruntime int8: throughput x{:.2}, latency x{:.2}", q.throughput / o.throughput, o.latency_us / q.latency_us);
+            println!(
+                "  {threads} thread(s): vs onnxruntime int8: throughput x{:.2}, latency x{:.2}",
+                q.throughput / o.throughput,
+                o.latency_us / q.latency_us
+            );
         }
     }
 }

@@ -326,18 +326,30 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => build(args),
-        Command::Run { artifact, images, labels, threads } => run_int8(&artifact, &images, labels.as_deref(), threads),
+        Command::Run {
+            artifact,
+            images,
+            labels,
+            threads,
+        } => run_int8(&artifact, &images, labels.as_deref(), threads),
         Command::Inspect { artifact } => {
-            let (graph, tensors) = crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
+            let (graph, tensors) =
+                crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
             crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
             print!("{}", crate::lower::graph::text(&graph, &tensors));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { artifact, format: ExportFormat::Onnx, out } => {
-            let (graph, tensors) = crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
+        Command::Export {
+            artifact,
+            format: ExportFormat::Onnx,
+            out,
+        } => {
+            let (graph, tensors) =
+                crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
             crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
             let dir = crate::runtime::artifact::resolve(&artifact);
-            let out = out.unwrap_or_else(|| dir.parent().unwrap_or(Path::new(".")).join("model.onnx"));
+            let out =
+                out.unwrap_or_else(|| dir.parent().unwrap_or(Path::new(".")).join("model.onnx"));
             crate::export::onnx::write(&out, &graph, &tensors).map_err(|e| e.to_string())?;
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
@@ -369,29 +381,71 @@ fn op_signature(op: &ops::OpDef) -> String {
 }
 
 /// `qatc run`: predictions (one class per line) or, with labels, the accuracy.
-fn run_int8(artifact: &Path, images: &Path, labels: Option<&Path>, threads: Option<usize>) -> Result<ExitCode, String> {
+fn run_int8(
+    artifact: &Path,
+    images: &Path,
+    labels: Option<&Path>,
+    threads: Option<usize>,
+) -> Result<ExitCode, String> {
     let model = crate::runtime::load(artifact).map_err(|e| e.to_string())?;
-    let (pixels, count, rows, cols) = crate::data::read_images(images).map_err(|e| e.to_string())?;
+    let (pixels, count, rows, cols) =
+        crate::data::read_images(images).map_err(|e| e.to_string())?;
     if rows * cols != model.input_len() {
-        return Err(format!("{} has {rows}x{cols} images; model `{}` takes {:?}", images.display(), model.graph.model, model.graph.input.shape));
+        return Err(format!(
+            "{} has {rows}x{cols} images; model `{}` takes {:?}",
+            images.display(),
+            model.graph.model,
+            model.graph.input.shape
+        ));
     }
-    let labels = labels.map(crate::data::read_labels).transpose().map_err(|e| e.to_string())?;
+    let labels = labels
+        .map(crate::data::read_labels)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     if let Some(l) = &labels {
         if l.len() != count {
-            return Err(format!("{} has {count} images but the labels file has {} labels", images.display(), l.len()));
+            return Err(format!(
+                "{} has {count} images but the labels file has {} labels",
+                images.display(),
+                l.len()
+            ));
         }
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build().map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
-    let outputs = pool.install(|| model.run_pixels(&pixels)).map_err(|e| e.to_string())?;
+    let outputs = pool
+        .install(|| model.run_pixels(&pixels))
+        .map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
-    let class = |i: usize| model.graph.classes.as_ref().and_then(|c| c.get(i).copied()).map_or(i, usize::from);
+    let class = |i: usize| {
+        model
+            .graph
+            .classes
+            .as_ref()
+            .and_then(|c| c.get(i).copied())
+            .map_or(i, usize::from)
+    };
     let predicted: Vec<usize> = model.argmax(&outputs).into_iter().map(class).collect();
     match labels {
         Some(labels) => {
-            let correct = predicted.iter().zip(&labels).filter(|(p, l)| **p == **l as usize).count();
-            println!("accuracy: {:.2}% ({correct}/{count})", correct as f64 / count.max(1) as f64 * 100.0);
-            eprintln!("{count} images in {seconds:.3} s ({:.0} images/s, {} kernels, {} threads)", count as f64 / seconds.max(1e-9), model.isa().name(), pool.current_num_threads());
+            let correct = predicted
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| **p == **l as usize)
+                .count();
+            println!(
+                "accuracy: {:.2}% ({correct}/{count})",
+                correct as f64 / count.max(1) as f64 * 100.0
+            );
+            eprintln!(
+                "{count} images in {seconds:.3} s ({:.0} images/s, {} kernels, {} threads)",
+                count as f64 / seconds.max(1e-9),
+                model.isa().name(),
+                pool.current_num_threads()
+            );
         }
         None => {
             let mut out = String::with_capacity(predicted.len() * 3);
@@ -428,8 +482,18 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     let report = crate::train::build(&quantized, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
     let a = &report.artifacts;
-    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx].into_iter().flatten().map(String::as_str).collect();
-    println!("wrote {}, {}, {}, {}", a.float, a.qat, extra.join(", "), a.report);
+    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    println!(
+        "wrote {}, {}, {}, {}",
+        a.float,
+        a.qat,
+        extra.join(", "),
+        a.report
+    );
     Ok(ExitCode::SUCCESS)
 }
 

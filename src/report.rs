@@ -101,10 +101,20 @@ impl Report {
         out.push_str(&row("PTQ (fake-quant)", &self.ptq));
         out.push_str(&row("control: float +epochs, PTQ", &self.control));
         out.push_str(&row("QAT (fake-quant)", &self.qat));
-        for (name, s) in [("PTQ int8 (runtime)", &self.ptq), ("QAT int8 (runtime)", &self.qat)] {
+        for (name, s) in [
+            ("PTQ int8 (runtime)", &self.ptq),
+            ("QAT int8 (runtime)", &self.qat),
+        ] {
             if let Some(accuracy) = s.int8_accuracy {
-                let int8 = Stage { accuracy, epochs: 0, train_images_per_second: 0.0, ..Default::default() };
-                let agree = s.int8_agreement.map_or(String::new(), |a| format!("   argmax = fake-quant on {:.2}%", a * 100.0));
+                let int8 = Stage {
+                    accuracy,
+                    epochs: 0,
+                    train_images_per_second: 0.0,
+                    ..Default::default()
+                };
+                let agree = s.int8_agreement.map_or(String::new(), |a| {
+                    format!("   argmax = fake-quant on {:.2}%", a * 100.0)
+                });
                 out.push_str(&format!("{}{agree}\n", row(name, &int8).trim_end()));
             }
         }

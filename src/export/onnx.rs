@@ -19,7 +19,10 @@ pub enum ExportError {
     #[error("cannot export to ONNX: {0}")]
     Unsupported(String),
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// ONNX protobuf messages (the subset qatc writes), field numbers from onnx.proto.
@@ -159,21 +162,41 @@ struct Builder {
 }
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), ints: v.to_vec(), r#type: ATTR_INTS, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        ints: v.to_vec(),
+        r#type: ATTR_INTS,
+        ..Default::default()
+    }
 }
 
 fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), i: v, r#type: ATTR_INT, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        i: v,
+        r#type: ATTR_INT,
+        ..Default::default()
+    }
 }
 
 impl Builder {
     fn init(&mut self, name: String, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> String {
-        self.graph.initializer.push(TensorProto { dims: dims.iter().map(|&d| d as i64).collect(), data_type, name: name.clone(), raw_data });
+        self.graph.initializer.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type,
+            name: name.clone(),
+            raw_data,
+        });
         name
     }
 
     fn f32s(&mut self, name: String, dims: &[usize], v: &[f32]) -> String {
-        self.init(name, FLOAT, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        self.init(
+            name,
+            FLOAT,
+            dims,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
     }
 
     fn i8s(&mut self, name: String, dims: &[usize], v: &[i8]) -> String {
@@ -182,10 +205,20 @@ impl Builder {
 
     /// Scalar scale and zero point initializers of a value.
     fn qparams(&mut self, tensor: &str, q: &QParams) -> (String, String) {
-        (self.f32s(format!("{tensor}_scale"), &[], &[q.scale]), self.i8s(format!("{tensor}_zero_point"), &[], &[q.zero_point as i8]))
+        (
+            self.f32s(format!("{tensor}_scale"), &[], &[q.scale]),
+            self.i8s(format!("{tensor}_zero_point"), &[], &[q.zero_point as i8]),
+        )
     }
 
-    fn node(&mut self, op_type: &str, domain: &str, inputs: Vec<String>, output: String, attribute: Vec<AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        op_type: &str,
+        domain: &str,
+        inputs: Vec<String>,
+        output: String,
+        attribute: Vec<AttributeProto>,
+    ) -> String {
         self.counter += 1;
         self.graph.node.push(NodeProto {
             input: inputs,
@@ -200,30 +233,67 @@ impl Builder {
 }
 
 fn tensor_type(elem_type: i32, batch: &str, shape: &[usize]) -> Option<TypeProto> {
-    let dim = std::iter::once(Dimension { dim_value: None, dim_param: Some(batch.into()) })
-        .chain(shape.iter().map(|&d| Dimension { dim_value: Some(d as i64), dim_param: None }))
-        .collect();
-    Some(TypeProto { tensor_type: Some(TypeProtoTensor { elem_type, shape: Some(TensorShapeProto { dim }) }) })
+    let dim = std::iter::once(Dimension {
+        dim_value: None,
+        dim_param: Some(batch.into()),
+    })
+    .chain(shape.iter().map(|&d| Dimension {
+        dim_value: Some(d as i64),
+        dim_param: None,
+    }))
+    .collect();
+    Some(TypeProto {
+        tensor_type: Some(TypeProtoTensor {
+            elem_type,
+            shape: Some(TensorShapeProto { dim }),
+        }),
+    })
 }
 
 /// Builds the ONNX model of an integer graph.
 pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, ExportError> {
     for v in &graph.values {
         if (v.quant.qmin, v.quant.qmax) != (-128, 127) {
-            return Err(ExportError::Unsupported(format!("value `{}` uses the range [{}, {}]; ONNX int8 ops saturate to [-128, 127]", v.name, v.quant.qmin, v.quant.qmax)));
+            return Err(ExportError::Unsupported(format!(
+                "value `{}` uses the range [{}, {}]; ONNX int8 ops saturate to [-128, 127]",
+                v.name, v.quant.qmin, v.quant.qmax
+            )));
         }
     }
-    let mut b = Builder { graph: GraphProto { name: graph.model.clone(), ..Default::default() }, counter: 0 };
+    let mut b = Builder {
+        graph: GraphProto {
+            name: graph.model.clone(),
+            ..Default::default()
+        },
+        counter: 0,
+    };
     let input_name = "input".to_string();
-    b.graph.input.push(ValueInfoProto { name: input_name.clone(), r#type: tensor_type(FLOAT, "N", &graph.input.shape) });
-    let names: Vec<String> = graph.values.iter().enumerate().map(|(i, v)| format!("{}_{i}", v.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))).collect();
+    b.graph.input.push(ValueInfoProto {
+        name: input_name.clone(),
+        r#type: tensor_type(FLOAT, "N", &graph.input.shape),
+    });
+    let names: Vec<String> = graph
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{}_{i}",
+                v.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            )
+        })
+        .collect();
     let i8_tensor = |name: &str| match tensors.get(name) {
         Some(IntTensor::I8 { data, .. }) => Ok(data.clone()),
-        _ => Err(ExportError::Unsupported(format!("tensor `{name}` is missing or not int8"))),
+        _ => Err(ExportError::Unsupported(format!(
+            "tensor `{name}` is missing or not int8"
+        ))),
     };
     let i32_tensor = |name: &str| match tensors.get(name) {
         Some(IntTensor::I32 { data, .. }) => Ok(data.clone()),
-        _ => Err(ExportError::Unsupported(format!("tensor `{name}` is missing or not int32"))),
+        _ => Err(ExportError::Unsupported(format!(
+            "tensor `{name}` is missing or not int32"
+        ))),
     };
     for op in &graph.ops {
         let out = &names[op.output()];
@@ -231,13 +301,43 @@ pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, Expor
         match op {
             IntOp::Quantize { .. } => {
                 let (s, z) = b.qparams(out, &out_q);
-                b.node("QuantizeLinear", "", vec![input_name.clone(), s, z], out.clone(), vec![]);
+                b.node(
+                    "QuantizeLinear",
+                    "",
+                    vec![input_name.clone(), s, z],
+                    out.clone(),
+                    vec![],
+                );
             }
-            IntOp::Conv2d { input, weight, bias, out_channels, in_channels, kernel, stride, pad, groups, weight_scales, act_min, act_max, .. } => {
+            IntOp::Conv2d {
+                input,
+                weight,
+                bias,
+                out_channels,
+                in_channels,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight_scales,
+                act_min,
+                act_max,
+                ..
+            } => {
                 let w = i8_tensor(weight)?;
                 let bias = i32_tensor(bias)?;
                 let k = *kernel;
-                let inputs = linear_inputs(&mut b, &names[*input], &graph.values[*input].quant, out, &out_q, w, &[*out_channels, in_channels / groups, k, k], weight_scales, bias);
+                let inputs = linear_inputs(
+                    &mut b,
+                    &names[*input],
+                    &graph.values[*input].quant,
+                    out,
+                    &out_q,
+                    w,
+                    &[*out_channels, in_channels / groups, k, k],
+                    weight_scales,
+                    bias,
+                );
                 let attrs = vec![
                     ints("kernel_shape", &[k as i64, k as i64]),
                     ints("strides", &[*stride as i64, *stride as i64]),
@@ -247,38 +347,149 @@ pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, Expor
                 let y = b.node("QLinearConv", "", inputs, format!("{out}_conv"), attrs);
                 clamp(&mut b, y, out, *act_min, *act_max);
             }
-            IntOp::Dense { input, weight, bias, in_features, out_features, weight_scales, act_min, act_max, .. } => {
+            IntOp::Dense {
+                input,
+                weight,
+                bias,
+                in_features,
+                out_features,
+                weight_scales,
+                act_min,
+                act_max,
+                ..
+            } => {
                 let w = i8_tensor(weight)?;
                 let bias = i32_tensor(bias)?;
-                let shape4 = b.init(format!("{out}_shape4"), INT64, &[4], [0i64, *in_features as i64, 1, 1].iter().flat_map(|x| x.to_le_bytes()).collect());
-                let x4 = b.node("Reshape", "", vec![names[*input].clone(), shape4], format!("{out}_in4"), vec![]);
-                let inputs = linear_inputs(&mut b, &x4, &graph.values[*input].quant, out, &out_q, w, &[*out_features, *in_features, 1, 1], weight_scales, bias);
-                let y4 = b.node("QLinearConv", "", inputs, format!("{out}_out4"), vec![ints("kernel_shape", &[1, 1])]);
-                let shape2 = b.init(format!("{out}_shape2"), INT64, &[2], [0i64, *out_features as i64].iter().flat_map(|x| x.to_le_bytes()).collect());
-                let y = b.node("Reshape", "", vec![y4, shape2], format!("{out}_dense"), vec![]);
+                let shape4 = b.init(
+                    format!("{out}_shape4"),
+                    INT64,
+                    &[4],
+                    [0i64, *in_features as i64, 1, 1]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                );
+                let x4 = b.node(
+                    "Reshape",
+                    "",
+                    vec![names[*input].clone(), shape4],
+                    format!("{out}_in4"),
+                    vec![],
+                );
+                let inputs = linear_inputs(
+                    &mut b,
+                    &x4,
+                    &graph.values[*input].quant,
+                    out,
+                    &out_q,
+                    w,
+                    &[*out_features, *in_features, 1, 1],
+                    weight_scales,
+                    bias,
+                );
+                let y4 = b.node(
+                    "QLinearConv",
+                    "",
+                    inputs,
+                    format!("{out}_out4"),
+                    vec![ints("kernel_shape", &[1, 1])],
+                );
+                let shape2 = b.init(
+                    format!("{out}_shape2"),
+                    INT64,
+                    &[2],
+                    [0i64, *out_features as i64]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                );
+                let y = b.node(
+                    "Reshape",
+                    "",
+                    vec![y4, shape2],
+                    format!("{out}_dense"),
+                    vec![],
+                );
                 clamp(&mut b, y, out, *act_min, *act_max);
             }
-            IntOp::MaxPool2d { input, size, stride, .. } => {
-                let attrs = vec![ints("kernel_shape", &[*size as i64, *size as i64]), ints("strides", &[*stride as i64, *stride as i64])];
-                b.node("MaxPool", "", vec![names[*input].clone()], out.clone(), attrs);
+            IntOp::MaxPool2d {
+                input,
+                size,
+                stride,
+                ..
+            } => {
+                let attrs = vec![
+                    ints("kernel_shape", &[*size as i64, *size as i64]),
+                    ints("strides", &[*stride as i64, *stride as i64]),
+                ];
+                b.node(
+                    "MaxPool",
+                    "",
+                    vec![names[*input].clone()],
+                    out.clone(),
+                    attrs,
+                );
             }
             IntOp::Reshape { input, .. } => {
-                b.node("Flatten", "", vec![names[*input].clone()], out.clone(), vec![int("axis", 1)]);
+                b.node(
+                    "Flatten",
+                    "",
+                    vec![names[*input].clone()],
+                    out.clone(),
+                    vec![int("axis", 1)],
+                );
             }
-            IntOp::Add { inputs, act_min, act_max, .. } => {
+            IntOp::Add {
+                inputs,
+                act_min,
+                act_max,
+                ..
+            } => {
                 let (qa, qb) = (graph.values[inputs[0]].quant, graph.values[inputs[1]].quant);
                 let (sa, za) = b.qparams(&names[inputs[0]], &qa);
                 let (sb, zb) = b.qparams(&format!("{}_b", names[inputs[1]]), &qb);
                 let (sy, zy) = b.qparams(out, &out_q);
-                let y = b.node("QLinearAdd", "com.microsoft", vec![names[inputs[0]].clone(), sa, za, names[inputs[1]].clone(), sb, zb, sy, zy], format!("{out}_add"), vec![]);
+                let y = b.node(
+                    "QLinearAdd",
+                    "com.microsoft",
+                    vec![
+                        names[inputs[0]].clone(),
+                        sa,
+                        za,
+                        names[inputs[1]].clone(),
+                        sb,
+                        zb,
+                        sy,
+                        zy,
+                    ],
+                    format!("{out}_add"),
+                    vec![],
+                );
                 clamp(&mut b, y, out, *act_min, *act_max);
             }
-            IntOp::Requantize { input, act_min, act_max, .. } => {
+            IntOp::Requantize {
+                input,
+                act_min,
+                act_max,
+                ..
+            } => {
                 let q_in = graph.values[*input].quant;
                 let (s, z) = b.qparams(&format!("{}_r", names[*input]), &q_in);
-                let x = b.node("DequantizeLinear", "", vec![names[*input].clone(), s, z], format!("{out}_real"), vec![]);
+                let x = b.node(
+                    "DequantizeLinear",
+                    "",
+                    vec![names[*input].clone(), s, z],
+                    format!("{out}_real"),
+                    vec![],
+                );
                 let (s, z) = b.qparams(out, &out_q);
-                let y = b.node("QuantizeLinear", "", vec![x, s, z], format!("{out}_q"), vec![]);
+                let y = b.node(
+                    "QuantizeLinear",
+                    "",
+                    vec![x, s, z],
+                    format!("{out}_q"),
+                    vec![],
+                );
                 clamp(&mut b, y, out, *act_min, *act_max);
             }
         }
@@ -286,28 +497,64 @@ pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, Expor
     let out = &names[graph.output];
     let q = graph.values[graph.output].quant;
     let (s, z) = b.qparams(&format!("{out}_out"), &q);
-    b.node("DequantizeLinear", "", vec![out.clone(), s, z], "logits".into(), vec![]);
-    b.graph.output.push(ValueInfoProto { name: "logits".into(), r#type: tensor_type(FLOAT, "N", &graph.values[graph.output].shape) });
+    b.node(
+        "DequantizeLinear",
+        "",
+        vec![out.clone(), s, z],
+        "logits".into(),
+        vec![],
+    );
+    b.graph.output.push(ValueInfoProto {
+        name: "logits".into(),
+        r#type: tensor_type(FLOAT, "N", &graph.values[graph.output].shape),
+    });
     Ok(ModelProto {
         ir_version: 7,
         producer_name: "qatc".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!("{}: int8 model (QOperator form) exported by qatc; input f32 [N, ...] in [0, 1]", graph.model),
+        doc_string: format!(
+            "{}: int8 model (QOperator form) exported by qatc; input f32 [N, ...] in [0, 1]",
+            graph.model
+        ),
         graph: Some(b.graph),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }, OperatorSetIdProto { domain: "com.microsoft".into(), version: 1 }],
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            },
+            OperatorSetIdProto {
+                domain: "com.microsoft".into(),
+                version: 1,
+            },
+        ],
     })
 }
 
 /// QLinearConv's eight inputs.
 #[allow(clippy::too_many_arguments)]
-fn linear_inputs(b: &mut Builder, x: &str, xq: &QParams, out: &str, yq: &QParams, w: Vec<i8>, w_shape: &[usize], w_scales: &[f32], bias: Vec<i32>) -> Vec<String> {
+fn linear_inputs(
+    b: &mut Builder,
+    x: &str,
+    xq: &QParams,
+    out: &str,
+    yq: &QParams,
+    w: Vec<i8>,
+    w_shape: &[usize],
+    w_scales: &[f32],
+    bias: Vec<i32>,
+) -> Vec<String> {
     let (xs, xz) = b.qparams(&format!("{out}_x"), xq);
     let o = w_shape[0];
     let wn = b.i8s(format!("{out}_weight"), w_shape, &w);
     let ws = b.f32s(format!("{out}_weight_scale"), &[o], w_scales);
     let wz = b.i8s(format!("{out}_weight_zero_point"), &[o], &vec![0; o]);
     let (ys, yz) = b.qparams(out, yq);
-    let bn = b.init(format!("{out}_bias"), INT32, &[o], bias.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let bn = b.init(
+        format!("{out}_bias"),
+        INT32,
+        &[o],
+        bias.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    );
     vec![x.to_string(), xs, xz, wn, ws, wz, ys, yz, bn]
 }
 
@@ -322,11 +569,20 @@ fn clamp(b: &mut Builder, y: String, out: &str, lo: i32, hi: i32) {
     }
     let lo_name = b.i8s(format!("{out}_clip_min"), &[], &[lo as i8]);
     let hi_name = b.i8s(format!("{out}_clip_max"), &[], &[hi as i8]);
-    b.node("Clip", "", vec![y, lo_name, hi_name], out.to_string(), vec![]);
+    b.node(
+        "Clip",
+        "",
+        vec![y, lo_name, hi_name],
+        out.to_string(),
+        vec![],
+    );
 }
 
 /// Writes `model.onnx` atomically.
 pub fn write(path: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), ExportError> {
     let bytes = model(graph, tensors)?.encode_to_vec();
-    write_atomic_bytes(path, &bytes).map_err(|source| ExportError::Write { path: path.display().to_string(), source })
+    write_atomic_bytes(path, &bytes).map_err(|source| ExportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }

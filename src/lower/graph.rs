@@ -122,13 +122,33 @@ pub enum IntOp {
         act_max: i32,
     },
     /// Maximum over windows, no padding; the output keeps the input's parameters.
-    MaxPool2d { input: ValueId, output: ValueId, size: usize, stride: usize },
+    MaxPool2d {
+        input: ValueId,
+        output: ValueId,
+        size: usize,
+        stride: usize,
+    },
     /// Same bytes in `[C, H, W]` order, new shape; parameters kept.
     Reshape { input: ValueId, output: ValueId },
     /// `zp_y + round_half_up(((a - zp_a) * m_a + (b - zp_b) * m_b) / 2^shift)`, clamped.
-    Add { name: String, inputs: [ValueId; 2], output: ValueId, multipliers: [i32; 2], shift: u32, act_min: i32, act_max: i32 },
+    Add {
+        name: String,
+        inputs: [ValueId; 2],
+        output: ValueId,
+        multipliers: [i32; 2],
+        shift: u32,
+        act_min: i32,
+        act_max: i32,
+    },
     /// `zp_y + requant(x - zp_x)`, clamped: a lone ReLU, or a change of parameters.
-    Requantize { name: String, input: ValueId, output: ValueId, requant: Requant, act_min: i32, act_max: i32 },
+    Requantize {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        requant: Requant,
+        act_min: i32,
+        act_max: i32,
+    },
 }
 
 impl IntOp {
@@ -216,19 +236,39 @@ pub type IntTensors = BTreeMap<String, IntTensor>;
 /// every op with its clamps and per-channel fixed-point multipliers.
 pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
     use std::fmt::Write;
-    let mut out = format!("int8 graph {} (format {} v{})\n", graph.model, graph.format, graph.version);
-    let _ = writeln!(out, "  input {}: f32{:?} in [0, 1]", graph.input.name, graph.input.shape);
+    let mut out = format!(
+        "int8 graph {} (format {} v{})\n",
+        graph.model, graph.format, graph.version
+    );
+    let _ = writeln!(
+        out,
+        "  input {}: f32{:?} in [0, 1]",
+        graph.input.name, graph.input.shape
+    );
     if let Some(classes) = &graph.classes {
         let _ = writeln!(out, "  output classes: {classes:?}");
     }
     let val = |v: ValueId| {
         let x = &graph.values[v];
-        format!("%{v} {}: i8{:?} scale={:e} zp={}", x.name, x.shape, x.quant.scale, x.quant.zero_point)
+        format!(
+            "%{v} {}: i8{:?} scale={:e} zp={}",
+            x.name, x.shape, x.quant.scale, x.quant.zero_point
+        )
     };
-    let params = |name: &str| tensors.get(name).map_or("missing".to_string(), |t| format!("{}{:?}", t.dtype(), t.shape()));
+    let params = |name: &str| {
+        tensors.get(name).map_or("missing".to_string(), |t| {
+            format!("{}{:?}", t.dtype(), t.shape())
+        })
+    };
     let channels = |out: &mut String, scales: &[f32], rq: &[Requant]| {
         for (o, (s, r)) in scales.iter().zip(rq).enumerate() {
-            let _ = writeln!(out, "      [{o:>3}] s_w={s:e}  M={:.9e} = {} / 2^{}", r.real(), r.multiplier, r.shift);
+            let _ = writeln!(
+                out,
+                "      [{o:>3}] s_w={s:e}  M={:.9e} = {} / 2^{}",
+                r.real(),
+                r.multiplier,
+                r.shift
+            );
         }
     };
     for op in &graph.ops {
@@ -237,25 +277,80 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
             IntOp::Quantize { .. } => {
                 let _ = writeln!(out, "quantize(input)  round half to even");
             }
-            IntOp::Conv2d { input, weight, bias, kernel, stride, pad, groups, weight_scales, requant, act_min, act_max, .. } => {
+            IntOp::Conv2d {
+                input,
+                weight,
+                bias,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight_scales,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
                 let _ = writeln!(out, "conv2d(%{input}, kernel={kernel}, stride={stride}, pad={pad}, groups={groups})  weight {} bias {}  clamp [{act_min}, {act_max}]", params(weight), params(bias));
                 channels(&mut out, weight_scales, requant);
             }
-            IntOp::Dense { input, weight, bias, weight_scales, requant, act_min, act_max, .. } => {
-                let _ = writeln!(out, "dense(%{input})  weight {} bias {}  clamp [{act_min}, {act_max}]", params(weight), params(bias));
+            IntOp::Dense {
+                input,
+                weight,
+                bias,
+                weight_scales,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "dense(%{input})  weight {} bias {}  clamp [{act_min}, {act_max}]",
+                    params(weight),
+                    params(bias)
+                );
                 channels(&mut out, weight_scales, requant);
             }
-            IntOp::MaxPool2d { input, size, stride, .. } => {
+            IntOp::MaxPool2d {
+                input,
+                size,
+                stride,
+                ..
+            } => {
                 let _ = writeln!(out, "max_pool2d(%{input}, size={size}, stride={stride})");
             }
             IntOp::Reshape { input, .. } => {
                 let _ = writeln!(out, "reshape(%{input})");
             }
-            IntOp::Add { inputs, multipliers, shift, act_min, act_max, .. } => {
-                let _ = writeln!(out, "add(%{} * {} / 2^{shift}, %{} * {} / 2^{shift})  clamp [{act_min}, {act_max}]", inputs[0], multipliers[0], inputs[1], multipliers[1]);
+            IntOp::Add {
+                inputs,
+                multipliers,
+                shift,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "add(%{} * {} / 2^{shift}, %{} * {} / 2^{shift})  clamp [{act_min}, {act_max}]",
+                    inputs[0], multipliers[0], inputs[1], multipliers[1]
+                );
             }
-            IntOp::Requantize { input, requant, act_min, act_max, .. } => {
-                let _ = writeln!(out, "requantize(%{input}, M={:.9e} = {} / 2^{})  clamp [{act_min}, {act_max}]", requant.real(), requant.multiplier, requant.shift);
+            IntOp::Requantize {
+                input,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "requantize(%{input}, M={:.9e} = {} / 2^{})  clamp [{act_min}, {act_max}]",
+                    requant.real(),
+                    requant.multiplier,
+                    requant.shift
+                );
             }
         }
     }

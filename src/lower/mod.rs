@@ -38,7 +38,11 @@ pub type TensorMap = HashMap<String, F32Tensor>;
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
     #[error("cannot lower `{node}`: {op} has no integer kernel yet\n  hint: {hint}")]
-    Unsupported { node: String, op: String, hint: String },
+    Unsupported {
+        node: String,
+        op: String,
+        hint: String,
+    },
     #[error("cannot lower `{node}`: it is @float, but the int8 model is integer-only\n  hint: remove the @float annotation to deploy this model as int8")]
     FloatNode { node: String },
     #[error("cannot lower `{node}`: {why}")]
@@ -46,7 +50,11 @@ pub enum LowerError {
     #[error("the weights lack tensor `{name}`\n  hint: were they written by `qatc build` for this model (after calibration or QAT)?")]
     MissingTensor { name: String },
     #[error("tensor `{name}` has shape {got:?}, the model needs {expected:?}")]
-    TensorShape { name: String, got: Vec<usize>, expected: Vec<usize> },
+    TensorShape {
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
     #[error("tensor `{name}` holds a non-finite value")]
     NonFinite { name: String },
     #[error("cannot read weights {path}: {why}")]
@@ -55,16 +63,32 @@ pub enum LowerError {
 
 /// Reads every f32 tensor of a safetensors file (other dtypes are an error).
 pub fn read_f32_safetensors(path: &Path) -> Result<TensorMap, LowerError> {
-    let read = |why: String| LowerError::Read { path: path.display().to_string(), why };
+    let read = |why: String| LowerError::Read {
+        path: path.display().to_string(),
+        why,
+    };
     let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read(e.to_string()))?;
     let mut out = TensorMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(read(format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
+            return Err(read(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            )));
         }
-        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        out.insert(name, F32Tensor { shape: view.shape().to_vec(), data });
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(
+            name,
+            F32Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(out)
 }
@@ -76,7 +100,10 @@ pub fn quantize_multiplier(real: f64) -> Option<Requant> {
         return None;
     }
     if real == 0.0 {
-        return Some(Requant { multiplier: 0, shift: 62 });
+        return Some(Requant {
+            multiplier: 0,
+            shift: 62,
+        });
     }
     // real = m * 2^e, m in [0.5, 1)
     let mut e = real.log2().floor() as i32 + 1;
@@ -97,13 +124,22 @@ pub fn quantize_multiplier(real: f64) -> Option<Requant> {
     }
     let shift = 31 - e;
     if shift > 62 {
-        return Some(Requant { multiplier: 0, shift: 62 });
+        return Some(Requant {
+            multiplier: 0,
+            shift: 62,
+        });
     }
     if shift < 1 {
         return None;
     }
-    Some(Requant { multiplier: q as i32, shift: shift as u32 })
+    Some(Requant {
+        multiplier: q as i32,
+        shift: shift as u32,
+    })
 }
+
+/// A linear op's int8 weights, int32 bias, requantization multipliers and weight scales.
+type QuantizedLinear = (Vec<i8>, Vec<i32>, Vec<Requant>, Vec<f32>);
 
 /// Where a node's value stands during lowering.
 #[derive(Debug, Clone, Copy)]
@@ -126,13 +162,31 @@ struct Lowering<'a> {
 
 /// Lowers a quantized-stage graph with its trained tensors (`<node>.weight`, batch-norm
 /// statistics, `<fake_quant node>.min/.max`) to an integer graph and its tensors.
-pub fn lower(graph: &Graph, tensors: &TensorMap, classes: Option<Vec<u8>>) -> Result<(IntGraph, IntTensors), LowerError> {
+pub fn lower(
+    graph: &Graph,
+    tensors: &TensorMap,
+    classes: Option<Vec<u8>>,
+) -> Result<(IntGraph, IntTensors), LowerError> {
     let [input] = graph.inputs.as_slice() else {
-        return Err(LowerError::Graph { node: graph.name.clone(), why: format!("the int8 runtime takes one input, the model has {}", graph.inputs.len()) });
+        return Err(LowerError::Graph {
+            node: graph.name.clone(),
+            why: format!(
+                "the int8 runtime takes one input, the model has {}",
+                graph.inputs.len()
+            ),
+        });
     };
     // Integer-only: say so before complaining about anything else.
-    if let Some(node) = graph.nodes.iter().find(|n| n.quant.float && !matches!(n.op, Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten)) {
-        return Err(LowerError::FloatNode { node: node.name.clone() });
+    if let Some(node) = graph.nodes.iter().find(|n| {
+        n.quant.float
+            && !matches!(
+                n.op,
+                Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+            )
+    }) {
+        return Err(LowerError::FloatNode {
+            node: node.name.clone(),
+        });
     }
     let input_node = graph.node(*input);
     let mut l = Lowering {
@@ -143,7 +197,10 @@ pub fn lower(graph: &Graph, tensors: &TensorMap, classes: Option<Vec<u8>>) -> Re
             version: graph::VERSION,
             model: graph.name.clone(),
             classes,
-            input: graph::Input { name: input_node.name.clone(), shape: input_node.shape.clone() },
+            input: graph::Input {
+                name: input_node.name.clone(),
+                shape: input_node.shape.clone(),
+            },
             values: Vec::new(),
             ops: Vec::new(),
             output: 0,
@@ -169,16 +226,27 @@ pub fn lower(graph: &Graph, tensors: &TensorMap, classes: Option<Vec<u8>>) -> Re
 
 impl Lowering<'_> {
     fn err(&self, id: NodeId, why: impl Into<String>) -> LowerError {
-        LowerError::Graph { node: self.graph.node(id).name.clone(), why: why.into() }
+        LowerError::Graph {
+            node: self.graph.node(id).name.clone(),
+            why: why.into(),
+        }
     }
 
     fn tensor(&self, name: &str, expected: &[usize]) -> Result<&F32Tensor, LowerError> {
-        let t = self.tensors.get(name).ok_or_else(|| LowerError::MissingTensor { name: name.into() })?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| LowerError::MissingTensor { name: name.into() })?;
         let numel: usize = expected.iter().product();
         // Observer ranges may be saved as [1] or as scalars.
-        let same = t.shape == expected || (expected.len() <= 1 && t.shape.iter().product::<usize>() == numel);
+        let same = t.shape == expected
+            || (expected.len() <= 1 && t.shape.iter().product::<usize>() == numel);
         if !same || t.data.len() != numel {
-            return Err(LowerError::TensorShape { name: name.into(), got: t.shape.clone(), expected: expected.to_vec() });
+            return Err(LowerError::TensorShape {
+                name: name.into(),
+                got: t.shape.clone(),
+                expected: expected.to_vec(),
+            });
         }
         if t.data.iter().any(|x| !x.is_finite()) {
             return Err(LowerError::NonFinite { name: name.into() });
@@ -190,20 +258,35 @@ impl Lowering<'_> {
         let input = self.graph.node(id).inputs[k];
         match self.lowered[input.index()] {
             Some(Lowered::Int(v)) => Ok(v),
-            _ => Err(self.err(id, format!("its input `{}` is not quantized (no fake_quant before it)", self.graph.node(input).name))),
+            _ => Err(self.err(
+                id,
+                format!(
+                    "its input `{}` is not quantized (no fake_quant before it)",
+                    self.graph.node(input).name
+                ),
+            )),
         }
     }
 
     fn push_value(&mut self, name: &str, shape: Vec<usize>, quant: QParams) -> usize {
-        self.out.values.push(Value { name: name.into(), shape, quant });
+        self.out.values.push(Value {
+            name: name.into(),
+            shape,
+            quant,
+        });
         self.out.values.len() - 1
     }
 
     fn node(&mut self, id: NodeId) -> Result<Lowered, LowerError> {
         let node = self.graph.node(id);
-        let compute = !matches!(node.op, Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten);
+        let compute = !matches!(
+            node.op,
+            Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+        );
         if node.quant.float && compute {
-            return Err(LowerError::FloatNode { node: node.name.clone() });
+            return Err(LowerError::FloatNode {
+                node: node.name.clone(),
+            });
         }
         Ok(match &node.op {
             Op::Input => Lowered::Float,
@@ -257,7 +340,12 @@ impl Lowering<'_> {
         let max = self.tensor(&format!("{}.max", node.name), &[1])?.data[0];
         let (scale, zp) = spec.params(min, max);
         let (qmin, qmax) = spec.range();
-        let quant = QParams { scale, zero_point: zp as i32, qmin: qmin as i32, qmax: qmax as i32 };
+        let quant = QParams {
+            scale,
+            zero_point: zp as i32,
+            qmin: qmin as i32,
+            qmax: qmax as i32,
+        };
         let src = node.inputs[0];
         let src_node = self.graph.node(src);
         match self.lowered[src.index()] {
@@ -273,7 +361,14 @@ impl Lowering<'_> {
                 }
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let requant = self.multiplier(id, from.scale as f64 / scale as f64)?;
-                self.out.ops.push(IntOp::Requantize { name: node.name.clone(), input, output, requant, act_min: quant.qmin, act_max: quant.qmax });
+                self.out.ops.push(IntOp::Requantize {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    requant,
+                    act_min: quant.qmin,
+                    act_max: quant.qmax,
+                });
                 Ok(Lowered::Int(output))
             }
             Some(Lowered::Pending) => self.compute(src, quant).map(Lowered::Int),
@@ -288,9 +383,23 @@ impl Lowering<'_> {
     /// Emits the op of compute node `id` with output parameters `quant`.
     fn compute(&mut self, id: NodeId, quant: QParams) -> Result<usize, LowerError> {
         let node = self.graph.node(id);
-        let relu_min = |relu: bool| if relu { quant.zero_point.max(quant.qmin) } else { quant.qmin };
+        let relu_min = |relu: bool| {
+            if relu {
+                quant.zero_point.max(quant.qmin)
+            } else {
+                quant.qmin
+            }
+        };
         match &node.op {
-            Op::Conv2d { filters, kernel, stride, padding, in_channels, bias, epilogue } => {
+            Op::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+                in_channels,
+                bias,
+                epilogue,
+            } => {
                 let input = self.int_input(id, 0)?;
                 let in_shape = self.out.values[input].shape.clone();
                 let pad = match padding {
@@ -300,14 +409,27 @@ impl Lowering<'_> {
                 if let [c, h, w] = in_shape[..] {
                     let oh = (h + 2 * pad).checked_sub(*kernel).map(|d| d / stride + 1);
                     let ow = (w + 2 * pad).checked_sub(*kernel).map(|d| d / stride + 1);
-                    if c != *in_channels || Some(node.shape.clone()) != oh.zip(ow).map(|(oh, ow)| vec![*filters, oh, ow]) {
+                    if c != *in_channels
+                        || Some(node.shape.clone())
+                            != oh.zip(ow).map(|(oh, ow)| vec![*filters, oh, ow])
+                    {
                         return Err(self.err(id, format!("shape {:?} does not follow from input {in_shape:?} with padding {pad}", node.shape)));
                     }
                 } else {
-                    return Err(self.err(id, format!("conv2d input must be [C, H, W], got {in_shape:?}")));
+                    return Err(self.err(
+                        id,
+                        format!("conv2d input must be [C, H, W], got {in_shape:?}"),
+                    ));
                 }
                 let w_shape = vec![*filters, *in_channels, *kernel, *kernel];
-                let (wq, bq, requant, weight_scales) = self.linear(id, &w_shape, *bias, epilogue.batch_norm.as_ref(), input, quant)?;
+                let (wq, bq, requant, weight_scales) = self.linear(
+                    id,
+                    &w_shape,
+                    *bias,
+                    epilogue.batch_norm.as_ref(),
+                    input,
+                    quant,
+                )?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
                 self.out.ops.push(IntOp::Conv2d {
@@ -329,13 +451,31 @@ impl Lowering<'_> {
                 });
                 Ok(output)
             }
-            Op::Dense { units, in_features, bias, epilogue } => {
+            Op::Dense {
+                units,
+                in_features,
+                bias,
+                epilogue,
+            } => {
                 let input = self.int_input(id, 0)?;
                 if self.out.values[input].shape != [*in_features] {
-                    return Err(self.err(id, format!("dense input must be [{in_features}], got {:?}", self.out.values[input].shape)));
+                    return Err(self.err(
+                        id,
+                        format!(
+                            "dense input must be [{in_features}], got {:?}",
+                            self.out.values[input].shape
+                        ),
+                    ));
                 }
                 let w_shape = vec![*units, *in_features];
-                let (wq, bq, requant, weight_scales) = self.linear(id, &w_shape, *bias, epilogue.batch_norm.as_ref(), input, quant)?;
+                let (wq, bq, requant, weight_scales) = self.linear(
+                    id,
+                    &w_shape,
+                    *bias,
+                    epilogue.batch_norm.as_ref(),
+                    input,
+                    quant,
+                )?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
                 self.out.ops.push(IntOp::Dense {
@@ -355,14 +495,29 @@ impl Lowering<'_> {
             }
             Op::Add => {
                 let (a, b) = (self.int_input(id, 0)?, self.int_input(id, 1)?);
-                let (sa, sb) = (self.out.values[a].quant.scale as f64, self.out.values[b].quant.scale as f64);
+                let (sa, sb) = (
+                    self.out.values[a].quant.scale as f64,
+                    self.out.values[b].quant.scale as f64,
+                );
                 let (ma, mb) = (sa / quant.scale as f64, sb / quant.scale as f64);
                 // One shift for both: the larger factor gets a full 31-bit multiplier.
                 let big = self.multiplier(id, ma.max(mb))?;
                 let small = (ma.min(mb) * (big.shift as f64).exp2()).round() as i32;
-                let multipliers = if ma >= mb { [big.multiplier, small] } else { [small, big.multiplier] };
+                let multipliers = if ma >= mb {
+                    [big.multiplier, small]
+                } else {
+                    [small, big.multiplier]
+                };
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
-                self.out.ops.push(IntOp::Add { name: node.name.clone(), inputs: [a, b], output, multipliers, shift: big.shift, act_min: quant.qmin, act_max: quant.qmax });
+                self.out.ops.push(IntOp::Add {
+                    name: node.name.clone(),
+                    inputs: [a, b],
+                    output,
+                    multipliers,
+                    shift: big.shift,
+                    act_min: quant.qmin,
+                    act_max: quant.qmax,
+                });
                 Ok(output)
             }
             Op::Relu => {
@@ -370,18 +525,43 @@ impl Lowering<'_> {
                 let from = self.out.values[input].quant;
                 let requant = self.multiplier(id, from.scale as f64 / quant.scale as f64)?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
-                self.out.ops.push(IntOp::Requantize { name: node.name.clone(), input, output, requant, act_min: relu_min(true), act_max: quant.qmax });
+                self.out.ops.push(IntOp::Requantize {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    requant,
+                    act_min: relu_min(true),
+                    act_max: quant.qmax,
+                });
                 Ok(output)
             }
             _ => Err(self.err(id, "has no integer form")),
         }
     }
 
-    fn put_weights(&mut self, name: &str, w_shape: Vec<usize>, wq: Vec<i8>, bq: Vec<i32>) -> (String, String) {
+    fn put_weights(
+        &mut self,
+        name: &str,
+        w_shape: Vec<usize>,
+        wq: Vec<i8>,
+        bq: Vec<i32>,
+    ) -> (String, String) {
         let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
         let out = w_shape[0];
-        self.out_tensors.insert(weight.clone(), IntTensor::I8 { shape: w_shape, data: wq });
-        self.out_tensors.insert(bias.clone(), IntTensor::I32 { shape: vec![out], data: bq });
+        self.out_tensors.insert(
+            weight.clone(),
+            IntTensor::I8 {
+                shape: w_shape,
+                data: wq,
+            },
+        );
+        self.out_tensors.insert(
+            bias.clone(),
+            IntTensor::I32 {
+                shape: vec![out],
+                data: bq,
+            },
+        );
         (weight, bias)
     }
 
@@ -395,7 +575,7 @@ impl Lowering<'_> {
         bn: Option<&crate::ir::ops::FusedBatchNorm>,
         input: usize,
         out_quant: QParams,
-    ) -> Result<(Vec<i8>, Vec<i32>, Vec<Requant>, Vec<f32>), LowerError> {
+    ) -> Result<QuantizedLinear, LowerError> {
         let node = self.graph.node(id);
         let spec = node.quant.weights;
         if spec.scheme != Scheme::Symmetric {
@@ -403,11 +583,28 @@ impl Lowering<'_> {
         }
         let out = w_shape[0];
         let per: usize = w_shape[1..].iter().product();
-        let mut w = self.tensor(&format!("{}.weight", node.name), w_shape)?.data.clone();
-        let mut b = if has_bias { self.tensor(&format!("{}.bias", node.name), &[out])?.data.clone() } else { vec![0.0f32; out] };
+        let mut w = self
+            .tensor(&format!("{}.weight", node.name), w_shape)?
+            .data
+            .clone();
+        let mut b = if has_bias {
+            self.tensor(&format!("{}.bias", node.name), &[out])?
+                .data
+                .clone()
+        } else {
+            vec![0.0f32; out]
+        };
         if let Some(bn) = bn {
-            let get = |what: &str| self.tensor(&format!("{}.{what}", bn.name), &[out]).map(|t| t.data.clone());
-            let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+            let get = |what: &str| {
+                self.tensor(&format!("{}.{what}", bn.name), &[out])
+                    .map(|t| t.data.clone())
+            };
+            let (gamma, beta, mean, var) = (
+                get("weight")?,
+                get("bias")?,
+                get("running_mean")?,
+                get("running_var")?,
+            );
             let eps = bn.eps as f32;
             for o in 0..out {
                 let factor = gamma[o] / (var[o] + eps).sqrt();
@@ -415,18 +612,28 @@ impl Lowering<'_> {
                 for x in &mut w[o * per..(o + 1) * per] {
                     *x *= factor;
                 }
-                b[o] = if has_bias { b[o] * factor + shift } else { shift };
+                b[o] = if has_bias {
+                    b[o] * factor + shift
+                } else {
+                    shift
+                };
             }
         }
         let (_, qmax) = spec.range();
         let scales: Vec<f32> = match spec.granularity {
-            crate::ir::Granularity::PerChannel => (0..out).map(|o| weight_scale(&w[o * per..(o + 1) * per], qmax)).collect(),
+            crate::ir::Granularity::PerChannel => (0..out)
+                .map(|o| weight_scale(&w[o * per..(o + 1) * per], qmax))
+                .collect(),
             crate::ir::Granularity::PerTensor => vec![weight_scale(&w, qmax); out],
         };
         let mut wq = Vec::with_capacity(w.len());
         for o in 0..out {
             let inv = 1.0f32 / scales[o];
-            wq.extend(w[o * per..(o + 1) * per].iter().map(|&x| (x * inv).round_ties_even().clamp(-qmax as f32, qmax as f32) as i8));
+            wq.extend(
+                w[o * per..(o + 1) * per]
+                    .iter()
+                    .map(|&x| (x * inv).round_ties_even().clamp(-qmax as f32, qmax as f32) as i8),
+            );
         }
         let s_x = self.out.values[input].quant.scale as f64;
         let mut bq = Vec::with_capacity(out);
@@ -444,7 +651,11 @@ impl Lowering<'_> {
 /// The symmetric scale of one weight row, as `train::fake_quant_weights` computes it in f32.
 fn weight_scale(row: &[f32], qmax: i64) -> f32 {
     let lo = row.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
-    let hi = row.iter().copied().fold(f32::NEG_INFINITY, f32::max).max(0.0);
+    let hi = row
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+        .max(0.0);
     (lo.abs().max(hi) / qmax as f32).max(f32::EPSILON)
 }
 
@@ -454,10 +665,26 @@ mod tests {
 
     #[test]
     fn multipliers_approximate_the_real_factor() {
-        for real in [0.75, 0.5, 1.0 / 3.0, 1e-4, 0.999_999_999_9, 1.5, 7.25, 2.0f64.powi(-30)] {
+        for real in [
+            0.75,
+            0.5,
+            1.0 / 3.0,
+            1e-4,
+            0.999_999_999_9,
+            1.5,
+            7.25,
+            2.0f64.powi(-30),
+        ] {
             let r = quantize_multiplier(real).unwrap();
-            assert!((1 << 30..=i32::MAX).contains(&r.multiplier), "{real}: {r:?}");
-            assert!(((r.real() - real) / real).abs() < 1e-9, "{real}: {r:?} = {}", r.real());
+            assert!(
+                (1 << 30..=i32::MAX).contains(&r.multiplier),
+                "{real}: {r:?}"
+            );
+            assert!(
+                ((r.real() - real) / real).abs() < 1e-9,
+                "{real}: {r:?} = {}",
+                r.real()
+            );
         }
         assert_eq!(quantize_multiplier(0.0).unwrap().multiplier, 0);
         assert_eq!(quantize_multiplier(2.0f64.powi(-40)).unwrap().multiplier, 0);

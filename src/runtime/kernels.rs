@@ -71,7 +71,13 @@ impl Packed {
                 data[b * kp * BLOCK + (i / 2) * 2 * BLOCK + c * 2 + i % 2] = x as i16;
             }
         }
-        Packed { out, k, kp, blocks, data }
+        Packed {
+            out,
+            k,
+            kp,
+            blocks,
+            data,
+        }
     }
 
     /// Row stride of the accumulator matrix [`gemm`] writes.
@@ -125,7 +131,9 @@ unsafe fn gemm_avx2(a: &[i16], rows: usize, w: &Packed, acc: &mut [i32]) {
                 let w0 = _mm256_loadu_si256(wb.add(j * 2 * BLOCK) as *const __m256i);
                 let w1 = _mm256_loadu_si256(wb.add(j * 2 * BLOCK + BLOCK) as *const __m256i);
                 for i in 0..4 {
-                    let x = _mm256_set1_epi32((ap.add((r + i) * kp + 2 * j) as *const i32).read_unaligned());
+                    let x = _mm256_set1_epi32(
+                        (ap.add((r + i) * kp + 2 * j) as *const i32).read_unaligned(),
+                    );
                     s[2 * i] = _mm256_add_epi32(s[2 * i], _mm256_madd_epi16(x, w0));
                     s[2 * i + 1] = _mm256_add_epi32(s[2 * i + 1], _mm256_madd_epi16(x, w1));
                 }
@@ -184,11 +192,25 @@ impl Requantizer {
         let channels = bias.len();
         let vector = rq.iter().all(|r| (32..=62).contains(&r.shift)).then(|| {
             let padded = channels.div_ceil(8) * 8;
-            let mut v = VectorConsts { bias: vec![0; padded], mult: vec![0; padded], round: vec![0; padded], shift: vec![0; padded], sub: vec![0; padded] };
+            let mut v = VectorConsts {
+                bias: vec![0; padded],
+                mult: vec![0; padded],
+                round: vec![0; padded],
+                shift: vec![0; padded],
+                sub: vec![0; padded],
+            };
             for c in 0..padded {
-                let r = rq.get(c).copied().unwrap_or(Requant { multiplier: 0, shift: 62 });
+                let r = rq.get(c).copied().unwrap_or(Requant {
+                    multiplier: 0,
+                    shift: 62,
+                });
                 // Even lanes (0, 2, 4, 6) first, then odd ones, per group of 8.
-                let slot = (c / 8) * 8 + if c % 2 == 0 { (c % 8) / 2 } else { 4 + (c % 8) / 2 };
+                let slot = (c / 8) * 8
+                    + if c % 2 == 0 {
+                        (c % 8) / 2
+                    } else {
+                        4 + (c % 8) / 2
+                    };
                 v.bias[c] = bias.get(c).copied().unwrap_or(0);
                 v.mult[c] = r.multiplier;
                 v.round[slot] = (1i64 << (r.shift - 1)) + (1i64 << 62);
@@ -197,7 +219,15 @@ impl Requantizer {
             }
             v
         });
-        Requantizer { channels, bias, rq, zero_point, lo, hi, vector }
+        Requantizer {
+            channels,
+            bias,
+            rq,
+            zero_point,
+            lo,
+            hi,
+            vector,
+        }
     }
 
     /// One output value from an accumulator of channel `c`.
@@ -209,7 +239,10 @@ impl Requantizer {
 
     /// Requantizes `rows` rows of `acc` (row stride `stride`) into `out` (row stride `channels`).
     pub fn rows(&self, isa: Isa, acc: &[i32], rows: usize, stride: usize, out: &mut [i8]) {
-        assert!(acc.len() >= rows.saturating_sub(1) * stride + self.channels && out.len() >= rows * self.channels);
+        assert!(
+            acc.len() >= rows.saturating_sub(1) * stride + self.channels
+                && out.len() >= rows * self.channels
+        );
         #[cfg(target_arch = "x86_64")]
         if let (Isa::Avx2, Some(v)) = (isa, &self.vector) {
             if Isa::Avx2.available() && stride >= v.bias.len() {
@@ -220,7 +253,11 @@ impl Requantizer {
         let _ = isa;
         for r in 0..rows {
             let a = &acc[r * stride..r * stride + self.channels];
-            for (c, (o, &x)) in out[r * self.channels..(r + 1) * self.channels].iter_mut().zip(a).enumerate() {
+            for (c, (o, &x)) in out[r * self.channels..(r + 1) * self.channels]
+                .iter_mut()
+                .zip(a)
+                .enumerate()
+            {
                 *o = self.one(x, c);
             }
         }
@@ -228,7 +265,14 @@ impl Requantizer {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn rows_avx2(&self, v: &VectorConsts, acc: &[i32], rows: usize, stride: usize, out: &mut [i8]) {
+    unsafe fn rows_avx2(
+        &self,
+        v: &VectorConsts,
+        acc: &[i32],
+        rows: usize,
+        stride: usize,
+        out: &mut [i8],
+    ) {
         use std::arch::x86_64::*;
         let full = self.channels / 8;
         let zp = _mm256_set1_epi32(self.zero_point);
@@ -238,18 +282,30 @@ impl Requantizer {
             let o = out.as_mut_ptr().add(r * self.channels);
             for g in 0..full {
                 let c = g * 8;
-                let x = _mm256_add_epi32(_mm256_loadu_si256(a.add(c) as *const __m256i), _mm256_loadu_si256(v.bias.as_ptr().add(c) as *const __m256i));
+                let x = _mm256_add_epi32(
+                    _mm256_loadu_si256(a.add(c) as *const __m256i),
+                    _mm256_loadu_si256(v.bias.as_ptr().add(c) as *const __m256i),
+                );
                 let m = _mm256_loadu_si256(v.mult.as_ptr().add(c) as *const __m256i);
-                let lane = |p: &[i64], half: usize| _mm256_loadu_si256(p.as_ptr().add(c + 4 * half) as *const __m256i);
+                let lane = |p: &[i64], half: usize| {
+                    _mm256_loadu_si256(p.as_ptr().add(c + 4 * half) as *const __m256i)
+                };
                 // Signed 32x32→64 products of the even lanes, then of the odd ones.
                 let even = _mm256_mul_epi32(x, m);
                 let odd = _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32));
                 // (p + 2^(s-1) + 2^62) is positive, so a logical shift is exact; remove 2^(62-s) after.
-                let even = _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_add_epi64(even, lane(&v.round, 0)), lane(&v.shift, 0)), lane(&v.sub, 0));
-                let odd = _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_add_epi64(odd, lane(&v.round, 1)), lane(&v.shift, 1)), lane(&v.sub, 1));
+                let even = _mm256_sub_epi64(
+                    _mm256_srlv_epi64(_mm256_add_epi64(even, lane(&v.round, 0)), lane(&v.shift, 0)),
+                    lane(&v.sub, 0),
+                );
+                let odd = _mm256_sub_epi64(
+                    _mm256_srlv_epi64(_mm256_add_epi64(odd, lane(&v.round, 1)), lane(&v.shift, 1)),
+                    lane(&v.sub, 1),
+                );
                 let y = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0b1010_1010);
                 let y = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(y, zp), lo), hi);
-                let p16 = _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+                let p16 =
+                    _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
                 _mm_storel_epi64(o.add(c) as *mut __m128i, _mm_packs_epi16(p16, p16));
             }
             for c in full * 8..self.channels {
@@ -268,7 +324,10 @@ mod tests {
     pub(crate) struct Lcg(pub u64);
     impl Lcg {
         pub fn next(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) as u32
         }
         pub fn range(&mut self, lo: i32, hi: i32) -> i32 {
@@ -276,11 +335,20 @@ mod tests {
         }
     }
 
-    fn reference_gemm(a: &[i16], rows: usize, kp: usize, w: &[i8], out: usize, k: usize) -> Vec<i32> {
+    fn reference_gemm(
+        a: &[i16],
+        rows: usize,
+        kp: usize,
+        w: &[i8],
+        out: usize,
+        k: usize,
+    ) -> Vec<i32> {
         let mut acc = vec![0; rows * out];
         for r in 0..rows {
             for o in 0..out {
-                acc[r * out + o] = (0..k).map(|i| a[r * kp + i] as i32 * w[o * k + i] as i32).sum();
+                acc[r * out + o] = (0..k)
+                    .map(|i| a[r * kp + i] as i32 * w[o * k + i] as i32)
+                    .sum();
             }
         }
         acc
@@ -289,7 +357,13 @@ mod tests {
     #[test]
     fn gemm_matches_the_reference_on_every_isa() {
         let mut rng = Lcg(1);
-        for (rows, out, k) in [(1, 1, 1), (5, 10, 9), (7, 33, 50), (4, 16, 2), (13, 17, 301)] {
+        for (rows, out, k) in [
+            (1, 1, 1),
+            (5, 10, 9),
+            (7, 33, 50),
+            (4, 16, 2),
+            (13, 17, 301),
+        ] {
             let w: Vec<i8> = (0..out * k).map(|_| rng.range(-127, 127) as i8).collect();
             let packed = Packed::new(&w, out, k);
             let mut a = vec![0i16; rows * packed.kp];
@@ -303,7 +377,11 @@ mod tests {
                 let mut acc = vec![0; rows * packed.acc_stride()];
                 gemm(isa, &a, rows, &packed, &mut acc);
                 for r in 0..rows {
-                    assert_eq!(&acc[r * packed.acc_stride()..r * packed.acc_stride() + out], &expected[r * out..(r + 1) * out], "{isa:?} {rows}x{out}x{k}");
+                    assert_eq!(
+                        &acc[r * packed.acc_stride()..r * packed.acc_stride() + out],
+                        &expected[r * out..(r + 1) * out],
+                        "{isa:?} {rows}x{out}x{k}"
+                    );
                 }
             }
         }
@@ -313,13 +391,19 @@ mod tests {
     fn vector_requantization_equals_scalar() {
         let mut rng = Lcg(2);
         let channels = 21;
-        let rq: Vec<Requant> = (0..channels).map(|c| quantize_multiplier(1e-4 * (c as f64 + 1.0) * 1.7).unwrap()).collect();
-        let bias: Vec<i32> = (0..channels).map(|_| rng.range(-100_000, 100_000)).collect();
+        let rq: Vec<Requant> = (0..channels)
+            .map(|c| quantize_multiplier(1e-4 * (c as f64 + 1.0) * 1.7).unwrap())
+            .collect();
+        let bias: Vec<i32> = (0..channels)
+            .map(|_| rng.range(-100_000, 100_000))
+            .collect();
         let q = Requantizer::new(bias.clone(), rq.clone(), -5, -128, 127);
         assert!(q.vector.is_some());
         let rows = 9;
         let stride = 32;
-        let acc: Vec<i32> = (0..rows * stride).map(|_| rng.range(-2_000_000, 2_000_000)).collect();
+        let acc: Vec<i32> = (0..rows * stride)
+            .map(|_| rng.range(-2_000_000, 2_000_000))
+            .collect();
         let mut scalar = vec![0i8; rows * channels];
         let mut vector = vec![0i8; rows * channels];
         q.rows(Isa::Portable, &acc, rows, stride, &mut scalar);

@@ -20,14 +20,20 @@ use kernels::{Packed, Requantizer};
 pub enum RuntimeError {
     #[error("invalid int8 model: {0}")]
     Invalid(String),
-    #[error("the model takes {expected} values per sample; got {got} values, not a multiple of it")]
+    #[error(
+        "the model takes {expected} values per sample; got {got} values, not a multiple of it"
+    )]
     InputSize { expected: usize, got: usize },
     #[error("cannot read {path}: {why}")]
     Read { path: String, why: String },
     #[error("cannot write {path}: {why}")]
     Write { path: String, why: String },
     #[error("{path} is int8 artifact version {found}, this qatc reads version {expected}\n  hint: rebuild it with this qatc (`qatc build`)")]
-    Version { path: String, found: String, expected: u32 },
+    Version {
+        path: String,
+        found: String,
+        expected: u32,
+    },
 }
 
 fn invalid(why: impl Into<String>) -> RuntimeError {
@@ -50,13 +56,60 @@ struct ConvGeom {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Quantize { output: usize, quant: QParams, chw: Option<(usize, usize, usize)> },
-    Conv { input: usize, output: usize, geom: ConvGeom, zp_in: i32, packed: Vec<Packed>, requant: Vec<Requantizer> },
-    Dense { input: usize, output: usize, zp_in: i32, packed: Packed, requant: Requantizer },
-    MaxPool { input: usize, output: usize, c: usize, h: usize, w: usize, oh: usize, ow: usize, size: usize, stride: usize },
-    Reshape { input: usize, output: usize, hwc: Option<(usize, usize, usize)> },
-    Add { inputs: [usize; 2], output: usize, zp: [i32; 3], mult: [i32; 2], shift: u32, lo: i32, hi: i32 },
-    Requantize { input: usize, output: usize, zp_in: i32, zp: i32, rq: Requant, lo: i32, hi: i32 },
+    Quantize {
+        output: usize,
+        quant: QParams,
+        chw: Option<(usize, usize, usize)>,
+    },
+    Conv {
+        input: usize,
+        output: usize,
+        geom: ConvGeom,
+        zp_in: i32,
+        packed: Vec<Packed>,
+        requant: Vec<Requantizer>,
+    },
+    Dense {
+        input: usize,
+        output: usize,
+        zp_in: i32,
+        packed: Packed,
+        requant: Requantizer,
+    },
+    MaxPool {
+        input: usize,
+        output: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        size: usize,
+        stride: usize,
+    },
+    Reshape {
+        input: usize,
+        output: usize,
+        hwc: Option<(usize, usize, usize)>,
+    },
+    Add {
+        inputs: [usize; 2],
+        output: usize,
+        zp: [i32; 3],
+        mult: [i32; 2],
+        shift: u32,
+        lo: i32,
+        hi: i32,
+    },
+    Requantize {
+        input: usize,
+        output: usize,
+        zp_in: i32,
+        zp: i32,
+        rq: Requant,
+        lo: i32,
+        hi: i32,
+    },
 }
 
 /// A validated integer model ready to run.
@@ -74,16 +127,24 @@ fn numel(shape: &[usize]) -> usize {
 }
 
 fn get<'a>(tensors: &'a IntTensors, name: &str, op: &str) -> Result<&'a IntTensor, RuntimeError> {
-    tensors.get(name).ok_or_else(|| invalid(format!("{op}: tensor `{name}` is missing")))
+    tensors
+        .get(name)
+        .ok_or_else(|| invalid(format!("{op}: tensor `{name}` is missing")))
 }
 
 fn check_requant(op: &str, rq: &[Requant], expected: usize) -> Result<(), RuntimeError> {
     if rq.len() != expected {
-        return Err(invalid(format!("{op}: {} requantization multipliers for {expected} channels", rq.len())));
+        return Err(invalid(format!(
+            "{op}: {} requantization multipliers for {expected} channels",
+            rq.len()
+        )));
     }
     for r in rq {
         if r.multiplier < 0 || !(1..=62).contains(&r.shift) {
-            return Err(invalid(format!("{op}: multiplier {} with shift {} is out of range", r.multiplier, r.shift)));
+            return Err(invalid(format!(
+                "{op}: multiplier {} with shift {} is out of range",
+                r.multiplier, r.shift
+            )));
         }
     }
     Ok(())
@@ -91,32 +152,60 @@ fn check_requant(op: &str, rq: &[Requant], expected: usize) -> Result<(), Runtim
 
 fn check_scales(op: &str, scales: &[f32], expected: usize) -> Result<(), RuntimeError> {
     if scales.len() != expected || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(invalid(format!("{op}: needs {expected} positive weight scales, has {scales:?}")));
+        return Err(invalid(format!(
+            "{op}: needs {expected} positive weight scales, has {scales:?}"
+        )));
     }
     Ok(())
 }
 
 fn check_clamp(op: &str, lo: i32, hi: i32, q: &QParams) -> Result<(), RuntimeError> {
     if lo > hi || lo < q.qmin || hi > q.qmax {
-        return Err(invalid(format!("{op}: clamp [{lo}, {hi}] is outside the output range [{}, {}]", q.qmin, q.qmax)));
+        return Err(invalid(format!(
+            "{op}: clamp [{lo}, {hi}] is outside the output range [{}, {}]",
+            q.qmin, q.qmax
+        )));
     }
     Ok(())
 }
 
 /// Checks weights `[out, per...]` int8 and bias `[out]` int32, and that no accumulator can overflow int32.
-fn linear_tensors<'a>(tensors: &'a IntTensors, op: &str, weight: &str, bias: &str, w_shape: &[usize]) -> Result<(&'a [i8], &'a [i32]), RuntimeError> {
+fn linear_tensors<'a>(
+    tensors: &'a IntTensors,
+    op: &str,
+    weight: &str,
+    bias: &str,
+    w_shape: &[usize],
+) -> Result<(&'a [i8], &'a [i32]), RuntimeError> {
     let w = match get(tensors, weight, op)? {
         IntTensor::I8 { shape, data } if shape == w_shape && data.len() == numel(w_shape) => data,
-        t => return Err(invalid(format!("{op}: weight `{weight}` is {} {:?}, expected int8 {w_shape:?}", t.dtype(), t.shape()))),
+        t => {
+            return Err(invalid(format!(
+                "{op}: weight `{weight}` is {} {:?}, expected int8 {w_shape:?}",
+                t.dtype(),
+                t.shape()
+            )))
+        }
     };
     let b = match get(tensors, bias, op)? {
-        IntTensor::I32 { shape, data } if shape == &[w_shape[0]] && data.len() == w_shape[0] => data,
-        t => return Err(invalid(format!("{op}: bias `{bias}` is {} {:?}, expected int32 [{}]", t.dtype(), t.shape(), w_shape[0]))),
+        IntTensor::I32 { shape, data } if shape == &[w_shape[0]] && data.len() == w_shape[0] => {
+            data
+        }
+        t => {
+            return Err(invalid(format!(
+                "{op}: bias `{bias}` is {} {:?}, expected int32 [{}]",
+                t.dtype(),
+                t.shape(),
+                w_shape[0]
+            )))
+        }
     };
     let k = numel(&w_shape[1..]) as i64;
     let worst = b.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0) + k * 255 * 127;
     if worst > i32::MAX as i64 {
-        return Err(invalid(format!("{op}: int32 accumulators could overflow (bias and {k} products up to {worst})")));
+        return Err(invalid(format!(
+            "{op}: int32 accumulators could overflow (bias and {k} products up to {worst})"
+        )));
     }
     Ok((w, b))
 }
@@ -125,22 +214,47 @@ impl Model {
     /// Validates the graph and its tensors completely, then packs weights for the kernels.
     pub fn new(graph: IntGraph, tensors: &IntTensors) -> Result<Model, RuntimeError> {
         if graph.format != graph::FORMAT {
-            return Err(invalid(format!("format is `{}`, expected `{}`", graph.format, graph::FORMAT)));
+            return Err(invalid(format!(
+                "format is `{}`, expected `{}`",
+                graph.format,
+                graph::FORMAT
+            )));
         }
         if graph.version != graph::VERSION {
-            return Err(invalid(format!("version {} (this qatc reads {})", graph.version, graph::VERSION)));
+            return Err(invalid(format!(
+                "version {} (this qatc reads {})",
+                graph.version,
+                graph::VERSION
+            )));
         }
-        if graph.input.shape.is_empty() || numel(&graph.input.shape) == 0 || !matches!(graph.input.shape.len(), 1 | 3) {
-            return Err(invalid(format!("input shape {:?} must be [C, H, W] or [F]", graph.input.shape)));
+        if graph.input.shape.is_empty()
+            || numel(&graph.input.shape) == 0
+            || !matches!(graph.input.shape.len(), 1 | 3)
+        {
+            return Err(invalid(format!(
+                "input shape {:?} must be [C, H, W] or [F]",
+                graph.input.shape
+            )));
         }
         for v in &graph.values {
             let q = &v.quant;
-            let ok = q.scale.is_finite() && q.scale > 0.0 && -128 <= q.qmin && q.qmin < q.qmax && q.qmax <= 127 && (q.qmin..=q.qmax).contains(&q.zero_point);
+            let ok = q.scale.is_finite()
+                && q.scale > 0.0
+                && -128 <= q.qmin
+                && q.qmin < q.qmax
+                && q.qmax <= 127
+                && (q.qmin..=q.qmax).contains(&q.zero_point);
             if !ok {
-                return Err(invalid(format!("value `{}` has invalid quantization {q:?}", v.name)));
+                return Err(invalid(format!(
+                    "value `{}` has invalid quantization {q:?}",
+                    v.name
+                )));
             }
             if v.shape.is_empty() || numel(&v.shape) == 0 || v.shape.len() > 3 {
-                return Err(invalid(format!("value `{}` has unsupported shape {:?}", v.name, v.shape)));
+                return Err(invalid(format!(
+                    "value `{}` has unsupported shape {:?}",
+                    v.name, v.shape
+                )));
             }
         }
         let nvalues = graph.values.len();
@@ -150,16 +264,24 @@ impl Model {
             let what = format!("op {i} ({})", op.kind());
             for v in op.inputs().into_iter().chain([op.output()]) {
                 if v >= nvalues {
-                    return Err(invalid(format!("{what}: value {v} does not exist ({nvalues} values)")));
+                    return Err(invalid(format!(
+                        "{what}: value {v} does not exist ({nvalues} values)"
+                    )));
                 }
             }
             for v in op.inputs() {
                 if !written[v] {
-                    return Err(invalid(format!("{what}: reads value `{}` before any op writes it", graph.values[v].name)));
+                    return Err(invalid(format!(
+                        "{what}: reads value `{}` before any op writes it",
+                        graph.values[v].name
+                    )));
                 }
             }
             if std::mem::replace(&mut written[op.output()], true) {
-                return Err(invalid(format!("{what}: value `{}` is written twice", graph.values[op.output()].name)));
+                return Err(invalid(format!(
+                    "{what}: value `{}` is written twice",
+                    graph.values[op.output()].name
+                )));
             }
             let value = |v: usize| &graph.values[v];
             let out = value(op.output());
@@ -280,10 +402,18 @@ impl Model {
             });
         }
         if graph.output >= nvalues || !written[graph.output] {
-            return Err(invalid(format!("the output value {} is never computed", graph.output)));
+            return Err(invalid(format!(
+                "the output value {} is never computed",
+                graph.output
+            )));
         }
         let sizes = graph.values.iter().map(|v| numel(&v.shape)).collect();
-        Ok(Model { graph, steps, sizes, isa: Isa::detect() })
+        Ok(Model {
+            graph,
+            steps,
+            sizes,
+            isa: Isa::detect(),
+        })
     }
 
     /// Uses the given kernels (for tests and benchmarks); the CPU must support them.
@@ -314,8 +444,11 @@ impl Model {
     /// int8 outputs `[N, ...output shape]`. Batches are split across rayon's threads.
     pub fn run(&self, input: &[f32]) -> Result<Vec<i8>, RuntimeError> {
         let per_in = self.input_len();
-        if input.len() % per_in != 0 {
-            return Err(RuntimeError::InputSize { expected: per_in, got: input.len() });
+        if !input.len().is_multiple_of(per_in) {
+            return Err(RuntimeError::InputSize {
+                expected: per_in,
+                got: input.len(),
+            });
         }
         let n = input.len() / per_in;
         let per_out = self.output_len();
@@ -324,7 +457,9 @@ impl Model {
             return Ok(out);
         }
         let chunk = n.div_ceil(rayon::current_num_threads()).clamp(1, 64);
-        out.par_chunks_mut(chunk * per_out).zip(input.par_chunks(chunk * per_in)).for_each(|(o, x)| self.run_chunk(x, o));
+        out.par_chunks_mut(chunk * per_out)
+            .zip(input.par_chunks(chunk * per_in))
+            .for_each(|(o, x)| self.run_chunk(x, o));
         Ok(out)
     }
 
@@ -338,7 +473,15 @@ impl Model {
     pub fn argmax(&self, outputs: &[i8]) -> Vec<usize> {
         outputs
             .chunks(self.output_len())
-            .map(|row| row.iter().enumerate().fold((0, i8::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, i8::MIN),
+                        |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+                    )
+                    .0
+            })
             .collect()
     }
 
@@ -376,11 +519,21 @@ impl Model {
                             }
                         }
                     }
-                    None => y.iter_mut().zip(input).for_each(|(y, &x)| *y = quant.quantize(x)),
+                    None => y
+                        .iter_mut()
+                        .zip(input)
+                        .for_each(|(y, &x)| *y = quant.quantize(x)),
                 }
                 (*output, y)
             }
-            Step::Conv { input, output, geom, zp_in, packed, requant } => {
+            Step::Conv {
+                input,
+                output,
+                geom,
+                zp_in,
+                packed,
+                requant,
+            } => {
                 let g = *geom;
                 let (cg, og) = (g.c / g.groups, packed[0].out);
                 let pixels = g.oh * g.ow;
@@ -390,7 +543,10 @@ impl Model {
                 let mut cols = vec![0i16; pixels * kp];
                 let mut acc = vec![0i32; pixels * packed[0].acc_stride()];
                 let mut part = vec![0i8; if g.groups == 1 { 0 } else { pixels * og }];
-                for (x, y) in values[*input].chunks(g.h * g.w * g.c).zip(y.chunks_mut(pixels * oc)) {
+                for (x, y) in values[*input]
+                    .chunks(g.h * g.w * g.c)
+                    .zip(y.chunks_mut(pixels * oc))
+                {
                     for gi in 0..g.groups {
                         im2col(x, &g, gi * cg, cg, *zp_in, kp, &mut cols);
                         kernels::gemm(isa, &cols, pixels, &packed[gi], &mut acc);
@@ -399,14 +555,21 @@ impl Model {
                         } else {
                             requant[gi].rows(isa, &acc, pixels, packed[gi].acc_stride(), &mut part);
                             for p in 0..pixels {
-                                y[p * oc + gi * og..p * oc + (gi + 1) * og].copy_from_slice(&part[p * og..(p + 1) * og]);
+                                y[p * oc + gi * og..p * oc + (gi + 1) * og]
+                                    .copy_from_slice(&part[p * og..(p + 1) * og]);
                             }
                         }
                     }
                 }
                 (*output, y)
             }
-            Step::Dense { input, output, zp_in, packed, requant } => {
+            Step::Dense {
+                input,
+                output,
+                zp_in,
+                packed,
+                requant,
+            } => {
                 let k = packed.k;
                 let mut a = vec![0i16; n * packed.kp];
                 for (row, x) in a.chunks_mut(packed.kp).zip(values[*input].chunks(k)) {
@@ -420,10 +583,23 @@ impl Model {
                 requant.rows(isa, &acc, n, packed.acc_stride(), &mut y);
                 (*output, y)
             }
-            Step::MaxPool { input, output, c, h, w, oh, ow, size, stride } => {
+            Step::MaxPool {
+                input,
+                output,
+                c,
+                h,
+                w,
+                oh,
+                ow,
+                size,
+                stride,
+            } => {
                 let (c, h, w, oh, ow, size, stride) = (*c, *h, *w, *oh, *ow, *size, *stride);
                 let mut y = vec![i8::MIN; n * oh * ow * c];
-                for (x, y) in values[*input].chunks(h * w * c).zip(y.chunks_mut(oh * ow * c)) {
+                for (x, y) in values[*input]
+                    .chunks(h * w * c)
+                    .zip(y.chunks_mut(oh * ow * c))
+                {
                     for oy in 0..oh {
                         for ox in 0..ow {
                             let dst = &mut y[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
@@ -454,20 +630,43 @@ impl Model {
                     None => (*output, x.clone()),
                 }
             }
-            Step::Add { inputs, output, zp, mult, shift, lo, hi } => {
+            Step::Add {
+                inputs,
+                output,
+                zp,
+                mult,
+                shift,
+                lo,
+                hi,
+            } => {
                 let round = 1i64 << (shift - 1);
                 let y = values[inputs[0]]
                     .iter()
                     .zip(&values[inputs[1]])
                     .map(|(&a, &b)| {
-                        let v = (a as i64 - zp[0] as i64) * mult[0] as i64 + (b as i64 - zp[1] as i64) * mult[1] as i64;
+                        let v = (a as i64 - zp[0] as i64) * mult[0] as i64
+                            + (b as i64 - zp[1] as i64) * mult[1] as i64;
                         (((v + round) >> shift) + zp[2] as i64).clamp(*lo as i64, *hi as i64) as i8
                     })
                     .collect();
                 (*output, y)
             }
-            Step::Requantize { input, output, zp_in, zp, rq, lo, hi } => {
-                let y = values[*input].iter().map(|&x| (rq.apply(x as i32 - zp_in) + *zp as i64).clamp(*lo as i64, *hi as i64) as i8).collect();
+            Step::Requantize {
+                input,
+                output,
+                zp_in,
+                zp,
+                rq,
+                lo,
+                hi,
+            } => {
+                let y = values[*input]
+                    .iter()
+                    .map(|&x| {
+                        (rq.apply(x as i32 - zp_in) + *zp as i64).clamp(*lo as i64, *hi as i64)
+                            as i8
+                    })
+                    .collect();
                 (*output, y)
             }
         }

@@ -178,14 +178,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         recipe.train.learning_rate,
         "no weights yet",
     )?;
-    float_stage.accuracy = run.evaluate(
-        "float",
-        &mut float,
-        &test,
-        Mode::Float,
-        &mut float_stage.eval_seconds,
-    )
-    .0;
+    float_stage.accuracy = run
+        .evaluate(
+            "float",
+            &mut float,
+            &test,
+            Mode::Float,
+            &mut float_stage.eval_seconds,
+        )
+        .0;
     save(&float, &float_path)?;
 
     // 2. PTQ: calibrate min/max ranges on training images, then evaluate quantized.
@@ -201,7 +202,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         &mut ptq_stage.eval_seconds,
     );
     save(&ptq, &ptq_path)?;
-    run.int8("PTQ", graph, &ptq_path, &test_set, &classes, &ptq_predictions, &mut ptq_stage)?;
+    run.int8(
+        "PTQ",
+        graph,
+        &ptq_path,
+        &test_set,
+        &classes,
+        &ptq_predictions,
+        &mut ptq_stage,
+    )?;
 
     // 3. Control: the same extra epochs in float, then PTQ.
     let mut control = float.duplicate();
@@ -216,14 +225,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         &last_good,
     )?;
     calibrate(&mut control, &calibration);
-    control_stage.accuracy = run.evaluate(
-        "control",
-        &mut control,
-        &test,
-        Mode::Quantized,
-        &mut control_stage.eval_seconds,
-    )
-    .0;
+    control_stage.accuracy = run
+        .evaluate(
+            "control",
+            &mut control,
+            &test,
+            Mode::Quantized,
+            &mut control_stage.eval_seconds,
+        )
+        .0;
 
     // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
     let mut qat = ptq.duplicate();
@@ -245,8 +255,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         &mut qat_stage.eval_seconds,
     );
     save(&qat, &qat_path)?;
-    let (int_graph, int_tensors) =
-        run.int8("QAT", graph, &qat_path, &test_set, &classes, &qat_predictions, &mut qat_stage)?;
+    let (int_graph, int_tensors) = run.int8(
+        "QAT",
+        graph,
+        &qat_path,
+        &test_set,
+        &classes,
+        &qat_predictions,
+        &mut qat_stage,
+    )?;
     crate::runtime::save(&int8_dir, &int_graph, &int_tensors)?;
     let onnx_path = opts.out_dir.join("model.onnx");
     let onnx = if opts.emit_onnx {
@@ -431,7 +448,14 @@ impl Run<'_> {
     }
 
     /// Test accuracy, and the predicted class index of every test image.
-    fn evaluate(&self, stage: &str, net: &mut Network, data: &Batches, mode: Mode, seconds: &mut f64) -> (f64, Vec<i64>) {
+    fn evaluate(
+        &self,
+        stage: &str,
+        net: &mut Network,
+        data: &Batches,
+        mode: Mode,
+        seconds: &mut f64,
+    ) -> (f64, Vec<i64>) {
         let started = Instant::now();
         let bar = self.bar(((data.len() + 999) / 1000) as u64, format!("{stage} eval"));
         let mut predictions = Vec::with_capacity(data.len() as usize);
@@ -440,7 +464,9 @@ impl Run<'_> {
                 .map(|(xs, ys)| {
                     let predicted = net.forward(&xs, mode, false).argmax(-1, false);
                     let hits = predicted.eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
-                    predictions.extend(Vec::<i64>::try_from(&predicted.to_device(Device::Cpu)).unwrap_or_default());
+                    predictions.extend(
+                        Vec::<i64>::try_from(&predicted.to_device(Device::Cpu)).unwrap_or_default(),
+                    );
                     bar.inc(1);
                     hits
                 })
@@ -467,13 +493,23 @@ impl Run<'_> {
     ) -> Result<(crate::lower::IntGraph, crate::lower::IntTensors), BuildError> {
         let started = Instant::now();
         let tensors = crate::lower::read_f32_safetensors(weights)?;
-        let keep = (classes.len() < 10 || classes.iter().enumerate().any(|(i, &c)| c as usize != i)).then(|| classes.to_vec());
+        let keep = (classes.len() < 10
+            || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
+        .then(|| classes.to_vec());
         let (int_graph, int_tensors) = crate::lower::lower(graph, &tensors, keep)?;
         let model = crate::runtime::Model::new(int_graph.clone(), &int_tensors)?;
         let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
         let n = test.len().max(1) as f64;
-        let correct = predicted.iter().zip(&test.labels).filter(|(&p, l)| classes.get(p) == Some(l)).count();
-        let agree = predicted.iter().zip(fake_quant).filter(|(&p, &f)| p as i64 == f).count();
+        let correct = predicted
+            .iter()
+            .zip(&test.labels)
+            .filter(|(&p, l)| classes.get(p) == Some(l))
+            .count();
+        let agree = predicted
+            .iter()
+            .zip(fake_quant)
+            .filter(|(&p, &f)| p as i64 == f)
+            .count();
         into.int8_accuracy = Some(correct as f64 / n);
         into.int8_agreement = Some(agree as f64 / n);
         into.int8_eval_seconds = Some(started.elapsed().as_secs_f64());
