@@ -60,6 +60,22 @@ pub struct QatConfig {
     pub epochs: usize,
     #[serde(default = "default_qat_lr")]
     pub learning_rate: f64,
+    /// How weight ranges are chosen each step.
+    #[serde(default = "mse")]
+    pub weight_range: WeightRangeKind,
+    /// Learn scales (LSQ-style) for weights and activations instead of observing them.
+    #[serde(default)]
+    pub learn_ranges: bool,
+    /// Learning rate of the learned ranges (they live on a log scale).
+    #[serde(default = "default_range_lr")]
+    pub range_learning_rate: f64,
+    /// QAT epochs (fractions allowed) during which BatchNorm still uses batch statistics,
+    /// with the folded weights corrected; after that its statistics freeze. 0: frozen from the start.
+    #[serde(default)]
+    pub freeze_bn_after: f64,
+    /// QAT epochs after which moving-average activation observers stop moving.
+    #[serde(default)]
+    pub freeze_observers_after: Option<f64>,
 }
 
 impl Default for QatConfig {
@@ -67,6 +83,11 @@ impl Default for QatConfig {
         QatConfig {
             epochs: 1,
             learning_rate: default_qat_lr(),
+            weight_range: WeightRangeKind::Mse,
+            learn_ranges: false,
+            range_learning_rate: default_range_lr(),
+            freeze_bn_after: 0.0,
+            freeze_observers_after: None,
         }
     }
 }
@@ -76,14 +97,64 @@ impl Default for QatConfig {
 pub struct PtqConfig {
     #[serde(default = "default_calibration")]
     pub calibration_samples: usize,
+    /// How activation ranges are calibrated.
+    #[serde(default)]
+    pub observer: ObserverKind,
+    /// For `observer: percentile`: the percentile kept (the same share is clipped at the bottom).
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    #[serde(default)]
+    pub weight_range: WeightRangeKind,
 }
 
 impl Default for PtqConfig {
     fn default() -> Self {
         PtqConfig {
             calibration_samples: default_calibration(),
+            observer: ObserverKind::MinMax,
+            percentile: default_percentile(),
+            weight_range: WeightRangeKind::MinMax,
         }
     }
+}
+
+impl PtqConfig {
+    pub fn range_method(&self) -> RangeMethod {
+        match self.observer {
+            ObserverKind::MinMax => RangeMethod::MinMax,
+            ObserverKind::Percentile => RangeMethod::Percentile(self.percentile),
+            ObserverKind::Mse => RangeMethod::Mse,
+        }
+    }
+}
+
+/// Activation calibration as written in a recipe.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ObserverKind {
+    #[default]
+    MinMax,
+    Percentile,
+    Mse,
+}
+
+/// How a calibrated activation range is narrowed from the observed min and max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RangeMethod {
+    MinMax,
+    /// Keep this percentile (e.g. 99.99) at the top and its mirror at the bottom.
+    Percentile(f64),
+    /// The clipping that minimizes the quantization error on the calibration values.
+    Mse,
+}
+
+/// Weight range choice as written in a recipe.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightRangeKind {
+    #[default]
+    MinMax,
+    Mse,
 }
 
 fn default_batch_size() -> usize {
@@ -100,6 +171,15 @@ fn default_qat_lr() -> f64 {
 }
 fn default_calibration() -> usize {
     1000
+}
+fn default_percentile() -> f64 {
+    99.99
+}
+fn default_range_lr() -> f64 {
+    1e-3
+}
+fn mse() -> WeightRangeKind {
+    WeightRangeKind::Mse
 }
 
 /// A recipe that could not be read, already rendered for the terminal.
@@ -186,6 +266,32 @@ impl Recipe {
         rate("train", "learning_rate", self.train.learning_rate)?;
         rate("qat", "learning_rate", self.qat.learning_rate)?;
         positive("ptq", "calibration_samples", self.ptq.calibration_samples)?;
+        rate("qat", "range_learning_rate", self.qat.range_learning_rate)?;
+        if !(50.0..=100.0).contains(&self.ptq.percentile) {
+            return Err((
+                "ptq",
+                "percentile",
+                format!("must be between 50 and 100, got {}", self.ptq.percentile),
+            ));
+        }
+        if !(self.qat.freeze_bn_after >= 0.0 && self.qat.freeze_bn_after.is_finite()) {
+            return Err((
+                "qat",
+                "freeze_bn_after",
+                "must be a number of epochs, 0 or more".into(),
+            ));
+        }
+        if self
+            .qat
+            .freeze_observers_after
+            .is_some_and(|e| !(e >= 0.0 && e.is_finite()))
+        {
+            return Err((
+                "qat",
+                "freeze_observers_after",
+                "must be a number of epochs, 0 or more".into(),
+            ));
+        }
         if let Some(classes) = &self.data.classes {
             if classes.is_empty() {
                 return Err(("data", "classes", "must list at least one class".into()));

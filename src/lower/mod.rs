@@ -620,11 +620,37 @@ impl Lowering<'_> {
             }
         }
         let (_, qmax) = spec.range();
-        let scales: Vec<f32> = match spec.granularity {
-            crate::ir::Granularity::PerChannel => (0..out)
-                .map(|o| weight_scale(&w[o * per..(o + 1) * per], qmax))
-                .collect(),
-            crate::ir::Granularity::PerTensor => vec![weight_scale(&w, qmax); out],
+        // The scales the fake-quant forward used, when training saved them (MSE ranges,
+        // learned scales); else the min-max rule, computed from the folded weights.
+        let saved = format!("{}.weight_scale", node.name);
+        let scales: Vec<f32> = match self.tensors.get(&saved) {
+            Some(t) => {
+                let n = t.data.len();
+                if n != out && n != 1 {
+                    return Err(LowerError::TensorShape {
+                        name: saved,
+                        got: t.shape.clone(),
+                        expected: vec![out],
+                    });
+                }
+                if t.data.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(LowerError::NonFinite { name: saved });
+                }
+                match spec.granularity {
+                    // A per-tensor learned scale is the mean of the saved ones, as in training.
+                    crate::ir::Granularity::PerTensor => {
+                        vec![t.data.iter().sum::<f32>() / n as f32; out]
+                    }
+                    crate::ir::Granularity::PerChannel if n == out => t.data.clone(),
+                    crate::ir::Granularity::PerChannel => vec![t.data[0]; out],
+                }
+            }
+            None => match spec.granularity {
+                crate::ir::Granularity::PerChannel => (0..out)
+                    .map(|o| weight_scale(&w[o * per..(o + 1) * per], qmax))
+                    .collect(),
+                crate::ir::Granularity::PerTensor => vec![weight_scale(&w, qmax); out],
+            },
         };
         let mut wq = Vec::with_capacity(w.len());
         for o in 0..out {

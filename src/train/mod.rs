@@ -4,8 +4,8 @@
 mod network;
 mod observer;
 
-pub use network::{images_to_tensor, Mode, Network};
-pub use observer::{fake_quant_weights, Observer};
+pub use network::{images_to_tensor, Mode, Network, QuantState, RANGE_GROUP};
+pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +16,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use crate::data::{self, DataError, Images, Split};
 use crate::ir::ops::format_shape;
 use crate::ir::Graph;
-use crate::recipe::{Optimizer, Recipe};
+use crate::recipe::{Optimizer, RangeMethod, Recipe, WeightRangeKind};
 use crate::report::{self, Artifacts, DataSummary, Report, Stage};
 
 #[derive(Debug, thiserror::Error)]
@@ -189,10 +189,10 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         .0;
     save(&float, &float_path)?;
 
-    // 2. PTQ: calibrate min/max ranges on training images, then evaluate quantized.
+    // 2. PTQ: calibrate ranges on training images, then evaluate quantized.
     let mut ptq = float.duplicate();
     let mut ptq_stage = Stage::default();
-    calibrate(&mut ptq, &calibration);
+    calibrate(&mut ptq, &calibration, recipe);
     let ptq_predictions;
     (ptq_stage.accuracy, ptq_predictions) = run.evaluate(
         "PTQ",
@@ -224,7 +224,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         recipe.qat.learning_rate,
         &last_good,
     )?;
-    calibrate(&mut control, &calibration);
+    calibrate(&mut control, &calibration, recipe);
     control_stage.accuracy = run
         .evaluate(
             "control",
@@ -237,6 +237,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
 
     // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
     let mut qat = ptq.duplicate();
+    qat.quant = QuantState {
+        weight_range: weight_range(recipe.qat.weight_range),
+        bn_frozen: recipe.qat.freeze_bn_after == 0.0,
+        observers_frozen: recipe.qat.freeze_observers_after == Some(0.0),
+        calibration: RangeMethod::MinMax,
+    };
+    if recipe.qat.learn_ranges {
+        qat.learn_ranges();
+    }
     let mut qat_stage = run.train(
         "QAT",
         &mut qat,
@@ -323,12 +332,24 @@ fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
     Ok(expected.clone())
 }
 
-fn calibrate(net: &mut Network, data: &Batches) {
+/// Post-training quantization as the recipe's `ptq` section says.
+fn calibrate(net: &mut Network, data: &Batches, recipe: &Recipe) {
+    let method = recipe.ptq.range_method();
+    net.quant.weight_range = weight_range(recipe.ptq.weight_range);
+    net.quant.calibration = method;
     tch::no_grad(|| {
         for (xs, _) in batches(data, 256, None) {
             let _ = net.forward(&xs, Mode::Calibrate, false);
         }
     });
+    net.finish_calibration(method);
+}
+
+fn weight_range(kind: WeightRangeKind) -> WeightRange {
+    match kind {
+        WeightRangeKind::MinMax => WeightRange::MinMax,
+        WeightRangeKind::Mse => WeightRange::Mse,
+    }
 }
 
 fn batches<'a>(
@@ -408,11 +429,24 @@ impl Run<'_> {
             }
             .build(&net.vs, lr)?,
         };
+        if net.has_learned_ranges() {
+            opt.set_lr_group(RANGE_GROUP, self.recipe.qat.range_learning_rate);
+        }
+        let steps = (data.len() + batch - 1) / batch;
+        // Freeze points of QAT, in steps from the start of this stage.
+        let at_step = |epochs: f64| (epochs * steps as f64).round() as i64;
+        let freeze_bn = (mode == Mode::Quantized).then(|| at_step(self.recipe.qat.freeze_bn_after));
+        let freeze_observers = self
+            .recipe
+            .qat
+            .freeze_observers_after
+            .filter(|_| mode == Mode::Quantized)
+            .map(at_step);
         let started = Instant::now();
         let mut seen = 0i64;
+        let mut total_steps = 0i64;
         for epoch in 1..=epochs {
             let order = Tensor::randperm(data.len(), (Kind::Int64, data.images.device()));
-            let steps = (data.len() + batch - 1) / batch;
             let bar = self.bar(steps as u64, format!("{stage} {epoch}/{epochs}"));
             let mut loss_sum = 0.0;
             for (step, (xs, ys)) in batches(data, batch, Some(&order)).enumerate() {
@@ -429,6 +463,14 @@ impl Run<'_> {
                     });
                 }
                 opt.backward_step(&loss);
+                net.clamp_learned_ranges();
+                total_steps += 1;
+                if freeze_bn == Some(total_steps) {
+                    net.quant.bn_frozen = true;
+                }
+                if freeze_observers == Some(total_steps) {
+                    net.quant.observers_frozen = true;
+                }
                 loss_sum += value;
                 seen += xs.size()[0];
                 bar.inc(1);

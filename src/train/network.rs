@@ -3,9 +3,10 @@
 
 use tch::{nn, Kind, Tensor};
 
-use super::observer::{fake_quant_weights, Observer};
+use super::observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 use crate::ir::ops::Padding;
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
+use crate::recipe::RangeMethod;
 
 /// How fake-quant points and weights behave in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,8 +15,39 @@ pub enum Mode {
     Float,
     /// Float network whose fake-quant nodes record the ranges they see.
     Calibrate,
-    /// Fake quantization everywhere; batch norms folded into weights with frozen statistics.
+    /// Fake quantization everywhere; batch norms folded into the weights.
     Quantized,
+}
+
+/// Quantization settings of a network, changed between and during stages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantState {
+    pub weight_range: WeightRange,
+    /// While false (early QAT), BN uses batch statistics, corrected around the folded weights.
+    pub bn_frozen: bool,
+    /// While false, moving-average observers follow the activations during QAT.
+    pub observers_frozen: bool,
+    /// How calibration narrows ranges; anything but min-max keeps samples while calibrating.
+    pub calibration: RangeMethod,
+}
+
+impl Default for QuantState {
+    fn default() -> Self {
+        QuantState {
+            weight_range: WeightRange::MinMax,
+            bn_frozen: true,
+            observers_frozen: false,
+            calibration: RangeMethod::MinMax,
+        }
+    }
+}
+
+/// Variable group of learned quantization ranges (their own learning rate).
+pub const RANGE_GROUP: usize = 1;
+
+/// The variable-store path of a node name; names of nested values contain dots.
+fn path<'a>(root: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
+    name.split('.').fold(root.clone(), |p, part| p.sub(part))
 }
 
 /// A batch norm's parameters and running statistics.
@@ -63,11 +95,9 @@ impl Norm {
         )
     }
 
-    /// Per-channel factor gamma / sigma and shift beta - mean * factor, from running statistics.
-    fn folding(&self) -> (Tensor, Tensor) {
-        let factor = &self.weight / (&self.running_var + self.eps).sqrt();
-        let shift = &self.bias - &self.running_mean * &factor;
-        (factor, shift)
+    /// Per-channel factor gamma / sigma from running statistics.
+    fn factor(&self) -> Tensor {
+        &self.weight / (&self.running_var + self.eps).sqrt()
     }
 }
 
@@ -78,15 +108,26 @@ enum Layer {
         weight: Tensor,
         bias: Option<Tensor>,
         norm: Option<Norm>,
+        learned_scale: Option<Tensor>,
     },
     Norm(Norm),
+    FakeQuant {
+        observer: Observer,
+        learned: Option<LearnedRange>,
+    },
+}
+
+/// An activation range learned by gradient descent (LSQ-style): log-scale and zero point.
+struct LearnedRange {
+    log_scale: Tensor,
+    zero_point: Tensor,
 }
 
 pub struct Network {
     pub graph: Graph,
     pub vs: nn::VarStore,
     layers: Vec<Layer>,
-    pub observers: Vec<Option<Observer>>,
+    pub quant: QuantState,
 }
 
 impl Network {
@@ -94,10 +135,10 @@ impl Network {
     pub fn new(graph: &Graph, device: tch::Device) -> Network {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let mut layers = Vec::with_capacity(graph.nodes.len());
-        let mut observers = Vec::with_capacity(graph.nodes.len());
-        for node in &graph.nodes {
-            let layer = match &node.op {
+        let layers = graph
+            .nodes
+            .iter()
+            .map(|node| match &node.op {
                 Op::Conv2d {
                     filters,
                     kernel,
@@ -111,7 +152,7 @@ impl Network {
                         ..Default::default()
                     };
                     let conv = nn::conv2d(
-                        root.sub(&node.name),
+                        path(&root, &node.name),
                         *in_channels as i64,
                         *filters as i64,
                         *kernel as i64,
@@ -119,7 +160,7 @@ impl Network {
                     );
                     let norm = epilogue.batch_norm.as_ref().map(|bn| {
                         Norm::new(
-                            root.sub(&bn.name),
+                            path(&root, &bn.name),
                             *filters as i64,
                             bn.eps,
                             bn.momentum,
@@ -130,6 +171,7 @@ impl Network {
                         weight: conv.ws,
                         bias: conv.bs,
                         norm,
+                        learned_scale: None,
                     }
                 }
                 Op::Dense {
@@ -143,14 +185,14 @@ impl Network {
                         ..Default::default()
                     };
                     let linear = nn::linear(
-                        root.sub(&node.name),
+                        path(&root, &node.name),
                         *in_features as i64,
                         *units as i64,
                         config,
                     );
                     let norm = epilogue.batch_norm.as_ref().map(|bn| {
                         Norm::new(
-                            root.sub(&bn.name),
+                            path(&root, &bn.name),
                             *units as i64,
                             bn.eps,
                             bn.momentum,
@@ -161,6 +203,7 @@ impl Network {
                         weight: linear.ws,
                         bias: linear.bs,
                         norm,
+                        learned_scale: None,
                     }
                 }
                 Op::BatchNorm {
@@ -168,49 +211,135 @@ impl Network {
                     eps,
                     momentum,
                 } => Layer::Norm(Norm::new(
-                    root.sub(&node.name),
+                    path(&root, &node.name),
                     *channels as i64,
                     *eps,
                     *momentum,
                     node.shape.len() == 3,
                 )),
+                Op::FakeQuant { spec } => Layer::FakeQuant {
+                    observer: Observer::new(*spec),
+                    learned: None,
+                },
                 _ => Layer::None,
-            };
-            layers.push(layer);
-            observers.push(match node.op {
-                Op::FakeQuant { spec } => Some(Observer::new(spec)),
-                _ => None,
-            });
-        }
+            })
+            .collect();
         Network {
             graph: graph.clone(),
             vs,
             layers,
-            observers,
+            quant: QuantState::default(),
         }
     }
 
-    /// A copy with the same parameters, statistics and observer ranges.
+    /// A copy with the same parameters, statistics, ranges and settings.
     pub fn duplicate(&self) -> Network {
         let mut copy = Network::new(&self.graph, self.vs.device());
+        if self.has_learned_ranges() {
+            copy.learn_ranges();
+        }
         copy.vs.copy(&self.vs).expect("same graph, same variables");
-        copy.observers = self.observers.clone();
+        for (mine, theirs) in copy.layers.iter_mut().zip(&self.layers) {
+            if let (Layer::FakeQuant { observer, .. }, Layer::FakeQuant { observer: o, .. }) =
+                (mine, theirs)
+            {
+                *observer = o.clone();
+            }
+        }
+        copy.quant = self.quant;
         copy
+    }
+
+    pub fn has_learned_ranges(&self) -> bool {
+        self.layers.iter().any(|l| {
+            matches!(
+                l,
+                Layer::FakeQuant {
+                    learned: Some(_),
+                    ..
+                } | Layer::Linear {
+                    learned_scale: Some(_),
+                    ..
+                }
+            )
+        })
+    }
+
+    /// The observers of fake-quant nodes, by node.
+    pub fn observer(&self, id: NodeId) -> Option<&Observer> {
+        match &self.layers[id.index()] {
+            Layer::FakeQuant { observer, .. } => Some(observer),
+            _ => None,
+        }
+    }
+
+    /// Turns the current ranges into trainable parameters (variable group [`RANGE_GROUP`]):
+    /// per-channel weight scales and per-tensor activation scales and zero points.
+    pub fn learn_ranges(&mut self) {
+        if self.has_learned_ranges() {
+            return;
+        }
+        let root = self.vs.root().set_group(RANGE_GROUP);
+        let weight_range = self.quant.weight_range;
+        for (node, layer) in self.graph.nodes.iter().zip(self.layers.iter_mut()) {
+            match layer {
+                Layer::Linear {
+                    weight,
+                    norm,
+                    learned_scale,
+                    ..
+                } if !node.quant.float => {
+                    let folded = tch::no_grad(|| fold(weight, norm.as_ref()));
+                    let (scale, _) = weight_params(&folded, node.quant.weights, weight_range);
+                    *learned_scale =
+                        Some(path(&root, &node.name).var_copy("weight_log_scale", &scale.log()));
+                }
+                Layer::FakeQuant { observer, learned } => {
+                    let (scale, zp) = observer.params();
+                    let p = path(&root, &node.name);
+                    let log_scale = p.var_copy("log_scale", &Tensor::from_slice(&[scale.ln()]));
+                    let zp_init = Tensor::from_slice(&[zp as f32]).to_device(self.vs.device());
+                    // Symmetric ranges keep zero point 0; asymmetric ones learn it too.
+                    let zero_point = if observer.spec.scheme == Scheme::Asymmetric {
+                        p.var_copy("zero_point", &zp_init)
+                    } else {
+                        let mut z = p.zeros_no_train("zero_point", &[1]);
+                        tch::no_grad(|| z.copy_(&zp_init));
+                        z
+                    };
+                    learned.replace(LearnedRange {
+                        log_scale,
+                        zero_point,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Finishes calibration: narrows every observer's range as `method` says.
+    pub fn finish_calibration(&mut self, method: RangeMethod) {
+        for layer in &mut self.layers {
+            if let Layer::FakeQuant { observer, .. } = layer {
+                observer.finish_calibration(method);
+            }
+        }
     }
 
     /// Runs the graph on a batch `[N, ...input shape]`; returns the output.
     pub fn forward(&mut self, xs: &Tensor, mode: Mode, train: bool) -> Tensor {
-        let mut values: Vec<Option<Tensor>> = (0..self.graph.nodes.len()).map(|_| None).collect();
-        let consumers = self.graph.consumers();
-        let mut remaining: Vec<usize> = consumers.iter().map(Vec::len).collect();
-        for i in 0..self.graph.nodes.len() {
-            let id = NodeId(i as u32);
+        let n = self.graph.nodes.len();
+        let mut values: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let mut remaining: Vec<usize> = self.graph.consumers().iter().map(Vec::len).collect();
+        let sample = mode == Mode::Calibrate && self.quant.calibration != RangeMethod::MinMax;
+        for i in 0..n {
             let node = &self.graph.nodes[i];
             let input = |k: usize| {
                 values[node.inputs[k].index()]
                     .as_ref()
                     .expect("inputs come first")
             };
+            let quantize = mode == Mode::Quantized && !node.quant.float;
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
                 Op::Conv2d {
@@ -224,18 +353,10 @@ impl Network {
                         Padding::Valid => 0,
                         Padding::Same => (*kernel as i64 - 1) / 2,
                     };
-                    let quantize = mode == Mode::Quantized && !node.quant.float;
-                    let spec = node.quant.weights;
                     let stride = *stride as i64;
-                    let y = self.linear(
-                        i,
-                        input(0),
-                        quantize,
-                        mode,
-                        train,
-                        |x, w, b| x.conv2d(w, b, [stride, stride], [pad, pad], [1, 1], 1),
-                        spec,
-                    );
+                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| {
+                        x.conv2d(w, b, [stride, stride], [pad, pad], [1, 1], 1)
+                    });
                     if epilogue.relu {
                         y.relu()
                     } else {
@@ -243,16 +364,8 @@ impl Network {
                     }
                 }
                 Op::Dense { epilogue, .. } => {
-                    let quantize = mode == Mode::Quantized && !node.quant.float;
-                    let y = self.linear(
-                        i,
-                        input(0),
-                        quantize,
-                        mode,
-                        train,
-                        |x, w, b| x.linear(w, b),
-                        node.quant.weights,
-                    );
+                    let y =
+                        self.linear(i, input(0), quantize, mode, train, |x, w, b| x.linear(w, b));
                     if epilogue.relu {
                         y.relu()
                     } else {
@@ -260,7 +373,10 @@ impl Network {
                     }
                 }
                 Op::BatchNorm { .. } => match &self.layers[i] {
-                    Layer::Norm(norm) => norm.apply(input(0), train && mode == Mode::Float),
+                    Layer::Norm(norm) => norm.apply(
+                        input(0),
+                        train && (mode == Mode::Float || !self.quant.bn_frozen),
+                    ),
                     _ => unreachable!("batch_norm nodes own a Norm"),
                 },
                 Op::Relu => input(0).relu(),
@@ -270,21 +386,26 @@ impl Network {
                 }
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Add => input(0) + input(1),
-                Op::FakeQuant { .. } => {
-                    let observer = self.observers[i]
-                        .as_mut()
-                        .expect("fake-quant nodes own an observer");
-                    match mode {
-                        Mode::Float => input(0).shallow_clone(),
-                        Mode::Calibrate => {
-                            observer.observe(input(0), None);
-                            input(0).shallow_clone()
-                        }
-                        Mode::Quantized => {
-                            if train {
-                                observer.observe(input(0), Some(Observer::QAT_AVERAGING));
+                Op::FakeQuant { spec } => {
+                    let Layer::FakeQuant { observer, learned } = &mut self.layers[i] else {
+                        unreachable!("fake-quant nodes own an observer")
+                    };
+                    let x = input(0);
+                    match (mode, learned) {
+                        (Mode::Float, _) => x.shallow_clone(),
+                        (Mode::Calibrate, _) => {
+                            observer.observe(x, None);
+                            if sample {
+                                observer.sample(x);
                             }
-                            observer.fake_quant(input(0))
+                            x.shallow_clone()
+                        }
+                        (Mode::Quantized, Some(range)) => learned_fake_quant(x, range, *spec),
+                        (Mode::Quantized, None) => {
+                            if train && !self.quant.observers_frozen {
+                                observer.observe(x, Some(Observer::QAT_AVERAGING));
+                            }
+                            observer.fake_quant(x)
                         }
                     }
                 }
@@ -296,15 +417,18 @@ impl Network {
                     values[k.index()] = None;
                 }
             }
-            values[id.index()] = Some(out);
+            values[i] = Some(out);
         }
         values[self.graph.output.index()]
             .take()
             .expect("the output is computed")
     }
 
-    /// A conv2d or dense, with its batch norm folded in when running quantized.
-    #[allow(clippy::too_many_arguments)]
+    /// A conv2d or dense with its fused batch norm. Float: BN after the op, as written.
+    /// Quantized: BN folded into the weights before they are quantized, as the int8
+    /// kernel will run it; while BN still trains, the batch-statistics correction
+    /// (Krishnamoorthi 2018): quantize w·γ/σ_running, then rescale the output and
+    /// normalize it with the batch's own statistics.
     fn linear(
         &self,
         i: usize,
@@ -313,57 +437,114 @@ impl Network {
         mode: Mode,
         train: bool,
         op: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor,
-        spec: crate::ir::QuantSpec,
     ) -> Tensor {
-        let Layer::Linear { weight, bias, norm } = &self.layers[i] else {
+        let Layer::Linear {
+            weight,
+            bias,
+            norm,
+            learned_scale,
+        } = &self.layers[i]
+        else {
             unreachable!("linear nodes own weights")
         };
+        let spec = self.graph.nodes[i].quant.weights;
+        let quantized = |w: &Tensor| -> Tensor {
+            match (quantize, learned_scale) {
+                (false, _) => w.shallow_clone(),
+                (true, Some(log_scale)) => learned_weight_fake_quant(w, log_scale, spec),
+                (true, None) => fake_quant_weights(w, spec, self.quant.weight_range),
+            }
+        };
         match (norm, mode) {
-            // Float training and calibration see the network as written: BN after the op.
             (Some(norm), Mode::Float | Mode::Calibrate) => {
                 norm.apply(&op(x, weight, bias.as_ref()), train && mode == Mode::Float)
             }
-            (None, _) | (Some(_), Mode::Quantized) => {
-                let (w, b) = match norm {
-                    // Fold with frozen running statistics: exactly the weights the int8 model gets.
-                    Some(norm) => {
-                        let (factor, shift) = norm.folding();
-                        let shape: Vec<i64> = std::iter::once(-1)
-                            .chain(std::iter::repeat_n(1, weight.dim() - 1))
-                            .collect();
-                        let w = weight * factor.view(shape.as_slice());
-                        let b = match bias {
-                            Some(b) => b * &factor + shift,
-                            None => shift,
-                        };
-                        (w, Some(b))
-                    }
-                    None => (
-                        weight.shallow_clone(),
-                        bias.as_ref().map(Tensor::shallow_clone),
-                    ),
+            (Some(norm), Mode::Quantized) if train && !self.quant.bn_frozen => {
+                let factor = norm.factor();
+                let channel_shape = per_channel_shape(x.dim());
+                let y = op(x, &quantized(&fold(weight, Some(norm))), None)
+                    / factor.view(channel_shape.as_slice());
+                let y = match bias {
+                    Some(b) => y + b.view(channel_shape.as_slice()),
+                    None => y,
                 };
-                let w = if quantize {
-                    fake_quant_weights(&w, spec)
-                } else {
-                    w
-                };
-                op(x, &w, b.as_ref())
+                norm.apply(&y, true)
+            }
+            (norm, _) => {
+                let w = fold(weight, norm.as_ref());
+                let b = folded_bias(bias.as_ref(), norm.as_ref());
+                op(x, &quantized(&w), b.as_ref())
             }
         }
     }
 
-    /// Named tensors to save: all parameters and statistics, plus observed ranges.
+    /// The weights and bias the int8 model gets: BN folded, and the weight scales used.
+    pub fn folded(&self, id: NodeId) -> Option<(Tensor, Option<Tensor>, Tensor)> {
+        let Layer::Linear {
+            weight,
+            bias,
+            norm,
+            learned_scale,
+        } = &self.layers[id.index()]
+        else {
+            return None;
+        };
+        tch::no_grad(|| {
+            let w = fold(weight, norm.as_ref());
+            let spec = self.graph.node(id).quant.weights;
+            let scale = match learned_scale {
+                Some(log_scale) => log_scale.exp(),
+                None => weight_params(&w, spec, self.quant.weight_range).0,
+            };
+            Some((w, folded_bias(bias.as_ref(), norm.as_ref()), scale))
+        })
+    }
+
+    /// Named tensors to save: all parameters and statistics, the ranges of every
+    /// fake-quant node (`<node>.min` / `.max`) and the weight scales used
+    /// (`<node>.weight_scale`), so that lowering reproduces the quantized model exactly.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        for (node, observer) in self.graph.nodes.iter().zip(&self.observers) {
-            if let Some(o) = observer.as_ref().filter(|o| o.is_initialized()) {
-                out.push((format!("{}.min", node.name), Tensor::from_slice(&[o.min])));
-                out.push((format!("{}.max", node.name), Tensor::from_slice(&[o.max])));
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            match &self.layers[i] {
+                Layer::FakeQuant { observer, learned } => {
+                    let range = match learned {
+                        Some(r) => Some(learned_min_max(r, observer.spec)),
+                        None => observer
+                            .is_initialized()
+                            .then_some((observer.min, observer.max)),
+                    };
+                    if let Some((min, max)) = range {
+                        out.push((format!("{}.min", node.name), Tensor::from_slice(&[min])));
+                        out.push((format!("{}.max", node.name), Tensor::from_slice(&[max])));
+                    }
+                }
+                Layer::Linear { .. } if !node.quant.float => {
+                    if let Some((_, _, scale)) = self.folded(NodeId(i as u32)) {
+                        out.push((format!("{}.weight_scale", node.name), scale));
+                    }
+                }
+                _ => {}
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Keeps learned scales positive and zero points in range after an optimizer step.
+    pub fn clamp_learned_ranges(&self) {
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                if let Layer::FakeQuant {
+                    learned: Some(r),
+                    observer,
+                } = layer
+                {
+                    let (qmin, qmax) = observer.spec.range();
+                    let _ = r.zero_point.shallow_clone().clamp_(qmin, qmax);
+                }
+            }
+        });
     }
 
     pub fn trainable_count(&self) -> i64 {
@@ -373,6 +554,91 @@ impl Network {
             .map(|t| t.numel() as i64)
             .sum()
     }
+}
+
+fn per_channel_shape(dims: usize) -> Vec<i64> {
+    // [1, C] for dense outputs, [1, C, 1, 1] for conv outputs.
+    let mut shape = vec![1, -1];
+    shape.resize(dims, 1);
+    shape
+}
+
+/// w·γ/σ per output channel, or `w` when there is no batch norm.
+fn fold(weight: &Tensor, norm: Option<&Norm>) -> Tensor {
+    match norm {
+        Some(norm) => {
+            let shape: Vec<i64> = std::iter::once(-1)
+                .chain(std::iter::repeat_n(1, weight.dim() - 1))
+                .collect();
+            weight * norm.factor().view(shape.as_slice())
+        }
+        None => weight.shallow_clone(),
+    }
+}
+
+/// (b − μ)·γ/σ + β, or `b` when there is no batch norm.
+fn folded_bias(bias: Option<&Tensor>, norm: Option<&Norm>) -> Option<Tensor> {
+    match norm {
+        Some(norm) => {
+            let factor = norm.factor();
+            let shift = &norm.bias - &norm.running_mean * &factor;
+            Some(match bias {
+                Some(b) => b * &factor + shift,
+                None => shift,
+            })
+        }
+        None => bias.map(Tensor::shallow_clone),
+    }
+}
+
+/// LSQ gradient scaling: keeps scale updates in step with weight updates.
+fn grad_factor(numel: i64, spec: QuantSpec) -> f64 {
+    1.0 / ((numel.max(1) as f64) * spec.range().1 as f64).sqrt()
+}
+
+fn learned_weight_fake_quant(w: &Tensor, log_scale: &Tensor, spec: QuantSpec) -> Tensor {
+    let (qmin, qmax) = spec.range();
+    let scale = log_scale.exp();
+    let zero = scale.zeros_like();
+    let per_channel = w.numel() as i64 / w.size()[0];
+    match spec.granularity {
+        crate::ir::Granularity::PerChannel => w
+            .internal_fake_quantize_learnable_per_channel_affine(
+                &scale,
+                &zero,
+                0,
+                qmin,
+                qmax,
+                grad_factor(per_channel, spec),
+            ),
+        crate::ir::Granularity::PerTensor => w.internal_fake_quantize_learnable_per_tensor_affine(
+            &scale.mean(Kind::Float).reshape([1]),
+            &zero.narrow(0, 0, 1),
+            qmin,
+            qmax,
+            grad_factor(w.numel() as i64, spec),
+        ),
+    }
+}
+
+fn learned_fake_quant(x: &Tensor, range: &LearnedRange, spec: QuantSpec) -> Tensor {
+    let (qmin, qmax) = spec.range();
+    let per_sample = x.numel() as i64 / x.size()[0].max(1);
+    x.internal_fake_quantize_learnable_per_tensor_affine(
+        &range.log_scale.exp(),
+        &range.zero_point,
+        qmin,
+        qmax,
+        grad_factor(per_sample, spec),
+    )
+}
+
+/// The float range a learned scale and zero point cover.
+fn learned_min_max(range: &LearnedRange, spec: QuantSpec) -> (f32, f32) {
+    let (qmin, qmax) = spec.range();
+    let scale = range.log_scale.exp().double_value(&[0]) as f32;
+    let zp = range.zero_point.double_value(&[0]).round() as f32;
+    ((qmin as f32 - zp) * scale, (qmax as f32 - zp) * scale)
 }
 
 /// Makes `[N, C, H, W]` float batches from bytes, scaled to [0, 1].
@@ -477,7 +743,7 @@ mod tests {
             let _ = net.forward(&xs, Mode::Calibrate, false);
         });
         let out = tch::no_grad(|| net.forward(&xs, Mode::Quantized, false));
-        let (scale, zp) = net.observers[g.output.index()].as_ref().unwrap().params();
+        let (scale, zp) = net.observer(g.output).unwrap().params();
         let q = &out / scale as f64 + zp as f64;
         let off_grid = (&q - q.round()).abs().max().double_value(&[]);
         assert!(off_grid < 1e-3, "{off_grid}");

@@ -1,16 +1,25 @@
-//! Range observers and fake quantization.
+//! Range observers and fake quantization: how a float range becomes a scale and
+//! zero point, for activations (observed) and weights (computed from the weights).
 
 use tch::{Kind, Tensor};
 
 use crate::ir::{Granularity, QuantSpec, Scheme};
+use crate::recipe::RangeMethod;
+
+/// At most this many sampled values per observer feed percentile and MSE calibration.
+const SAMPLE_CAP: usize = 1 << 20;
+/// Clipping ratios tried by MSE range search, as fractions of the observed extreme.
+const CLIP_STEPS: usize = 40;
 
 /// Tracks the range of one activation tensor.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Observer {
     pub spec: QuantSpec,
     pub min: f32,
     pub max: f32,
     seen: bool,
+    /// Values kept for percentile / MSE calibration.
+    samples: Vec<f32>,
 }
 
 impl Observer {
@@ -23,6 +32,7 @@ impl Observer {
             min: 0.0,
             max: 0.0,
             seen: false,
+            samples: Vec::new(),
         }
     }
 
@@ -51,6 +61,56 @@ impl Observer {
         self.seen = true;
     }
 
+    /// Keeps an evenly strided subset of `xs` for [`Observer::finish_calibration`].
+    pub fn sample(&mut self, xs: &Tensor) {
+        let n = xs.numel();
+        let room = SAMPLE_CAP.saturating_sub(self.samples.len());
+        if room == 0 || n == 0 {
+            return;
+        }
+        let stride = n.div_ceil(room.min(1 << 16)).max(1) as i64;
+        let picked = tch::no_grad(|| {
+            xs.flatten(0, -1)
+                .slice(0, 0, None, stride)
+                .to_kind(Kind::Float)
+                .to_device(tch::Device::Cpu)
+        });
+        if let Ok(v) = Vec::<f32>::try_from(&picked) {
+            self.samples
+                .extend(v.into_iter().filter(|x| x.is_finite()).take(room));
+        }
+    }
+
+    /// Narrows the observed min-max range as `method` says, using the kept samples.
+    pub fn finish_calibration(&mut self, method: RangeMethod) {
+        let samples = std::mem::take(&mut self.samples);
+        if samples.is_empty() {
+            return;
+        }
+        match method {
+            RangeMethod::MinMax => {}
+            RangeMethod::Percentile(p) => {
+                let mut sorted = samples;
+                sorted.sort_unstable_by(f32::total_cmp);
+                let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+                (self.min, self.max) = (at(1.0 - p / 100.0), at(p / 100.0));
+            }
+            RangeMethod::Mse => {
+                let t = Tensor::from_slice(&samples);
+                let (min, max) = (self.min, self.max);
+                let best = (1..=CLIP_STEPS)
+                    .map(|k| k as f32 / CLIP_STEPS as f32)
+                    .map(|r| {
+                        let (scale, zp) = self.spec.params(min * r, max * r);
+                        (r, quant_mse(&t, scale, zp, self.spec))
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(1.0, |(r, _)| r);
+                (self.min, self.max) = (min * best, max * best);
+            }
+        }
+    }
+
     /// Scale and zero point for the observed range.
     pub fn params(&self) -> (f32, i64) {
         self.spec.params(self.min, self.max)
@@ -63,42 +123,79 @@ impl Observer {
     }
 }
 
-/// Fake-quantizes a weight tensor with ranges taken from the weights themselves
-/// (per output channel = axis 0, or per tensor). Gradients pass straight through.
-pub fn fake_quant_weights(w: &Tensor, spec: QuantSpec) -> Tensor {
+fn quant_mse(t: &Tensor, scale: f32, zp: i64, spec: QuantSpec) -> f64 {
     let (qmin, qmax) = spec.range();
-    let per_channel = spec.granularity == Granularity::PerChannel;
-    let (lo, hi) = tch::no_grad(|| {
-        if per_channel {
-            let flat = w.flatten(1, -1);
-            (
-                flat.amin([1i64].as_slice(), false),
-                flat.amax([1i64].as_slice(), false),
-            )
+    let q = t.fake_quantize_per_tensor_affine(scale as f64, zp, qmin, qmax);
+    (q - t).square().mean(Kind::Float).double_value(&[])
+}
+
+/// How the range of a weight tensor is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightRange {
+    /// The extremes of each channel (or the tensor): nothing is clipped.
+    MinMax,
+    /// The clipping of each channel that minimizes the quantization error: at low bit
+    /// widths far better than min-max, which wastes levels on rare large weights.
+    Mse,
+}
+
+/// Per-channel (or one-element) scale and integer zero point of a weight tensor.
+pub fn weight_params(w: &Tensor, spec: QuantSpec, range: WeightRange) -> (Tensor, Tensor) {
+    tch::no_grad(|| {
+        let (qmin, qmax) = spec.range();
+        let rows = if spec.granularity == Granularity::PerChannel {
+            w.flatten(1, -1)
         } else {
-            (w.min().reshape([1i64]), w.max().reshape([1i64]))
-        }
-    });
-    let (scale, zero_point) = tch::no_grad(|| {
-        let lo = lo.clamp_max(0.0);
-        let hi = hi.clamp_min(0.0);
-        match spec.scheme {
-            Scheme::Symmetric => {
-                let scale = (lo.abs().maximum(&hi) / qmax as f64).clamp_min(f32::EPSILON as f64);
-                let zp = scale.zeros_like().to_kind(Kind::Int);
-                (scale, zp)
+            w.reshape([1, -1])
+        };
+        let (lo, hi) = rows.aminmax(Some(1), false);
+        let (lo, hi) = (lo.clamp_max(0.0), hi.clamp_min(0.0));
+        let params = |lo: &Tensor, hi: &Tensor| -> (Tensor, Tensor) {
+            match spec.scheme {
+                Scheme::Symmetric => {
+                    let scale = (lo.abs().maximum(hi) / qmax as f64).clamp_min(f32::EPSILON as f64);
+                    let zp = scale.zeros_like();
+                    (scale, zp)
+                }
+                Scheme::Asymmetric => {
+                    let scale = ((hi - lo) / (qmax - qmin) as f64).clamp_min(f32::EPSILON as f64);
+                    let zp = (-(lo / &scale) + qmin as f64).round().clamp(qmin, qmax);
+                    (scale, zp)
+                }
             }
-            Scheme::Asymmetric => {
-                let scale = ((&hi - &lo) / (qmax - qmin) as f64).clamp_min(f32::EPSILON as f64);
-                let zp = (-(&lo / &scale) + qmin as f64)
-                    .round()
-                    .clamp(qmin, qmax)
-                    .to_kind(Kind::Int);
-                (scale, zp)
+        };
+        let (scale, zp) = params(&lo, &hi);
+        let (scale, zp) = match range {
+            WeightRange::MinMax => (scale, zp),
+            WeightRange::Mse => {
+                // Try CLIP_STEPS shrunken ranges at once: [steps, rows, cols].
+                let ratios =
+                    Tensor::arange_start(1, CLIP_STEPS as i64 + 1, (Kind::Float, w.device()))
+                        / CLIP_STEPS as f64;
+                let r = ratios.view([-1, 1]);
+                let (s, z) = params(&(lo.unsqueeze(0) * &r), &(hi.unsqueeze(0) * &r));
+                let (s3, z3) = (s.unsqueeze(-1), z.unsqueeze(-1));
+                let q = ((rows.unsqueeze(0) / &s3).round() + &z3).clamp(qmin, qmax);
+                let err = ((q - &z3) * &s3 - rows.unsqueeze(0))
+                    .square()
+                    .sum_dim_intlist([2i64].as_slice(), false, Kind::Float);
+                let best = err.argmin(0, true);
+                (
+                    s.gather(0, &best, false).squeeze_dim(0),
+                    z.gather(0, &best, false).squeeze_dim(0),
+                )
             }
-        }
-    });
-    if per_channel {
+        };
+        (scale.to_kind(Kind::Float), zp.to_kind(Kind::Int))
+    })
+}
+
+/// Fake-quantizes a weight tensor with ranges from the weights themselves (per output
+/// channel = axis 0, or per tensor). Gradients pass straight through.
+pub fn fake_quant_weights(w: &Tensor, spec: QuantSpec, range: WeightRange) -> Tensor {
+    let (qmin, qmax) = spec.range();
+    let (scale, zero_point) = weight_params(w, spec, range);
+    if spec.granularity == Granularity::PerChannel {
         w.fake_quantize_per_channel_affine(&scale, &zero_point, 0, qmin, qmax)
     } else {
         w.fake_quantize_per_tensor_affine(
@@ -114,13 +211,17 @@ pub fn fake_quant_weights(w: &Tensor, spec: QuantSpec) -> Tensor {
 mod tests {
     use super::*;
 
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::try_from(&t.flatten(0, -1)).unwrap()
+    }
+
     #[test]
     fn fake_quant_matches_the_integer_grid() {
         let mut o = Observer::new(QuantSpec::ACTIVATIONS);
         let xs = Tensor::from_slice(&[-1.0f32, 0.0, 0.5, 3.0]);
         o.observe(&xs, None);
         let (scale, zp) = o.params();
-        let y: Vec<f32> = Vec::try_from(&o.fake_quant(&xs)).unwrap();
+        let y = values(&o.fake_quant(&xs));
         for (x, y) in [-1.0f32, 0.0, 0.5, 3.0].iter().zip(&y) {
             let q = ((x / scale).round() as i64 + zp).clamp(-128, 127);
             assert!(((q - zp) as f32 * scale - y).abs() < 1e-6);
@@ -131,8 +232,11 @@ mod tests {
     #[test]
     fn per_channel_weights_use_one_scale_per_row() {
         let w = Tensor::from_slice(&[1.0f32, -0.5, 0.001, 0.002]).view([2, 2]);
-        let q: Vec<f32> =
-            Vec::try_from(&fake_quant_weights(&w, QuantSpec::WEIGHTS).flatten(0, -1)).unwrap();
+        let q = values(&fake_quant_weights(
+            &w,
+            QuantSpec::WEIGHTS,
+            WeightRange::MinMax,
+        ));
         // Row 2's own scale keeps its small values; a per-tensor scale would round them to 0.
         assert!(
             (q[2] - 0.001).abs() < 2e-5 && (q[3] - 0.002).abs() < 2e-5,
@@ -142,7 +246,7 @@ mod tests {
             granularity: Granularity::PerTensor,
             ..QuantSpec::WEIGHTS
         };
-        let q: Vec<f32> = Vec::try_from(&fake_quant_weights(&w, pt).flatten(0, -1)).unwrap();
+        let q = values(&fake_quant_weights(&w, pt, WeightRange::MinMax));
         assert_eq!(q[2], 0.0);
     }
 
@@ -153,10 +257,64 @@ mod tests {
             bits: 2,
             ..QuantSpec::WEIGHTS
         };
-        let q: Vec<f32> = Vec::try_from(&fake_quant_weights(&w, spec).flatten(0, -1)).unwrap();
+        let q = values(&fake_quant_weights(&w, spec, WeightRange::MinMax));
         let mut levels: Vec<i32> = q.iter().map(|v| (v * 1000.0).round() as i32).collect();
         levels.sort_unstable();
         levels.dedup();
         assert_eq!(levels, vec![-1000, 0, 1000]);
+    }
+
+    #[test]
+    fn mse_weight_ranges_beat_min_max_at_low_bits() {
+        tch::manual_seed(0);
+        // Gaussian weights with one outlier per row: min-max spends its levels on it.
+        let w = Tensor::randn([8, 256], (Kind::Float, tch::Device::Cpu));
+        let _ = w.get(0).get(0).fill_(8.0);
+        let spec = QuantSpec {
+            bits: 3,
+            ..QuantSpec::WEIGHTS
+        };
+        let err = |r| {
+            (fake_quant_weights(&w, spec, r) - &w)
+                .square()
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        let (minmax, mse) = (err(WeightRange::MinMax), err(WeightRange::Mse));
+        assert!(mse < 0.6 * minmax, "mse {mse} vs min-max {minmax}");
+        // At 8 bits both are close to lossless.
+        let err8 = (fake_quant_weights(&w, QuantSpec::WEIGHTS, WeightRange::Mse) - &w)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err8 < 0.05, "{err8}");
+    }
+
+    #[test]
+    fn percentile_and_mse_calibration_clip_outliers() {
+        let mut values: Vec<f32> = (0..10_000).map(|i| (i % 100) as f32 / 100.0).collect();
+        values.push(50.0);
+        let xs = Tensor::from_slice(&values);
+        for method in [RangeMethod::Percentile(99.9), RangeMethod::Mse] {
+            let mut o = Observer::new(QuantSpec {
+                bits: 4,
+                ..QuantSpec::ACTIVATIONS
+            });
+            o.observe(&xs, None);
+            o.sample(&xs);
+            o.finish_calibration(method);
+            // The percentile drops the outlier; MSE trades its error against rounding error.
+            let limit = if method == RangeMethod::Mse {
+                25.0
+            } else {
+                1.0
+            };
+            assert!(o.max < limit && o.max > 0.5, "{method:?}: max {}", o.max);
+        }
+        let mut o = Observer::new(QuantSpec::ACTIVATIONS);
+        o.observe(&xs, None);
+        o.sample(&xs);
+        o.finish_calibration(RangeMethod::MinMax);
+        assert_eq!(o.max, 50.0);
     }
 }
