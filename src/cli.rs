@@ -33,6 +33,30 @@ pub enum Command {
     Build(BuildArgs),
     /// Quantize one layer at a time and measure what each costs; suggests layers to keep in float.
     Sensitivity(SensitivityArgs),
+    /// Run an int8 artifact (build/<Model>/int8) on IDX images: predictions, or accuracy with --labels.
+    Run {
+        artifact: PathBuf,
+        /// IDX3 image file, gzipped or not (e.g. t10k-images-idx3-ubyte.gz).
+        #[arg(long)]
+        images: PathBuf,
+        /// IDX1 label file: print the accuracy instead of one prediction per line.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Print an int8 artifact's integer graph: scales, zero points, clamps and multipliers.
+    Inspect { artifact: PathBuf },
+    /// Convert an int8 artifact to another format.
+    Export {
+        artifact: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Output file; defaults to model.onnx beside the artifact directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show the graph of a model after a compiler stage.
     Graph {
         file: PathBuf,
@@ -94,6 +118,9 @@ pub struct BuildArgs {
     /// Continue an interrupted build from its per-epoch checkpoints in the output directory.
     #[arg(long)]
     pub resume: bool,
+    /// Extra artifacts to write beside report.json (`onnx`: model.onnx of the QAT int8 model).
+    #[arg(long, value_enum)]
+    pub emit: Vec<ExportFormat>,
 }
 
 /// Arguments of `qatc sensitivity`.
@@ -135,6 +162,11 @@ impl Color {
             }
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Onnx,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -335,6 +367,34 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
         Command::Build(args) => build(args),
         Command::Sensitivity(args) => sensitivity(args),
+        Command::Run {
+            artifact,
+            images,
+            labels,
+            threads,
+        } => run_int8(&artifact, &images, labels.as_deref(), threads),
+        Command::Inspect { artifact } => {
+            let (graph, tensors) =
+                crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
+            crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
+            print!("{}", crate::lower::graph::text(&graph, &tensors));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            artifact,
+            format: ExportFormat::Onnx,
+            out,
+        } => {
+            let (graph, tensors) =
+                crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
+            crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
+            let dir = crate::runtime::artifact::resolve(&artifact);
+            let out =
+                out.unwrap_or_else(|| dir.parent().unwrap_or(Path::new(".")).join("model.onnx"));
+            crate::export::onnx::write(&out, &graph, &tensors).map_err(|e| e.to_string())?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -391,6 +451,84 @@ fn op_signature(op: &ops::OpDef) -> String {
     tensors.chain(named).collect::<Vec<_>>().join(", ")
 }
 
+/// `qatc run`: predictions (one class per line) or, with labels, the accuracy.
+fn run_int8(
+    artifact: &Path,
+    images: &Path,
+    labels: Option<&Path>,
+    threads: Option<usize>,
+) -> Result<ExitCode, String> {
+    let model = crate::runtime::load(artifact).map_err(|e| e.to_string())?;
+    let (pixels, count, rows, cols) =
+        crate::data::read_images(images).map_err(|e| e.to_string())?;
+    if rows * cols != model.input_len() {
+        return Err(format!(
+            "{} has {rows}x{cols} images; model `{}` takes {:?}",
+            images.display(),
+            model.graph.model,
+            model.graph.input.shape
+        ));
+    }
+    let labels = labels
+        .map(crate::data::read_labels)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    if let Some(l) = &labels {
+        if l.len() != count {
+            return Err(format!(
+                "{} has {count} images but the labels file has {} labels",
+                images.display(),
+                l.len()
+            ));
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let outputs = pool
+        .install(|| model.run_pixels(&pixels))
+        .map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let class = |i: usize| {
+        model
+            .graph
+            .classes
+            .as_ref()
+            .and_then(|c| c.get(i).copied())
+            .map_or(i, usize::from)
+    };
+    let predicted: Vec<usize> = model.argmax(&outputs).into_iter().map(class).collect();
+    match labels {
+        Some(labels) => {
+            let correct = predicted
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| **p == **l as usize)
+                .count();
+            println!(
+                "accuracy: {:.2}% ({correct}/{count})",
+                correct as f64 / count.max(1) as f64 * 100.0
+            );
+            eprintln!(
+                "{count} images in {seconds:.3} s ({:.0} images/s, {} kernels, {} threads)",
+                count as f64 / seconds.max(1e-9),
+                model.isa().name(),
+                pool.current_num_threads()
+            );
+        }
+        None => {
+            let mut out = String::with_capacity(predicted.len() * 3);
+            for p in predicted {
+                out.push_str(&format!("{p}\n"));
+            }
+            print!("{out}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Checks the model, loads its recipe and runs the passes: what training starts from.
 #[cfg(feature = "train")]
 fn prepared(
@@ -413,6 +551,7 @@ fn prepared(
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
         quiet: args.quiet,
         resume: false,
+        emit_onnx: false,
     };
     Ok((quantized, recipe, opts))
 }
@@ -424,11 +563,21 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
         opts.out_dir = out;
     }
     opts.resume = args.resume;
+    opts.emit_onnx = args.emit.contains(&ExportFormat::Onnx);
     let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
+    let a = &report.artifacts;
+    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     println!(
-        "wrote {}, {}, {}",
-        report.artifacts.float, report.artifacts.qat, report.artifacts.report
+        "wrote {}, {}, {}, {}",
+        a.float,
+        a.qat,
+        extra.join(", "),
+        a.report
     );
     Ok(ExitCode::SUCCESS)
 }

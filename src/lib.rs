@@ -2,7 +2,8 @@
 //!
 //! The pipeline is the module tree: [`syntax`] (pest grammar → AST) → [`ir`]
 //! (checked, shape-inferred graph) → [`passes`] (fusion, fake-quant insertion) →
-//! `train` (libtorch: float training, PTQ calibration, QAT) → [`report`].
+//! `train` (libtorch: float training, PTQ calibration, QAT) → [`lower`] (integer-only
+//! graph) → [`runtime`] (int8 kernels, no libtorch) → [`export`] (ONNX); [`report`].
 //! [`diagnostics`] and [`cli`] sit beside them.
 
 // Diagnostics travel in `Result::Err` by value: they are made only on the error path,
@@ -12,11 +13,14 @@ pub mod cli;
 pub mod codes;
 pub mod data;
 pub mod diagnostics;
+pub mod export;
 pub mod ir;
+pub mod lower;
 pub mod lsp;
 pub mod passes;
 pub mod recipe;
 pub mod report;
+pub mod runtime;
 pub mod syntax;
 #[cfg(feature = "train")]
 pub mod train;

@@ -22,6 +22,9 @@ pub struct Report {
     /// separates what QAT gains from what extra training gains.
     pub control: Stage,
     pub total_seconds: f64,
+    /// What the build could not do, e.g. why there is no int8 model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Files written, relative paths as given on the command line.
     pub artifacts: Artifacts,
 }
@@ -45,6 +48,14 @@ pub struct Stage {
     /// Training throughput; 0 when the stage does not train.
     pub train_images_per_second: f64,
     pub eval_seconds: f64,
+    /// Test accuracy of the lowered model on the int8 runtime (PTQ and QAT only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_accuracy: Option<f64>,
+    /// Fraction of test images where the int8 runtime and fake quantization pick the same class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_agreement: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_eval_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -52,6 +63,15 @@ pub struct Artifacts {
     pub float: String,
     pub qat: String,
     pub report: String,
+    /// The calibrated (PTQ) float weights with observer ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ptq: Option<String>,
+    /// The QAT model lowered to int8: a directory with graph.json and weights.safetensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<String>,
+    /// `model.onnx`, when `--emit onnx` asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<String>,
 }
 
 impl Report {
@@ -86,11 +106,31 @@ impl Report {
         out.push_str(&row("PTQ (fake-quant)", &self.ptq));
         out.push_str(&row("control: float +epochs, PTQ", &self.control));
         out.push_str(&row("QAT (fake-quant)", &self.qat));
+        for (name, s) in [
+            ("PTQ int8 (runtime)", &self.ptq),
+            ("QAT int8 (runtime)", &self.qat),
+        ] {
+            if let Some(accuracy) = s.int8_accuracy {
+                let int8 = Stage {
+                    accuracy,
+                    epochs: 0,
+                    train_images_per_second: 0.0,
+                    ..Default::default()
+                };
+                let agree = s.int8_agreement.map_or(String::new(), |a| {
+                    format!("   argmax = fake-quant on {:.2}%", a * 100.0)
+                });
+                out.push_str(&format!("{}{agree}\n", row(name, &int8).trim_end()));
+            }
+        }
         out.push_str(&format!(
             "\nQAT vs PTQ: {:+.2} points; QAT vs control (same extra training): {:+.2} points\n",
             (self.qat.accuracy - self.ptq.accuracy) * 100.0,
             (self.qat.accuracy - self.control.accuracy) * 100.0
         ));
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
         out
     }
 

@@ -58,6 +58,12 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Transfer(String),
+    #[error(transparent)]
+    Lower(#[from] crate::lower::LowerError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
@@ -73,6 +79,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Continue from the checkpoints of an interrupted build in `out_dir`.
     pub resume: bool,
+    /// Also write `model.onnx` (the QAT int8 model as ONNX).
+    pub emit_onnx: bool,
 }
 
 pub fn device(name: &str) -> Result<Device, BuildError> {
@@ -154,13 +162,16 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let Prepared {
         train,
         test,
+        test_set,
         calibration,
         classes,
         dir,
     } = prepare(graph, recipe, opts.device)?;
 
     let float_path = opts.out_dir.join("float.safetensors");
+    let ptq_path = opts.out_dir.join("ptq.safetensors");
     let qat_path = opts.out_dir.join("qat.safetensors");
+    let int8_dir = opts.out_dir.join("int8");
 
     // 1. Float training, from pretrained weights with frozen layers when transferring.
     let mut float = run.initial_network(graph)?;
@@ -178,26 +189,41 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         recipe.train.epochs,
         recipe.train.learning_rate,
     )?;
-    float_stage.accuracy = run.evaluate(
-        "float",
-        &mut float,
-        &test,
-        Mode::Float,
-        &mut float_stage.eval_seconds,
-    );
+    float_stage.accuracy = run
+        .evaluate(
+            "float",
+            &mut float,
+            &test,
+            Mode::Float,
+            &mut float_stage.eval_seconds,
+        )
+        .0;
     save(&float, &float_path)?;
 
     // 2. PTQ: calibrate ranges on training images, then evaluate quantized.
     let mut ptq = float.duplicate();
     let mut ptq_stage = Stage::default();
     calibrate(&mut ptq, &calibration, recipe);
-    ptq_stage.accuracy = run.evaluate(
+    let ptq_predictions;
+    (ptq_stage.accuracy, ptq_predictions) = run.evaluate(
         "PTQ",
         &mut ptq,
         &test,
         Mode::Quantized,
         &mut ptq_stage.eval_seconds,
     );
+    save(&ptq, &ptq_path)?;
+    let mut notes = Vec::new();
+    let ptq_int8 = run.int8(
+        "PTQ",
+        graph,
+        &ptq_path,
+        &test_set,
+        &classes,
+        &ptq_predictions,
+        &mut ptq_stage,
+    );
+    skip_unlowerable(ptq_int8, &mut notes)?;
 
     // 3. Control: the same extra epochs in float, then PTQ.
     let mut control = float.duplicate();
@@ -210,13 +236,15 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         recipe.qat.learning_rate,
     )?;
     calibrate(&mut control, &calibration, recipe);
-    control_stage.accuracy = run.evaluate(
-        "control",
-        &mut control,
-        &test,
-        Mode::Quantized,
-        &mut control_stage.eval_seconds,
-    );
+    control_stage.accuracy = run
+        .evaluate(
+            "control",
+            &mut control,
+            &test,
+            Mode::Quantized,
+            &mut control_stage.eval_seconds,
+        )
+        .0;
 
     // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
     let mut qat = ptq.duplicate();
@@ -237,7 +265,8 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         recipe.qat.epochs,
         recipe.qat.learning_rate,
     )?;
-    qat_stage.accuracy = run.evaluate(
+    let qat_predictions;
+    (qat_stage.accuracy, qat_predictions) = run.evaluate(
         "QAT",
         &mut qat,
         &test,
@@ -245,6 +274,35 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         &mut qat_stage.eval_seconds,
     );
     save(&qat, &qat_path)?;
+    let qat_int8 = run.int8(
+        "QAT",
+        graph,
+        &qat_path,
+        &test_set,
+        &classes,
+        &qat_predictions,
+        &mut qat_stage,
+    );
+    let (int8, onnx) = match skip_unlowerable(qat_int8, &mut notes)? {
+        Some((int_graph, int_tensors)) => {
+            crate::runtime::save(&int8_dir, &int_graph, &int_tensors)?;
+            let onnx_path = opts.out_dir.join("model.onnx");
+            let onnx = if opts.emit_onnx {
+                crate::export::onnx::write(&onnx_path, &int_graph, &int_tensors)?;
+                Some(onnx_path.display().to_string())
+            } else {
+                None
+            };
+            (Some(int8_dir.display().to_string()), onnx)
+        }
+        None if opts.emit_onnx => {
+            return Err(BuildError::Transfer(format!(
+                "cannot emit ONNX: {}",
+                notes.last().map_or("", String::as_str)
+            )))
+        }
+        None => (None, None),
+    };
 
     let report_path = opts.out_dir.join("report.json");
     let report = Report {
@@ -267,7 +325,11 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             float: float_path.display().to_string(),
             qat: qat_path.display().to_string(),
             report: report_path.display().to_string(),
+            ptq: Some(ptq_path.display().to_string()),
+            int8,
+            onnx,
         },
+        notes,
     };
     report::write_atomic_bytes(&report_path, report.to_json().as_bytes()).map_err(|source| {
         BuildError::Write {
@@ -282,6 +344,8 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
 struct Prepared {
     train: Batches,
     test: Batches,
+    /// The test images as bytes, for the int8 runtime.
+    test_set: Images,
     calibration: Batches,
     classes: Vec<u8>,
     dir: PathBuf,
@@ -319,6 +383,7 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
     Ok(Prepared {
         train,
         test,
+        test_set,
         calibration,
         classes,
         dir,
@@ -420,6 +485,25 @@ fn calibrate(net: &mut Network, data: &Batches, recipe: &Recipe) {
         }
     });
     net.finish_calibration(method);
+}
+
+/// A model the int8 lowering does not support yet still gets its fake-quant results:
+/// the lowering error becomes a note in the report instead of failing the build.
+fn skip_unlowerable<T>(
+    result: Result<T, BuildError>,
+    notes: &mut Vec<String>,
+) -> Result<Option<T>, BuildError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(BuildError::Lower(e)) => {
+            notes.push(format!(
+                "no int8 model: {}",
+                e.to_string().replace('\n', " ")
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn weight_range(kind: WeightRangeKind) -> WeightRange {
@@ -609,6 +693,7 @@ impl Run<'_> {
         Ok(checkpoint::stage_from(&done, epochs))
     }
 
+    /// Test accuracy, and the predicted class index of every test image.
     fn evaluate(
         &self,
         stage: &str,
@@ -616,18 +701,18 @@ impl Run<'_> {
         data: &Batches,
         mode: Mode,
         seconds: &mut f64,
-    ) -> f64 {
+    ) -> (f64, Vec<i64>) {
         let started = Instant::now();
         let bar = self.bar(((data.len() + 999) / 1000) as u64, format!("{stage} eval"));
+        let mut predictions = Vec::with_capacity(data.len() as usize);
         let correct: i64 = tch::no_grad(|| {
             batches(data, 1000, None)
                 .map(|(xs, ys)| {
-                    let hits = net
-                        .forward(&xs, mode, false)
-                        .argmax(-1, false)
-                        .eq_tensor(&ys)
-                        .sum(Kind::Int64)
-                        .int64_value(&[]);
+                    let predicted = net.forward(&xs, mode, false).argmax(-1, false);
+                    let hits = predicted.eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+                    predictions.extend(
+                        Vec::<i64>::try_from(&predicted.to_device(Device::Cpu)).unwrap_or_default(),
+                    );
                     bar.inc(1);
                     hits
                 })
@@ -636,6 +721,50 @@ impl Run<'_> {
         let accuracy = correct as f64 / data.len() as f64;
         bar.finish_with_message(format!("accuracy {:.2}%", accuracy * 100.0));
         *seconds = started.elapsed().as_secs_f64();
-        accuracy
+        (accuracy, predictions)
+    }
+
+    /// Lowers the saved weights to int8, evaluates the test set with the integer
+    /// runtime, and records its accuracy and argmax agreement with fake quantization.
+    #[allow(clippy::too_many_arguments)]
+    fn int8(
+        &self,
+        stage: &str,
+        graph: &Graph,
+        weights: &Path,
+        test: &Images,
+        classes: &[u8],
+        fake_quant: &[i64],
+        into: &mut Stage,
+    ) -> Result<(crate::lower::IntGraph, crate::lower::IntTensors), BuildError> {
+        let started = Instant::now();
+        let tensors = crate::lower::read_f32_safetensors(weights)?;
+        let keep = (classes.len() < 10
+            || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
+        .then(|| classes.to_vec());
+        let (int_graph, int_tensors) = crate::lower::lower(graph, &tensors, keep)?;
+        let model = crate::runtime::Model::new(int_graph.clone(), &int_tensors)?;
+        let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
+        let n = test.len().max(1) as f64;
+        let correct = predicted
+            .iter()
+            .zip(&test.labels)
+            .filter(|(&p, l)| classes.get(p) == Some(l))
+            .count();
+        let agree = predicted
+            .iter()
+            .zip(fake_quant)
+            .filter(|(&p, &f)| p as i64 == f)
+            .count();
+        into.int8_accuracy = Some(correct as f64 / n);
+        into.int8_agreement = Some(agree as f64 / n);
+        into.int8_eval_seconds = Some(started.elapsed().as_secs_f64());
+        self.say(&format!(
+            "{stage} int8 ({} kernels): accuracy {:.2}%, argmax agrees with fake-quant on {:.2}%",
+            model.isa().name(),
+            correct as f64 / n * 100.0,
+            agree as f64 / n * 100.0
+        ));
+        Ok((int_graph, int_tensors))
     }
 }

@@ -153,13 +153,44 @@ impl Network {
             .nodes
             .iter()
             .map(|node| match &node.op {
-                Op::Conv2d { filters, kernel, in_channels, bias, epilogue, groups, .. } => {
+                Op::Conv2d {
+                    filters,
+                    kernel,
+                    in_channels,
+                    bias,
+                    epilogue,
+                    groups,
+                    ..
+                } => {
                     // The weight is [filters, in_channels / groups, k, k]; stride, padding and
                     // dilation are applied in forward.
-                    let config = nn::ConvConfig { bias: *bias, groups: *groups as i64, ..Default::default() };
-                    let conv = nn::conv2d(path(&root, &node.name), *in_channels as i64, *filters as i64, *kernel as i64, config);
-                    let norm = epilogue.batch_norm.as_ref().map(|bn| Norm::new(path(&root, &bn.name), *filters as i64, bn.eps, bn.momentum, true));
-                    Layer::Linear { weight: conv.ws, bias: conv.bs, norm, learned_scale: None }
+                    let config = nn::ConvConfig {
+                        bias: *bias,
+                        groups: *groups as i64,
+                        ..Default::default()
+                    };
+                    let conv = nn::conv2d(
+                        path(&root, &node.name),
+                        *in_channels as i64,
+                        *filters as i64,
+                        *kernel as i64,
+                        config,
+                    );
+                    let norm = epilogue.batch_norm.as_ref().map(|bn| {
+                        Norm::new(
+                            path(&root, &bn.name),
+                            *filters as i64,
+                            bn.eps,
+                            bn.momentum,
+                            true,
+                        )
+                    });
+                    Layer::Linear {
+                        weight: conv.ws,
+                        bias: conv.bs,
+                        norm,
+                        learned_scale: None,
+                    }
                 }
                 Op::Dense {
                     units,
@@ -385,15 +416,36 @@ impl Network {
             let quantize = mode == Mode::Quantized && !node.quant.float && self.enabled[i];
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
-                Op::Conv2d { stride, padding, kernel, dilation, groups, epilogue, .. } => {
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    kernel,
+                    dilation,
+                    groups,
+                    epilogue,
+                    ..
+                } => {
                     let (dilation, groups) = (*dilation as i64, *groups as i64);
                     let pad = match padding {
                         Padding::Valid => 0,
                         Padding::Same => dilation * (*kernel as i64 - 1) / 2, // as in ir::ops::instantiate
                     };
                     let stride = *stride as i64;
-                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| x.conv2d(w, b, [stride, stride], [pad, pad], [dilation, dilation], groups));
-                    if epilogue.relu { y.relu() } else { y }
+                    let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| {
+                        x.conv2d(
+                            w,
+                            b,
+                            [stride, stride],
+                            [pad, pad],
+                            [dilation, dilation],
+                            groups,
+                        )
+                    });
+                    if epilogue.relu {
+                        y.relu()
+                    } else {
+                        y
+                    }
                 }
                 Op::Dense { epilogue, .. } => {
                     let y =
@@ -427,7 +479,9 @@ impl Network {
                 }
                 Op::GlobalAvgPool => input(0).mean_dim([2i64, 3].as_slice(), false, Kind::Float),
                 Op::Reshape { shape } => {
-                    let dims: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+                    let dims: Vec<i64> = std::iter::once(-1)
+                        .chain(shape.iter().map(|&d| d as i64))
+                        .collect();
                     input(0).reshape(dims.as_slice())
                 }
                 Op::Mul => {
@@ -825,7 +879,12 @@ mod tests {
         let out = tch::no_grad(|| net.forward(&xs, Mode::Float, false));
         assert_eq!(out.size(), vec![2, 5]);
         let sums = out.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-        assert!(sums.allclose(&Tensor::ones([2], (Kind::Float, tch::Device::Cpu)), 1e-5, 1e-5, false));
+        assert!(sums.allclose(
+            &Tensor::ones([2], (Kind::Float, tch::Device::Cpu)),
+            1e-5,
+            1e-5,
+            false
+        ));
     }
 
     #[test]

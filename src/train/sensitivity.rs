@@ -98,15 +98,19 @@ pub fn analyze(
         }
     };
     let mut seconds = 0.0;
-    let float = run.evaluate("float", &mut net, &test, Mode::Float, &mut seconds);
+    let float = run
+        .evaluate("float", &mut net, &test, Mode::Float, &mut seconds)
+        .0;
     calibrate(&mut net, &calibration, recipe);
-    let quantized = run.evaluate(
-        "all quantized",
-        &mut net,
-        &test,
-        Mode::Quantized,
-        &mut seconds,
-    );
+    let quantized = run
+        .evaluate(
+            "all quantized",
+            &mut net,
+            &test,
+            Mode::Quantized,
+            &mut seconds,
+        )
+        .0;
 
     let groups = layers(graph);
     let mut rows = Vec::new();
@@ -118,7 +122,9 @@ pub fn analyze(
             only[m.index()] = true;
         }
         net.enabled = only.clone();
-        let alone = run.evaluate(&node.name, &mut net, &test, Mode::Quantized, &mut seconds);
+        let alone = run
+            .evaluate(&node.name, &mut net, &test, Mode::Quantized, &mut seconds)
+            .0;
         let all_but = all_but_one.then(|| {
             net.enabled = only.iter().map(|on| !on).collect();
             run.evaluate(
@@ -128,6 +134,7 @@ pub fn analyze(
                 Mode::Quantized,
                 &mut seconds,
             )
+            .0
         });
         let quant = match (node.op.has_weights(), fqs.first()) {
             (true, Some(fq)) => format!("w{} a{}", node.quant.weights, fq_spec(graph, *fq)),

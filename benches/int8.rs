@@ -1,0 +1,203 @@
+//! qatc's int8 runtime vs libtorch float vs ONNX Runtime (on the exported int8 model),
+//! on the seed model: batch-1 latency and batch-256 throughput, one thread and all.
+//! Prints a table and the ratios measured in this run.
+//!
+//! `cargo bench --bench int8` (after `source scripts/env.sh`). Weights are random,
+//! calibrated on real Fashion-MNIST images: speed does not depend on what was learned.
+//! ONNX Runtime is timed through Python (scripts/onnx_bench.py); it is skipped, with the
+//! reason printed, when `import onnxruntime` fails.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use qatc::data::{self, Split};
+use qatc::diagnostics::SourceFile;
+use qatc::lower::{self, F32Tensor, TensorMap};
+use qatc::passes::{self, Stage};
+use qatc::runtime::Model;
+use qatc::train::{images_to_tensor, Mode, Network};
+
+/// Median seconds per call, running for about `budget` seconds.
+fn median_seconds(mut f: impl FnMut(), budget: f64) -> f64 {
+    f();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || start.elapsed().as_secs_f64() < budget {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+struct Row {
+    latency_us: f64,
+    throughput: f64,
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(root.join("examples/fashion/cnn.qat")).unwrap();
+    let checked = qatc::check_source(&SourceFile::new("cnn.qat", &src));
+    let graph = passes::run(
+        checked.graphs.into_iter().next().expect("one model"),
+        Stage::Quantized,
+    );
+    let dir = std::env::var_os("QATC_FASHION_MNIST").map_or_else(
+        || root.join("/usr/share/datasets/fashion-mnist"),
+        Into::into,
+    );
+    let test = data::load_split(&dir, Split::Test)
+        .expect("Fashion-MNIST (bash scripts/setup-data.sh)")
+        .select(None, Some(256));
+    let shape = graph.node(graph.inputs[0]).shape.clone();
+    let per: usize = shape.iter().product();
+
+    tch::manual_seed(1);
+    let mut net = Network::new(&graph, tch::Device::Cpu);
+    let xs = images_to_tensor(&test.pixels, &shape, tch::Device::Cpu);
+    let _ = tch::no_grad(|| net.forward(&xs, Mode::Calibrate, false));
+    let tensors: TensorMap = net
+        .named_tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            (
+                name,
+                F32Tensor {
+                    shape,
+                    data: Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(),
+                },
+            )
+        })
+        .collect();
+    let (int_graph, int_tensors) = lower::lower(&graph, &tensors, None).unwrap();
+    let model = Model::new(int_graph.clone(), &int_tensors).unwrap();
+    let x: Vec<f32> = test.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let features: Vec<&str> = [
+        ("avx2", std::is_x86_feature_detected!("avx2")),
+        ("fma", std::is_x86_feature_detected!("fma")),
+        ("avx512f", std::is_x86_feature_detected!("avx512f")),
+        ("avx512vnni", std::is_x86_feature_detected!("avx512vnni")),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    println!(
+        "{}: {cores} cores, SIMD {features:?}, qatc kernels: {}",
+        graph.name,
+        model.isa().name()
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx = tmp.path().join("model.onnx");
+    qatc::export::onnx::write(&onnx, &int_graph, &int_tensors).unwrap();
+    let input = tmp.path().join("x.f32");
+    std::fs::write(
+        &input,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+
+    let mut table = Vec::new();
+    for threads in [1, cores] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let qatc_row = pool.install(|| Row {
+            latency_us: median_seconds(|| drop(model.run(&x[..per]).unwrap()), 1.0) * 1e6,
+            throughput: 256.0 / median_seconds(|| drop(model.run(&x).unwrap()), 1.0),
+        });
+        tch::set_num_threads(threads as i32);
+        let one = xs.narrow(0, 0, 1);
+        let torch_row = tch::no_grad(|| Row {
+            latency_us: median_seconds(|| drop(net.forward(&one, Mode::Float, false)), 1.0) * 1e6,
+            throughput: 256.0 / median_seconds(|| drop(net.forward(&xs, Mode::Float, false)), 1.0),
+        });
+        let script = root.join("scripts/onnx_bench.py");
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let ort = Command::new("python3")
+            .arg(&script)
+            .arg(&onnx)
+            .arg(&input)
+            .args(if dims.len() == 3 {
+                dims.clone()
+            } else {
+                vec![dims[0].clone(), "1".into(), "1".into()]
+            })
+            .arg(threads.to_string())
+            .output();
+        let ort_row = match ort {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let field = |k: &str| {
+                    text.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                field("latency_us=")
+                    .zip(field("throughput="))
+                    .map(|(latency_us, throughput)| Row {
+                        latency_us,
+                        throughput,
+                    })
+            }
+            Ok(out) => {
+                eprintln!(
+                    "ONNX Runtime skipped: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("failed")
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("ONNX Runtime skipped: cannot run python3: {e}");
+                None
+            }
+        };
+        table.push((threads, qatc_row, torch_row, ort_row));
+    }
+
+    println!(
+        "\n{:<8} {:<22} {:>16} {:>20}",
+        "threads", "engine", "batch-1 latency", "batch-256 images/s"
+    );
+    for (threads, q, t, o) in &table {
+        println!(
+            "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
+            "qatc int8", q.latency_us, q.throughput
+        );
+        println!(
+            "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
+            "libtorch float", t.latency_us, t.throughput
+        );
+        if let Some(o) = o {
+            println!(
+                "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
+                "onnxruntime int8 (py)", o.latency_us, o.throughput
+            );
+        }
+    }
+    println!("\nratios (> 1: qatc int8 is faster)");
+    for (threads, q, t, o) in &table {
+        println!(
+            "  {threads} thread(s): vs libtorch float: throughput x{:.2}, latency x{:.2}",
+            q.throughput / t.throughput,
+            t.latency_us / q.latency_us
+        );
+        if let Some(o) = o {
+            println!(
+                "  {threads} thread(s): vs onnxruntime int8: throughput x{:.2}, latency x{:.2}",
+                q.throughput / o.throughput,
+                o.latency_us / q.latency_us
+            );
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! ONNX export of the integer graph in the QOperator form: `QuantizeLinear` on the
+//! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
+//! int8 `MaxPool` and `Flatten`, `QLinearAdd` (com.microsoft) for add, and
+//! `DequantizeLinear` on the logits. Opset 13, IR version 7.
+//!
+//! ONNX Runtime requantizes with a float multiplier (`x_scale * w_scale / y_scale`)
+//! and rounds half to even; qatc uses a fixed-point multiplier and rounds half up,
+//! so an output can differ by one unit where the exact value is (nearly) a tie.
+
+use std::path::Path;
+
+use prost::Message;
+
+use crate::lower::graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams};
+use crate::report::write_atomic_bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot export to ONNX: {0}")]
+    Unsupported(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// ONNX protobuf messages (the subset qatc writes), field numbers from onnx.proto.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(int64, tag = "1")]
+        pub ir_version: i64,
+        #[prost(string, tag = "2")]
+        pub producer_name: String,
+        #[prost(string, tag = "3")]
+        pub producer_version: String,
+        #[prost(string, tag = "6")]
+        pub doc_string: String,
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+        #[prost(message, repeated, tag = "8")]
+        pub opset_import: Vec<OperatorSetIdProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct OperatorSetIdProto {
+        #[prost(string, tag = "1")]
+        pub domain: String,
+        #[prost(int64, tag = "2")]
+        pub version: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(string, tag = "2")]
+        pub name: String,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+        #[prost(message, repeated, tag = "11")]
+        pub input: Vec<ValueInfoProto>,
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+        #[prost(string, tag = "7")]
+        pub domain: String,
+    }
+
+    /// `AttributeProto.AttributeType`: INT = 2, INTS = 7.
+    pub const ATTR_INT: i32 = 2;
+    pub const ATTR_INTS: i32 = 7;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int64, tag = "3")]
+        pub i: i64,
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+        #[prost(int32, tag = "20")]
+        pub r#type: i32,
+    }
+
+    /// `TensorProto.DataType` values used here.
+    pub const FLOAT: i32 = 1;
+    pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
+    pub const INT64: i32 = 7;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(bytes = "vec", tag = "9")]
+        pub raw_data: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+    }
+
+    /// `TypeProto` with only its `tensor_type` member of the oneof.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TypeProtoTensor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProtoTensor {
+        #[prost(int32, tag = "1")]
+        pub elem_type: i32,
+        #[prost(message, optional, tag = "2")]
+        pub shape: Option<TensorShapeProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {
+        #[prost(message, repeated, tag = "1")]
+        pub dim: Vec<Dimension>,
+    }
+
+    /// One dimension: a number or a symbolic name (the oneof as two optional fields).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Dimension {
+        #[prost(int64, optional, tag = "1")]
+        pub dim_value: Option<i64>,
+        #[prost(string, optional, tag = "2")]
+        pub dim_param: Option<String>,
+    }
+}
+
+use proto::*;
+
+struct Builder {
+    graph: GraphProto,
+    counter: usize,
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        ints: v.to_vec(),
+        r#type: ATTR_INTS,
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        i: v,
+        r#type: ATTR_INT,
+        ..Default::default()
+    }
+}
+
+impl Builder {
+    fn init(&mut self, name: String, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> String {
+        self.graph.initializer.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type,
+            name: name.clone(),
+            raw_data,
+        });
+        name
+    }
+
+    fn f32s(&mut self, name: String, dims: &[usize], v: &[f32]) -> String {
+        self.init(
+            name,
+            FLOAT,
+            dims,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    }
+
+    fn i8s(&mut self, name: String, dims: &[usize], v: &[i8]) -> String {
+        self.init(name, INT8, dims, v.iter().map(|&x| x as u8).collect())
+    }
+
+    /// Scalar scale and zero point initializers of a value.
+    fn qparams(&mut self, tensor: &str, q: &QParams) -> (String, String) {
+        (
+            self.f32s(format!("{tensor}_scale"), &[], &[q.scale]),
+            self.i8s(format!("{tensor}_zero_point"), &[], &[q.zero_point as i8]),
+        )
+    }
+
+    fn node(
+        &mut self,
+        op_type: &str,
+        domain: &str,
+        inputs: Vec<String>,
+        output: String,
+        attribute: Vec<AttributeProto>,
+    ) -> String {
+        self.counter += 1;
+        self.graph.node.push(NodeProto {
+            input: inputs,
+            output: vec![output.clone()],
+            name: format!("{op_type}_{}", self.counter),
+            op_type: op_type.into(),
+            attribute,
+            domain: domain.into(),
+        });
+        output
+    }
+}
+
+fn tensor_type(elem_type: i32, batch: &str, shape: &[usize]) -> Option<TypeProto> {
+    let dim = std::iter::once(Dimension {
+        dim_value: None,
+        dim_param: Some(batch.into()),
+    })
+    .chain(shape.iter().map(|&d| Dimension {
+        dim_value: Some(d as i64),
+        dim_param: None,
+    }))
+    .collect();
+    Some(TypeProto {
+        tensor_type: Some(TypeProtoTensor {
+            elem_type,
+            shape: Some(TensorShapeProto { dim }),
+        }),
+    })
+}
+
+/// Builds the ONNX model of an integer graph.
+pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, ExportError> {
+    for v in &graph.values {
+        if (v.quant.qmin, v.quant.qmax) != (-128, 127) {
+            return Err(ExportError::Unsupported(format!(
+                "value `{}` uses the range [{}, {}]; ONNX int8 ops saturate to [-128, 127]",
+                v.name, v.quant.qmin, v.quant.qmax
+            )));
+        }
+    }
+    let mut b = Builder {
+        graph: GraphProto {
+            name: graph.model.clone(),
+            ..Default::default()
+        },
+        counter: 0,
+    };
+    let input_name = "input".to_string();
+    b.graph.input.push(ValueInfoProto {
+        name: input_name.clone(),
+        r#type: tensor_type(FLOAT, "N", &graph.input.shape),
+    });
+    let names: Vec<String> = graph
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{}_{i}",
+                v.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            )
+        })
+        .collect();
+    let i8_tensor = |name: &str| match tensors.get(name) {
+        Some(IntTensor::I8 { data, .. }) => Ok(data.clone()),
+        _ => Err(ExportError::Unsupported(format!(
+            "tensor `{name}` is missing or not int8"
+        ))),
+    };
+    let i32_tensor = |name: &str| match tensors.get(name) {
+        Some(IntTensor::I32 { data, .. }) => Ok(data.clone()),
+        _ => Err(ExportError::Unsupported(format!(
+            "tensor `{name}` is missing or not int32"
+        ))),
+    };
+    for op in &graph.ops {
+        let out = &names[op.output()];
+        let out_q = graph.values[op.output()].quant;
+        match op {
+            IntOp::Quantize { .. } => {
+                let (s, z) = b.qparams(out, &out_q);
+                b.node(
+                    "QuantizeLinear",
+                    "",
+                    vec![input_name.clone(), s, z],
+                    out.clone(),
+                    vec![],
+                );
+            }
+            IntOp::Conv2d {
+                input,
+                weight,
+                bias,
+                out_channels,
+                in_channels,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight_scales,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let w = i8_tensor(weight)?;
+                let bias = i32_tensor(bias)?;
+                let k = *kernel;
+                let inputs = linear_inputs(
+                    &mut b,
+                    &names[*input],
+                    &graph.values[*input].quant,
+                    out,
+                    &out_q,
+                    w,
+                    &[*out_channels, in_channels / groups, k, k],
+                    weight_scales,
+                    bias,
+                );
+                let attrs = vec![
+                    ints("kernel_shape", &[k as i64, k as i64]),
+                    ints("strides", &[*stride as i64, *stride as i64]),
+                    ints("pads", &[*pad as i64; 4]),
+                    int("group", *groups as i64),
+                ];
+                let y = b.node("QLinearConv", "", inputs, format!("{out}_conv"), attrs);
+                clamp(&mut b, y, out, *act_min, *act_max);
+            }
+            IntOp::Dense {
+                input,
+                weight,
+                bias,
+                in_features,
+                out_features,
+                weight_scales,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let w = i8_tensor(weight)?;
+                let bias = i32_tensor(bias)?;
+                let shape4 = b.init(
+                    format!("{out}_shape4"),
+                    INT64,
+                    &[4],
+                    [0i64, *in_features as i64, 1, 1]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                );
+                let x4 = b.node(
+                    "Reshape",
+                    "",
+                    vec![names[*input].clone(), shape4],
+                    format!("{out}_in4"),
+                    vec![],
+                );
+                let inputs = linear_inputs(
+                    &mut b,
+                    &x4,
+                    &graph.values[*input].quant,
+                    out,
+                    &out_q,
+                    w,
+                    &[*out_features, *in_features, 1, 1],
+                    weight_scales,
+                    bias,
+                );
+                let y4 = b.node(
+                    "QLinearConv",
+                    "",
+                    inputs,
+                    format!("{out}_out4"),
+                    vec![ints("kernel_shape", &[1, 1])],
+                );
+                let shape2 = b.init(
+                    format!("{out}_shape2"),
+                    INT64,
+                    &[2],
+                    [0i64, *out_features as i64]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                );
+                let y = b.node(
+                    "Reshape",
+                    "",
+                    vec![y4, shape2],
+                    format!("{out}_dense"),
+                    vec![],
+                );
+                clamp(&mut b, y, out, *act_min, *act_max);
+            }
+            IntOp::MaxPool2d {
+                input,
+                size,
+                stride,
+                ..
+            } => {
+                let attrs = vec![
+                    ints("kernel_shape", &[*size as i64, *size as i64]),
+                    ints("strides", &[*stride as i64, *stride as i64]),
+                ];
+                b.node(
+                    "MaxPool",
+                    "",
+                    vec![names[*input].clone()],
+                    out.clone(),
+                    attrs,
+                );
+            }
+            IntOp::Reshape { input, .. } => {
+                b.node(
+                    "Flatten",
+                    "",
+                    vec![names[*input].clone()],
+                    out.clone(),
+                    vec![int("axis", 1)],
+                );
+            }
+            IntOp::Add {
+                inputs,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let (qa, qb) = (graph.values[inputs[0]].quant, graph.values[inputs[1]].quant);
+                let (sa, za) = b.qparams(&names[inputs[0]], &qa);
+                let (sb, zb) = b.qparams(&format!("{}_b", names[inputs[1]]), &qb);
+                let (sy, zy) = b.qparams(out, &out_q);
+                let y = b.node(
+                    "QLinearAdd",
+                    "com.microsoft",
+                    vec![
+                        names[inputs[0]].clone(),
+                        sa,
+                        za,
+                        names[inputs[1]].clone(),
+                        sb,
+                        zb,
+                        sy,
+                        zy,
+                    ],
+                    format!("{out}_add"),
+                    vec![],
+                );
+                clamp(&mut b, y, out, *act_min, *act_max);
+            }
+            IntOp::Requantize {
+                input,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let q_in = graph.values[*input].quant;
+                let (s, z) = b.qparams(&format!("{}_r", names[*input]), &q_in);
+                let x = b.node(
+                    "DequantizeLinear",
+                    "",
+                    vec![names[*input].clone(), s, z],
+                    format!("{out}_real"),
+                    vec![],
+                );
+                let (s, z) = b.qparams(out, &out_q);
+                let y = b.node(
+                    "QuantizeLinear",
+                    "",
+                    vec![x, s, z],
+                    format!("{out}_q"),
+                    vec![],
+                );
+                clamp(&mut b, y, out, *act_min, *act_max);
+            }
+        }
+    }
+    let out = &names[graph.output];
+    let q = graph.values[graph.output].quant;
+    let (s, z) = b.qparams(&format!("{out}_out"), &q);
+    b.node(
+        "DequantizeLinear",
+        "",
+        vec![out.clone(), s, z],
+        "logits".into(),
+        vec![],
+    );
+    b.graph.output.push(ValueInfoProto {
+        name: "logits".into(),
+        r#type: tensor_type(FLOAT, "N", &graph.values[graph.output].shape),
+    });
+    Ok(ModelProto {
+        ir_version: 7,
+        producer_name: "qatc".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!(
+            "{}: int8 model (QOperator form) exported by qatc; input f32 [N, ...] in [0, 1]",
+            graph.model
+        ),
+        graph: Some(b.graph),
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            },
+            OperatorSetIdProto {
+                domain: "com.microsoft".into(),
+                version: 1,
+            },
+        ],
+    })
+}
+
+/// QLinearConv's eight inputs.
+#[allow(clippy::too_many_arguments)]
+fn linear_inputs(
+    b: &mut Builder,
+    x: &str,
+    xq: &QParams,
+    out: &str,
+    yq: &QParams,
+    w: Vec<i8>,
+    w_shape: &[usize],
+    w_scales: &[f32],
+    bias: Vec<i32>,
+) -> Vec<String> {
+    let (xs, xz) = b.qparams(&format!("{out}_x"), xq);
+    let o = w_shape[0];
+    let wn = b.i8s(format!("{out}_weight"), w_shape, &w);
+    let ws = b.f32s(format!("{out}_weight_scale"), &[o], w_scales);
+    let wz = b.i8s(format!("{out}_weight_zero_point"), &[o], &vec![0; o]);
+    let (ys, yz) = b.qparams(out, yq);
+    let bn = b.init(
+        format!("{out}_bias"),
+        INT32,
+        &[o],
+        bias.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    );
+    vec![x.to_string(), xs, xz, wn, ws, wz, ys, yz, bn]
+}
+
+/// Renames `y` to `out`, through an int8 `Clip` when the op clamps tighter than int8 (a ReLU
+/// whose zero point is above -128).
+fn clamp(b: &mut Builder, y: String, out: &str, lo: i32, hi: i32) {
+    if lo == -128 && hi == 127 {
+        if let Some(node) = b.graph.node.last_mut() {
+            node.output = vec![out.to_string()];
+        }
+        return;
+    }
+    let lo_name = b.i8s(format!("{out}_clip_min"), &[], &[lo as i8]);
+    let hi_name = b.i8s(format!("{out}_clip_max"), &[], &[hi as i8]);
+    b.node(
+        "Clip",
+        "",
+        vec![y, lo_name, hi_name],
+        out.to_string(),
+        vec![],
+    );
+}
+
+/// Writes `model.onnx` atomically.
+pub fn write(path: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), ExportError> {
+    let bytes = model(graph, tensors)?.encode_to_vec();
+    write_atomic_bytes(path, &bytes).map_err(|source| ExportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}

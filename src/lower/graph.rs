@@ -1,0 +1,359 @@
+//! The integer-only graph: what lowering produces, the runtime executes, the
+//! artifact stores (as versioned JSON beside a safetensors file) and ONNX export reads.
+//!
+//! Values are int8 tensors with one scale and zero point each. Layout is the
+//! model's: `[C, H, W]` images and `[F]` vectors per sample (the runtime may keep
+//! images channels-last internally; that is its business).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `format` field of every integer graph file.
+pub const FORMAT: &str = "qatc-int8";
+/// Bumped whenever a field's meaning changes; loading rejects other versions.
+pub const VERSION: u32 = 1;
+
+/// Affine quantization of one tensor: `real = (q - zero_point) * scale`, `q` in `[qmin, qmax]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub qmin: i32,
+    pub qmax: i32,
+}
+
+impl QParams {
+    /// Real value of an integer.
+    pub fn dequantize(&self, q: i8) -> f32 {
+        (q as i32 - self.zero_point) as f32 * self.scale
+    }
+
+    /// Quantizes a real value exactly as PyTorch's fake quantization does:
+    /// `zp + round_half_even(x * (1 / scale))`, clamped.
+    pub fn quantize(&self, x: f32) -> i8 {
+        let inv = 1.0f32 / self.scale;
+        let q = (x * inv).round_ties_even() + self.zero_point as f32;
+        q.clamp(self.qmin as f32, self.qmax as f32) as i8
+    }
+}
+
+/// A fixed-point multiplier: `apply(v) = round_half_up(v * multiplier / 2^shift)`,
+/// `multiplier` in `[2^30, 2^31)` (or 0), `shift` in `[1, 62]`. Integer-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requant {
+    pub multiplier: i32,
+    pub shift: u32,
+}
+
+impl Requant {
+    /// The real factor this multiplier approximates.
+    pub fn real(&self) -> f64 {
+        self.multiplier as f64 / (self.shift as f64).exp2()
+    }
+
+    /// `(v * multiplier + 2^(shift-1)) >> shift`: one rounding, half toward +infinity.
+    #[inline]
+    pub fn apply(&self, v: i32) -> i64 {
+        let prod = v as i64 * self.multiplier as i64;
+        (prod + (1i64 << (self.shift - 1))) >> self.shift
+    }
+}
+
+/// One int8 tensor of the graph (per sample; the batch dimension is implicit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Value {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub quant: QParams,
+}
+
+/// The model's float input, quantized by the graph's first op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Input {
+    pub name: String,
+    /// Per sample, e.g. `[1, 28, 28]`; values are expected in [0, 1] (pixel / 255).
+    pub shape: Vec<usize>,
+}
+
+/// Index into [`IntGraph::values`].
+pub type ValueId = usize;
+
+/// One integer op. Clamps (`act_min`, `act_max`) include the fused ReLU: a ReLU
+/// clamps at the output zero point, which is real 0 exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum IntOp {
+    /// Float input → int8: `zp + round_half_even(x * (1 / scale))`, clamped (PyTorch's rule).
+    Quantize { output: ValueId },
+    /// `acc = bias[o] + Σ (x - zp_x) * w[o]` in int32, then `zp_y + requant[o](acc)`, clamped.
+    /// Weights `[out, in / groups, k, k]` int8 (symmetric, zero point 0); bias int32 at
+    /// scale `s_x * s_w[o]`. Padding reads the input zero point (real 0).
+    Conv2d {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        weight: String,
+        bias: String,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        /// Per output channel: the weight scales `s_w` (for export and inspection).
+        weight_scales: Vec<f32>,
+        requant: Vec<Requant>,
+        act_min: i32,
+        act_max: i32,
+    },
+    /// Like `conv2d` on vectors: weights `[out, in]` int8, bias int32.
+    Dense {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        weight: String,
+        bias: String,
+        in_features: usize,
+        out_features: usize,
+        weight_scales: Vec<f32>,
+        requant: Vec<Requant>,
+        act_min: i32,
+        act_max: i32,
+    },
+    /// Maximum over windows, no padding; the output keeps the input's parameters.
+    MaxPool2d {
+        input: ValueId,
+        output: ValueId,
+        size: usize,
+        stride: usize,
+    },
+    /// Same bytes in `[C, H, W]` order, new shape; parameters kept.
+    Reshape { input: ValueId, output: ValueId },
+    /// `zp_y + round_half_up(((a - zp_a) * m_a + (b - zp_b) * m_b) / 2^shift)`, clamped.
+    Add {
+        name: String,
+        inputs: [ValueId; 2],
+        output: ValueId,
+        multipliers: [i32; 2],
+        shift: u32,
+        act_min: i32,
+        act_max: i32,
+    },
+    /// `zp_y + requant(x - zp_x)`, clamped: a lone ReLU, or a change of parameters.
+    Requantize {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        requant: Requant,
+        act_min: i32,
+        act_max: i32,
+    },
+}
+
+impl IntOp {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IntOp::Quantize { .. } => "quantize",
+            IntOp::Conv2d { .. } => "conv2d",
+            IntOp::Dense { .. } => "dense",
+            IntOp::MaxPool2d { .. } => "max_pool2d",
+            IntOp::Reshape { .. } => "reshape",
+            IntOp::Add { .. } => "add",
+            IntOp::Requantize { .. } => "requantize",
+        }
+    }
+
+    pub fn output(&self) -> ValueId {
+        match self {
+            IntOp::Quantize { output }
+            | IntOp::Conv2d { output, .. }
+            | IntOp::Dense { output, .. }
+            | IntOp::MaxPool2d { output, .. }
+            | IntOp::Reshape { output, .. }
+            | IntOp::Add { output, .. }
+            | IntOp::Requantize { output, .. } => *output,
+        }
+    }
+
+    pub fn inputs(&self) -> Vec<ValueId> {
+        match self {
+            IntOp::Quantize { .. } => vec![],
+            IntOp::Conv2d { input, .. }
+            | IntOp::Dense { input, .. }
+            | IntOp::MaxPool2d { input, .. }
+            | IntOp::Reshape { input, .. }
+            | IntOp::Requantize { input, .. } => vec![*input],
+            IntOp::Add { inputs, .. } => inputs.to_vec(),
+        }
+    }
+}
+
+/// The whole integer model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntGraph {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`] of the writer.
+    pub version: u32,
+    pub model: String,
+    /// The dataset label of each output index when the recipe selected classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<u8>>,
+    pub input: Input,
+    pub values: Vec<Value>,
+    /// In execution order; every op writes a value no earlier op wrote.
+    pub ops: Vec<IntOp>,
+    pub output: ValueId,
+}
+
+/// A tensor of the integer model, as stored in safetensors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntTensor {
+    I8 { shape: Vec<usize>, data: Vec<i8> },
+    I32 { shape: Vec<usize>, data: Vec<i32> },
+}
+
+impl IntTensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            IntTensor::I8 { shape, .. } | IntTensor::I32 { shape, .. } => shape,
+        }
+    }
+
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            IntTensor::I8 { .. } => "int8",
+            IntTensor::I32 { .. } => "int32",
+        }
+    }
+}
+
+/// Tensors by name (`<node>.weight`, `<node>.bias`).
+pub type IntTensors = BTreeMap<String, IntTensor>;
+
+/// Human-readable listing for `qatc inspect`: every value's scale and zero point,
+/// every op with its clamps and per-channel fixed-point multipliers.
+pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "int8 graph {} (format {} v{})\n",
+        graph.model, graph.format, graph.version
+    );
+    let _ = writeln!(
+        out,
+        "  input {}: f32{:?} in [0, 1]",
+        graph.input.name, graph.input.shape
+    );
+    if let Some(classes) = &graph.classes {
+        let _ = writeln!(out, "  output classes: {classes:?}");
+    }
+    let val = |v: ValueId| {
+        let x = &graph.values[v];
+        format!(
+            "%{v} {}: i8{:?} scale={:e} zp={}",
+            x.name, x.shape, x.quant.scale, x.quant.zero_point
+        )
+    };
+    let params = |name: &str| {
+        tensors.get(name).map_or("missing".to_string(), |t| {
+            format!("{}{:?}", t.dtype(), t.shape())
+        })
+    };
+    let channels = |out: &mut String, scales: &[f32], rq: &[Requant]| {
+        for (o, (s, r)) in scales.iter().zip(rq).enumerate() {
+            let _ = writeln!(
+                out,
+                "      [{o:>3}] s_w={s:e}  M={:.9e} = {} / 2^{}",
+                r.real(),
+                r.multiplier,
+                r.shift
+            );
+        }
+    };
+    for op in &graph.ops {
+        let _ = write!(out, "  {} = ", val(op.output()));
+        match op {
+            IntOp::Quantize { .. } => {
+                let _ = writeln!(out, "quantize(input)  round half to even");
+            }
+            IntOp::Conv2d {
+                input,
+                weight,
+                bias,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight_scales,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(out, "conv2d(%{input}, kernel={kernel}, stride={stride}, pad={pad}, groups={groups})  weight {} bias {}  clamp [{act_min}, {act_max}]", params(weight), params(bias));
+                channels(&mut out, weight_scales, requant);
+            }
+            IntOp::Dense {
+                input,
+                weight,
+                bias,
+                weight_scales,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "dense(%{input})  weight {} bias {}  clamp [{act_min}, {act_max}]",
+                    params(weight),
+                    params(bias)
+                );
+                channels(&mut out, weight_scales, requant);
+            }
+            IntOp::MaxPool2d {
+                input,
+                size,
+                stride,
+                ..
+            } => {
+                let _ = writeln!(out, "max_pool2d(%{input}, size={size}, stride={stride})");
+            }
+            IntOp::Reshape { input, .. } => {
+                let _ = writeln!(out, "reshape(%{input})");
+            }
+            IntOp::Add {
+                inputs,
+                multipliers,
+                shift,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "add(%{} * {} / 2^{shift}, %{} * {} / 2^{shift})  clamp [{act_min}, {act_max}]",
+                    inputs[0], multipliers[0], inputs[1], multipliers[1]
+                );
+            }
+            IntOp::Requantize {
+                input,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "requantize(%{input}, M={:.9e} = {} / 2^{})  clamp [{act_min}, {act_max}]",
+                    requant.real(),
+                    requant.multiplier,
+                    requant.shift
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "  output %{}", graph.output);
+    out
+}

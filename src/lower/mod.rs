@@ -1,0 +1,747 @@
+//! Lowering: a trained quantized-stage graph (QAT, or PTQ-calibrated) and its float
+//! tensors → an integer-only graph following the TFLite quantization spec.
+//!
+//! The math reproduces `train::network` in `Mode::Quantized` step by step, in f32
+//! where it computes in f32, so that the integer model is the fake-quant model:
+//!
+//! | step | rule | rounding |
+//! |---|---|---|
+//! | batch-norm folding | `f = gamma / sqrt(var + eps)`, `w' = w * f[o]`, `b' = b * f + (beta - mean * f)` | f32, as libtorch |
+//! | weights | per output channel, `s_w = max(|min|, |max|) / 127`, `q = round(w' / s_w)` in [-127, 127], zero point 0 | half to even (PyTorch's `nearbyint(w * (1/s))`) |
+//! | activations | per tensor, `(s, zp) = QuantSpec::params(observer min, max)` | zero point: half away from zero (Rust `round`) |
+//! | bias | int32 `round(b' / (s_x * s_w[o]))` | half to even, in f64 |
+//! | requantization | `M = s_x * s_w[o] / s_y` as `multiplier * 2^-shift`, multiplier in [2^30, 2^31) | one rounding, half toward +inf |
+//! | ReLU | clamp at the output zero point (real 0) | exact |
+//! | add | both inputs scaled to the output by fixed-point multipliers sharing one shift | one rounding, half toward +inf |
+//! | input | `zp + round(x * (1 / s))` | half to even, as PyTorch |
+
+pub mod graph;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value};
+
+use crate::ir::ops::Padding;
+use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
+
+/// A float tensor read from the trained weights (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Float tensors by name, as `train` saves them.
+pub type TensorMap = HashMap<String, F32Tensor>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("cannot lower `{node}`: {op} has no integer kernel yet\n  hint: {hint}")]
+    Unsupported {
+        node: String,
+        op: String,
+        hint: String,
+    },
+    #[error("cannot lower `{node}`: it is @float, but the int8 model is integer-only\n  hint: remove the @float annotation to deploy this model as int8")]
+    FloatNode { node: String },
+    #[error("cannot lower `{node}`: {why}")]
+    Graph { node: String, why: String },
+    #[error("the weights lack tensor `{name}`\n  hint: were they written by `qatc build` for this model (after calibration or QAT)?")]
+    MissingTensor { name: String },
+    #[error("tensor `{name}` has shape {got:?}, the model needs {expected:?}")]
+    TensorShape {
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tensor `{name}` holds a non-finite value")]
+    NonFinite { name: String },
+    #[error("cannot read weights {path}: {why}")]
+    Read { path: String, why: String },
+}
+
+/// Reads every f32 tensor of a safetensors file (other dtypes are an error).
+pub fn read_f32_safetensors(path: &Path) -> Result<TensorMap, LowerError> {
+    let read = |why: String| LowerError::Read {
+        path: path.display().to_string(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read(e.to_string()))?;
+    let mut out = TensorMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(read(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(
+            name,
+            F32Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Splits a positive real factor into a fixed-point multiplier and right shift.
+/// Factors too small to matter (< 2^-62) become 0; factors ≥ 2^30 are refused.
+pub fn quantize_multiplier(real: f64) -> Option<Requant> {
+    if !(real.is_finite() && real >= 0.0) {
+        return None;
+    }
+    if real == 0.0 {
+        return Some(Requant {
+            multiplier: 0,
+            shift: 62,
+        });
+    }
+    // real = m * 2^e, m in [0.5, 1)
+    let mut e = real.log2().floor() as i32 + 1;
+    let mut m = real / (e as f64).exp2();
+    // Guard against log2 rounding at exact powers of two.
+    while m >= 1.0 {
+        m /= 2.0;
+        e += 1;
+    }
+    while m < 0.5 {
+        m *= 2.0;
+        e -= 1;
+    }
+    let mut q = (m * (1u64 << 31) as f64).round() as i64;
+    if q == 1i64 << 31 {
+        q /= 2;
+        e += 1;
+    }
+    let shift = 31 - e;
+    if shift > 62 {
+        return Some(Requant {
+            multiplier: 0,
+            shift: 62,
+        });
+    }
+    if shift < 1 {
+        return None;
+    }
+    Some(Requant {
+        multiplier: q as i32,
+        shift: shift as u32,
+    })
+}
+
+/// A linear op's int8 weights, int32 bias, requantization multipliers and weight scales.
+type QuantizedLinear = (Vec<i8>, Vec<i32>, Vec<Requant>, Vec<f32>);
+
+/// Where a node's value stands during lowering.
+#[derive(Debug, Clone, Copy)]
+enum Lowered {
+    /// The graph's float input.
+    Float,
+    /// Computed in float by a node whose output quantization comes from the fake-quant after it.
+    Pending,
+    /// An int8 value of the integer graph.
+    Int(usize),
+}
+
+struct Lowering<'a> {
+    graph: &'a Graph,
+    tensors: &'a TensorMap,
+    out: IntGraph,
+    out_tensors: IntTensors,
+    lowered: Vec<Option<Lowered>>,
+}
+
+/// Lowers a quantized-stage graph with its trained tensors (`<node>.weight`, batch-norm
+/// statistics, `<fake_quant node>.min/.max`) to an integer graph and its tensors.
+pub fn lower(
+    graph: &Graph,
+    tensors: &TensorMap,
+    classes: Option<Vec<u8>>,
+) -> Result<(IntGraph, IntTensors), LowerError> {
+    let [input] = graph.inputs.as_slice() else {
+        return Err(LowerError::Graph {
+            node: graph.name.clone(),
+            why: format!(
+                "the int8 runtime takes one input, the model has {}",
+                graph.inputs.len()
+            ),
+        });
+    };
+    // Integer-only: say so before complaining about anything else.
+    if let Some(node) = graph.nodes.iter().find(|n| {
+        n.quant.float
+            && !matches!(
+                n.op,
+                Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+            )
+    }) {
+        return Err(LowerError::FloatNode {
+            node: node.name.clone(),
+        });
+    }
+    let input_node = graph.node(*input);
+    let mut l = Lowering {
+        graph,
+        tensors,
+        out: IntGraph {
+            format: graph::FORMAT.into(),
+            version: graph::VERSION,
+            model: graph.name.clone(),
+            classes,
+            input: graph::Input {
+                name: input_node.name.clone(),
+                shape: input_node.shape.clone(),
+            },
+            values: Vec::new(),
+            ops: Vec::new(),
+            output: 0,
+        },
+        out_tensors: IntTensors::new(),
+        lowered: vec![None; graph.nodes.len()],
+    };
+    for id in graph.ids() {
+        let state = l.node(id)?;
+        l.lowered[id.index()] = Some(state);
+    }
+    match l.lowered[graph.output.index()] {
+        Some(Lowered::Int(v)) => l.out.output = v,
+        _ => {
+            return Err(LowerError::Graph {
+                node: graph.node(graph.output).name.clone(),
+                why: "the output is not quantized; lower the quantized stage (passes::run(.., Stage::Quantized))".into(),
+            })
+        }
+    }
+    Ok((l.out, l.out_tensors))
+}
+
+impl Lowering<'_> {
+    fn err(&self, id: NodeId, why: impl Into<String>) -> LowerError {
+        LowerError::Graph {
+            node: self.graph.node(id).name.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn tensor(&self, name: &str, expected: &[usize]) -> Result<&F32Tensor, LowerError> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| LowerError::MissingTensor { name: name.into() })?;
+        let numel: usize = expected.iter().product();
+        // Observer ranges may be saved as [1] or as scalars.
+        let same = t.shape == expected
+            || (expected.len() <= 1 && t.shape.iter().product::<usize>() == numel);
+        if !same || t.data.len() != numel {
+            return Err(LowerError::TensorShape {
+                name: name.into(),
+                got: t.shape.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        if t.data.iter().any(|x| !x.is_finite()) {
+            return Err(LowerError::NonFinite { name: name.into() });
+        }
+        Ok(t)
+    }
+
+    fn int_input(&self, id: NodeId, k: usize) -> Result<usize, LowerError> {
+        let input = self.graph.node(id).inputs[k];
+        match self.lowered[input.index()] {
+            Some(Lowered::Int(v)) => Ok(v),
+            _ => Err(self.err(
+                id,
+                format!(
+                    "its input `{}` is not quantized (no fake_quant before it)",
+                    self.graph.node(input).name
+                ),
+            )),
+        }
+    }
+
+    fn push_value(&mut self, name: &str, shape: Vec<usize>, quant: QParams) -> usize {
+        self.out.values.push(Value {
+            name: name.into(),
+            shape,
+            quant,
+        });
+        self.out.values.len() - 1
+    }
+
+    fn node(&mut self, id: NodeId) -> Result<Lowered, LowerError> {
+        let node = self.graph.node(id);
+        let compute = !matches!(
+            node.op,
+            Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+        );
+        if node.quant.float && compute {
+            return Err(LowerError::FloatNode {
+                node: node.name.clone(),
+            });
+        }
+        Ok(match &node.op {
+            Op::Input => Lowered::Float,
+            Op::Conv2d { .. } | Op::Dense { .. } | Op::Add | Op::Relu => {
+                for k in 0..node.inputs.len() {
+                    self.int_input(id, k)?;
+                }
+                Lowered::Pending
+            }
+            Op::MaxPool2d { size, stride } => {
+                let input = self.int_input(id, 0)?;
+                let quant = self.out.values[input].quant;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::MaxPool2d { input, output, size: *size, stride: *stride });
+                Lowered::Int(output)
+            }
+            Op::Flatten => {
+                let input = self.int_input(id, 0)?;
+                let quant = self.out.values[input].quant;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::Reshape { input, output });
+                Lowered::Int(output)
+            }
+            Op::FakeQuant { spec } => self.fake_quant(id, *spec)?,
+            Op::BatchNorm { .. } => {
+                return Err(LowerError::Unsupported {
+                    node: node.name.clone(),
+                    op: "a batch_norm that is not folded into a conv2d or dense".into(),
+                    hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads".into(),
+                })
+            }
+            // Ops added to the language after this lowering was written.
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(LowerError::Unsupported {
+                    node: node.name.clone(),
+                    op: format!("`{}`", other.name()),
+                    hint: "the int8 lowering supports conv2d, dense, batch_norm (folded), relu, max_pool2d, flatten and add".into(),
+                })
+            }
+        })
+    }
+
+    /// A fake-quant node fixes the output parameters of the op before it.
+    fn fake_quant(&mut self, id: NodeId, spec: QuantSpec) -> Result<Lowered, LowerError> {
+        let node = self.graph.node(id);
+        if spec.scheme != Scheme::Asymmetric && spec.scheme != Scheme::Symmetric {
+            return Err(self.err(id, "unknown activation scheme"));
+        }
+        let min = self.tensor(&format!("{}.min", node.name), &[1])?.data[0];
+        let max = self.tensor(&format!("{}.max", node.name), &[1])?.data[0];
+        let (scale, zp) = spec.params(min, max);
+        let (qmin, qmax) = spec.range();
+        let quant = QParams {
+            scale,
+            zero_point: zp as i32,
+            qmin: qmin as i32,
+            qmax: qmax as i32,
+        };
+        let src = node.inputs[0];
+        let src_node = self.graph.node(src);
+        match self.lowered[src.index()] {
+            Some(Lowered::Float) => {
+                let output = self.push_value(&src_node.name, src_node.shape.clone(), quant);
+                self.out.ops.push(IntOp::Quantize { output });
+                Ok(Lowered::Int(output))
+            }
+            Some(Lowered::Int(input)) => {
+                let from = self.out.values[input].quant;
+                if from == quant {
+                    return Ok(Lowered::Int(input));
+                }
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                let requant = self.multiplier(id, from.scale as f64 / scale as f64)?;
+                self.out.ops.push(IntOp::Requantize {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    requant,
+                    act_min: quant.qmin,
+                    act_max: quant.qmax,
+                });
+                Ok(Lowered::Int(output))
+            }
+            Some(Lowered::Pending) => self.compute(src, quant).map(Lowered::Int),
+            None => Err(self.err(id, "reads a node that comes after it")),
+        }
+    }
+
+    fn multiplier(&self, id: NodeId, real: f64) -> Result<Requant, LowerError> {
+        quantize_multiplier(real).ok_or_else(|| self.err(id, format!("requantization factor {real:e} cannot be a fixed-point multiplier (scales out of range)")))
+    }
+
+    /// Emits the op of compute node `id` with output parameters `quant`.
+    fn compute(&mut self, id: NodeId, quant: QParams) -> Result<usize, LowerError> {
+        let node = self.graph.node(id);
+        let relu_min = |relu: bool| {
+            if relu {
+                quant.zero_point.max(quant.qmin)
+            } else {
+                quant.qmin
+            }
+        };
+        match &node.op {
+            Op::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+                in_channels,
+                bias,
+                epilogue,
+                dilation,
+                groups,
+            } => {
+                if *groups != 1 || *dilation != 1 {
+                    return Err(LowerError::Unsupported {
+                        node: node.name.clone(),
+                        op: format!("conv2d with groups = {groups}, dilation = {dilation}"),
+                        hint: "the int8 lowering has only dense convolutions (groups = 1, dilation = 1) so far".into(),
+                    });
+                }
+                let input = self.int_input(id, 0)?;
+                let in_shape = self.out.values[input].shape.clone();
+                let pad = match padding {
+                    Padding::Valid => 0,
+                    Padding::Same => (kernel - 1) / 2,
+                };
+                if let [c, h, w] = in_shape[..] {
+                    let oh = (h + 2 * pad).checked_sub(*kernel).map(|d| d / stride + 1);
+                    let ow = (w + 2 * pad).checked_sub(*kernel).map(|d| d / stride + 1);
+                    if c != *in_channels
+                        || Some(node.shape.clone())
+                            != oh.zip(ow).map(|(oh, ow)| vec![*filters, oh, ow])
+                    {
+                        return Err(self.err(id, format!("shape {:?} does not follow from input {in_shape:?} with padding {pad}", node.shape)));
+                    }
+                } else {
+                    return Err(self.err(
+                        id,
+                        format!("conv2d input must be [C, H, W], got {in_shape:?}"),
+                    ));
+                }
+                let w_shape = vec![*filters, *in_channels, *kernel, *kernel];
+                let (wq, bq, requant, weight_scales) = self.linear(
+                    id,
+                    &w_shape,
+                    *bias,
+                    epilogue.batch_norm.as_ref(),
+                    input,
+                    quant,
+                )?;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
+                self.out.ops.push(IntOp::Conv2d {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    weight,
+                    bias: bias_name,
+                    in_channels: *in_channels,
+                    out_channels: *filters,
+                    kernel: *kernel,
+                    stride: *stride,
+                    pad,
+                    groups: 1,
+                    weight_scales,
+                    requant,
+                    act_min: relu_min(epilogue.relu),
+                    act_max: quant.qmax,
+                });
+                Ok(output)
+            }
+            Op::Dense {
+                units,
+                in_features,
+                bias,
+                epilogue,
+            } => {
+                let input = self.int_input(id, 0)?;
+                if self.out.values[input].shape != [*in_features] {
+                    return Err(self.err(
+                        id,
+                        format!(
+                            "dense input must be [{in_features}], got {:?}",
+                            self.out.values[input].shape
+                        ),
+                    ));
+                }
+                let w_shape = vec![*units, *in_features];
+                let (wq, bq, requant, weight_scales) = self.linear(
+                    id,
+                    &w_shape,
+                    *bias,
+                    epilogue.batch_norm.as_ref(),
+                    input,
+                    quant,
+                )?;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
+                self.out.ops.push(IntOp::Dense {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    weight,
+                    bias: bias_name,
+                    in_features: *in_features,
+                    out_features: *units,
+                    weight_scales,
+                    requant,
+                    act_min: relu_min(epilogue.relu),
+                    act_max: quant.qmax,
+                });
+                Ok(output)
+            }
+            Op::Add => {
+                let (a, b) = (self.int_input(id, 0)?, self.int_input(id, 1)?);
+                let (sa, sb) = (
+                    self.out.values[a].quant.scale as f64,
+                    self.out.values[b].quant.scale as f64,
+                );
+                let (ma, mb) = (sa / quant.scale as f64, sb / quant.scale as f64);
+                // One shift for both: the larger factor gets a full 31-bit multiplier.
+                let big = self.multiplier(id, ma.max(mb))?;
+                let small = (ma.min(mb) * (big.shift as f64).exp2()).round() as i32;
+                let multipliers = if ma >= mb {
+                    [big.multiplier, small]
+                } else {
+                    [small, big.multiplier]
+                };
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::Add {
+                    name: node.name.clone(),
+                    inputs: [a, b],
+                    output,
+                    multipliers,
+                    shift: big.shift,
+                    act_min: quant.qmin,
+                    act_max: quant.qmax,
+                });
+                Ok(output)
+            }
+            Op::Relu => {
+                let input = self.int_input(id, 0)?;
+                let from = self.out.values[input].quant;
+                let requant = self.multiplier(id, from.scale as f64 / quant.scale as f64)?;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::Requantize {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    requant,
+                    act_min: relu_min(true),
+                    act_max: quant.qmax,
+                });
+                Ok(output)
+            }
+            _ => Err(self.err(id, "has no integer form")),
+        }
+    }
+
+    fn put_weights(
+        &mut self,
+        name: &str,
+        w_shape: Vec<usize>,
+        wq: Vec<i8>,
+        bq: Vec<i32>,
+    ) -> (String, String) {
+        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
+        let out = w_shape[0];
+        self.out_tensors.insert(
+            weight.clone(),
+            IntTensor::I8 {
+                shape: w_shape,
+                data: wq,
+            },
+        );
+        self.out_tensors.insert(
+            bias.clone(),
+            IntTensor::I32 {
+                shape: vec![out],
+                data: bq,
+            },
+        );
+        (weight, bias)
+    }
+
+    /// Folds batch norm, quantizes weights per output channel and the bias, and
+    /// computes the requantization multipliers, exactly as the fake-quant forward does.
+    fn linear(
+        &self,
+        id: NodeId,
+        w_shape: &[usize],
+        has_bias: bool,
+        bn: Option<&crate::ir::ops::FusedBatchNorm>,
+        input: usize,
+        out_quant: QParams,
+    ) -> Result<QuantizedLinear, LowerError> {
+        let node = self.graph.node(id);
+        let spec = node.quant.weights;
+        if spec.scheme != Scheme::Symmetric {
+            return Err(self.err(id, format!("weights are {spec}; integer kernels need symmetric weights (zero point 0)\n  hint: use int8(symmetric, per_channel) for weights")));
+        }
+        let out = w_shape[0];
+        let per: usize = w_shape[1..].iter().product();
+        let mut w = self
+            .tensor(&format!("{}.weight", node.name), w_shape)?
+            .data
+            .clone();
+        let mut b = if has_bias {
+            self.tensor(&format!("{}.bias", node.name), &[out])?
+                .data
+                .clone()
+        } else {
+            vec![0.0f32; out]
+        };
+        if let Some(bn) = bn {
+            let get = |what: &str| {
+                self.tensor(&format!("{}.{what}", bn.name), &[out])
+                    .map(|t| t.data.clone())
+            };
+            let (gamma, beta, mean, var) = (
+                get("weight")?,
+                get("bias")?,
+                get("running_mean")?,
+                get("running_var")?,
+            );
+            let eps = bn.eps as f32;
+            for o in 0..out {
+                let factor = gamma[o] / (var[o] + eps).sqrt();
+                let shift = beta[o] - mean[o] * factor;
+                for x in &mut w[o * per..(o + 1) * per] {
+                    *x *= factor;
+                }
+                b[o] = if has_bias {
+                    b[o] * factor + shift
+                } else {
+                    shift
+                };
+            }
+        }
+        let (_, qmax) = spec.range();
+        // The scales the fake-quant forward used, when training saved them (MSE ranges,
+        // learned scales); else the min-max rule, computed from the folded weights.
+        let saved = format!("{}.weight_scale", node.name);
+        let scales: Vec<f32> = match self.tensors.get(&saved) {
+            Some(t) => {
+                let n = t.data.len();
+                if n != out && n != 1 {
+                    return Err(LowerError::TensorShape {
+                        name: saved,
+                        got: t.shape.clone(),
+                        expected: vec![out],
+                    });
+                }
+                if t.data.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(LowerError::NonFinite { name: saved });
+                }
+                match spec.granularity {
+                    // A per-tensor learned scale is the mean of the saved ones, as in training.
+                    crate::ir::Granularity::PerTensor => {
+                        vec![t.data.iter().sum::<f32>() / n as f32; out]
+                    }
+                    crate::ir::Granularity::PerChannel if n == out => t.data.clone(),
+                    crate::ir::Granularity::PerChannel => vec![t.data[0]; out],
+                }
+            }
+            None => match spec.granularity {
+                crate::ir::Granularity::PerChannel => (0..out)
+                    .map(|o| weight_scale(&w[o * per..(o + 1) * per], qmax))
+                    .collect(),
+                crate::ir::Granularity::PerTensor => vec![weight_scale(&w, qmax); out],
+            },
+        };
+        let mut wq = Vec::with_capacity(w.len());
+        for o in 0..out {
+            let inv = 1.0f32 / scales[o];
+            wq.extend(
+                w[o * per..(o + 1) * per]
+                    .iter()
+                    .map(|&x| (x * inv).round_ties_even().clamp(-qmax as f32, qmax as f32) as i8),
+            );
+        }
+        let s_x = self.out.values[input].quant.scale as f64;
+        let mut bq = Vec::with_capacity(out);
+        let mut requant = Vec::with_capacity(out);
+        for o in 0..out {
+            let acc_scale = s_x * scales[o] as f64;
+            let q = (b[o] as f64 / acc_scale).round_ties_even();
+            bq.push(q.clamp(i32::MIN as f64 / 2.0, i32::MAX as f64 / 2.0) as i32);
+            requant.push(self.multiplier(id, acc_scale / out_quant.scale as f64)?);
+        }
+        Ok((wq, bq, requant, scales))
+    }
+}
+
+/// The symmetric scale of one weight row, as `train::fake_quant_weights` computes it in f32.
+fn weight_scale(row: &[f32], qmax: i64) -> f32 {
+    let lo = row.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+    let hi = row
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+        .max(0.0);
+    (lo.abs().max(hi) / qmax as f32).max(f32::EPSILON)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipliers_approximate_the_real_factor() {
+        for real in [
+            0.75,
+            0.5,
+            1.0 / 3.0,
+            1e-4,
+            0.999_999_999_9,
+            1.5,
+            7.25,
+            2.0f64.powi(-30),
+        ] {
+            let r = quantize_multiplier(real).unwrap();
+            assert!(
+                (1 << 30..=i32::MAX).contains(&r.multiplier),
+                "{real}: {r:?}"
+            );
+            assert!(
+                ((r.real() - real) / real).abs() < 1e-9,
+                "{real}: {r:?} = {}",
+                r.real()
+            );
+        }
+        assert_eq!(quantize_multiplier(0.0).unwrap().multiplier, 0);
+        assert_eq!(quantize_multiplier(2.0f64.powi(-40)).unwrap().multiplier, 0);
+        assert!(quantize_multiplier(f64::NAN).is_none());
+        assert!(quantize_multiplier(-1.0).is_none());
+        assert!(quantize_multiplier(2.0f64.powi(31)).is_none());
+    }
+
+    #[test]
+    fn requant_rounds_once_half_up() {
+        let half = quantize_multiplier(0.5).unwrap();
+        assert_eq!([-3, -1, 1, 3, 4].map(|v| half.apply(v)), [-1, 0, 1, 2, 2]);
+        let third = quantize_multiplier(1.0 / 3.0).unwrap();
+        for v in -1000..1000 {
+            assert_eq!(third.apply(v), (v as f64 / 3.0 + 0.5).floor() as i64, "{v}");
+        }
+    }
+
+    #[test]
+    fn weight_scale_matches_the_fake_quant_rule() {
+        assert_eq!(weight_scale(&[-0.5, 0.25], 127), 0.5 / 127.0);
+        assert_eq!(weight_scale(&[0.0, 0.0], 127), f32::EPSILON);
+        assert_eq!(weight_scale(&[0.1, 0.3], 127), 0.3 / 127.0);
+    }
+}

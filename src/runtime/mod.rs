@@ -1,0 +1,711 @@
+//! The int8 runtime: executes an [`IntGraph`] with integer kernels in pure Rust
+//! (no libtorch), SIMD chosen at run time, batches split across threads by rayon.
+//!
+//! Internally images are kept channels-last (`[H, W, C]` per sample) so that a
+//! convolution's im2col rows and its outputs are contiguous; `reshape` to a vector
+//! restores the model's `[C, H, W]` order, so nothing outside sees the difference.
+
+pub mod artifact;
+pub mod kernels;
+
+use rayon::prelude::*;
+
+pub use artifact::{load, save};
+pub use kernels::Isa;
+
+use crate::lower::graph::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant};
+use kernels::{Packed, Requantizer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid int8 model: {0}")]
+    Invalid(String),
+    #[error(
+        "the model takes {expected} values per sample; got {got} values, not a multiple of it"
+    )]
+    InputSize { expected: usize, got: usize },
+    #[error("cannot read {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("cannot write {path}: {why}")]
+    Write { path: String, why: String },
+    #[error("{path} is int8 artifact version {found}, this qatc reads version {expected}\n  hint: rebuild it with this qatc (`qatc build`)")]
+    Version {
+        path: String,
+        found: String,
+        expected: u32,
+    },
+}
+
+fn invalid(why: impl Into<String>) -> RuntimeError {
+    RuntimeError::Invalid(why.into())
+}
+
+/// Geometry of a convolution in the runtime's channels-last layout.
+#[derive(Debug, Clone, Copy)]
+struct ConvGeom {
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Quantize {
+        output: usize,
+        quant: QParams,
+        chw: Option<(usize, usize, usize)>,
+    },
+    Conv {
+        input: usize,
+        output: usize,
+        geom: ConvGeom,
+        zp_in: i32,
+        packed: Vec<Packed>,
+        requant: Vec<Requantizer>,
+    },
+    Dense {
+        input: usize,
+        output: usize,
+        zp_in: i32,
+        packed: Packed,
+        requant: Requantizer,
+    },
+    MaxPool {
+        input: usize,
+        output: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        size: usize,
+        stride: usize,
+    },
+    Reshape {
+        input: usize,
+        output: usize,
+        hwc: Option<(usize, usize, usize)>,
+    },
+    Add {
+        inputs: [usize; 2],
+        output: usize,
+        zp: [i32; 3],
+        mult: [i32; 2],
+        shift: u32,
+        lo: i32,
+        hi: i32,
+    },
+    Requantize {
+        input: usize,
+        output: usize,
+        zp_in: i32,
+        zp: i32,
+        rq: Requant,
+        lo: i32,
+        hi: i32,
+    },
+}
+
+/// A validated integer model ready to run.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub graph: IntGraph,
+    steps: Vec<Step>,
+    /// Elements per sample of each value.
+    sizes: Vec<usize>,
+    isa: Isa,
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn get<'a>(tensors: &'a IntTensors, name: &str, op: &str) -> Result<&'a IntTensor, RuntimeError> {
+    tensors
+        .get(name)
+        .ok_or_else(|| invalid(format!("{op}: tensor `{name}` is missing")))
+}
+
+fn check_requant(op: &str, rq: &[Requant], expected: usize) -> Result<(), RuntimeError> {
+    if rq.len() != expected {
+        return Err(invalid(format!(
+            "{op}: {} requantization multipliers for {expected} channels",
+            rq.len()
+        )));
+    }
+    for r in rq {
+        if r.multiplier < 0 || !(1..=62).contains(&r.shift) {
+            return Err(invalid(format!(
+                "{op}: multiplier {} with shift {} is out of range",
+                r.multiplier, r.shift
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_scales(op: &str, scales: &[f32], expected: usize) -> Result<(), RuntimeError> {
+    if scales.len() != expected || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(invalid(format!(
+            "{op}: needs {expected} positive weight scales, has {scales:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_clamp(op: &str, lo: i32, hi: i32, q: &QParams) -> Result<(), RuntimeError> {
+    if lo > hi || lo < q.qmin || hi > q.qmax {
+        return Err(invalid(format!(
+            "{op}: clamp [{lo}, {hi}] is outside the output range [{}, {}]",
+            q.qmin, q.qmax
+        )));
+    }
+    Ok(())
+}
+
+/// Checks weights `[out, per...]` int8 and bias `[out]` int32, and that no accumulator can overflow int32.
+fn linear_tensors<'a>(
+    tensors: &'a IntTensors,
+    op: &str,
+    weight: &str,
+    bias: &str,
+    w_shape: &[usize],
+) -> Result<(&'a [i8], &'a [i32]), RuntimeError> {
+    let w = match get(tensors, weight, op)? {
+        IntTensor::I8 { shape, data } if shape == w_shape && data.len() == numel(w_shape) => data,
+        t => {
+            return Err(invalid(format!(
+                "{op}: weight `{weight}` is {} {:?}, expected int8 {w_shape:?}",
+                t.dtype(),
+                t.shape()
+            )))
+        }
+    };
+    let b = match get(tensors, bias, op)? {
+        IntTensor::I32 { shape, data } if shape == &[w_shape[0]] && data.len() == w_shape[0] => {
+            data
+        }
+        t => {
+            return Err(invalid(format!(
+                "{op}: bias `{bias}` is {} {:?}, expected int32 [{}]",
+                t.dtype(),
+                t.shape(),
+                w_shape[0]
+            )))
+        }
+    };
+    let k = numel(&w_shape[1..]) as i64;
+    let worst = b.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0) + k * 255 * 127;
+    if worst > i32::MAX as i64 {
+        return Err(invalid(format!(
+            "{op}: int32 accumulators could overflow (bias and {k} products up to {worst})"
+        )));
+    }
+    Ok((w, b))
+}
+
+impl Model {
+    /// Validates the graph and its tensors completely, then packs weights for the kernels.
+    pub fn new(graph: IntGraph, tensors: &IntTensors) -> Result<Model, RuntimeError> {
+        if graph.format != graph::FORMAT {
+            return Err(invalid(format!(
+                "format is `{}`, expected `{}`",
+                graph.format,
+                graph::FORMAT
+            )));
+        }
+        if graph.version != graph::VERSION {
+            return Err(invalid(format!(
+                "version {} (this qatc reads {})",
+                graph.version,
+                graph::VERSION
+            )));
+        }
+        if graph.input.shape.is_empty()
+            || numel(&graph.input.shape) == 0
+            || !matches!(graph.input.shape.len(), 1 | 3)
+        {
+            return Err(invalid(format!(
+                "input shape {:?} must be [C, H, W] or [F]",
+                graph.input.shape
+            )));
+        }
+        for v in &graph.values {
+            let q = &v.quant;
+            let ok = q.scale.is_finite()
+                && q.scale > 0.0
+                && -128 <= q.qmin
+                && q.qmin < q.qmax
+                && q.qmax <= 127
+                && (q.qmin..=q.qmax).contains(&q.zero_point);
+            if !ok {
+                return Err(invalid(format!(
+                    "value `{}` has invalid quantization {q:?}",
+                    v.name
+                )));
+            }
+            if v.shape.is_empty() || numel(&v.shape) == 0 || v.shape.len() > 3 {
+                return Err(invalid(format!(
+                    "value `{}` has unsupported shape {:?}",
+                    v.name, v.shape
+                )));
+            }
+        }
+        let nvalues = graph.values.len();
+        let mut written = vec![false; nvalues];
+        let mut steps = Vec::with_capacity(graph.ops.len());
+        for (i, op) in graph.ops.iter().enumerate() {
+            let what = format!("op {i} ({})", op.kind());
+            for v in op.inputs().into_iter().chain([op.output()]) {
+                if v >= nvalues {
+                    return Err(invalid(format!(
+                        "{what}: value {v} does not exist ({nvalues} values)"
+                    )));
+                }
+            }
+            for v in op.inputs() {
+                if !written[v] {
+                    return Err(invalid(format!(
+                        "{what}: reads value `{}` before any op writes it",
+                        graph.values[v].name
+                    )));
+                }
+            }
+            if std::mem::replace(&mut written[op.output()], true) {
+                return Err(invalid(format!(
+                    "{what}: value `{}` is written twice",
+                    graph.values[op.output()].name
+                )));
+            }
+            let value = |v: usize| &graph.values[v];
+            let out = value(op.output());
+            steps.push(match op {
+                IntOp::Quantize { output } => {
+                    if out.shape != graph.input.shape {
+                        return Err(invalid(format!("{what}: output shape {:?} differs from the input's {:?}", out.shape, graph.input.shape)));
+                    }
+                    let chw = match out.shape[..] {
+                        [c, h, w] => Some((c, h, w)),
+                        _ => None,
+                    };
+                    Step::Quantize { output: *output, quant: out.quant, chw }
+                }
+                IntOp::Conv2d { name, input, output, weight, bias, in_channels, out_channels, kernel, stride, pad, groups, weight_scales, requant, act_min, act_max } => {
+                    let what = format!("conv2d `{name}`");
+                    let inp = value(*input);
+                    let (k, s, p, g) = (*kernel, *stride, *pad, *groups);
+                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
+                    if c != *in_channels || k == 0 || s == 0 || g == 0 || c % g != 0 || out_channels % g != 0 || h + 2 * p < k || w + 2 * p < k {
+                        return Err(invalid(format!("{what}: kernel {k}, stride {s}, padding {p}, groups {g} do not fit input {:?} / {in_channels}→{out_channels} channels", inp.shape)));
+                    }
+                    let geom = ConvGeom { c, h, w, oh: (h + 2 * p - k) / s + 1, ow: (w + 2 * p - k) / s + 1, k, stride: s, pad: p, groups: g };
+                    if out.shape != [*out_channels, geom.oh, geom.ow] {
+                        return Err(invalid(format!("{what}: output shape {:?}, expected {:?}", out.shape, [*out_channels, geom.oh, geom.ow])));
+                    }
+                    let (cg, og) = (c / g, out_channels / g);
+                    let (wq, bq) = linear_tensors(tensors, &what, weight, bias, &[*out_channels, cg, k, k])?;
+                    check_requant(&what, requant, *out_channels)?;
+                    check_scales(&what, weight_scales, *out_channels)?;
+                    check_clamp(&what, *act_min, *act_max, &out.quant)?;
+                    let mut packed = Vec::with_capacity(g);
+                    let mut rqs = Vec::with_capacity(g);
+                    for gi in 0..g {
+                        // [o][c][ky][kx] → [o][ky][kx][c], the order of channels-last im2col rows.
+                        let kk = k * k * cg;
+                        let mut wg = vec![0i8; og * kk];
+                        for o in 0..og {
+                            for ci in 0..cg {
+                                for t in 0..k * k {
+                                    wg[o * kk + t * cg + ci] = wq[((gi * og + o) * cg + ci) * k * k + t];
+                                }
+                            }
+                        }
+                        packed.push(Packed::new(&wg, og, kk));
+                        let range = gi * og..(gi + 1) * og;
+                        rqs.push(Requantizer::new(bq[range.clone()].to_vec(), requant[range].to_vec(), out.quant.zero_point, *act_min, *act_max));
+                    }
+                    Step::Conv { input: *input, output: *output, geom, zp_in: inp.quant.zero_point, packed, requant: rqs }
+                }
+                IntOp::Dense { name, input, output, weight, bias, in_features, out_features, weight_scales, requant, act_min, act_max } => {
+                    let what = format!("dense `{name}`");
+                    let inp = value(*input);
+                    if inp.shape != [*in_features] || out.shape != [*out_features] {
+                        return Err(invalid(format!("{what}: shapes {:?} → {:?} do not match {in_features} → {out_features} features", inp.shape, out.shape)));
+                    }
+                    let (wq, bq) = linear_tensors(tensors, &what, weight, bias, &[*out_features, *in_features])?;
+                    check_requant(&what, requant, *out_features)?;
+                    check_scales(&what, weight_scales, *out_features)?;
+                    check_clamp(&what, *act_min, *act_max, &out.quant)?;
+                    Step::Dense {
+                        input: *input,
+                        output: *output,
+                        zp_in: inp.quant.zero_point,
+                        packed: Packed::new(wq, *out_features, *in_features),
+                        requant: Requantizer::new(bq.to_vec(), requant.clone(), out.quant.zero_point, *act_min, *act_max),
+                    }
+                }
+                IntOp::MaxPool2d { input, output, size, stride } => {
+                    let inp = value(*input);
+                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
+                    if *size == 0 || *stride == 0 || *size > h || *size > w {
+                        return Err(invalid(format!("{what}: window {size} stride {stride} does not fit {:?}", inp.shape)));
+                    }
+                    let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
+                    if out.shape != [c, oh, ow] || out.quant != inp.quant {
+                        return Err(invalid(format!("{what}: output {:?} must be [{c}, {oh}, {ow}] with the input's quantization", out.shape)));
+                    }
+                    Step::MaxPool { input: *input, output: *output, c, h, w, oh, ow, size: *size, stride: *stride }
+                }
+                IntOp::Reshape { input, output } => {
+                    let inp = value(*input);
+                    if numel(&inp.shape) != numel(&out.shape) || out.shape.len() != 1 || out.quant != inp.quant {
+                        return Err(invalid(format!("{what}: cannot reshape {:?} to {:?} (only to a vector, same quantization)", inp.shape, out.shape)));
+                    }
+                    let hwc = match inp.shape[..] {
+                        [c, h, w] => Some((h, w, c)),
+                        _ => None,
+                    };
+                    Step::Reshape { input: *input, output: *output, hwc }
+                }
+                IntOp::Add { name, inputs, output, multipliers, shift, act_min, act_max } => {
+                    let (a, b) = (value(inputs[0]), value(inputs[1]));
+                    if a.shape != out.shape || b.shape != out.shape {
+                        return Err(invalid(format!("add `{name}`: shapes {:?} + {:?} → {:?} differ", a.shape, b.shape, out.shape)));
+                    }
+                    check_requant(name, &[Requant { multiplier: multipliers[0], shift: *shift }, Requant { multiplier: multipliers[1], shift: *shift }], 2)?;
+                    check_clamp(name, *act_min, *act_max, &out.quant)?;
+                    Step::Add {
+                        inputs: *inputs,
+                        output: *output,
+                        zp: [a.quant.zero_point, b.quant.zero_point, out.quant.zero_point],
+                        mult: *multipliers,
+                        shift: *shift,
+                        lo: *act_min,
+                        hi: *act_max,
+                    }
+                }
+                IntOp::Requantize { name, input, output, requant, act_min, act_max } => {
+                    let inp = value(*input);
+                    if inp.shape != out.shape {
+                        return Err(invalid(format!("requantize `{name}`: shapes {:?} → {:?} differ", inp.shape, out.shape)));
+                    }
+                    check_requant(name, &[*requant], 1)?;
+                    check_clamp(name, *act_min, *act_max, &out.quant)?;
+                    Step::Requantize { input: *input, output: *output, zp_in: inp.quant.zero_point, zp: out.quant.zero_point, rq: *requant, lo: *act_min, hi: *act_max }
+                }
+            });
+        }
+        if graph.output >= nvalues || !written[graph.output] {
+            return Err(invalid(format!(
+                "the output value {} is never computed",
+                graph.output
+            )));
+        }
+        let sizes = graph.values.iter().map(|v| numel(&v.shape)).collect();
+        Ok(Model {
+            graph,
+            steps,
+            sizes,
+            isa: Isa::detect(),
+        })
+    }
+
+    /// Uses the given kernels (for tests and benchmarks); the CPU must support them.
+    pub fn with_isa(mut self, isa: Isa) -> Model {
+        self.isa = if isa.available() { isa } else { Isa::Portable };
+        self
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Values per sample of the input.
+    pub fn input_len(&self) -> usize {
+        numel(&self.graph.input.shape)
+    }
+
+    /// Values per sample of the output.
+    pub fn output_len(&self) -> usize {
+        self.sizes[self.graph.output]
+    }
+
+    pub fn output_quant(&self) -> QParams {
+        self.graph.values[self.graph.output].quant
+    }
+
+    /// Runs a batch of float inputs `[N, ...input shape]` (pixels / 255) and returns the
+    /// int8 outputs `[N, ...output shape]`. Batches are split across rayon's threads.
+    pub fn run(&self, input: &[f32]) -> Result<Vec<i8>, RuntimeError> {
+        let per_in = self.input_len();
+        if !input.len().is_multiple_of(per_in) {
+            return Err(RuntimeError::InputSize {
+                expected: per_in,
+                got: input.len(),
+            });
+        }
+        let n = input.len() / per_in;
+        let per_out = self.output_len();
+        let mut out = vec![0i8; n * per_out];
+        if n == 0 {
+            return Ok(out);
+        }
+        let chunk = n.div_ceil(rayon::current_num_threads()).clamp(1, 64);
+        out.par_chunks_mut(chunk * per_out)
+            .zip(input.par_chunks(chunk * per_in))
+            .for_each(|(o, x)| self.run_chunk(x, o));
+        Ok(out)
+    }
+
+    /// Like [`Model::run`] on 8-bit pixels, scaled to [0, 1] as training does (`p / 255`).
+    pub fn run_pixels(&self, pixels: &[u8]) -> Result<Vec<i8>, RuntimeError> {
+        let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+        self.run(&x)
+    }
+
+    /// The index of the largest output of each sample (the first one on ties, as libtorch).
+    pub fn argmax(&self, outputs: &[i8]) -> Vec<usize> {
+        outputs
+            .chunks(self.output_len())
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, i8::MIN),
+                        |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+                    )
+                    .0
+            })
+            .collect()
+    }
+
+    fn run_chunk(&self, input: &[f32], out: &mut [i8]) {
+        let n = input.len() / self.input_len();
+        let mut values: Vec<Vec<i8>> = vec![Vec::new(); self.sizes.len()];
+        for step in &self.steps {
+            let (output, data) = self.step(step, &values, input, n);
+            values[output] = data;
+        }
+        let y = &values[self.graph.output];
+        match self.graph.values[self.graph.output].shape[..] {
+            // Images leave in the model's [C, H, W] order.
+            [c, h, w] => {
+                for (o, y) in out.chunks_mut(c * h * w).zip(y.chunks(c * h * w)) {
+                    hwc_to_chw(y, (h, w, c), o);
+                }
+            }
+            _ => out.copy_from_slice(y),
+        }
+    }
+
+    fn step(&self, step: &Step, values: &[Vec<i8>], input: &[f32], n: usize) -> (usize, Vec<i8>) {
+        let isa = self.isa;
+        match step {
+            Step::Quantize { output, quant, chw } => {
+                let mut y = vec![0i8; n * self.sizes[*output]];
+                match *chw {
+                    Some((c, h, w)) => {
+                        for (x, y) in input.chunks(c * h * w).zip(y.chunks_mut(c * h * w)) {
+                            for ci in 0..c {
+                                for p in 0..h * w {
+                                    y[p * c + ci] = quant.quantize(x[ci * h * w + p]);
+                                }
+                            }
+                        }
+                    }
+                    None => y
+                        .iter_mut()
+                        .zip(input)
+                        .for_each(|(y, &x)| *y = quant.quantize(x)),
+                }
+                (*output, y)
+            }
+            Step::Conv {
+                input,
+                output,
+                geom,
+                zp_in,
+                packed,
+                requant,
+            } => {
+                let g = *geom;
+                let (cg, og) = (g.c / g.groups, packed[0].out);
+                let pixels = g.oh * g.ow;
+                let oc = og * g.groups;
+                let mut y = vec![0i8; n * pixels * oc];
+                let kp = packed[0].kp;
+                let mut cols = vec![0i16; pixels * kp];
+                let mut acc = vec![0i32; pixels * packed[0].acc_stride()];
+                let mut part = vec![0i8; if g.groups == 1 { 0 } else { pixels * og }];
+                for (x, y) in values[*input]
+                    .chunks(g.h * g.w * g.c)
+                    .zip(y.chunks_mut(pixels * oc))
+                {
+                    for gi in 0..g.groups {
+                        im2col(x, &g, gi * cg, cg, *zp_in, kp, &mut cols);
+                        kernels::gemm(isa, &cols, pixels, &packed[gi], &mut acc);
+                        if g.groups == 1 {
+                            requant[0].rows(isa, &acc, pixels, packed[0].acc_stride(), y);
+                        } else {
+                            requant[gi].rows(isa, &acc, pixels, packed[gi].acc_stride(), &mut part);
+                            for p in 0..pixels {
+                                y[p * oc + gi * og..p * oc + (gi + 1) * og]
+                                    .copy_from_slice(&part[p * og..(p + 1) * og]);
+                            }
+                        }
+                    }
+                }
+                (*output, y)
+            }
+            Step::Dense {
+                input,
+                output,
+                zp_in,
+                packed,
+                requant,
+            } => {
+                let k = packed.k;
+                let mut a = vec![0i16; n * packed.kp];
+                for (row, x) in a.chunks_mut(packed.kp).zip(values[*input].chunks(k)) {
+                    for (a, &x) in row.iter_mut().zip(x) {
+                        *a = x as i16 - *zp_in as i16;
+                    }
+                }
+                let mut acc = vec![0i32; n * packed.acc_stride()];
+                kernels::gemm(isa, &a, n, packed, &mut acc);
+                let mut y = vec![0i8; n * packed.out];
+                requant.rows(isa, &acc, n, packed.acc_stride(), &mut y);
+                (*output, y)
+            }
+            Step::MaxPool {
+                input,
+                output,
+                c,
+                h,
+                w,
+                oh,
+                ow,
+                size,
+                stride,
+            } => {
+                let (c, h, w, oh, ow, size, stride) = (*c, *h, *w, *oh, *ow, *size, *stride);
+                let mut y = vec![i8::MIN; n * oh * ow * c];
+                for (x, y) in values[*input]
+                    .chunks(h * w * c)
+                    .zip(y.chunks_mut(oh * ow * c))
+                {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let dst = &mut y[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+                            for ky in 0..size {
+                                for kx in 0..size {
+                                    let src = ((oy * stride + ky) * w + ox * stride + kx) * c;
+                                    for (d, &s) in dst.iter_mut().zip(&x[src..src + c]) {
+                                        *d = (*d).max(s);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                (*output, y)
+            }
+            Step::Reshape { input, output, hwc } => {
+                let x = &values[*input];
+                match *hwc {
+                    Some(dims) => {
+                        let per = dims.0 * dims.1 * dims.2;
+                        let mut y = vec![0i8; x.len()];
+                        for (x, y) in x.chunks(per).zip(y.chunks_mut(per)) {
+                            hwc_to_chw(x, dims, y);
+                        }
+                        (*output, y)
+                    }
+                    None => (*output, x.clone()),
+                }
+            }
+            Step::Add {
+                inputs,
+                output,
+                zp,
+                mult,
+                shift,
+                lo,
+                hi,
+            } => {
+                let round = 1i64 << (shift - 1);
+                let y = values[inputs[0]]
+                    .iter()
+                    .zip(&values[inputs[1]])
+                    .map(|(&a, &b)| {
+                        let v = (a as i64 - zp[0] as i64) * mult[0] as i64
+                            + (b as i64 - zp[1] as i64) * mult[1] as i64;
+                        (((v + round) >> shift) + zp[2] as i64).clamp(*lo as i64, *hi as i64) as i8
+                    })
+                    .collect();
+                (*output, y)
+            }
+            Step::Requantize {
+                input,
+                output,
+                zp_in,
+                zp,
+                rq,
+                lo,
+                hi,
+            } => {
+                let y = values[*input]
+                    .iter()
+                    .map(|&x| {
+                        (rq.apply(x as i32 - zp_in) + *zp as i64).clamp(*lo as i64, *hi as i64)
+                            as i8
+                    })
+                    .collect();
+                (*output, y)
+            }
+        }
+    }
+}
+
+/// Channels-last im2col of one group: row `p` holds `(x - zp)` for every `(ky, kx, c)`
+/// of output pixel `p`'s window (zero where the window leaves the image), then zeros up to `kp`.
+fn im2col(x: &[i8], g: &ConvGeom, c0: usize, cg: usize, zp: i32, kp: usize, cols: &mut [i16]) {
+    let zp = zp as i16;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &mut cols[(oy * g.ow + ox) * kp..(oy * g.ow + ox + 1) * kp];
+            let mut i = 0;
+            for ky in 0..g.k {
+                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                for kx in 0..g.k {
+                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                    let dst = &mut row[i..i + cg];
+                    if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
+                        dst.fill(0);
+                    } else {
+                        let src = (iy as usize * g.w + ix as usize) * g.c + c0;
+                        for (d, &s) in dst.iter_mut().zip(&x[src..src + cg]) {
+                            *d = s as i16 - zp;
+                        }
+                    }
+                    i += cg;
+                }
+            }
+            row[i..].fill(0);
+        }
+    }
+}
+
+fn hwc_to_chw(x: &[i8], (h, w, c): (usize, usize, usize), y: &mut [i8]) {
+    for p in 0..h * w {
+        for ci in 0..c {
+            y[ci * h * w + p] = x[p * c + ci];
+        }
+    }
+}

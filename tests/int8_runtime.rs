@@ -1,0 +1,579 @@
+//! The int8 path without libtorch: lowering + runtime against a straightforward
+//! float fake-quant simulation written here, artifact round trips, and the errors
+//! a damaged artifact must give. Runs with `--no-default-features`.
+
+use std::collections::HashMap;
+
+use qatc::diagnostics::SourceFile;
+use qatc::ir::{Graph, Op};
+use qatc::lower::{self, F32Tensor, IntOp, IntTensor, TensorMap};
+use qatc::passes::{self, Stage};
+use qatc::runtime::{self, Isa, Model};
+
+const RESIDUAL: &str = r#"
+quant default {
+    weights     = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model Residual {
+    input image: f32[2, 10, 10]
+    let a = conv2d(image, filters = 5, kernel = 3, padding = same)
+    let a = batch_norm(a)
+    let a = relu(a)
+    let b = conv2d(a, filters = 5, kernel = 3, padding = same, bias = false)
+    let c = conv2d(image, filters = 5, kernel = 1)
+    let s = add(b, c)
+    let s = relu(s)
+    let p = max_pool2d(s, size = 2)
+    let f = flatten(p)
+    let h = dense(f, units = 12)
+    let h = relu(h)
+    let logits = dense(h, units = 4)
+    output logits
+}
+"#;
+
+const CNN: &str = include_str!("../examples/fashion/cnn.qat");
+
+fn quantized(src: &str) -> Graph {
+    let checked = qatc::check_source(&SourceFile::new("t.qat", src));
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    passes::run(checked.graphs.into_iter().next().unwrap(), Stage::Quantized)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn sym(&mut self, a: f32) -> f32 {
+        (self.uniform() * 2.0 - 1.0) * a
+    }
+}
+
+/// Random parameters for every node (as `train` names them), without observer ranges.
+fn random_params(graph: &Graph, rng: &mut Rng) -> TensorMap {
+    let mut t = TensorMap::new();
+    let mut put = |name: String, shape: Vec<usize>, f: &mut dyn FnMut() -> f32| {
+        let data = (0..shape.iter().product()).map(|_| f()).collect();
+        t.insert(name, F32Tensor { shape, data });
+    };
+    for node in &graph.nodes {
+        let (w_shape, out, bias, bn) = match &node.op {
+            Op::Conv2d {
+                filters,
+                kernel,
+                in_channels,
+                bias,
+                epilogue,
+                ..
+            } => (
+                vec![*filters, *in_channels, *kernel, *kernel],
+                *filters,
+                *bias,
+                epilogue.batch_norm.clone(),
+            ),
+            Op::Dense {
+                units,
+                in_features,
+                bias,
+                epilogue,
+            } => (
+                vec![*units, *in_features],
+                *units,
+                *bias,
+                epilogue.batch_norm.clone(),
+            ),
+            _ => continue,
+        };
+        let fan_in: usize = w_shape[1..].iter().product();
+        let a = (3.0 / fan_in as f32).sqrt();
+        put(format!("{}.weight", node.name), w_shape, &mut || rng.sym(a));
+        if bias {
+            put(format!("{}.bias", node.name), vec![out], &mut || {
+                rng.sym(0.2)
+            });
+        }
+        if let Some(bn) = bn {
+            put(format!("{}.weight", bn.name), vec![out], &mut || {
+                0.5 + rng.uniform()
+            });
+            put(format!("{}.bias", bn.name), vec![out], &mut || rng.sym(0.3));
+            put(format!("{}.running_mean", bn.name), vec![out], &mut || {
+                rng.sym(0.3)
+            });
+            put(format!("{}.running_var", bn.name), vec![out], &mut || {
+                0.5 + rng.uniform()
+            });
+        }
+    }
+    t
+}
+
+/// A float executor with fake quantization: the semantics the int8 model must reproduce.
+/// With `calibrate`, fake-quant nodes record min/max into `params` instead.
+fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], calibrate: bool) -> Vec<f32> {
+    let mut values: Vec<Vec<f32>> = Vec::new();
+    for node in &graph.nodes {
+        let input = |k: usize| &values[node.inputs[k].index()];
+        let in_shape = |k: usize| graph.node(node.inputs[k]).shape.clone();
+        let out = match &node.op {
+            Op::Input => x.to_vec(),
+            Op::Conv2d { .. } | Op::Dense { .. } => {
+                let (w, b, relu) = folded(node, params);
+                let spec = node.quant.weights;
+                let o = node.shape[0];
+                let per = w.len() / o;
+                let mut wq = w.clone();
+                for r in 0..o {
+                    let row = &w[r * per..(r + 1) * per];
+                    let lo = row.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+                    let hi = row
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max)
+                        .max(0.0);
+                    let s = (lo.abs().max(hi) / spec.range().1 as f32).max(f32::EPSILON);
+                    for (q, &v) in wq[r * per..(r + 1) * per].iter_mut().zip(row) {
+                        *q = (v * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) * s;
+                    }
+                }
+                let y = match &node.op {
+                    Op::Conv2d {
+                        kernel,
+                        stride,
+                        padding,
+                        ..
+                    } => {
+                        let pad = if *padding == qatc::ir::ops::Padding::Same {
+                            (kernel - 1) / 2
+                        } else {
+                            0
+                        };
+                        conv(
+                            input(0),
+                            &in_shape(0),
+                            &wq,
+                            &b,
+                            *kernel,
+                            *stride,
+                            pad,
+                            &node.shape,
+                        )
+                    }
+                    _ => (0..o)
+                        .map(|r| {
+                            b[r] + wq[r * per..(r + 1) * per]
+                                .iter()
+                                .zip(input(0))
+                                .map(|(w, x)| w * x)
+                                .sum::<f32>()
+                        })
+                        .collect(),
+                };
+                y.into_iter()
+                    .map(|v| if relu { v.max(0.0) } else { v })
+                    .collect()
+            }
+            Op::Relu => input(0).iter().map(|v| v.max(0.0)).collect(),
+            Op::Add => input(0).iter().zip(input(1)).map(|(a, b)| a + b).collect(),
+            Op::Flatten => input(0).clone(),
+            Op::MaxPool2d { size, stride } => {
+                let s = in_shape(0);
+                let (c, h, w) = (s[0], s[1], s[2]);
+                let (oh, ow) = (node.shape[1], node.shape[2]);
+                let mut y = vec![f32::NEG_INFINITY; c * oh * ow];
+                for ci in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            for ky in 0..*size {
+                                for kx in 0..*size {
+                                    let v = input(0)
+                                        [ci * h * w + (oy * stride + ky) * w + ox * stride + kx];
+                                    let d = &mut y[ci * oh * ow + oy * ow + ox];
+                                    *d = d.max(v);
+                                }
+                            }
+                        }
+                    }
+                }
+                y
+            }
+            Op::FakeQuant { spec } => {
+                let (min_name, max_name) =
+                    (format!("{}.min", node.name), format!("{}.max", node.name));
+                if calibrate {
+                    let (lo, hi) = input(0)
+                        .iter()
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                            (l.min(v), h.max(v))
+                        });
+                    let lo = params.get(&min_name).map_or(lo, |t| t.data[0].min(lo));
+                    let hi = params.get(&max_name).map_or(hi, |t| t.data[0].max(hi));
+                    params.insert(
+                        min_name,
+                        F32Tensor {
+                            shape: vec![1],
+                            data: vec![lo],
+                        },
+                    );
+                    params.insert(
+                        max_name,
+                        F32Tensor {
+                            shape: vec![1],
+                            data: vec![hi],
+                        },
+                    );
+                    input(0).clone()
+                } else {
+                    let (s, zp) = spec.params(params[&min_name].data[0], params[&max_name].data[0]);
+                    let (qmin, qmax) = spec.range();
+                    input(0)
+                        .iter()
+                        .map(|&v| {
+                            ((v * (1.0 / s)).round_ties_even() + zp as f32)
+                                .clamp(qmin as f32, qmax as f32)
+                                - zp as f32
+                        })
+                        .map(|q| q * s)
+                        .collect()
+                }
+            }
+            other => panic!("simulate: {other:?}"),
+        };
+        values.push(out);
+    }
+    values[graph.output.index()].clone()
+}
+
+fn folded(node: &qatc::ir::Node, p: &TensorMap) -> (Vec<f32>, Vec<f32>, bool) {
+    let (bias, epilogue) = match &node.op {
+        Op::Conv2d { bias, epilogue, .. } | Op::Dense { bias, epilogue, .. } => {
+            (*bias, epilogue.clone())
+        }
+        _ => unreachable!(),
+    };
+    let o = node.shape[0];
+    let mut w = p[&format!("{}.weight", node.name)].data.clone();
+    let per = w.len() / o;
+    let mut b = if bias {
+        p[&format!("{}.bias", node.name)].data.clone()
+    } else {
+        vec![0.0; o]
+    };
+    if let Some(bn) = &epilogue.batch_norm {
+        let g = |s: &str| p[&format!("{}.{s}", bn.name)].data.clone();
+        let (gamma, beta, mean, var) =
+            (g("weight"), g("bias"), g("running_mean"), g("running_var"));
+        for r in 0..o {
+            let f = gamma[r] / (var[r] + bn.eps as f32).sqrt();
+            w[r * per..(r + 1) * per].iter_mut().for_each(|x| *x *= f);
+            b[r] = b[r] * f + (beta[r] - mean[r] * f);
+        }
+    }
+    (w, b, epilogue.relu)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    x: &[f32],
+    s: &[usize],
+    w: &[f32],
+    b: &[f32],
+    k: usize,
+    stride: usize,
+    pad: usize,
+    out: &[usize],
+) -> Vec<f32> {
+    let (c, h, wd) = (s[0], s[1], s[2]);
+    let (o, oh, ow) = (out[0], out[1], out[2]);
+    let mut y = vec![0.0; o * oh * ow];
+    for r in 0..o {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = b[r];
+                for ci in 0..c {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy * stride + ky) as isize - pad as isize,
+                                (ox * stride + kx) as isize - pad as isize,
+                            );
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                acc += w[((r * c + ci) * k + ky) * k + kx]
+                                    * x[ci * h * wd + iy as usize * wd + ix as usize];
+                            }
+                        }
+                    }
+                }
+                y[r * oh * ow + oy * ow + ox] = acc;
+            }
+        }
+    }
+    y
+}
+
+/// Random [0, 1] inputs quantized to 1/255 steps, like pixels.
+fn pixels(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n)
+        .map(|_| (rng.uniform() * 255.0).floor() / 255.0)
+        .collect()
+}
+
+/// Builds a model with random weights calibrated on random inputs, lowers it, and
+/// compares the int8 runtime with the simulation sample by sample.
+fn check_against_simulation(src: &str, samples: usize, seed: u64) {
+    let graph = quantized(src);
+    let mut rng = Rng(seed);
+    let mut params = random_params(&graph, &mut rng);
+    let per = graph.node(graph.inputs[0]).shape.iter().product::<usize>();
+    let x = pixels(samples * per, &mut rng);
+    for s in 0..samples.min(32) {
+        simulate(&graph, &mut params, &x[s * per..(s + 1) * per], true);
+    }
+    let (int_graph, tensors) = lower::lower(&graph, &params, None).unwrap();
+    let model = Model::new(int_graph, &tensors).unwrap();
+    let q = model.output_quant();
+    let got = model.run(&x).unwrap();
+    let portable = model.clone().with_isa(Isa::Portable).run(&x).unwrap();
+    assert_eq!(
+        got, portable,
+        "SIMD and portable kernels must give identical integers"
+    );
+    let outs = model.output_len();
+    let (mut off_by_one, mut same_argmax) = (0, 0);
+    for s in 0..samples {
+        let expected = simulate(&graph, &mut params, &x[s * per..(s + 1) * per], false);
+        let expected_q: Vec<i32> = expected
+            .iter()
+            .map(|&v| (v / q.scale).round() as i32 + q.zero_point)
+            .collect();
+        let row = &got[s * outs..(s + 1) * outs];
+        for (g, e) in row.iter().zip(&expected_q) {
+            assert!(
+                (*g as i32 - e).abs() <= 1,
+                "sample {s}: int8 {row:?} vs fake-quant {expected_q:?}"
+            );
+            off_by_one += (*g as i32 != *e) as usize;
+        }
+        let first_max = |v: &[i32]| {
+            v.iter()
+                .enumerate()
+                .fold((0, i32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0
+        };
+        same_argmax += (model.argmax(row)[0] == first_max(&expected_q)) as usize;
+    }
+    eprintln!(
+        "{}: {off_by_one} of {} outputs off by one unit, argmax agrees on {same_argmax}/{samples}",
+        graph.name,
+        samples * outs
+    );
+    assert!(
+        same_argmax * 100 >= samples * 95,
+        "argmax agrees on only {same_argmax}/{samples}"
+    );
+}
+
+#[test]
+fn seed_cnn_int8_matches_the_fake_quant_simulation() {
+    check_against_simulation(CNN, 40, 11);
+}
+
+#[test]
+fn residual_model_with_same_padding_add_and_lone_relu_matches_the_simulation() {
+    check_against_simulation(RESIDUAL, 60, 5);
+}
+
+fn lowered(src: &str) -> (qatc::lower::IntGraph, qatc::lower::IntTensors) {
+    let graph = quantized(src);
+    let mut rng = Rng(3);
+    let mut params = random_params(&graph, &mut rng);
+    let per = graph.node(graph.inputs[0]).shape.iter().product::<usize>();
+    let x = pixels(4 * per, &mut rng);
+    for s in 0..4 {
+        simulate(&graph, &mut params, &x[s * per..(s + 1) * per], true);
+    }
+    lower::lower(&graph, &params, None).unwrap()
+}
+
+#[test]
+fn lowering_follows_the_int8_spec() {
+    let (g, t) = lowered(RESIDUAL);
+    for op in &g.ops {
+        if let IntOp::Conv2d {
+            weight,
+            bias,
+            requant,
+            act_min,
+            output,
+            ..
+        }
+        | IntOp::Dense {
+            weight,
+            bias,
+            requant,
+            act_min,
+            output,
+            ..
+        } = op
+        {
+            let IntTensor::I8 { data, .. } = &t[weight] else {
+                panic!("weights are int8")
+            };
+            assert!(
+                data.iter().all(|&w| w >= -127),
+                "symmetric weights stay in [-127, 127]"
+            );
+            assert!(matches!(t[bias], IntTensor::I32 { .. }), "bias is int32");
+            assert!(requant
+                .iter()
+                .all(|r| (1 << 30..=i32::MAX).contains(&r.multiplier)));
+            let q = g.values[*output].quant;
+            assert!(*act_min == q.qmin || *act_min == q.zero_point);
+        }
+    }
+    let kinds: Vec<&str> = g.ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "quantize",
+            "conv2d",
+            "conv2d",
+            "conv2d",
+            "add",
+            "requantize",
+            "max_pool2d",
+            "reshape",
+            "dense",
+            "dense"
+        ]
+    );
+}
+
+#[test]
+fn artifact_round_trips_and_is_a_quarter_of_float() {
+    let (g, t) = lowered(CNN);
+    let dir = tempfile::tempdir().unwrap();
+    runtime::save(dir.path(), &g, &t).unwrap();
+    let loaded = runtime::load(dir.path()).unwrap();
+    assert_eq!(loaded.graph, g);
+    let (_, t2) = runtime::artifact::read(dir.path()).unwrap();
+    assert_eq!(t2, t);
+    let int8_bytes = std::fs::metadata(dir.path().join("weights.safetensors"))
+        .unwrap()
+        .len();
+    let params: usize = t
+        .values()
+        .map(|t| t.shape().iter().product::<usize>())
+        .sum();
+    assert!(
+        (int8_bytes as f64) < params as f64 * 4.0 * 0.3,
+        "{int8_bytes} bytes for {params} parameters"
+    );
+}
+
+fn expect_load_error(dir: &std::path::Path, needle: &str) {
+    let err = runtime::load(dir)
+        .expect_err("damaged artifact must not load")
+        .to_string();
+    assert!(
+        err.contains(needle),
+        "error `{err}` should mention `{needle}`"
+    );
+}
+
+#[test]
+fn damaged_artifacts_give_clear_errors() {
+    let (g, t) = lowered(CNN);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let graph_path = d.join("graph.json");
+    let weights_path = d.join("weights.safetensors");
+
+    // Wrong version.
+    runtime::save(d, &g, &t).unwrap();
+    let text = std::fs::read_to_string(&graph_path).unwrap();
+    std::fs::write(
+        &graph_path,
+        text.replace("\"version\": 1", "\"version\": 99"),
+    )
+    .unwrap();
+    expect_load_error(d, "version 99");
+
+    // Truncated weights.
+    runtime::save(d, &g, &t).unwrap();
+    let bytes = std::fs::read(&weights_path).unwrap();
+    std::fs::write(&weights_path, &bytes[..bytes.len() / 2]).unwrap();
+    expect_load_error(d, "truncated or corrupt");
+
+    // Truncated graph.
+    runtime::save(d, &g, &t).unwrap();
+    std::fs::write(&graph_path, &text[..text.len() / 2]).unwrap();
+    expect_load_error(d, "not valid JSON");
+
+    // Missing tensor.
+    let mut missing = t.clone();
+    let name = missing.keys().next().unwrap().clone();
+    missing.remove(&name);
+    runtime::save(d, &g, &missing).unwrap();
+    expect_load_error(d, &format!("`{name}` is missing"));
+
+    // Mis-shaped tensor.
+    let mut bad = t.clone();
+    let (name, tensor) = bad
+        .iter_mut()
+        .find(|(_, t)| matches!(t, IntTensor::I8 { .. }))
+        .unwrap();
+    let name = name.clone();
+    if let IntTensor::I8 { shape, data } = tensor {
+        shape[0] -= 1;
+        data.truncate(shape.iter().product());
+    }
+    runtime::save(d, &g, &bad).unwrap();
+    expect_load_error(d, &name);
+
+    // A graph whose ops do not fit together.
+    let mut broken = g.clone();
+    broken.values[1].shape = vec![7, 7, 7];
+    runtime::save(d, &broken, &t).unwrap();
+    expect_load_error(d, "shape");
+
+    // Missing files.
+    let empty = tempfile::tempdir().unwrap();
+    expect_load_error(empty.path(), "graph.json");
+}
+
+#[test]
+fn wrong_input_size_is_an_error_not_a_panic() {
+    let (g, t) = lowered(CNN);
+    let model = Model::new(g, &t).unwrap();
+    let err = model.run(&[0.5; 100]).unwrap_err().to_string();
+    assert!(err.contains("784"), "{err}");
+    assert!(model.run(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn lowering_reports_missing_calibration() {
+    let graph = quantized(CNN);
+    let mut rng = Rng(1);
+    let params = random_params(&graph, &mut rng);
+    let err = lower::lower(&graph, &params, None).unwrap_err().to_string();
+    assert!(err.contains(".min") && err.contains("calibration"), "{err}");
+}
+
+#[test]
+fn float_ops_cannot_be_lowered() {
+    let src = CNN.replace(
+        "@quant(activations = int8(asymmetric, per_tensor))",
+        "@float",
+    );
+    let graph = quantized(&src);
+    let params: TensorMap = HashMap::new();
+    let err = lower::lower(&graph, &params, None).unwrap_err().to_string();
+    assert!(err.contains("@float"), "{err}");
+}
