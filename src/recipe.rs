@@ -98,6 +98,10 @@ pub struct QatConfig {
     /// QAT epochs after which moving-average activation observers stop moving.
     #[serde(default)]
     pub freeze_observers_after: Option<f64>,
+    /// How the activation ranges QAT starts from are calibrated (PTQ's own stay as
+    /// `ptq.observer` says, so the baseline is the standard one).
+    #[serde(default = "mse_observer")]
+    pub init_observer: ObserverKind,
 }
 
 impl Default for QatConfig {
@@ -110,6 +114,7 @@ impl Default for QatConfig {
             range_learning_rate: default_range_lr(),
             freeze_bn_after: 0.0,
             freeze_observers_after: None,
+            init_observer: ObserverKind::Mse,
         }
     }
 }
@@ -142,9 +147,15 @@ impl Default for PtqConfig {
 
 impl PtqConfig {
     pub fn range_method(&self) -> RangeMethod {
-        match self.observer {
+        self.observer.method(self.percentile)
+    }
+}
+
+impl ObserverKind {
+    pub fn method(self, percentile: f64) -> RangeMethod {
+        match self {
             ObserverKind::MinMax => RangeMethod::MinMax,
-            ObserverKind::Percentile => RangeMethod::Percentile(self.percentile),
+            ObserverKind::Percentile => RangeMethod::Percentile(percentile),
             ObserverKind::Mse => RangeMethod::Mse,
         }
     }
@@ -199,6 +210,9 @@ fn default_percentile() -> f64 {
 }
 fn default_range_lr() -> f64 {
     1e-3
+}
+fn mse_observer() -> ObserverKind {
+    ObserverKind::Mse
 }
 fn mse() -> WeightRangeKind {
     WeightRangeKind::Mse

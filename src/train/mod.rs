@@ -254,6 +254,10 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         observers_frozen: recipe.qat.freeze_observers_after == Some(0.0),
         calibration: RangeMethod::MinMax,
     };
+    let init = recipe.qat.init_observer.method(recipe.ptq.percentile);
+    if init != recipe.ptq.range_method() {
+        calibrate_with(&mut qat, &calibration, init);
+    }
     if recipe.qat.learn_ranges {
         qat.learn_ranges();
     }
@@ -476,8 +480,13 @@ fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
 
 /// Post-training quantization as the recipe's `ptq` section says.
 fn calibrate(net: &mut Network, data: &Batches, recipe: &Recipe) {
-    let method = recipe.ptq.range_method();
     net.quant.weight_range = weight_range(recipe.ptq.weight_range);
+    calibrate_with(net, data, recipe.ptq.range_method());
+}
+
+/// Observes the activation ranges on `data` afresh and narrows them as `method` says.
+fn calibrate_with(net: &mut Network, data: &Batches, method: RangeMethod) {
+    net.reset_observers();
     net.quant.calibration = method;
     tch::no_grad(|| {
         for (xs, _) in batches(data, 256, None) {

@@ -391,6 +391,15 @@ impl Network {
         Ok(())
     }
 
+    /// Forgets every observed range, before calibrating again.
+    pub fn reset_observers(&mut self) {
+        for layer in &mut self.layers {
+            if let Layer::FakeQuant { observer, .. } = layer {
+                *observer = Observer::new(observer.spec);
+            }
+        }
+    }
+
     /// Finishes calibration: narrows every observer's range as `method` says.
     pub fn finish_calibration(&mut self, method: RangeMethod) {
         for layer in &mut self.layers {
