@@ -1,3 +1,4 @@
+#![cfg(feature = "train")]
 //! `qatc build` end to end on a small real subset of Fashion-MNIST, and its
 //! errors on bad recipes and missing data. Needs the data set (`make test` installs it).
 

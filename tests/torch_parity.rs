@@ -1,3 +1,4 @@
+#![cfg(feature = "train")]
 //! Weights exported from a PyTorch `torch.nn` module (state_dict → safetensors) load
 //! into the equivalent .qat model and give the same float logits as PyTorch.
 //! The fixture and the script that made it: tests/fixtures/torch_cnn/,

@@ -1,3 +1,4 @@
+#![cfg(feature = "train")]
 //! Transfer learning: pretrained weights load by name, frozen layers stay
 //! bit-identical through float training and QAT, and mismatches are explained.
 
