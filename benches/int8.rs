@@ -46,7 +46,7 @@ fn main() {
         Stage::Quantized,
     );
     let dir = std::env::var_os("QATC_FASHION_MNIST").map_or_else(
-        || root.join("/usr/share/datasets/fashion-mnist"),
+        || std::path::PathBuf::from("/usr/share/datasets/fashion-mnist"),
         Into::into,
     );
     let test = data::load_split(&dir, Split::Test)

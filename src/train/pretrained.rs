@@ -44,7 +44,7 @@ pub fn load(
         let theirs = map.get(*name).unwrap_or(name);
         match file.get(theirs) {
             None => missing.push(if theirs == *name {
-                format!("{name}")
+                name.to_string()
             } else {
                 format!("{name} (looked for `{theirs}`)")
             }),
