@@ -2,27 +2,12 @@
 //! `qatc build` end to end on a small real subset of Fashion-MNIST, and its
 //! errors on bad recipes and missing data. Needs the data set (`make test` installs it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("QATC_FASHION_MNIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "Fashion-MNIST is missing from {}: run `bash scripts/setup-data.sh` (make test does)",
-        dir.display()
-    );
-    dir
-}
+use std::path::Path;
+use std::process::Command;
 
-fn qatc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qatc"))
-        .args(args)
-        .output()
-        .expect("qatc runs")
-}
+use common::{data_dir, qatc};
 
 fn seed_model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -191,16 +176,7 @@ fn missing_recipe_and_missing_data_say_how_to_fix_them() {
             tmp.path().join("nowhere").display()
         ),
     );
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        &recipe,
-        "--out",
-        tmp.path().join("o").to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1));
+    let stderr = common::build_fails(&model, &recipe, &tmp.path().join("o"));
     assert!(
         stderr.contains("train-images-idx3-ubyte") && stderr.contains("setup-data.sh"),
         "{stderr}"
@@ -233,16 +209,7 @@ fn wrong_output_size_for_the_data_is_explained() {
     let model = tmp.path().join("m.qat");
     std::fs::write(&model, "model M { input x: f32[1, 28, 28]\n let f = flatten(x)\n let y = dense(f, units = 3)\n output y }").unwrap();
     let recipe = write_recipe(tmp.path(), &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data.display()));
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        &recipe,
-        "--out",
-        tmp.path().join("o").to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1));
+    let stderr = common::build_fails(&model, &recipe, &tmp.path().join("o"));
     assert!(
         stderr.contains("4 classes") && stderr.contains("units = 4"),
         "{stderr}"

@@ -3,19 +3,14 @@
 //! bit-identical through float training and QAT, and mismatches are explained.
 
 use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{qatc, write};
 
 fn data_dir() -> String {
-    std::env::var("QATC_FASHION_MNIST")
-        .unwrap_or_else(|_| "/usr/share/datasets/fashion-mnist".into())
-}
-
-fn qatc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qatc"))
-        .args(args)
-        .output()
-        .expect("qatc runs")
+    common::data_dir().display().to_string()
 }
 
 const MODEL: &str = "model Small {
@@ -27,12 +22,6 @@ const MODEL: &str = "model Small {
     let head = dense(x, units = 5)
     output head
 }";
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 /// Reads a safetensors file written by qatc: name → raw little-endian bytes.
 fn tensors(path: &Path) -> HashMap<String, Vec<u8>> {
@@ -142,16 +131,7 @@ fn mismatched_pretrained_weights_list_every_problem() {
         "t.yaml",
         &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\ntransfer:\n  weights: {}\n  map:\n    head.bias: classifier.bias\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
     );
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        tmp.path().join("o").to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    let stderr = common::build_fails(&model, recipe.to_str().unwrap(), &tmp.path().join("o"));
     // Shapes side by side, the mapped name that is missing, the unused tensor in the file.
     assert!(
         stderr.contains("conv1.weight")
@@ -208,16 +188,7 @@ fn unknown_frozen_layer_is_named() {
         "t.yaml",
         &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\ntransfer:\n  weights: {}\n  freeze: [conv_1]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
     );
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        tmp.path().join("o").to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    let stderr = common::build_fails(&model, recipe.to_str().unwrap(), &tmp.path().join("o"));
     assert!(
         stderr.contains("`conv_1`") && stderr.contains("did you mean `conv1`"),
         "{stderr}"
