@@ -6,12 +6,14 @@ import gzip
 import json
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 import torch.ao.quantization as tq
 import torch.nn as nn
 
+warnings.filterwarnings("ignore")  # torch.ao's deprecation notices
 torch.set_num_threads(2)
 torch.manual_seed(0)
 data_dir, n_images = sys.argv[1], int(sys.argv[2])
