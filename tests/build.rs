@@ -320,3 +320,61 @@ fn a_killed_build_resumes_from_its_last_epoch() {
         "{report}"
     );
 }
+
+#[test]
+fn depthwise_convolutions_lower_to_int8_and_agree_with_fake_quant() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write(
+        tmp.path(),
+        "dw.qat",
+        "model Depthwise {
+            input image: f32[1, 28, 28]
+            let x = conv2d(image, filters = 8, kernel = 3, stride = 2, padding = same)
+            let x = batch_norm(x)
+            let x = relu(x)
+            let x = conv2d(x, filters = 8, kernel = 3, groups = 8, padding = same)
+            let x = batch_norm(x)
+            let x = relu(x)
+            let x = conv2d(x, filters = 16, kernel = 1)
+            let x = relu(x)
+            let x = flatten(x)
+            let logits = dense(x, units = 10)
+            output logits
+        }",
+    );
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!("data:\n  dir: {}\n  train_limit: 2000\n  test_limit: 1000\ntrain:\n  epochs: 1\n  learning_rate: 0.003\nptq:\n  calibration_samples: 300\n", data.display()),
+    );
+    let out = tmp.path().join("out");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = report_of(&out);
+    for stage in ["ptq", "qat"] {
+        let agreement = report[stage]["int8_agreement"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{stage}: no int8 result: {report}"));
+        assert!(
+            agreement >= 0.99,
+            "{stage}: int8 agrees with fake-quant on only {agreement}"
+        );
+    }
+    let graph = std::fs::read_to_string(out.join("int8/graph.json")).unwrap();
+    assert!(
+        graph.contains("\"groups\": 8"),
+        "the depthwise conv is not grouped in the int8 graph"
+    );
+}

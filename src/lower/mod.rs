@@ -402,11 +402,11 @@ impl Lowering<'_> {
                 dilation,
                 groups,
             } => {
-                if *groups != 1 || *dilation != 1 {
+                if *dilation != 1 {
                     return Err(LowerError::Unsupported {
                         node: node.name.clone(),
-                        op: format!("conv2d with groups = {groups}, dilation = {dilation}"),
-                        hint: "the int8 lowering has only dense convolutions (groups = 1, dilation = 1) so far".into(),
+                        op: format!("conv2d with dilation = {dilation}"),
+                        hint: "the int8 lowering has no dilated convolutions yet".into(),
                     });
                 }
                 let input = self.int_input(id, 0)?;
@@ -430,7 +430,8 @@ impl Lowering<'_> {
                         format!("conv2d input must be [C, H, W], got {in_shape:?}"),
                     ));
                 }
-                let w_shape = vec![*filters, *in_channels, *kernel, *kernel];
+                // Grouped (depthwise when groups = channels): each filter sees its group's channels.
+                let w_shape = vec![*filters, *in_channels / *groups, *kernel, *kernel];
                 let (wq, bq, requant, weight_scales) = self.linear(
                     id,
                     &w_shape,
@@ -452,7 +453,7 @@ impl Lowering<'_> {
                     kernel: *kernel,
                     stride: *stride,
                     pad,
-                    groups: 1,
+                    groups: *groups,
                     weight_scales,
                     requant,
                     act_min: relu_min(epilogue.relu),
