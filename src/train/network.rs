@@ -3,7 +3,10 @@
 
 use tch::{nn, Kind, Tensor};
 
-use super::observer::{fake_quant_weights, weight_params, Observer, WeightRange};
+use super::observer::{
+    clipped_weight_params, fake_quant_weights, fake_quant_weights_with, mse_clip_ratios,
+    weight_params, Observer, WeightRange,
+};
 use crate::ir::ops::Padding;
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 use crate::recipe::RangeMethod;
@@ -41,6 +44,9 @@ impl Default for QuantState {
         }
     }
 }
+
+/// Training steps between two searches for the MSE-best weight clipping.
+const MSE_REFRESH_STEPS: u32 = 16;
 
 /// Variable group of learned quantization ranges (their own learning rate).
 pub const RANGE_GROUP: usize = 1;
@@ -118,6 +124,9 @@ enum Layer {
         bias: Option<Tensor>,
         norm: Option<Norm>,
         learned_scale: Option<Tensor>,
+        /// While training with MSE ranges: the clipping ratio per channel and the steps
+        /// since it was searched (the search is refreshed every [`MSE_REFRESH_STEPS`]).
+        clip_cache: std::cell::RefCell<Option<(Tensor, u32)>>,
     },
     Norm(Norm),
     FakeQuant {
@@ -190,6 +199,7 @@ impl Network {
                         bias: conv.bs,
                         norm,
                         learned_scale: None,
+                        clip_cache: Default::default(),
                     }
                 }
                 Op::Dense {
@@ -222,6 +232,7 @@ impl Network {
                         bias: linear.bs,
                         norm,
                         learned_scale: None,
+                        clip_cache: Default::default(),
                     }
                 }
                 Op::BatchNorm {
@@ -576,6 +587,7 @@ impl Network {
             bias,
             norm,
             learned_scale,
+            clip_cache,
         } = &self.layers[i]
         else {
             unreachable!("linear nodes own weights")
@@ -585,6 +597,20 @@ impl Network {
             match (quantize, learned_scale) {
                 (false, _) => w.shallow_clone(),
                 (true, Some(log_scale)) => learned_weight_fake_quant(w, log_scale, spec),
+                // Searching the best clipping on every step costs more than the rest of a
+                // large layer's step, and the best ratio moves slowly: refresh it now and then.
+                (true, None) if train && self.quant.weight_range == WeightRange::Mse => {
+                    let mut cache = clip_cache.borrow_mut();
+                    let stale = cache
+                        .as_ref()
+                        .is_none_or(|(_, age)| *age >= MSE_REFRESH_STEPS);
+                    if stale {
+                        *cache = Some((mse_clip_ratios(w, spec), 0));
+                    }
+                    let (ratio, age) = cache.as_mut().expect("just filled");
+                    *age += 1;
+                    fake_quant_weights_with(w, spec, clipped_weight_params(w, spec, Some(ratio)))
+                }
                 (true, None) => fake_quant_weights(w, spec, self.quant.weight_range),
             }
         };
@@ -618,6 +644,7 @@ impl Network {
             bias,
             norm,
             learned_scale,
+            ..
         } = &self.layers[id.index()]
         else {
             return None;

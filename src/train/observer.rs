@@ -144,62 +144,95 @@ pub enum WeightRange {
     Mse,
 }
 
-/// Per-channel (or one-element) scale and integer zero point of a weight tensor.
-pub fn weight_params(w: &Tensor, spec: QuantSpec, range: WeightRange) -> (Tensor, Tensor) {
+/// The weight tensor as rows: one per output channel, or a single row per tensor.
+fn weight_rows(w: &Tensor, spec: QuantSpec) -> Tensor {
+    if spec.granularity == Granularity::PerChannel {
+        w.flatten(1, -1)
+    } else {
+        w.reshape([1, -1])
+    }
+}
+
+/// Scale and zero point of each row's range `[lo, hi]` (already containing 0).
+fn range_params(lo: &Tensor, hi: &Tensor, spec: QuantSpec) -> (Tensor, Tensor) {
+    let (qmin, qmax) = spec.range();
+    match spec.scheme {
+        Scheme::Symmetric => {
+            let scale = (lo.abs().maximum(hi) / qmax as f64).clamp_min(f32::EPSILON as f64);
+            let zp = scale.zeros_like();
+            (scale, zp)
+        }
+        Scheme::Asymmetric => {
+            let scale = ((hi - lo) / (qmax - qmin) as f64).clamp_min(f32::EPSILON as f64);
+            let zp = (-(lo / &scale) + qmin as f64).round().clamp(qmin, qmax);
+            (scale, zp)
+        }
+    }
+}
+
+fn row_ranges(rows: &Tensor) -> (Tensor, Tensor) {
+    let (lo, hi) = rows.aminmax(Some(1), false);
+    (lo.clamp_max(0.0), hi.clamp_min(0.0))
+}
+
+/// Per row, the fraction of its min-max range whose quantization error is least.
+pub fn mse_clip_ratios(w: &Tensor, spec: QuantSpec) -> Tensor {
     tch::no_grad(|| {
         let (qmin, qmax) = spec.range();
-        let rows = if spec.granularity == Granularity::PerChannel {
-            w.flatten(1, -1)
-        } else {
-            w.reshape([1, -1])
+        let rows = weight_rows(w, spec);
+        let (lo, hi) = row_ranges(&rows);
+        // Try CLIP_STEPS shrunken ranges at once: [steps, rows, cols].
+        let ratios = Tensor::arange_start(1, CLIP_STEPS as i64 + 1, (Kind::Float, w.device()))
+            / CLIP_STEPS as f64;
+        let r = ratios.view([-1, 1]);
+        let (s, z) = range_params(&(lo.unsqueeze(0) * &r), &(hi.unsqueeze(0) * &r), spec);
+        let (s3, z3) = (s.unsqueeze(-1), z.unsqueeze(-1));
+        let q = ((rows.unsqueeze(0) / &s3).round() + &z3).clamp(qmin, qmax);
+        let err = ((q - &z3) * &s3 - rows.unsqueeze(0))
+            .square()
+            .sum_dim_intlist([2i64].as_slice(), false, Kind::Float);
+        ratios.index_select(0, &err.argmin(0, false))
+    })
+}
+
+/// Scale and integer zero point per row, of the min-max range shrunk by `ratio` per row.
+pub fn clipped_weight_params(
+    w: &Tensor,
+    spec: QuantSpec,
+    ratio: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    tch::no_grad(|| {
+        let (lo, hi) = row_ranges(&weight_rows(w, spec));
+        let (lo, hi) = match ratio {
+            Some(r) => (lo * r, hi * r),
+            None => (lo, hi),
         };
-        let (lo, hi) = rows.aminmax(Some(1), false);
-        let (lo, hi) = (lo.clamp_max(0.0), hi.clamp_min(0.0));
-        let params = |lo: &Tensor, hi: &Tensor| -> (Tensor, Tensor) {
-            match spec.scheme {
-                Scheme::Symmetric => {
-                    let scale = (lo.abs().maximum(hi) / qmax as f64).clamp_min(f32::EPSILON as f64);
-                    let zp = scale.zeros_like();
-                    (scale, zp)
-                }
-                Scheme::Asymmetric => {
-                    let scale = ((hi - lo) / (qmax - qmin) as f64).clamp_min(f32::EPSILON as f64);
-                    let zp = (-(lo / &scale) + qmin as f64).round().clamp(qmin, qmax);
-                    (scale, zp)
-                }
-            }
-        };
-        let (scale, zp) = params(&lo, &hi);
-        let (scale, zp) = match range {
-            WeightRange::MinMax => (scale, zp),
-            WeightRange::Mse => {
-                // Try CLIP_STEPS shrunken ranges at once: [steps, rows, cols].
-                let ratios =
-                    Tensor::arange_start(1, CLIP_STEPS as i64 + 1, (Kind::Float, w.device()))
-                        / CLIP_STEPS as f64;
-                let r = ratios.view([-1, 1]);
-                let (s, z) = params(&(lo.unsqueeze(0) * &r), &(hi.unsqueeze(0) * &r));
-                let (s3, z3) = (s.unsqueeze(-1), z.unsqueeze(-1));
-                let q = ((rows.unsqueeze(0) / &s3).round() + &z3).clamp(qmin, qmax);
-                let err = ((q - &z3) * &s3 - rows.unsqueeze(0))
-                    .square()
-                    .sum_dim_intlist([2i64].as_slice(), false, Kind::Float);
-                let best = err.argmin(0, true);
-                (
-                    s.gather(0, &best, false).squeeze_dim(0),
-                    z.gather(0, &best, false).squeeze_dim(0),
-                )
-            }
-        };
+        let (scale, zp) = range_params(&lo, &hi, spec);
         (scale.to_kind(Kind::Float), zp.to_kind(Kind::Int))
     })
+}
+
+/// Per-channel (or one-element) scale and integer zero point of a weight tensor.
+pub fn weight_params(w: &Tensor, spec: QuantSpec, range: WeightRange) -> (Tensor, Tensor) {
+    match range {
+        WeightRange::MinMax => clipped_weight_params(w, spec, None),
+        WeightRange::Mse => clipped_weight_params(w, spec, Some(&mse_clip_ratios(w, spec))),
+    }
 }
 
 /// Fake-quantizes a weight tensor with ranges from the weights themselves (per output
 /// channel = axis 0, or per tensor). Gradients pass straight through.
 pub fn fake_quant_weights(w: &Tensor, spec: QuantSpec, range: WeightRange) -> Tensor {
+    fake_quant_weights_with(w, spec, weight_params(w, spec, range))
+}
+
+/// Fake-quantizes a weight tensor with given per-row scales and zero points.
+pub fn fake_quant_weights_with(
+    w: &Tensor,
+    spec: QuantSpec,
+    (scale, zero_point): (Tensor, Tensor),
+) -> Tensor {
     let (qmin, qmax) = spec.range();
-    let (scale, zero_point) = weight_params(w, spec, range);
     if spec.granularity == Granularity::PerChannel {
         w.fake_quantize_per_channel_affine(&scale, &zero_point, 0, qmin, qmax)
     } else {
