@@ -37,9 +37,13 @@ pub struct TransferConfig {
     /// Layers not loaded (a new head, trained from scratch).
     #[serde(default)]
     pub skip: Vec<String>,
-    /// Layers (binding names) whose parameters and statistics never change.
+    /// Layers (binding names) whose parameters and statistics do not change.
     #[serde(default)]
     pub freeze: Vec<String>,
+    /// Train the frozen layers again in the control and QAT stages (float training keeps
+    /// them frozen): QAT can then adapt the backbone to its quantization.
+    #[serde(default)]
+    pub unfreeze_for_qat: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -226,7 +226,11 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     skip_unlowerable(ptq_int8, &mut notes)?;
 
     // 3. Control: the same extra epochs in float, then PTQ.
+    let unfreeze = recipe.transfer.as_ref().is_some_and(|t| t.unfreeze_for_qat);
     let mut control = float.duplicate();
+    if unfreeze {
+        control.unfreeze();
+    }
     let mut control_stage = run.train(
         "control",
         &mut control,
@@ -248,6 +252,9 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
 
     // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
     let mut qat = ptq.duplicate();
+    if unfreeze {
+        qat.unfreeze();
+    }
     qat.quant = QuantState {
         weight_range: weight_range(recipe.qat.weight_range),
         bn_frozen: recipe.qat.freeze_bn_after == 0.0,

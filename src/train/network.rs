@@ -110,6 +110,12 @@ impl Norm {
         freeze_tensor(&mut self.bias);
     }
 
+    fn unfreeze(&mut self) {
+        self.frozen = false;
+        let _ = self.weight.requires_grad_(true);
+        let _ = self.bias.requires_grad_(true);
+    }
+
     /// Per-channel factor gamma / sigma from running statistics.
     fn factor(&self) -> Tensor {
         &self.weight / (&self.running_var + self.eps).sqrt()
@@ -409,6 +415,26 @@ impl Network {
                 *observer = Observer::new(observer.spec);
             }
         }
+    }
+
+    /// Undoes [`Network::freeze`]: every layer trains again.
+    pub fn unfreeze(&mut self) {
+        for layer in &mut self.layers {
+            match layer {
+                Layer::Linear { weight, bias, norm, .. } => {
+                    let _ = weight.requires_grad_(true);
+                    if let Some(b) = bias {
+                        let _ = b.requires_grad_(true);
+                    }
+                    if let Some(norm) = norm {
+                        norm.unfreeze();
+                    }
+                }
+                Layer::Norm(norm) => norm.unfreeze(),
+                _ => {}
+            }
+        }
+        self.frozen.clear();
     }
 
     /// Finishes calibration: narrows every observer's range as `method` says.
