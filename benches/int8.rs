@@ -1,5 +1,5 @@
 //! qatc's int8 runtime vs libtorch float vs ONNX Runtime (on the exported int8 model),
-//! on the seed model: batch-1 latency and batch-256 throughput, one thread and all.
+//! on the seed model and the transfer CNN: batch-1 latency and batch-256 throughput, one thread and all.
 //! Prints a table and the ratios measured in this run.
 //!
 //! `cargo bench --bench int8` (after `source scripts/env.sh`). Weights are random,
@@ -38,9 +38,16 @@ struct Row {
 }
 
 fn main() {
+    for model in ["examples/fashion/cnn.qat", "examples/fashion/transfer.qat"] {
+        bench(model);
+        println!();
+    }
+}
+
+fn bench(model_file: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = std::fs::read_to_string(root.join("examples/fashion/cnn.qat")).unwrap();
-    let checked = qatc::check_source(&SourceFile::new("cnn.qat", &src));
+    let src = std::fs::read_to_string(root.join(model_file)).unwrap();
+    let checked = qatc::check_source(&SourceFile::new(model_file, &src));
     let graph = passes::run(
         checked.graphs.into_iter().next().expect("one model"),
         Stage::Quantized,
