@@ -378,3 +378,61 @@ fn depthwise_convolutions_lower_to_int8_and_agree_with_fake_quant() {
         "the depthwise conv is not grouped in the int8 graph"
     );
 }
+
+#[test]
+fn sensitivity_measures_every_quantized_layer() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!("data:\n  dir: {}\n  train_limit: 1500\n  test_limit: 500\ntrain:\n  epochs: 1\n  learning_rate: 0.002\nptq:\n  calibration_samples: 200\n", data.display()),
+    );
+    let out = tmp.path().join("out");
+    let run = qatc(&[
+        "sensitivity",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--quant",
+        "w2a2",
+        "--all-but-one",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("sensitivity.json")).unwrap()).unwrap();
+    let layers: Vec<&str> = result["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["layer"].as_str().unwrap())
+        .collect();
+    // The input's quantization, the fused conv and the dense head.
+    assert_eq!(layers, vec!["image", "x", "logits"], "{stdout}");
+    let float = result["float"].as_f64().unwrap();
+    let everything = result["quantized"].as_f64().unwrap();
+    assert!(
+        everything < float - 0.05,
+        "2-bit weights and activations should cost PTQ accuracy: {float} -> {everything}"
+    );
+    for layer in result["layers"].as_array().unwrap() {
+        // Quantizing one layer alone never costs more than quantizing all of them.
+        assert!(
+            layer["alone"].as_f64().unwrap() >= everything - 0.02,
+            "{layer}"
+        );
+        assert!(layer["all_but"].as_f64().is_some());
+    }
+    assert!(
+        stdout.contains("only this") && stdout.contains("Suggestion")
+            || stdout.contains("No single layer"),
+        "{stdout}"
+    );
+}

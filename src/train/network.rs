@@ -421,7 +421,9 @@ impl Network {
     pub fn unfreeze(&mut self) {
         for layer in &mut self.layers {
             match layer {
-                Layer::Linear { weight, bias, norm, .. } => {
+                Layer::Linear {
+                    weight, bias, norm, ..
+                } => {
                     let _ = weight.requires_grad_(true);
                     if let Some(b) = bias {
                         let _ = b.requires_grad_(true);
