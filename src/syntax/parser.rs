@@ -17,9 +17,16 @@ struct QatParser;
 /// (at lines starting with an item keyword) and each is parsed on its own: one typo
 /// costs one item, and errors in independent items are all reported.
 pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
+    // Tracking parse attempts slows every parse; it is only needed to explain an error.
+    pest::set_error_detail(false);
+    let clean = parse_range(text, 0, text.len());
     // Detailed attempts give the literal tokens expected at the furthest position.
     pest::set_error_detail(true);
-    match parse_range(text, 0, text.len()) {
+    let first_try = match clean {
+        Ok(items) => Ok(items),
+        Err(_) => parse_range(text, 0, text.len()),
+    };
+    match first_try {
         Ok(items) => (
             File {
                 items,
