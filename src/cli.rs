@@ -46,14 +46,15 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Print an int8 artifact's integer graph: scales, zero points, clamps and multipliers.
+    /// Print an int8 artifact's integer graph (scales, zero points, clamps, multipliers),
+    /// or a `.tflite` file's tensors, quantization parameters and operators.
     Inspect { artifact: PathBuf },
     /// Convert an int8 artifact to another format.
     Export {
         artifact: PathBuf,
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// Output file; defaults to model.onnx beside the artifact directory.
+        /// Output file; defaults to model.onnx or model.tflite beside the artifact directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -118,7 +119,8 @@ pub struct BuildArgs {
     /// Continue an interrupted build from its per-epoch checkpoints in the output directory.
     #[arg(long)]
     pub resume: bool,
-    /// Extra artifacts to write beside report.json (`onnx`: model.onnx of the QAT int8 model).
+    /// Extra artifacts to write beside report.json: `onnx` (model.onnx) or `tflite`
+    /// (model.tflite) of the QAT int8 model; repeat for both. `tflite` is checked before training.
     #[arg(long, value_enum)]
     pub emit: Vec<ExportFormat>,
 }
@@ -167,6 +169,16 @@ impl Color {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     Onnx,
+    Tflite,
+}
+
+impl ExportFormat {
+    fn file_name(self) -> &'static str {
+        match self {
+            ExportFormat::Onnx => "model.onnx",
+            ExportFormat::Tflite => "model.tflite",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -374,6 +386,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             threads,
         } => run_int8(&artifact, &images, labels.as_deref(), threads),
         Command::Inspect { artifact } => {
+            if artifact.is_file() {
+                let model = crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
+                print!("{}", crate::export::tflite::text(&model));
+                return Ok(ExitCode::SUCCESS);
+            }
             let (graph, tensors) =
                 crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
             crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
@@ -382,16 +399,24 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Export {
             artifact,
-            format: ExportFormat::Onnx,
+            format,
             out,
         } => {
             let (graph, tensors) =
                 crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
             crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
             let dir = crate::runtime::artifact::resolve(&artifact);
-            let out =
-                out.unwrap_or_else(|| dir.parent().unwrap_or(Path::new(".")).join("model.onnx"));
-            crate::export::onnx::write(&out, &graph, &tensors).map_err(|e| e.to_string())?;
+            let out = out.unwrap_or_else(|| {
+                dir.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(format.file_name())
+            });
+            match format {
+                ExportFormat::Onnx => crate::export::onnx::write(&out, &graph, &tensors)
+                    .map_err(|e| e.to_string())?,
+                ExportFormat::Tflite => crate::export::tflite::write(&out, &graph, &tensors)
+                    .map_err(|e| e.to_string())?,
+            }
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -552,6 +577,7 @@ fn prepared(
         quiet: args.quiet,
         resume: false,
         emit_onnx: false,
+        emit_tflite: false,
     };
     Ok((quantized, recipe, opts))
 }
@@ -564,10 +590,28 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     }
     opts.resume = args.resume;
     opts.emit_onnx = args.emit.contains(&ExportFormat::Onnx);
+    opts.emit_tflite = args.emit.contains(&ExportFormat::Tflite);
+    if opts.emit_tflite {
+        // Before any training: an op TFLite cannot take would only fail at the end.
+        let problems = crate::export::tflite::check(&graph);
+        if !problems.is_empty() {
+            let file = read_source(&args.model.file)?;
+            eprint!(
+                "{}",
+                render_terminal(&file, &problems, args.model.color.enabled())
+            );
+            return Err(format!(
+                "{} cannot be exported to TFLite ({} problem{}); nothing was built",
+                args.model.file.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
     let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
     let a = &report.artifacts;
-    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx]
+    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite]
         .into_iter()
         .flatten()
         .map(String::as_str)

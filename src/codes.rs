@@ -20,6 +20,7 @@ pub const IMPORT_FAILED: &str = "E0017";
 pub const IMPORT_CYCLE: &str = "E0018";
 pub const WRONG_RESULT_COUNT: &str = "E0019";
 pub const BLOCK_ARGUMENT_TYPE: &str = "E0020";
+pub const NO_TFLITE_FORM: &str = "E0021";
 pub const UNUSED_BINDING: &str = "W0001";
 pub const INEFFECTIVE_ANNOTATION: &str = "W0002";
 pub const FLOAT_SANDWICH: &str = "W0003";
@@ -46,6 +47,7 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
     (IMPORT_CYCLE, "import cycle", "Files import each other in a cycle (a.qat uses b.qat, which uses a.qat). Move the\nshared blocks into a third file that both import.\n"),
     (WRONG_RESULT_COUNT, "wrong number of results", "A `let` binds a different number of names than the call produces. Ops have one\nresult; a block has as many as its `output` statement names:\n\n    block split(x: tensor) { ... output a, b }\n    let left, right = split(x)\n"),
     (BLOCK_ARGUMENT_TYPE, "block argument of the wrong kind", "A block parameter declared `tensor` got a number, or one declared `int` got a\ntensor:\n\n    block unit(x: tensor, filters: int) { ... }\n    let y = unit(x, filters = x)   // error: `filters` is an int\n"),
+    (NO_TFLITE_FORM, "no int8 TFLite form", "`qatc build --emit tflite` checks, before any training, that every op of the\nquantized model becomes an int8 TFLite builtin. It refuses ops kept in float\n(`@float`), ops qatc has no integer kernel for (e.g. sigmoid, softmax, mul, pad,\nhardswish, a batch_norm not right after a conv2d or dense), dilated or grouped\n(not depthwise) convolutions, and activations narrower than 8 bits: TFLite's int8\ntensors clamp to the full [-128, 127] range. Weights may be 2 to 8 bits.\n\n    let x = sigmoid(h)      // error[E0021] with --emit tflite\n    let x = relu6(h)        // fine: RELU6\n"),
     (UNUSED_BINDING, "unused binding", "A value is computed but nothing uses it and it is not an output. Remove it, or\nuse it, or name it as an output.\n"),
     (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, or `@float` on an op that only moves values (max_pool2d, flatten, reshape, pad).\n"),
     (FLOAT_SANDWICH, "float op between quantized ops", "An `@float` op reads a quantized value and feeds a quantized op. The deployed int8\nmodel has to dequantize before it and quantize again after it, which costs time\nand adds rounding error. Keep a whole region in float, or let the op be quantized.\n"),

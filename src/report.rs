@@ -72,6 +72,9 @@ pub struct Artifacts {
     /// `model.onnx`, when `--emit onnx` asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onnx: Option<String>,
+    /// `model.tflite`, when `--emit tflite` asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tflite: Option<String>,
 }
 
 impl Report {

@@ -64,6 +64,8 @@ pub enum BuildError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
+    #[error(transparent)]
+    Tflite(#[from] crate::export::tflite::ExportError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
@@ -81,6 +83,8 @@ pub struct BuildOptions {
     pub resume: bool,
     /// Also write `model.onnx` (the QAT int8 model as ONNX).
     pub emit_onnx: bool,
+    /// Also write `model.tflite` (the QAT int8 model as TensorFlow Lite).
+    pub emit_tflite: bool,
 }
 
 pub fn device(name: &str) -> Result<Device, BuildError> {
@@ -294,7 +298,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         &qat_predictions,
         &mut qat_stage,
     );
-    let (int8, onnx) = match skip_unlowerable(qat_int8, &mut notes)? {
+    let (int8, onnx, tflite) = match skip_unlowerable(qat_int8, &mut notes)? {
         Some((int_graph, int_tensors)) => {
             crate::runtime::save(&int8_dir, &int_graph, &int_tensors)?;
             let onnx_path = opts.out_dir.join("model.onnx");
@@ -304,15 +308,23 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             } else {
                 None
             };
-            (Some(int8_dir.display().to_string()), onnx)
+            let tflite_path = opts.out_dir.join("model.tflite");
+            let tflite = if opts.emit_tflite {
+                crate::export::tflite::write(&tflite_path, &int_graph, &int_tensors)?;
+                Some(tflite_path.display().to_string())
+            } else {
+                None
+            };
+            (Some(int8_dir.display().to_string()), onnx, tflite)
         }
-        None if opts.emit_onnx => {
+        None if opts.emit_onnx || opts.emit_tflite => {
             return Err(BuildError::Transfer(format!(
-                "cannot emit ONNX: {}",
+                "cannot emit {}: {}",
+                if opts.emit_onnx { "ONNX" } else { "TFLite" },
                 notes.last().map_or("", String::as_str)
             )))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
 
     let report_path = opts.out_dir.join("report.json");
@@ -339,6 +351,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             ptq: Some(ptq_path.display().to_string()),
             int8,
             onnx,
+            tflite,
         },
         notes,
     };

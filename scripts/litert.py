@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Runs a .tflite model in the LiteRT interpreter (ai-edge-litert from PyPI).
+
+  litert.py run MODEL INPUTS OUTPUTS   int8 inputs (raw, N x input size) -> int8 outputs (raw)
+  litert.py bench MODEL THREADS        prints {"latency_us": .., "throughput": ..} as JSON
+
+`run` feeds the same int8 tensors qatc's runtime gets, so the outputs compare unit by unit.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+
+def interpreter(model, batch, threads=1):
+    it = Interpreter(model_path=model, num_threads=threads)
+    inp = it.get_input_details()[0]
+    shape = list(inp["shape"])
+    shape[0] = batch
+    it.resize_tensor_input(inp["index"], shape)
+    it.allocate_tensors()
+    return it, it.get_input_details()[0], it.get_output_details()[0]
+
+
+def run(model, inputs, outputs):
+    probe, inp, _ = interpreter(model, 1)
+    per = int(np.prod(inp["shape"][1:]))
+    data = np.fromfile(inputs, dtype=np.int8)
+    n = data.size // per
+    it, inp, out = interpreter(model, n)
+    assert inp["dtype"] == np.int8, inp["dtype"]
+    it.set_tensor(inp["index"], data.reshape([n] + list(inp["shape"][1:])))
+    it.invoke()
+    it.get_tensor(out["index"]).astype(np.int8).tofile(outputs)
+
+
+def bench(model, threads, batch=256, seconds=2.0):
+    result = {}
+    for name, size in (("latency_us", 1), ("throughput", batch)):
+        it, inp, _ = interpreter(model, size, threads)
+        x = np.random.default_rng(0).integers(-128, 128, size=inp["shape"], dtype=np.int8)
+        it.set_tensor(inp["index"], x)
+        for _ in range(10):
+            it.invoke()
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            it.invoke()
+            runs += 1
+        elapsed = time.perf_counter() - start
+        result[name] = elapsed / runs * 1e6 if size == 1 else runs * size / elapsed
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "run":
+        run(*sys.argv[2:5])
+    elif sys.argv[1] == "bench":
+        bench(sys.argv[2], int(sys.argv[3]))
+    else:
+        sys.exit(__doc__)

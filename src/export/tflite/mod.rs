@@ -1,0 +1,1062 @@
+//! TensorFlow Lite export of the integer graph: a fully integer `.tflite` FlatBuffer
+//! (schema version 3) with int8 input and output tensors, builtin operators only.
+//!
+//! Every scale and zero point comes from the integer graph, so the file needs no
+//! representative dataset. The layout changes from the model's `[C, H, W]` to TFLite's
+//! NHWC: activations are `[1, H, W, C]` (vectors `[1, F]`), convolution weights OHWI,
+//! depthwise weights `[1, KH, KW, C·M]`, and a dense layer after a flatten gets its
+//! weight columns reordered to read the HWC-ordered vector.
+//!
+//! TFLite recomputes each requantization multiplier from the float scales in the file
+//! and rounds in two steps (gemmlowp's doubling high multiply, then a rounding shift);
+//! qatc rounds once. An output can therefore differ from qatc's runtime by one unit
+//! where the exact value is (nearly) a tie.
+
+#[allow(clippy::all, clippy::pedantic, dead_code, unused_imports, unreachable_pub)]
+#[rustfmt::skip]
+mod generated;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use generated::tflite as fb;
+
+use crate::ir::{Graph, Op};
+use crate::lower::graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, ValueId};
+use crate::report::write_atomic_bytes;
+use crate::diagnostics::Span;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot export to TFLite: {0}")]
+    Unsupported(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The FlatBuffers file identifier of TFLite models.
+const IDENTIFIER: [u8; 4] = *b"TFL3";
+/// The TFLite schema version.
+const SCHEMA_VERSION: u32 = 3;
+
+/// The builtin operators qatc writes, with the operator version their int8 kernels need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Builtin {
+    Add,
+    AveragePool2d,
+    Concatenation,
+    Conv2d,
+    DepthwiseConv2d,
+    FullyConnected,
+    MaxPool2d,
+    Relu,
+    Relu6,
+    Reshape,
+    Pad,
+    Transpose,
+    Mean,
+    Quantize,
+}
+
+impl Builtin {
+    fn code(self) -> i32 {
+        match self {
+            Builtin::Add => 0,
+            Builtin::AveragePool2d => 1,
+            Builtin::Concatenation => 2,
+            Builtin::Conv2d => 3,
+            Builtin::DepthwiseConv2d => 4,
+            Builtin::FullyConnected => 9,
+            Builtin::MaxPool2d => 17,
+            Builtin::Relu => 19,
+            Builtin::Relu6 => 21,
+            Builtin::Reshape => 22,
+            Builtin::Pad => 34,
+            Builtin::Transpose => 39,
+            Builtin::Mean => 40,
+            Builtin::Quantize => 114,
+        }
+    }
+
+    /// The first operator version with an int8 kernel (per-channel for convolutions).
+    fn version(self) -> i32 {
+        match self {
+            Builtin::Conv2d | Builtin::DepthwiseConv2d => 3,
+            Builtin::FullyConnected => 4,
+            Builtin::Reshape => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The name of a builtin operator code (the published enum, for `qatc inspect`).
+fn builtin_name(code: i32) -> Option<&'static str> {
+    Some(match code {
+        0 => "ADD",
+        1 => "AVERAGE_POOL_2D",
+        2 => "CONCATENATION",
+        3 => "CONV_2D",
+        4 => "DEPTHWISE_CONV_2D",
+        6 => "DEQUANTIZE",
+        9 => "FULLY_CONNECTED",
+        14 => "LOGISTIC",
+        17 => "MAX_POOL_2D",
+        18 => "MUL",
+        19 => "RELU",
+        21 => "RELU6",
+        22 => "RESHAPE",
+        25 => "SOFTMAX",
+        34 => "PAD",
+        39 => "TRANSPOSE",
+        40 => "MEAN",
+        114 => "QUANTIZE",
+        117 => "HARD_SWISH",
+        _ => return None,
+    })
+}
+
+/// Ops a `.tflite` export can take, and why the others cannot: checked on the
+/// quantized graph before any training, so `--emit tflite` fails in seconds.
+pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
+    use crate::diagnostics::Diagnostic;
+    let code = crate::codes::NO_TFLITE_FORM;
+    let mut out = Vec::new();
+    let mut refuse = |span: Span, message: String, label: &str, help: &str| {
+        out.push(Diagnostic::error(code, message, span, label).with_help(help.to_string()));
+    };
+    if graph.inputs.len() != 1 {
+        let span = graph.node(graph.output).span;
+        refuse(
+            span,
+            format!(
+                "model `{}` has {} inputs; the TFLite export takes one",
+                graph.name,
+                graph.inputs.len()
+            ),
+            "this model",
+            "export a model with a single image input",
+        );
+    }
+    for node in &graph.nodes {
+        let name = node.op.name();
+        let passes_through = matches!(
+            node.op,
+            Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+        );
+        if node.quant.float && !passes_through {
+            refuse(
+                node.span,
+                format!("`{}` ({name}) is kept in float, but a TFLite int8 model is integer-only", node.name),
+                "@float here",
+                "remove @float from this op to export the model as int8 TFLite",
+            );
+            continue;
+        }
+        match &node.op {
+            Op::Conv2d {
+                dilation, groups, in_channels, ..
+            } => {
+                if *dilation != 1 {
+                    refuse(
+                        node.span,
+                        format!("`{}`: dilated conv2d has no int8 kernel in qatc yet", node.name),
+                        "dilation > 1",
+                        "use dilation = 1 to export to TFLite",
+                    );
+                }
+                if *groups != 1 && groups != in_channels {
+                    refuse(
+                        node.span,
+                        format!(
+                            "`{}`: conv2d with {groups} groups of {} channels has no TFLite builtin (only groups = 1 and depthwise)",
+                            node.name,
+                            in_channels / groups
+                        ),
+                        "grouped convolution",
+                        "use groups = 1, or groups = the input channels (depthwise)",
+                    );
+                }
+            }
+            Op::FakeQuant { spec } => {
+                let (lo, hi) = spec.range();
+                if (lo, hi) != (-128, 127) && (lo, hi) != (0, 255) {
+                    let at = graph.node(node.inputs[0]);
+                    refuse(
+                        at.span,
+                        format!(
+                            "`{}` is quantized to {} bits; TFLite int8 tensors hold the full 8-bit range",
+                            at.name, spec.bits
+                        ),
+                        "narrow activation range",
+                        "export models with 8-bit activations (e.g. --quant w4a8); weights may be narrower",
+                    );
+                }
+            }
+            Op::Input
+            | Op::Dense { .. }
+            | Op::Relu
+            | Op::Relu6
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Flatten
+            | Op::Add
+            | Op::Concat { .. } => {}
+            other => refuse(
+                node.span,
+                format!("`{}`: qatc cannot lower `{}` to an int8 TFLite operator", node.name, other.name()),
+                "no int8 TFLite form",
+                "the TFLite export takes conv2d (incl. depthwise), dense, batch_norm folded into a conv2d or dense, relu, relu6, max_pool2d, avg_pool2d, global_avg_pool, flatten, add and concat",
+            ),
+        }
+    }
+    out
+}
+
+/// Writes `graph` as a `.tflite` file, atomically.
+pub fn write(path: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), ExportError> {
+    let bytes = to_bytes(graph, tensors)?;
+    write_atomic_bytes(path, &bytes).map_err(|source| ExportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn unsupported(why: impl Into<String>) -> ExportError {
+    ExportError::Unsupported(why.into())
+}
+
+/// The `.tflite` bytes of an integer graph.
+pub fn to_bytes(graph: &IntGraph, tensors: &IntTensors) -> Result<Vec<u8>, ExportError> {
+    let mut w = Writer::new(graph, tensors);
+    for op in &graph.ops {
+        w.op(op)?;
+    }
+    let input = graph
+        .ops
+        .iter()
+        .find_map(|op| match op {
+            IntOp::Quantize { output } => Some(*output),
+            _ => None,
+        })
+        .ok_or_else(|| unsupported("the integer graph has no quantize op for its input"))?;
+    let input = w.value(input)?;
+    if w.hwc.contains_key(&graph.output) {
+        return Err(unsupported("the output is a flattened image"));
+    }
+    let output = w.value(graph.output)?;
+    let model = fb::Model {
+        version: SCHEMA_VERSION,
+        operator_codes: Some(
+            w.codes
+                .iter()
+                .map(|b| fb::OperatorCode {
+                    deprecated_builtin_code: b.code() as i8,
+                    custom_code: None,
+                    version: b.version(),
+                    builtin_code: b.code(),
+                })
+                .collect(),
+        ),
+        subgraphs: Some(vec![fb::SubGraph {
+            tensors: Some(w.fb_tensors),
+            inputs: Some(vec![input]),
+            outputs: Some(vec![output]),
+            operators: Some(w.operators),
+            name: Some("main".into()),
+        }]),
+        description: Some(format!(
+            "qatc {}: int8 model {}",
+            env!("CARGO_PKG_VERSION"),
+            graph.model
+        )),
+        buffers: Some(w.buffers),
+    };
+    let mut builder = planus::Builder::new();
+    Ok(with_identifier(builder.finish(&model, Some(IDENTIFIER)).to_vec()))
+}
+
+/// FlatBuffers put the root offset first and the identifier after it; planus 1.3 writes
+/// them the other way round (the offset then counts from byte 4). Swap them back.
+fn with_identifier(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.len() >= 8 && bytes[0..4] == IDENTIFIER {
+        let offset = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) + 4;
+        bytes[0..4].copy_from_slice(&offset.to_le_bytes());
+        bytes[4..8].copy_from_slice(&IDENTIFIER);
+    }
+    bytes
+}
+
+struct Writer<'a> {
+    graph: &'a IntGraph,
+    tensors: &'a IntTensors,
+    buffers: Vec<fb::Buffer>,
+    fb_tensors: Vec<fb::Tensor>,
+    codes: Vec<Builtin>,
+    operators: Vec<fb::Operator>,
+    /// The TFLite tensor of each integer-graph value, once written.
+    value_tensor: HashMap<ValueId, i32>,
+    /// Flattened images whose elements are in NHWC order, with their `[C, H, W]`.
+    hwc: HashMap<ValueId, [usize; 3]>,
+}
+
+/// `[C, H, W]` → `[1, H, W, C]`, `[F]` → `[1, F]`.
+fn nhwc(shape: &[usize]) -> Vec<i32> {
+    match *shape {
+        [c, h, w] => vec![1, h as i32, w as i32, c as i32],
+        _ => std::iter::once(1)
+            .chain(shape.iter().map(|&d| d as i32))
+            .collect(),
+    }
+}
+
+fn per_tensor(q: QParams) -> Box<fb::QuantizationParameters> {
+    Box::new(fb::QuantizationParameters {
+        scale: Some(vec![q.scale]),
+        zero_point: Some(vec![q.zero_point as i64]),
+        ..Default::default()
+    })
+}
+
+fn per_channel(scales: Vec<f32>, dimension: usize) -> Box<fb::QuantizationParameters> {
+    Box::new(fb::QuantizationParameters {
+        zero_point: Some(vec![0; scales.len()]),
+        scale: Some(scales),
+        quantized_dimension: dimension as i32,
+        ..Default::default()
+    })
+}
+
+/// TFLite's clamp for a fused activation on an int8 output (its
+/// `CalculateActivationRangeQuantized`), matched against the integer graph's clamp.
+fn fused_activation(
+    what: &str,
+    lo: i32,
+    hi: i32,
+    q: QParams,
+) -> Result<fb::ActivationFunctionType, ExportError> {
+    let relu_lo = q.zero_point.max(-128);
+    let relu6_hi = (q.zero_point + (6.0f32 / q.scale).round() as i32).min(127);
+    match (lo, hi) {
+        (-128, 127) => Ok(fb::ActivationFunctionType::None),
+        (l, 127) if l == relu_lo => Ok(fb::ActivationFunctionType::Relu),
+        (l, h) if l == relu_lo && h == relu6_hi => Ok(fb::ActivationFunctionType::Relu6),
+        _ => Err(unsupported(format!(
+            "`{what}` clamps its output to [{lo}, {hi}], which no TFLite activation gives (scale {:e}, zero point {})",
+            q.scale, q.zero_point
+        ))),
+    }
+}
+
+/// Whether `(in, kernel, stride, pad)` is TFLite's SAME or VALID padding along one axis.
+fn tf_padding(size: usize, kernel: usize, stride: usize, pad: usize) -> Option<fb::Padding> {
+    let out = (size + 2 * pad).checked_sub(kernel)? / stride + 1;
+    if pad == 0 {
+        return Some(fb::Padding::Valid);
+    }
+    let same_out = size.div_ceil(stride);
+    let total = ((same_out - 1) * stride + kernel).saturating_sub(size);
+    (same_out == out && total / 2 == pad).then_some(fb::Padding::Same)
+}
+
+impl<'a> Writer<'a> {
+    fn new(graph: &'a IntGraph, tensors: &'a IntTensors) -> Writer<'a> {
+        Writer {
+            graph,
+            tensors,
+            // Buffer 0 is the empty sentinel that activations point at.
+            buffers: vec![fb::Buffer::default()],
+            fb_tensors: Vec::new(),
+            codes: Vec::new(),
+            operators: Vec::new(),
+            value_tensor: HashMap::new(),
+            hwc: HashMap::new(),
+        }
+    }
+
+    fn tensor(
+        &mut self,
+        name: String,
+        shape: Vec<i32>,
+        type_: fb::TensorType,
+        data: Option<Vec<u8>>,
+        quantization: Option<Box<fb::QuantizationParameters>>,
+    ) -> i32 {
+        let buffer = match data {
+            Some(data) => {
+                self.buffers.push(fb::Buffer { data: Some(data) });
+                self.buffers.len() as u32 - 1
+            }
+            None => 0,
+        };
+        self.fb_tensors.push(fb::Tensor {
+            shape: Some(shape),
+            type_,
+            buffer,
+            name: Some(name),
+            quantization,
+            is_variable: false,
+        });
+        self.fb_tensors.len() as i32 - 1
+    }
+
+    /// The TFLite tensor of a value, created on first use.
+    fn value(&mut self, v: ValueId) -> Result<i32, ExportError> {
+        if let Some(&t) = self.value_tensor.get(&v) {
+            return Ok(t);
+        }
+        let value = &self.graph.values[v];
+        let q = value.quant;
+        if (q.qmin, q.qmax) != (-128, 127) {
+            return Err(unsupported(format!(
+                "`{}` holds integers in [{}, {}]; TFLite int8 tensors hold [-128, 127] (export models with 8-bit activations)",
+                value.name, q.qmin, q.qmax
+            )));
+        }
+        let t = self.tensor(
+            value.name.clone(),
+            nhwc(&value.shape),
+            fb::TensorType::Int8,
+            None,
+            Some(per_tensor(q)),
+        );
+        self.value_tensor.insert(v, t);
+        Ok(t)
+    }
+
+    /// A fresh activation tensor with a value's parameters (for inserted ops).
+    fn temp(&mut self, name: String, shape: Vec<i32>, q: QParams) -> i32 {
+        self.tensor(name, shape, fb::TensorType::Int8, None, Some(per_tensor(q)))
+    }
+
+    fn int32_const(&mut self, name: String, data: &[i32]) -> i32 {
+        let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.tensor(
+            name,
+            vec![data.len() as i32],
+            fb::TensorType::Int32,
+            Some(bytes),
+            None,
+        )
+    }
+
+    fn emit(
+        &mut self,
+        builtin: Builtin,
+        inputs: Vec<i32>,
+        outputs: Vec<i32>,
+        options: Option<fb::BuiltinOptions>,
+    ) {
+        let index = match self.codes.iter().position(|&b| b == builtin) {
+            Some(i) => i,
+            None => {
+                self.codes.push(builtin);
+                self.codes.len() - 1
+            }
+        };
+        self.operators.push(fb::Operator {
+            opcode_index: index as u32,
+            inputs: Some(inputs),
+            outputs: Some(outputs),
+            builtin_options: options,
+            ..Default::default()
+        });
+    }
+
+    fn weights(&self, name: &str) -> Result<(&'a [usize], &'a [i8]), ExportError> {
+        match self.tensors.get(name) {
+            Some(IntTensor::I8 { shape, data }) => Ok((shape, data)),
+            _ => Err(unsupported(format!("int8 tensor `{name}` is missing"))),
+        }
+    }
+
+    fn bias(&mut self, name: &str, s_x: f32, weight_scales: &[f32]) -> Result<i32, ExportError> {
+        let Some(IntTensor::I32 { data, .. }) = self.tensors.get(name) else {
+            return Err(unsupported(format!("int32 tensor `{name}` is missing")));
+        };
+        let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let scales = weight_scales.iter().map(|s| s * s_x).collect();
+        Ok(self.tensor(
+            name.to_string(),
+            vec![data.len() as i32],
+            fb::TensorType::Int32,
+            Some(bytes),
+            Some(per_channel(scales, 0)),
+        ))
+    }
+
+    fn op(&mut self, op: &IntOp) -> Result<(), ExportError> {
+        match op {
+            // The model's input: TFLite takes it already quantized.
+            IntOp::Quantize { output } => {
+                self.value(*output)?;
+            }
+            IntOp::Conv2d {
+                name,
+                input,
+                output,
+                weight,
+                bias,
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight_scales,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let out_q = self.graph.values[*output].quant;
+                let act = fused_activation(name, *act_min, *act_max, out_q)?;
+                let [_, h, w] = self.graph.values[*input].shape[..] else {
+                    return Err(unsupported(format!("`{name}`: conv2d input is not [C, H, W]")));
+                };
+                let mut x = self.value(*input)?;
+                let in_q = self.graph.values[*input].quant;
+                let padding = match (
+                    tf_padding(h, *kernel, *stride, *pad),
+                    tf_padding(w, *kernel, *stride, *pad),
+                ) {
+                    (Some(a), Some(b)) if a == b => a,
+                    // PyTorch-style symmetric padding that SAME would place differently:
+                    // pad explicitly (TFLite pads int8 with the zero point, real 0).
+                    _ => {
+                        let p = *pad as i32;
+                        let paddings = self.int32_const(
+                            format!("{name}/paddings"),
+                            &[0, 0, p, p, p, p, 0, 0],
+                        );
+                        self.fb_tensors[paddings as usize].shape = Some(vec![4, 2]);
+                        let shape = vec![1, (h + 2 * pad) as i32, (w + 2 * pad) as i32, *in_channels as i32];
+                        let padded = self.temp(format!("{name}/padded"), shape, in_q);
+                        self.emit(Builtin::Pad, vec![x, paddings], vec![padded], None);
+                        x = padded;
+                        fb::Padding::Valid
+                    }
+                };
+                let (shape, data) = self.weights(weight)?;
+                let [o, i, kh, kw] = shape[..] else {
+                    return Err(unsupported(format!("`{weight}` is not 4-D")));
+                };
+                let depthwise = *groups == *in_channels && *groups > 1 && i == 1;
+                if *groups != 1 && !depthwise {
+                    return Err(unsupported(format!(
+                        "`{name}`: grouped convolution ({groups} groups) has no TFLite builtin"
+                    )));
+                }
+                let at = |oo: usize, ii: usize, y: usize, xx: usize| data[((oo * i + ii) * kh + y) * kw + xx];
+                let mut bytes = Vec::with_capacity(data.len());
+                let (wshape, dim) = if depthwise {
+                    // [1, KH, KW, O]
+                    for y in 0..kh {
+                        for xx in 0..kw {
+                            for oo in 0..o {
+                                bytes.push(at(oo, 0, y, xx) as u8);
+                            }
+                        }
+                    }
+                    (vec![1, kh as i32, kw as i32, o as i32], 3)
+                } else {
+                    // OHWI
+                    for oo in 0..o {
+                        for y in 0..kh {
+                            for xx in 0..kw {
+                                for ii in 0..i {
+                                    bytes.push(at(oo, ii, y, xx) as u8);
+                                }
+                            }
+                        }
+                    }
+                    (vec![o as i32, kh as i32, kw as i32, i as i32], 0)
+                };
+                let wt = self.tensor(
+                    weight.clone(),
+                    wshape,
+                    fb::TensorType::Int8,
+                    Some(bytes),
+                    Some(per_channel(weight_scales.clone(), dim)),
+                );
+                let bt = self.bias(bias, in_q.scale, weight_scales)?;
+                let y = self.value(*output)?;
+                let stride = *stride as i32;
+                let (builtin, options) = if depthwise {
+                    (Builtin::DepthwiseConv2d, 
+                    fb::BuiltinOptions::DepthwiseConv2DOptions(Box::new(fb::DepthwiseConv2DOptions {
+                        padding,
+                        stride_w: stride,
+                        stride_h: stride,
+                        depth_multiplier: (*out_channels / *in_channels) as i32,
+                        fused_activation_function: act,
+                        dilation_w_factor: 1,
+                        dilation_h_factor: 1,
+                    })))
+                } else {
+                    (Builtin::Conv2d, fb::BuiltinOptions::Conv2DOptions(Box::new(fb::Conv2DOptions {
+                        padding,
+                        stride_w: stride,
+                        stride_h: stride,
+                        fused_activation_function: act,
+                        dilation_w_factor: 1,
+                        dilation_h_factor: 1,
+                    })))
+                };
+                self.emit(builtin, vec![x, wt, bt], vec![y], Some(options));
+            }
+            IntOp::Dense {
+                name,
+                input,
+                output,
+                weight,
+                bias,
+                in_features,
+                out_features,
+                weight_scales,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let out_q = self.graph.values[*output].quant;
+                let act = fused_activation(name, *act_min, *act_max, out_q)?;
+                let (_, data) = self.weights(weight)?;
+                let (o, i) = (*out_features, *in_features);
+                // After a flatten the input is in HWC order: reorder the columns to match.
+                let column: Vec<usize> = match self.hwc.get(input) {
+                    Some(&[c, h, w]) => (0..i)
+                        .map(|k| {
+                            let (hw, ch) = (k / c, k % c);
+                            ch * h * w + hw
+                        })
+                        .collect(),
+                    None => (0..i).collect(),
+                };
+                let bytes = (0..o)
+                    .flat_map(|oo| column.iter().map(move |&k| (oo, k)))
+                    .map(|(oo, k)| data[oo * i + k] as u8)
+                    .collect();
+                let x = self.value(*input)?;
+                let in_q = self.graph.values[*input].quant;
+                let wt = self.tensor(
+                    weight.clone(),
+                    vec![o as i32, i as i32],
+                    fb::TensorType::Int8,
+                    Some(bytes),
+                    Some(per_channel(weight_scales.clone(), 0)),
+                );
+                let bt = self.bias(bias, in_q.scale, weight_scales)?;
+                let y = self.value(*output)?;
+                let options = fb::BuiltinOptions::FullyConnectedOptions(Box::new(
+                    fb::FullyConnectedOptions {
+                        fused_activation_function: act,
+                        weights_format: 0,
+                        keep_num_dims: false,
+                    },
+                ));
+                self.emit(Builtin::FullyConnected, vec![x, wt, bt], vec![y], Some(options));
+            }
+            IntOp::MaxPool2d {
+                input,
+                output,
+                size,
+                stride,
+            } => self.pool(Builtin::MaxPool2d, *input, *output, *size, *stride)?,
+            IntOp::Reshape { input, output } => self.reshape(*input, *output)?,
+            IntOp::Add {
+                name,
+                inputs,
+                output,
+                act_min,
+                act_max,
+                ..
+            } => {
+                if inputs.iter().any(|v| self.hwc.contains_key(v)) {
+                    return Err(unsupported(format!("`{name}` adds a flattened image")));
+                }
+                let act = fused_activation(name, *act_min, *act_max, self.graph.values[*output].quant)?;
+                let (a, b) = (self.value(inputs[0])?, self.value(inputs[1])?);
+                let y = self.value(*output)?;
+                let options = fb::BuiltinOptions::AddOptions(Box::new(fb::AddOptions {
+                    fused_activation_function: act,
+                }));
+                self.emit(Builtin::Add, vec![a, b], vec![y], Some(options));
+            }
+            IntOp::Requantize {
+                name,
+                input,
+                output,
+                act_min,
+                act_max,
+                ..
+            } => {
+                if self.hwc.contains_key(input) {
+                    return Err(unsupported(format!("`{name}` reads a flattened image")));
+                }
+                let act = fused_activation(name, *act_min, *act_max, self.graph.values[*output].quant)?;
+                let builtin = match act {
+                    fb::ActivationFunctionType::Relu => Builtin::Relu,
+                    fb::ActivationFunctionType::Relu6 => Builtin::Relu6,
+                    // A change of parameters only: int8 → int8 QUANTIZE requantizes.
+                    _ => Builtin::Quantize,
+                };
+                let x = self.value(*input)?;
+                let y = self.value(*output)?;
+                self.emit(builtin, vec![x], vec![y], None);
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(unsupported(format!(
+                    "the integer op `{}` has no TFLite form yet",
+                    other.kind()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn pool(
+        &mut self,
+        builtin: Builtin,
+        input: ValueId,
+        output: ValueId,
+        size: usize,
+        stride: usize,
+    ) -> Result<(), ExportError> {
+        let x = self.value(input)?;
+        let y = self.value(output)?;
+        let options = fb::BuiltinOptions::Pool2DOptions(Box::new(fb::Pool2DOptions {
+            padding: fb::Padding::Valid,
+            stride_w: stride as i32,
+            stride_h: stride as i32,
+            filter_width: size as i32,
+            filter_height: size as i32,
+            fused_activation_function: fb::ActivationFunctionType::None,
+        }));
+        self.emit(builtin, vec![x], vec![y], Some(options));
+        Ok(())
+    }
+
+    /// A flatten. NHWC flattens in HWC order; when only dense layers read the result,
+    /// their weights are reordered instead of the data, else the data is transposed back
+    /// to CHW first.
+    fn reshape(&mut self, input: ValueId, output: ValueId) -> Result<(), ExportError> {
+        let in_shape = self.graph.values[input].shape.clone();
+        let out_shape = self.graph.values[output].shape.clone();
+        let mut x = self.value(input)?;
+        if let [c, h, w] = in_shape[..] {
+            if out_shape.len() != 1 {
+                return Err(unsupported(format!(
+                    "a reshape from {in_shape:?} to {out_shape:?} (only flattening to a vector is exported)"
+                )));
+            }
+            let ordered_alike = c == 1 || h * w == 1;
+            let only_dense = output != self.graph.output
+                && self.graph.ops.iter().filter(|op| op.inputs().contains(&output)).all(|op| matches!(op, IntOp::Dense { .. }));
+            if !ordered_alike && only_dense {
+                self.hwc.insert(output, [c, h, w]);
+            } else if !ordered_alike {
+                let perm = self.int32_const(format!("{}/perm", self.graph.values[output].name), &[0, 3, 1, 2]);
+                let q = self.graph.values[input].quant;
+                let chw = self.temp(
+                    format!("{}/nchw", self.graph.values[output].name),
+                    vec![1, c as i32, h as i32, w as i32],
+                    q,
+                );
+                self.emit(Builtin::Transpose, vec![x, perm], vec![chw], None);
+                x = chw;
+            }
+        } else if self.hwc.contains_key(&input) {
+            return Err(unsupported("a reshape of a flattened image"));
+        }
+        // -1 for the batch: the interpreter may be resized to run many images at once.
+        let mut new_shape = nhwc(&out_shape);
+        new_shape[0] = -1;
+        let shape = self.int32_const(format!("{}/shape", self.graph.values[output].name), &new_shape);
+        let y = self.value(output)?;
+        let options = fb::BuiltinOptions::ReshapeOptions(Box::new(fb::ReshapeOptions {
+            new_shape: Some(new_shape),
+        }));
+        self.emit(Builtin::Reshape, vec![x, shape], vec![y], Some(options));
+        Ok(())
+    }
+}
+
+/// One tensor of a `.tflite` file, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<i32>,
+    pub dtype: String,
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<i64>,
+    pub quantized_dimension: i32,
+    /// Constant data (weights, biases, shapes), little-endian.
+    pub data: Option<Vec<u8>>,
+}
+
+/// One operator of a `.tflite` file, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorInfo {
+    /// The builtin's published name, or `BUILTIN_<code>` / the custom code.
+    pub op: String,
+    pub version: i32,
+    pub inputs: Vec<i32>,
+    pub outputs: Vec<i32>,
+    /// The builtin options, as `key=value` pairs.
+    pub options: String,
+}
+
+/// The first subgraph of a `.tflite` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TfliteModel {
+    pub version: u32,
+    pub description: String,
+    pub tensors: Vec<TensorInfo>,
+    pub operators: Vec<OperatorInfo>,
+    pub inputs: Vec<i32>,
+    pub outputs: Vec<i32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a TFLite model: {0}\n  hint: `.tflite` files start with a FlatBuffer whose identifier is TFL3")]
+    Format(String),
+}
+
+/// Whether `bytes` carry TFLite's file identifier.
+pub fn is_tflite(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[4..8] == IDENTIFIER
+}
+
+pub fn read_file(path: &Path) -> Result<TfliteModel, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    read(&bytes)
+}
+
+/// Reads a `.tflite` FlatBuffer (verified by planus; nothing is trusted).
+pub fn read(bytes: &[u8]) -> Result<TfliteModel, ReadError> {
+    use planus::ReadAsRoot;
+    if !is_tflite(bytes) {
+        return Err(ReadError::Format(format!(
+            "{} bytes without the TFL3 identifier",
+            bytes.len()
+        )));
+    }
+    let bad = |e: planus::Error| ReadError::Format(e.to_string());
+    let model = fb::ModelRef::read_as_root(bytes).map_err(bad)?;
+    let buffers: Vec<Option<Vec<u8>>> = match model.buffers().map_err(bad)? {
+        Some(v) => v
+            .iter()
+            .map(|b| Ok(b?.data()?.map(<[u8]>::to_vec)))
+            .collect::<Result<_, planus::Error>>()
+            .map_err(bad)?,
+        None => Vec::new(),
+    };
+    let codes: Vec<(String, i32)> = match model.operator_codes().map_err(bad)? {
+        Some(v) => v
+            .iter()
+            .map(|c| {
+                let c = c?;
+                let code = (c.deprecated_builtin_code()? as i32).max(c.builtin_code()?);
+                let name = match (c.custom_code()?, builtin_name(code)) {
+                    (Some(custom), _) => custom.to_string(),
+                    (None, Some(name)) => name.to_string(),
+                    (None, None) => format!("BUILTIN_{code}"),
+                };
+                Ok((name, c.version()?))
+            })
+            .collect::<Result<_, planus::Error>>()
+            .map_err(bad)?,
+        None => Vec::new(),
+    };
+    let subgraph = model
+        .subgraphs()
+        .map_err(bad)?
+        .and_then(|s| s.iter().next())
+        .ok_or_else(|| ReadError::Format("the model has no subgraph".into()))?
+        .map_err(bad)?;
+    let ints = |v: Option<planus::Vector<'_, i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
+    let mut tensors = Vec::new();
+    for t in subgraph.tensors().map_err(bad)?.into_iter().flatten() {
+        let t = t.map_err(bad)?;
+        let (mut scales, mut zero_points, mut dim) = (Vec::new(), Vec::new(), 0);
+        if let Some(q) = t.quantization().map_err(bad)? {
+            scales = q.scale().map_err(bad)?.map(|v| v.iter().collect()).unwrap_or_default();
+            zero_points = q.zero_point().map_err(bad)?.map(|v| v.iter().collect()).unwrap_or_default();
+            dim = q.quantized_dimension().map_err(bad)?;
+        }
+        let buffer = t.buffer().map_err(bad)? as usize;
+        let data = match buffers.get(buffer) {
+            Some(data) => data.clone().filter(|d| !d.is_empty()),
+            None => {
+                return Err(ReadError::Format(format!(
+                    "a tensor points at buffer {buffer} of {}",
+                    buffers.len()
+                )))
+            }
+        };
+        tensors.push(TensorInfo {
+            name: t.name().map_err(bad)?.unwrap_or("").to_string(),
+            shape: ints(t.shape().map_err(bad)?),
+            dtype: format!("{:?}", t.type_().map_err(bad)?).to_lowercase(),
+            scales,
+            zero_points,
+            quantized_dimension: dim,
+            data,
+        });
+    }
+    let mut operators = Vec::new();
+    for op in subgraph.operators().map_err(bad)?.into_iter().flatten() {
+        let op = op.map_err(bad)?;
+        let index = op.opcode_index().map_err(bad)? as usize;
+        let (name, version) = codes.get(index).cloned().ok_or_else(|| {
+            ReadError::Format(format!("an operator uses code {index} of {}", codes.len()))
+        })?;
+        let (inputs, outputs) = (ints(op.inputs().map_err(bad)?), ints(op.outputs().map_err(bad)?));
+        for &t in inputs.iter().chain(&outputs) {
+            if t >= tensors.len() as i32 || t < -1 {
+                return Err(ReadError::Format(format!(
+                    "operator {name} uses tensor {t} of {}",
+                    tensors.len()
+                )));
+            }
+        }
+        operators.push(OperatorInfo {
+            op: name,
+            version,
+            inputs,
+            outputs,
+            options: options_text(op.builtin_options()),
+        });
+    }
+    Ok(TfliteModel {
+        version: model.version().map_err(bad)?,
+        description: model.description().map_err(bad)?.unwrap_or("").to_string(),
+        tensors,
+        operators,
+        inputs: ints(subgraph.inputs().map_err(bad)?),
+        outputs: ints(subgraph.outputs().map_err(bad)?),
+    })
+}
+
+fn options_text(options: planus::Result<Option<fb::BuiltinOptionsRef<'_>>>) -> String {
+    use fb::BuiltinOptionsRef as O;
+    let text = |o: O<'_>| -> planus::Result<String> {
+        Ok(match o {
+            O::Conv2DOptions(o) => format!(
+                "padding={:?} stride={}x{} dilation={}x{} activation={:?}",
+                o.padding()?,
+                o.stride_h()?,
+                o.stride_w()?,
+                o.dilation_h_factor()?,
+                o.dilation_w_factor()?,
+                o.fused_activation_function()?
+            ),
+            O::DepthwiseConv2DOptions(o) => format!(
+                "padding={:?} stride={}x{} depth_multiplier={} activation={:?}",
+                o.padding()?,
+                o.stride_h()?,
+                o.stride_w()?,
+                o.depth_multiplier()?,
+                o.fused_activation_function()?
+            ),
+            O::Pool2DOptions(o) => format!(
+                "padding={:?} filter={}x{} stride={}x{} activation={:?}",
+                o.padding()?,
+                o.filter_height()?,
+                o.filter_width()?,
+                o.stride_h()?,
+                o.stride_w()?,
+                o.fused_activation_function()?
+            ),
+            O::FullyConnectedOptions(o) => {
+                format!("activation={:?}", o.fused_activation_function()?)
+            }
+            O::AddOptions(o) => format!("activation={:?}", o.fused_activation_function()?),
+            O::ConcatenationOptions(o) => format!(
+                "axis={} activation={:?}",
+                o.axis()?,
+                o.fused_activation_function()?
+            ),
+            O::ReshapeOptions(o) => format!(
+                "new_shape={:?}",
+                o.new_shape()?.map(|v| v.iter().collect::<Vec<_>>()).unwrap_or_default()
+            ),
+            O::ReducerOptions(o) => format!("keep_dims={}", o.keep_dims()?),
+            _ => "(options outside qatc's schema subset)".into(),
+        })
+    };
+    match options {
+        Ok(None) => String::new(),
+        Ok(Some(o)) => text(o).unwrap_or_else(|e| format!("(unreadable options: {e})")),
+        Err(_) => "(options outside qatc's schema subset)".into(),
+    }
+}
+
+/// The listing `qatc inspect model.tflite` prints.
+pub fn text(model: &TfliteModel) -> String {
+    let mut out = format!(
+        "tflite model (schema v{}): {}\n  {} tensors, {} operators; inputs {:?}, outputs {:?}\n\ntensors:\n",
+        model.version,
+        model.description,
+        model.tensors.len(),
+        model.operators.len(),
+        model.inputs,
+        model.outputs
+    );
+    for (i, t) in model.tensors.iter().enumerate() {
+        let _ = write!(out, "  %{i:<3} {} {}{:?}", t.name, t.dtype, t.shape);
+        match t.scales.len() {
+            0 => {}
+            1 => {
+                let _ = write!(
+                    out,
+                    "  scale={:e} zp={}",
+                    t.scales[0],
+                    t.zero_points.first().copied().unwrap_or(0)
+                );
+            }
+            n => {
+                let (lo, hi) = t.scales.iter().fold((f32::INFINITY, 0.0f32), |(lo, hi), &s| {
+                    (lo.min(s), hi.max(s))
+                });
+                let _ = write!(
+                    out,
+                    "  per-channel (dim {}): {n} scales in [{lo:e}, {hi:e}], zp {}",
+                    t.quantized_dimension,
+                    if t.zero_points.iter().all(|&z| z == 0) { "0" } else { "mixed" }
+                );
+            }
+        }
+        if let Some(data) = &t.data {
+            let _ = write!(out, "  const {} bytes", data.len());
+        }
+        out.push('\n');
+    }
+    out.push_str("\noperators:\n");
+    for (i, op) in model.operators.iter().enumerate() {
+        let list = |v: &[i32]| v.iter().map(|t| format!("%{t}")).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(
+            out,
+            "  {i:>3}: {} v{} ({}) -> {}  {}",
+            op.op,
+            op.version,
+            list(&op.inputs),
+            list(&op.outputs),
+            op.options
+        );
+    }
+    out
+}
