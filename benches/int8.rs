@@ -1,11 +1,13 @@
-//! qatc's int8 runtime vs libtorch float vs ONNX Runtime (on the exported int8 model),
+//! qatc's int8 runtime vs libtorch float vs ONNX Runtime and LiteRT (on the exported
+//! int8 `.onnx` and `.tflite` models),
 //! on the seed model and the transfer CNN: batch-1 latency and batch-256 throughput, one thread and all.
 //! Prints a table and the ratios measured in this run.
 //!
 //! `cargo bench --bench int8` (after `source scripts/env.sh`). Weights are random,
 //! calibrated on real Fashion-MNIST images: speed does not depend on what was learned.
 //! ONNX Runtime is timed through Python (scripts/onnx_bench.py); it is skipped, with the
-//! reason printed, when `import onnxruntime` fails.
+//! reason printed, when `import onnxruntime` fails; LiteRT likewise (scripts/litert.py, with
+//! its default XNNPACK delegate and with its builtin kernels).
 
 use std::path::Path;
 use std::process::Command;
@@ -103,6 +105,8 @@ fn bench(model_file: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let onnx = tmp.path().join("model.onnx");
     qatc::export::onnx::write(&onnx, &int_graph, &int_tensors).unwrap();
+    let tflite = tmp.path().join("model.tflite");
+    qatc::export::tflite::write(&tflite, &int_graph, &int_tensors).unwrap();
     let input = tmp.path().join("x.f32");
     std::fs::write(
         &input,
@@ -126,85 +130,103 @@ fn bench(model_file: &str) {
             latency_us: median_seconds(|| drop(net.forward(&one, Mode::Float, false)), 1.0) * 1e6,
             throughput: 256.0 / median_seconds(|| drop(net.forward(&xs, Mode::Float, false)), 1.0),
         });
-        let script = root.join("scripts/onnx_bench.py");
         let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-        let ort = Command::new("python3")
-            .arg(&script)
+        let dims = if dims.len() == 3 {
+            dims
+        } else {
+            vec![dims[0].clone(), "1".into(), "1".into()]
+        };
+        let mut onnx_run = Command::new("python3");
+        onnx_run
+            .arg(root.join("scripts/onnx_bench.py"))
             .arg(&onnx)
             .arg(&input)
-            .args(if dims.len() == 3 {
-                dims.clone()
-            } else {
-                vec![dims[0].clone(), "1".into(), "1".into()]
-            })
-            .arg(threads.to_string())
-            .output();
-        let ort_row = match ort {
-            Ok(out) if out.status.success() => {
-                let text = String::from_utf8_lossy(&out.stdout);
-                let field = |k: &str| {
-                    text.split_whitespace()
-                        .find_map(|w| w.strip_prefix(k))
-                        .and_then(|v| v.parse::<f64>().ok())
-                };
-                field("latency_us=")
-                    .zip(field("throughput="))
-                    .map(|(latency_us, throughput)| Row {
-                        latency_us,
-                        throughput,
-                    })
-            }
-            Ok(out) => {
-                eprintln!(
-                    "ONNX Runtime skipped: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("failed")
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("ONNX Runtime skipped: cannot run python3: {e}");
-                None
-            }
-        };
-        table.push((threads, qatc_row, torch_row, ort_row));
+            .args(&dims)
+            .arg(threads.to_string());
+        let mut peers = vec![
+            ("libtorch float", Some(torch_row)),
+            (
+                "onnxruntime int8 (py)",
+                python_row("ONNX Runtime", onnx_run),
+            ),
+        ];
+        // LiteRT with its default XNNPACK delegate, and with its own builtin kernels.
+        for (name, resolver) in [
+            ("litert int8 (py)", "auto"),
+            ("litert builtin int8 (py)", "builtin"),
+        ] {
+            let mut run = Command::new("python3");
+            run.arg(root.join("scripts/litert.py"))
+                .arg("bench")
+                .arg(&tflite)
+                .arg(threads.to_string())
+                .env("QATC_LITERT_RESOLVER", resolver);
+            peers.push((name, python_row("LiteRT", run)));
+        }
+        table.push((threads, qatc_row, peers));
     }
 
     println!(
-        "\n{:<8} {:<22} {:>16} {:>20}",
+        "\n{:<8} {:<26} {:>16} {:>20}",
         "threads", "engine", "batch-1 latency", "batch-256 images/s"
     );
-    for (threads, q, t, o) in &table {
-        println!(
-            "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
-            "qatc int8", q.latency_us, q.throughput
-        );
-        println!(
-            "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
-            "libtorch float", t.latency_us, t.throughput
-        );
-        if let Some(o) = o {
-            println!(
-                "{threads:<8} {:<22} {:>13.1} us {:>20.0}",
-                "onnxruntime int8 (py)", o.latency_us, o.throughput
-            );
+    for (threads, q, peers) in &table {
+        let rows = std::iter::once(("qatc int8", Some(q)))
+            .chain(peers.iter().map(|(n, r)| (*n, r.as_ref())));
+        for (name, row) in rows {
+            if let Some(r) = row {
+                println!(
+                    "{threads:<8} {name:<26} {:>13.1} us {:>20.0}",
+                    r.latency_us, r.throughput
+                );
+            }
         }
     }
     println!("\nratios (> 1: qatc int8 is faster)");
-    for (threads, q, t, o) in &table {
-        println!(
-            "  {threads} thread(s): vs libtorch float: throughput x{:.2}, latency x{:.2}",
-            q.throughput / t.throughput,
-            t.latency_us / q.latency_us
-        );
-        if let Some(o) = o {
-            println!(
-                "  {threads} thread(s): vs onnxruntime int8: throughput x{:.2}, latency x{:.2}",
-                q.throughput / o.throughput,
-                o.latency_us / q.latency_us
+    for (threads, q, peers) in &table {
+        for (name, row) in peers {
+            if let Some(r) = row {
+                println!(
+                    "  {threads} thread(s): vs {name}: throughput x{:.2}, latency x{:.2}",
+                    q.throughput / r.throughput,
+                    r.latency_us / q.latency_us
+                );
+            }
+        }
+    }
+}
+
+/// Runs a Python timing script that prints `latency_us=.. throughput=..`; None (with the
+/// reason printed) when it cannot run.
+fn python_row(what: &str, mut command: Command) -> Option<Row> {
+    match command.output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let field = |k: &str| {
+                text.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            field("latency_us=")
+                .zip(field("throughput="))
+                .map(|(latency_us, throughput)| Row {
+                    latency_us,
+                    throughput,
+                })
+        }
+        Ok(out) => {
+            eprintln!(
+                "{what} skipped: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
             );
+            None
+        }
+        Err(e) => {
+            eprintln!("{what} skipped: cannot run python3: {e}");
+            None
         }
     }
 }

@@ -2,20 +2,27 @@
 """Runs a .tflite model in the LiteRT interpreter (ai-edge-litert from PyPI).
 
   litert.py run MODEL INPUTS OUTPUTS   int8 inputs (raw, N x input size) -> int8 outputs (raw)
-  litert.py bench MODEL THREADS        prints {"latency_us": .., "throughput": ..} as JSON
+  litert.py bench MODEL THREADS        prints latency_us=.. (batch 1) throughput=.. (images/s, batch 256)
 
 `run` feeds the same int8 tensors qatc's runtime gets, so the outputs compare unit by unit.
 """
-import json
+import os
 import sys
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 
 def interpreter(model, batch, threads=1):
-    it = Interpreter(model_path=model, num_threads=threads)
+    # QATC_LITERT_RESOLVER=builtin|ref: LiteRT's own kernels instead of XNNPACK (the default).
+    resolver = {
+        "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "ref": OpResolverType.BUILTIN_REF,
+    }.get(os.environ.get("QATC_LITERT_RESOLVER", ""), OpResolverType.AUTO)
+    it = Interpreter(
+        model_path=model, num_threads=threads, experimental_op_resolver_type=resolver
+    )
     inp = it.get_input_details()[0]
     shape = list(inp["shape"])
     shape[0] = batch
@@ -50,7 +57,7 @@ def bench(model, threads, batch=256, seconds=2.0):
             runs += 1
         elapsed = time.perf_counter() - start
         result[name] = elapsed / runs * 1e6 if size == 1 else runs * size / elapsed
-    print(json.dumps(result))
+    print(" ".join(f"{k}={v}" for k, v in result.items()))
 
 
 if __name__ == "__main__":

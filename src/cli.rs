@@ -387,7 +387,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => run_int8(&artifact, &images, labels.as_deref(), threads),
         Command::Inspect { artifact } => {
             if artifact.is_file() {
-                let model = crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
+                let model =
+                    crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
                 print!("{}", crate::export::tflite::text(&model));
                 return Ok(ExitCode::SUCCESS);
             }
@@ -412,8 +413,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     .join(format.file_name())
             });
             match format {
-                ExportFormat::Onnx => crate::export::onnx::write(&out, &graph, &tensors)
-                    .map_err(|e| e.to_string())?,
+                ExportFormat::Onnx => {
+                    crate::export::onnx::write(&out, &graph, &tensors).map_err(|e| e.to_string())?
+                }
                 ExportFormat::Tflite => crate::export::tflite::write(&out, &graph, &tensors)
                     .map_err(|e| e.to_string())?,
             }

@@ -440,6 +440,18 @@ impl Model {
         self.graph.values[self.graph.output].quant
     }
 
+    /// The parameters the float input is quantized with (the integer graph's first value).
+    pub fn input_quant(&self) -> QParams {
+        self.graph
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                IntOp::Quantize { output } => Some(self.graph.values[*output].quant),
+                _ => None,
+            })
+            .expect("a loaded graph quantizes its input")
+    }
+
     /// Runs a batch of float inputs `[N, ...input shape]` (pixels / 255) and returns the
     /// int8 outputs `[N, ...output shape]`. Batches are split across rayon's threads.
     pub fn run(&self, input: &[f32]) -> Result<Vec<i8>, RuntimeError> {

@@ -22,10 +22,10 @@ use std::path::Path;
 
 use generated::tflite as fb;
 
+use crate::diagnostics::Span;
 use crate::ir::{Graph, Op};
 use crate::lower::graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, ValueId};
 use crate::report::write_atomic_bytes;
-use crate::diagnostics::Span;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -150,7 +150,10 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
         if node.quant.float && !passes_through {
             refuse(
                 node.span,
-                format!("`{}` ({name}) is kept in float, but a TFLite int8 model is integer-only", node.name),
+                format!(
+                    "`{}` ({name}) is kept in float, but a TFLite int8 model is integer-only",
+                    node.name
+                ),
                 "@float here",
                 "remove @float from this op to export the model as int8 TFLite",
             );
@@ -277,7 +280,9 @@ pub fn to_bytes(graph: &IntGraph, tensors: &IntTensors) -> Result<Vec<u8>, Expor
         buffers: Some(w.buffers),
     };
     let mut builder = planus::Builder::new();
-    Ok(with_identifier(builder.finish(&model, Some(IDENTIFIER)).to_vec()))
+    Ok(with_identifier(
+        builder.finish(&model, Some(IDENTIFIER)).to_vec(),
+    ))
 }
 
 /// FlatBuffers put the root offset first and the identifier after it; planus 1.3 writes
@@ -515,7 +520,9 @@ impl<'a> Writer<'a> {
                 let out_q = self.graph.values[*output].quant;
                 let act = fused_activation(name, *act_min, *act_max, out_q)?;
                 let [_, h, w] = self.graph.values[*input].shape[..] else {
-                    return Err(unsupported(format!("`{name}`: conv2d input is not [C, H, W]")));
+                    return Err(unsupported(format!(
+                        "`{name}`: conv2d input is not [C, H, W]"
+                    )));
                 };
                 let mut x = self.value(*input)?;
                 let in_q = self.graph.values[*input].quant;
@@ -528,12 +535,15 @@ impl<'a> Writer<'a> {
                     // pad explicitly (TFLite pads int8 with the zero point, real 0).
                     _ => {
                         let p = *pad as i32;
-                        let paddings = self.int32_const(
-                            format!("{name}/paddings"),
-                            &[0, 0, p, p, p, p, 0, 0],
-                        );
+                        let paddings =
+                            self.int32_const(format!("{name}/paddings"), &[0, 0, p, p, p, p, 0, 0]);
                         self.fb_tensors[paddings as usize].shape = Some(vec![4, 2]);
-                        let shape = vec![1, (h + 2 * pad) as i32, (w + 2 * pad) as i32, *in_channels as i32];
+                        let shape = vec![
+                            1,
+                            (h + 2 * pad) as i32,
+                            (w + 2 * pad) as i32,
+                            *in_channels as i32,
+                        ];
                         let padded = self.temp(format!("{name}/padded"), shape, in_q);
                         self.emit(Builtin::Pad, vec![x, paddings], vec![padded], None);
                         x = padded;
@@ -550,7 +560,9 @@ impl<'a> Writer<'a> {
                         "`{name}`: grouped convolution ({groups} groups) has no TFLite builtin"
                     )));
                 }
-                let at = |oo: usize, ii: usize, y: usize, xx: usize| data[((oo * i + ii) * kh + y) * kw + xx];
+                let at = |oo: usize, ii: usize, y: usize, xx: usize| {
+                    data[((oo * i + ii) * kh + y) * kw + xx]
+                };
                 let mut bytes = Vec::with_capacity(data.len());
                 let (wshape, dim) = if depthwise {
                     // [1, KH, KW, O]
@@ -586,25 +598,32 @@ impl<'a> Writer<'a> {
                 let y = self.value(*output)?;
                 let stride = *stride as i32;
                 let (builtin, options) = if depthwise {
-                    (Builtin::DepthwiseConv2d, 
-                    fb::BuiltinOptions::DepthwiseConv2DOptions(Box::new(fb::DepthwiseConv2DOptions {
-                        padding,
-                        stride_w: stride,
-                        stride_h: stride,
-                        depth_multiplier: (*out_channels / *in_channels) as i32,
-                        fused_activation_function: act,
-                        dilation_w_factor: 1,
-                        dilation_h_factor: 1,
-                    })))
+                    (
+                        Builtin::DepthwiseConv2d,
+                        fb::BuiltinOptions::DepthwiseConv2DOptions(Box::new(
+                            fb::DepthwiseConv2DOptions {
+                                padding,
+                                stride_w: stride,
+                                stride_h: stride,
+                                depth_multiplier: (*out_channels / *in_channels) as i32,
+                                fused_activation_function: act,
+                                dilation_w_factor: 1,
+                                dilation_h_factor: 1,
+                            },
+                        )),
+                    )
                 } else {
-                    (Builtin::Conv2d, fb::BuiltinOptions::Conv2DOptions(Box::new(fb::Conv2DOptions {
-                        padding,
-                        stride_w: stride,
-                        stride_h: stride,
-                        fused_activation_function: act,
-                        dilation_w_factor: 1,
-                        dilation_h_factor: 1,
-                    })))
+                    (
+                        Builtin::Conv2d,
+                        fb::BuiltinOptions::Conv2DOptions(Box::new(fb::Conv2DOptions {
+                            padding,
+                            stride_w: stride,
+                            stride_h: stride,
+                            fused_activation_function: act,
+                            dilation_w_factor: 1,
+                            dilation_h_factor: 1,
+                        })),
+                    )
                 };
                 self.emit(builtin, vec![x, wt, bt], vec![y], Some(options));
             }
@@ -657,7 +676,12 @@ impl<'a> Writer<'a> {
                         keep_num_dims: false,
                     },
                 ));
-                self.emit(Builtin::FullyConnected, vec![x, wt, bt], vec![y], Some(options));
+                self.emit(
+                    Builtin::FullyConnected,
+                    vec![x, wt, bt],
+                    vec![y],
+                    Some(options),
+                );
             }
             IntOp::MaxPool2d {
                 input,
@@ -677,7 +701,8 @@ impl<'a> Writer<'a> {
                 if inputs.iter().any(|v| self.hwc.contains_key(v)) {
                     return Err(unsupported(format!("`{name}` adds a flattened image")));
                 }
-                let act = fused_activation(name, *act_min, *act_max, self.graph.values[*output].quant)?;
+                let act =
+                    fused_activation(name, *act_min, *act_max, self.graph.values[*output].quant)?;
                 let (a, b) = (self.value(inputs[0])?, self.value(inputs[1])?);
                 let y = self.value(*output)?;
                 let options = fb::BuiltinOptions::AddOptions(Box::new(fb::AddOptions {
@@ -696,7 +721,8 @@ impl<'a> Writer<'a> {
                 if self.hwc.contains_key(input) {
                     return Err(unsupported(format!("`{name}` reads a flattened image")));
                 }
-                let act = fused_activation(name, *act_min, *act_max, self.graph.values[*output].quant)?;
+                let act =
+                    fused_activation(name, *act_min, *act_max, self.graph.values[*output].quant)?;
                 let builtin = match act {
                     fb::ActivationFunctionType::Relu => Builtin::Relu,
                     fb::ActivationFunctionType::Relu6 => Builtin::Relu6,
@@ -755,11 +781,19 @@ impl<'a> Writer<'a> {
             }
             let ordered_alike = c == 1 || h * w == 1;
             let only_dense = output != self.graph.output
-                && self.graph.ops.iter().filter(|op| op.inputs().contains(&output)).all(|op| matches!(op, IntOp::Dense { .. }));
+                && self
+                    .graph
+                    .ops
+                    .iter()
+                    .filter(|op| op.inputs().contains(&output))
+                    .all(|op| matches!(op, IntOp::Dense { .. }));
             if !ordered_alike && only_dense {
                 self.hwc.insert(output, [c, h, w]);
             } else if !ordered_alike {
-                let perm = self.int32_const(format!("{}/perm", self.graph.values[output].name), &[0, 3, 1, 2]);
+                let perm = self.int32_const(
+                    format!("{}/perm", self.graph.values[output].name),
+                    &[0, 3, 1, 2],
+                );
                 let q = self.graph.values[input].quant;
                 let chw = self.temp(
                     format!("{}/nchw", self.graph.values[output].name),
@@ -775,7 +809,10 @@ impl<'a> Writer<'a> {
         // -1 for the batch: the interpreter may be resized to run many images at once.
         let mut new_shape = nhwc(&out_shape);
         new_shape[0] = -1;
-        let shape = self.int32_const(format!("{}/shape", self.graph.values[output].name), &new_shape);
+        let shape = self.int32_const(
+            format!("{}/shape", self.graph.values[output].name),
+            &new_shape,
+        );
         let y = self.value(output)?;
         let options = fb::BuiltinOptions::ReshapeOptions(Box::new(fb::ReshapeOptions {
             new_shape: Some(new_shape),
@@ -887,14 +924,23 @@ pub fn read(bytes: &[u8]) -> Result<TfliteModel, ReadError> {
         .and_then(|s| s.iter().next())
         .ok_or_else(|| ReadError::Format("the model has no subgraph".into()))?
         .map_err(bad)?;
-    let ints = |v: Option<planus::Vector<'_, i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
+    let ints =
+        |v: Option<planus::Vector<'_, i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
     let mut tensors = Vec::new();
     for t in subgraph.tensors().map_err(bad)?.into_iter().flatten() {
         let t = t.map_err(bad)?;
         let (mut scales, mut zero_points, mut dim) = (Vec::new(), Vec::new(), 0);
         if let Some(q) = t.quantization().map_err(bad)? {
-            scales = q.scale().map_err(bad)?.map(|v| v.iter().collect()).unwrap_or_default();
-            zero_points = q.zero_point().map_err(bad)?.map(|v| v.iter().collect()).unwrap_or_default();
+            scales = q
+                .scale()
+                .map_err(bad)?
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            zero_points = q
+                .zero_point()
+                .map_err(bad)?
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
             dim = q.quantized_dimension().map_err(bad)?;
         }
         let buffer = t.buffer().map_err(bad)? as usize;
@@ -924,7 +970,10 @@ pub fn read(bytes: &[u8]) -> Result<TfliteModel, ReadError> {
         let (name, version) = codes.get(index).cloned().ok_or_else(|| {
             ReadError::Format(format!("an operator uses code {index} of {}", codes.len()))
         })?;
-        let (inputs, outputs) = (ints(op.inputs().map_err(bad)?), ints(op.outputs().map_err(bad)?));
+        let (inputs, outputs) = (
+            ints(op.inputs().map_err(bad)?),
+            ints(op.outputs().map_err(bad)?),
+        );
         for &t in inputs.iter().chain(&outputs) {
             if t >= tensors.len() as i32 || t < -1 {
                 return Err(ReadError::Format(format!(
@@ -992,7 +1041,9 @@ fn options_text(options: planus::Result<Option<fb::BuiltinOptionsRef<'_>>>) -> S
             ),
             O::ReshapeOptions(o) => format!(
                 "new_shape={:?}",
-                o.new_shape()?.map(|v| v.iter().collect::<Vec<_>>()).unwrap_or_default()
+                o.new_shape()?
+                    .map(|v| v.iter().collect::<Vec<_>>())
+                    .unwrap_or_default()
             ),
             O::ReducerOptions(o) => format!("keep_dims={}", o.keep_dims()?),
             _ => "(options outside qatc's schema subset)".into(),
@@ -1029,14 +1080,21 @@ pub fn text(model: &TfliteModel) -> String {
                 );
             }
             n => {
-                let (lo, hi) = t.scales.iter().fold((f32::INFINITY, 0.0f32), |(lo, hi), &s| {
-                    (lo.min(s), hi.max(s))
-                });
+                let (lo, hi) = t
+                    .scales
+                    .iter()
+                    .fold((f32::INFINITY, 0.0f32), |(lo, hi), &s| {
+                        (lo.min(s), hi.max(s))
+                    });
                 let _ = write!(
                     out,
                     "  per-channel (dim {}): {n} scales in [{lo:e}, {hi:e}], zp {}",
                     t.quantized_dimension,
-                    if t.zero_points.iter().all(|&z| z == 0) { "0" } else { "mixed" }
+                    if t.zero_points.iter().all(|&z| z == 0) {
+                        "0"
+                    } else {
+                        "mixed"
+                    }
                 );
             }
         }
@@ -1047,7 +1105,12 @@ pub fn text(model: &TfliteModel) -> String {
     }
     out.push_str("\noperators:\n");
     for (i, op) in model.operators.iter().enumerate() {
-        let list = |v: &[i32]| v.iter().map(|t| format!("%{t}")).collect::<Vec<_>>().join(", ");
+        let list = |v: &[i32]| {
+            v.iter()
+                .map(|t| format!("%{t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let _ = writeln!(
             out,
             "  {i:>3}: {} v{} ({}) -> {}  {}",

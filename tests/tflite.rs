@@ -1,0 +1,435 @@
+//! `qatc build --emit tflite` on a small real subset of Fashion-MNIST: the file reads
+//! back as the same graph, and the LiteRT interpreter (ai-edge-litert from PyPI) gives
+//! the same int8 outputs as qatc's runtime on the same int8 inputs. Ops TFLite cannot
+//! take are refused before any training.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{data_dir, qatc, write};
+use qatc::data::{self, Split};
+use qatc::export::tflite::{self, TfliteModel};
+use qatc::lower::{IntGraph, IntOp, IntTensor, IntTensors};
+use qatc::report::Report;
+
+const RECIPE: &str = "
+data:
+  train_limit: 3000
+  test_limit: 500
+train:
+  epochs: 1
+  batch_size: 64
+  optimizer: adam
+  learning_rate: 0.002
+  seed: 5
+qat:
+  epochs: 1
+  learning_rate: 0.0001
+ptq:
+  calibration_samples: 300
+";
+
+/// A residual network with stride-2 `same` convolutions (which TFLite's SAME would pad
+/// differently, so the export pads explicitly), a projection shortcut, add + relu.
+const RESIDUAL: &str = "
+quant default {
+    weights = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model Residual {
+    input image: f32[1, 28, 28]
+    let stem = conv2d(image, filters = 8, kernel = 3, padding = same)
+    let stem = batch_norm(stem)
+    let stem = relu(stem)
+    let y = conv2d(stem, filters = 16, kernel = 3, stride = 2, padding = same, bias = false)
+    let y = batch_norm(y)
+    let y = relu(y)
+    let y = conv2d(y, filters = 16, kernel = 3, padding = same, bias = false)
+    let y = batch_norm(y)
+    let shortcut = conv2d(stem, filters = 16, kernel = 1, stride = 2, bias = false)
+    let shortcut = batch_norm(shortcut)
+    let sum = add(shortcut, y)
+    let out = relu(sum)
+    let p = max_pool2d(out, size = 2)
+    let f = flatten(p)
+    let logits = dense(f, units = 10)
+    output logits
+}
+";
+
+fn run_ok(args: &[&str]) -> String {
+    let out = qatc(args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "qatc {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// Builds `model` with `--emit tflite`; returns the output directory and the report.
+fn build(model: &Path, dir: &Path) -> (PathBuf, Report) {
+    let recipe = write(dir, "recipe.yaml", RECIPE);
+    let out = dir.join("out");
+    run_ok(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--emit",
+        "tflite",
+        "-q",
+    ]);
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (out, report)
+}
+
+/// `[C, H, W]` → `[1, H, W, C]`, `[F]` → `[1, F]`.
+fn nhwc(shape: &[usize]) -> Vec<i32> {
+    match *shape {
+        [c, h, w] => vec![1, h as i32, w as i32, c as i32],
+        [f] => vec![1, f as i32],
+        _ => panic!("unexpected shape {shape:?}"),
+    }
+}
+
+fn i8_data(tensors: &IntTensors, name: &str) -> (Vec<usize>, Vec<i8>) {
+    match &tensors[name] {
+        IntTensor::I8 { shape, data } => (shape.clone(), data.clone()),
+        other => panic!("{name} is {}", other.dtype()),
+    }
+}
+
+/// Emit → read → the same graph: every value's tensor with its shape (NHWC) and
+/// parameters, every weight (converted back from OHWI / depthwise / HWC-ordered
+/// columns), every bias, and one operator per integer op in order.
+fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors) {
+    let tensor = |name: &str| {
+        file.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no tensor `{name}` in the file"))
+    };
+    for v in &graph.values {
+        let t = &file.tensors[tensor(&v.name)];
+        assert_eq!(t.dtype, "int8", "{}", v.name);
+        assert_eq!(t.shape, nhwc(&v.shape), "{}", v.name);
+        assert_eq!(t.scales, vec![v.quant.scale], "{}", v.name);
+        assert_eq!(t.zero_points, vec![v.quant.zero_point as i64], "{}", v.name);
+    }
+    let input = graph
+        .ops
+        .iter()
+        .find_map(|op| match op {
+            IntOp::Quantize { output } => Some(*output),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(file.inputs, vec![tensor(&graph.values[input].name) as i32]);
+    assert_eq!(
+        file.outputs,
+        vec![tensor(&graph.values[graph.output].name) as i32]
+    );
+
+    let kinds: Vec<&str> = file
+        .operators
+        .iter()
+        .map(|o| o.op.as_str())
+        .filter(|k| !matches!(*k, "PAD"))
+        .collect();
+    let expected: Vec<&str> = graph
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            IntOp::Quantize { .. } => None,
+            IntOp::Conv2d { groups, .. } if *groups > 1 => Some("DEPTHWISE_CONV_2D"),
+            IntOp::Conv2d { .. } => Some("CONV_2D"),
+            IntOp::Dense { .. } => Some("FULLY_CONNECTED"),
+            IntOp::MaxPool2d { .. } => Some("MAX_POOL_2D"),
+            IntOp::Reshape { .. } => Some("RESHAPE"),
+            IntOp::Add { .. } => Some("ADD"),
+            IntOp::Requantize { .. } => Some("RELU|RELU6|QUANTIZE"),
+            #[allow(unreachable_patterns)]
+            other => panic!("test does not know {}", other.kind()),
+        })
+        .collect();
+    assert_eq!(kinds.len(), expected.len(), "{kinds:?} vs {expected:?}");
+    for (k, e) in kinds.iter().zip(&expected) {
+        assert!(e.split('|').any(|e| e == *k), "{kinds:?} vs {expected:?}");
+    }
+
+    let hwc_input = |v: usize| -> Option<[usize; 3]> {
+        graph.ops.iter().find_map(|op| match op {
+            IntOp::Reshape { input, output } if *output == v => {
+                match graph.values[*input].shape[..] {
+                    [c, h, w] if c > 1 && h * w > 1 => Some([c, h, w]),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+    };
+    for op in &graph.ops {
+        let (weight, bias, scales) = match op {
+            IntOp::Conv2d {
+                weight,
+                bias,
+                weight_scales,
+                ..
+            }
+            | IntOp::Dense {
+                weight,
+                bias,
+                weight_scales,
+                ..
+            } => (weight, bias, weight_scales),
+            _ => continue,
+        };
+        let t = &file.tensors[tensor(weight)];
+        assert_eq!(&t.scales, scales, "{weight}");
+        assert!(t.zero_points.iter().all(|&z| z == 0), "{weight}");
+        let bytes: Vec<i8> = t.data.as_ref().unwrap().iter().map(|&b| b as i8).collect();
+        let (shape, ours) = i8_data(tensors, weight);
+        let back: Vec<i8> = match (op, &shape[..]) {
+            (IntOp::Conv2d { groups, .. }, &[o, _, kh, kw]) if *groups > 1 => {
+                assert_eq!(t.shape, vec![1, kh as i32, kw as i32, o as i32]);
+                assert_eq!(t.quantized_dimension, 3);
+                (0..o * kh * kw)
+                    .map(|k| bytes[(k % (kh * kw)) * o + k / (kh * kw)])
+                    .collect()
+            }
+            (IntOp::Conv2d { .. }, &[o, i, kh, kw]) => {
+                assert_eq!(t.shape, vec![o as i32, kh as i32, kw as i32, i as i32]);
+                let mut back = vec![0; bytes.len()];
+                for oo in 0..o {
+                    for ii in 0..i {
+                        for p in 0..kh * kw {
+                            back[(oo * i + ii) * kh * kw + p] = bytes[(oo * kh * kw + p) * i + ii];
+                        }
+                    }
+                }
+                back
+            }
+            (IntOp::Dense { input, .. }, &[o, i]) => match hwc_input(*input) {
+                Some([c, h, w]) => {
+                    let mut back = vec![0; bytes.len()];
+                    for oo in 0..o {
+                        for ch in 0..c {
+                            for p in 0..h * w {
+                                back[oo * i + ch * h * w + p] = bytes[oo * i + p * c + ch];
+                            }
+                        }
+                    }
+                    back
+                }
+                None => bytes.clone(),
+            },
+            _ => panic!("{weight}: shape {shape:?}"),
+        };
+        assert_eq!(back, ours, "{weight} differs after the layout change");
+        let b = &file.tensors[tensor(bias)];
+        let IntTensor::I32 { data, .. } = &tensors[bias.as_str()] else {
+            panic!("{bias} is not int32")
+        };
+        let stored: Vec<i32> = b
+            .data
+            .as_ref()
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(&stored, data, "{bias}");
+        assert_eq!(b.dtype, "int32");
+    }
+}
+
+/// Makes sure Python can import the LiteRT interpreter, installing it from PyPI when missing.
+fn litert() -> Result<(), String> {
+    let import = || {
+        Command::new("python3")
+            .args(["-c", "import ai_edge_litert.interpreter, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if import() {
+        return Ok(());
+    }
+    eprintln!("installing ai-edge-litert from PyPI for the LiteRT comparison");
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "ai-edge-litert", "numpy"])
+        .status();
+    match installed {
+        Ok(s) if s.success() && import() => Ok(()),
+        Ok(s) => Err(format!("`pip install ai-edge-litert` exited with {s}")),
+        Err(e) => Err(format!("cannot run python3: {e}")),
+    }
+}
+
+/// Runs the int8 inputs through LiteRT (scripts/litert.py) and returns its int8 outputs.
+fn litert_outputs(model: &Path, inputs: &[i8], dir: &Path) -> Vec<i8> {
+    let (x, y) = (dir.join("x.i8"), dir.join("y.i8"));
+    std::fs::write(&x, inputs.iter().map(|&v| v as u8).collect::<Vec<u8>>()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/litert.py");
+    let status = Command::new("python3")
+        .args([script.to_str().unwrap(), "run", model.to_str().unwrap()])
+        .args([&x, &y])
+        .status()
+        .unwrap();
+    assert!(status.success(), "LiteRT failed on {}", model.display());
+    std::fs::read(&y)
+        .unwrap()
+        .into_iter()
+        .map(|b| b as i8)
+        .collect()
+}
+
+/// The whole check for one model: build, round trip, `qatc inspect`, `qatc export`, LiteRT.
+fn check_model(model: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, report) = build(model, tmp.path());
+    let file = PathBuf::from(
+        report
+            .artifacts
+            .tflite
+            .as_deref()
+            .expect("artifacts.tflite"),
+    );
+    assert_eq!(file, out.join("model.tflite"));
+    let int8_dir = PathBuf::from(report.artifacts.int8.as_deref().unwrap());
+    let (graph, tensors) = qatc::runtime::artifact::read(&int8_dir).unwrap();
+    let read = tflite::read_file(&file).unwrap();
+    assert_round_trip(&read, &graph, &tensors);
+
+    let listing = run_ok(&["inspect", file.to_str().unwrap()]);
+    assert!(
+        listing.contains("CONV_2D v3") && listing.contains("per-channel (dim 0)"),
+        "{listing}"
+    );
+    let exported = tmp.path().join("exported.tflite");
+    run_ok(&[
+        "export",
+        int8_dir.to_str().unwrap(),
+        "--format",
+        "tflite",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+
+    if let Err(why) = litert() {
+        eprintln!("SKIPPED the LiteRT comparison: {why}");
+        return;
+    }
+    let n = 1000;
+    let test = data::load_split(&data_dir(), Split::Test)
+        .unwrap()
+        .select(None, Some(n));
+    let model = qatc::runtime::load(&int8_dir).unwrap();
+    let x: Vec<f32> = test.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let ours = model.run(&x).unwrap();
+    // The int8 image both runtimes start from: qatc's quantize step, HWC = CHW for one channel.
+    let q = model.input_quant();
+    let inputs: Vec<i8> = x.iter().map(|&v| q.quantize(v)).collect();
+    let theirs = litert_outputs(&file, &inputs, tmp.path());
+    assert_eq!(theirs.len(), ours.len());
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .max()
+        .unwrap();
+    let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+    let same_argmax = model
+        .argmax(&ours)
+        .iter()
+        .zip(model.argmax(&theirs))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    let correct = |outputs: &[i8]| {
+        model
+            .argmax(outputs)
+            .iter()
+            .zip(&test.labels)
+            .filter(|(p, l)| **p == **l as usize)
+            .count()
+    };
+    eprintln!(
+        "{}: LiteRT vs qatc on {n} images: {differ} of {} int8 outputs differ (by at most {worst}), argmax identical on {same_argmax}; accuracy qatc {} LiteRT {}",
+        graph.model,
+        ours.len(),
+        correct(&ours),
+        correct(&theirs)
+    );
+    assert!(worst <= 1, "outputs differ by {worst} units");
+    assert!(
+        differ * 100 <= ours.len(),
+        "{differ} of {} outputs differ",
+        ours.len()
+    );
+    assert!(
+        same_argmax * 1000 >= n * 999,
+        "argmax identical on only {same_argmax}/{n}"
+    );
+}
+
+#[test]
+fn seed_model_runs_in_litert_like_in_qatc() {
+    check_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fashion/cnn.qat"));
+}
+
+#[test]
+fn residual_model_runs_in_litert_like_in_qatc() {
+    let tmp = tempfile::tempdir().unwrap();
+    check_model(&write(tmp.path(), "residual.qat", RESIDUAL));
+}
+
+/// An op with no int8 TFLite form is named at its source location before any training;
+/// the expected terminal output is checked in beside the input.
+#[test]
+fn ops_without_a_tflite_form_are_refused_before_training() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tflite");
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write(tmp.path(), "recipe.yaml", RECIPE);
+    for case in ["unsupported", "narrow"] {
+        let model = dir.join(format!("{case}.qat"));
+        let out = tmp.path().join(case);
+        let run = qatc(&[
+            "build",
+            model.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--emit",
+            "tflite",
+            "--color",
+            "never",
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr).replace(dir.to_str().unwrap(), "$DIR");
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(!out.exists(), "{case}: training started");
+        let golden = dir.join(format!("{case}.stderr"));
+        if std::env::var_os("QATC_BLESS").is_some() {
+            std::fs::write(&golden, &stderr).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert_eq!(
+            stderr,
+            expected,
+            "{case}: stderr differs from {}",
+            golden.display()
+        );
+    }
+}
