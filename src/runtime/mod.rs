@@ -110,6 +110,61 @@ enum Step {
         lo: i32,
         hi: i32,
     },
+    AvgPool {
+        input: usize,
+        output: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        size: usize,
+        stride: usize,
+    },
+    GlobalAvgPool {
+        input: usize,
+        output: usize,
+        c: usize,
+        hw: usize,
+        zp_in: i32,
+        zp: i32,
+        rq: Requant,
+        lo: i32,
+        hi: i32,
+    },
+    Concat {
+        output: usize,
+        /// Runtime-layout blocks per sample: each holds one slice of every part in turn.
+        outer: usize,
+        parts: Vec<ConcatPart>,
+    },
+}
+
+/// One input of a concatenation in the runtime's layout.
+#[derive(Debug, Clone)]
+struct ConcatPart {
+    input: usize,
+    /// Contiguous values this input adds to each outer block.
+    inner: usize,
+    /// `None`: same parameters as the output, copied; else `(zp_in, requant, zp_out, qmin, qmax)`.
+    rescale: Option<(i32, Requant, i32, i32, i32)>,
+}
+
+/// A per-sample `[C, H, W]` / `[F]` axis as an axis of the runtime's layout (`[H, W, C]` / `[F]`).
+fn runtime_axis(rank: usize, axis: usize) -> usize {
+    if rank == 3 {
+        [2, 0, 1][axis]
+    } else {
+        axis
+    }
+}
+
+/// A per-sample shape in the runtime's layout.
+fn runtime_shape(shape: &[usize]) -> Vec<usize> {
+    match shape[..] {
+        [c, h, w] => vec![h, w, c],
+        _ => shape.to_vec(),
+    }
 }
 
 /// A validated integer model ready to run.
@@ -399,6 +454,69 @@ impl Model {
                     check_clamp(name, *act_min, *act_max, &out.quant)?;
                     Step::Requantize { input: *input, output: *output, zp_in: inp.quant.zero_point, zp: out.quant.zero_point, rq: *requant, lo: *act_min, hi: *act_max }
                 }
+                IntOp::AvgPool2d { input, output, size, stride } => {
+                    let inp = value(*input);
+                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
+                    if *size == 0 || *stride == 0 || *size > h || *size > w {
+                        return Err(invalid(format!("{what}: window {size} stride {stride} does not fit {:?}", inp.shape)));
+                    }
+                    let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
+                    if out.shape != [c, oh, ow] || out.quant != inp.quant {
+                        return Err(invalid(format!("{what}: output {:?} must be [{c}, {oh}, {ow}] with the input's quantization", out.shape)));
+                    }
+                    Step::AvgPool { input: *input, output: *output, c, h, w, oh, ow, size: *size, stride: *stride }
+                }
+                IntOp::GlobalAvgPool { name, input, output, requant, act_min, act_max } => {
+                    let what = format!("global_avg_pool `{name}`");
+                    let inp = value(*input);
+                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
+                    if out.shape != [c] {
+                        return Err(invalid(format!("{what}: output shape {:?}, expected [{c}]", out.shape)));
+                    }
+                    // Σ (x - zp) over H·W values of at most 255 in magnitude must fit int32.
+                    if (h * w) as i64 * 255 > i32::MAX as i64 {
+                        return Err(invalid(format!("{what}: {h}x{w} values could overflow the int32 sum")));
+                    }
+                    check_requant(&what, &[*requant], 1)?;
+                    check_clamp(&what, *act_min, *act_max, &out.quant)?;
+                    Step::GlobalAvgPool { input: *input, output: *output, c, hw: h * w, zp_in: inp.quant.zero_point, zp: out.quant.zero_point, rq: *requant, lo: *act_min, hi: *act_max }
+                }
+                IntOp::Concat { name, inputs, output, axis, requant } => {
+                    let what = format!("concat `{name}`");
+                    let rank = out.shape.len();
+                    if inputs.is_empty() || *axis >= rank {
+                        return Err(invalid(format!("{what}: axis {axis} of {} inputs does not fit output {:?}", inputs.len(), out.shape)));
+                    }
+                    check_requant(&what, requant, inputs.len())?;
+                    let mut joined = 0;
+                    for &i in inputs {
+                        let s = &value(i).shape;
+                        let fits = s.len() == rank && s.iter().zip(&out.shape).enumerate().all(|(k, (a, b))| k == *axis || a == b);
+                        if !fits {
+                            return Err(invalid(format!("{what}: input shape {s:?} does not fit output {:?} along axis {axis}", out.shape)));
+                        }
+                        joined += s[*axis];
+                    }
+                    if joined != out.shape[*axis] {
+                        return Err(invalid(format!("{what}: inputs add up to {joined} along axis {axis}, output has {}", out.shape[*axis])));
+                    }
+                    let ax = runtime_axis(rank, *axis);
+                    let outer = numel(&runtime_shape(&out.shape)[..ax]);
+                    let q = out.quant;
+                    let parts = inputs
+                        .iter()
+                        .zip(requant)
+                        .map(|(&i, rq)| {
+                            let v = value(i);
+                            ConcatPart {
+                                input: i,
+                                inner: numel(&runtime_shape(&v.shape)[ax..]),
+                                rescale: (v.quant != q).then_some((v.quant.zero_point, *rq, q.zero_point, q.qmin, q.qmax)),
+                            }
+                        })
+                        .collect();
+                    Step::Concat { output: *output, outer, parts }
+                }
             });
         }
         if graph.output >= nvalues || !written[graph.output] {
@@ -667,6 +785,97 @@ impl Model {
                             as i8
                     })
                     .collect();
+                (*output, y)
+            }
+            Step::AvgPool {
+                input,
+                output,
+                c,
+                h,
+                w,
+                oh,
+                ow,
+                size,
+                stride,
+            } => {
+                let (c, h, w, oh, ow, size, stride) = (*c, *h, *w, *oh, *ow, *size, *stride);
+                let count = (size * size) as i32;
+                let mut y = vec![0i8; n * oh * ow * c];
+                let mut acc = vec![0i32; c];
+                for (x, y) in values[*input]
+                    .chunks(h * w * c)
+                    .zip(y.chunks_mut(oh * ow * c))
+                {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            acc.fill(0);
+                            for ky in 0..size {
+                                for kx in 0..size {
+                                    let src = ((oy * stride + ky) * w + ox * stride + kx) * c;
+                                    for (a, &s) in acc.iter_mut().zip(&x[src..src + c]) {
+                                        *a += s as i32;
+                                    }
+                                }
+                            }
+                            let dst = &mut y[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+                            for (d, &a) in dst.iter_mut().zip(&acc) {
+                                *d = kernels::div_round_away(a, count).clamp(-128, 127) as i8;
+                            }
+                        }
+                    }
+                }
+                (*output, y)
+            }
+            Step::GlobalAvgPool {
+                input,
+                output,
+                c,
+                hw,
+                zp_in,
+                zp,
+                rq,
+                lo,
+                hi,
+            } => {
+                let (c, hw) = (*c, *hw);
+                let mut y = vec![0i8; n * c];
+                let mut acc = vec![0i32; c];
+                for (x, y) in values[*input].chunks(hw * c).zip(y.chunks_mut(c)) {
+                    acc.fill(-zp_in * hw as i32);
+                    for px in x.chunks(c) {
+                        for (a, &v) in acc.iter_mut().zip(px) {
+                            *a += v as i32;
+                        }
+                    }
+                    for (d, &a) in y.iter_mut().zip(&acc) {
+                        *d = (rq.apply(a) + *zp as i64).clamp(*lo as i64, *hi as i64) as i8;
+                    }
+                }
+                (*output, y)
+            }
+            Step::Concat {
+                output,
+                outer,
+                parts,
+            } => {
+                let per: usize = parts.iter().map(|p| p.inner).sum::<usize>() * outer;
+                let mut y = Vec::with_capacity(n * per);
+                for s in 0..n {
+                    for o in 0..*outer {
+                        for p in parts {
+                            let start = (s * outer + o) * p.inner;
+                            let x = &values[p.input][start..start + p.inner];
+                            match p.rescale {
+                                None => y.extend_from_slice(x),
+                                Some((zp_in, rq, zp, lo, hi)) => y.extend(x.iter().map(|&v| {
+                                    (rq.apply(v as i32 - zp_in) + zp as i64)
+                                        .clamp(lo as i64, hi as i64)
+                                        as i8
+                                })),
+                            }
+                        }
+                    }
+                }
                 (*output, y)
             }
         }
