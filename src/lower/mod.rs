@@ -586,11 +586,20 @@ impl Lowering<'_> {
                 let [c, h, w] = from.shape[..] else {
                     return Err(self.err(
                         id,
-                        format!("global_avg_pool input must be [C, H, W], got {:?}", from.shape),
+                        format!(
+                            "global_avg_pool input must be [C, H, W], got {:?}",
+                            from.shape
+                        ),
                     ));
                 };
                 if node.shape != [c] {
-                    return Err(self.err(id, format!("shape {:?} does not follow from input {:?}", node.shape, from.shape)));
+                    return Err(self.err(
+                        id,
+                        format!(
+                            "shape {:?} does not follow from input {:?}",
+                            node.shape, from.shape
+                        ),
+                    ));
                 }
                 let real = from.quant.scale as f64 / ((h * w) as f64 * quant.scale as f64);
                 let requant = self.multiplier(id, real)?;
