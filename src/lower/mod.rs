@@ -840,6 +840,28 @@ mod tests {
     }
 
     #[test]
+    fn relu6_clamps_at_six_as_tflite_rounds_it() {
+        let q = |scale: f32, zero_point: i32| QParams {
+            scale,
+            zero_point,
+            qmin: -128,
+            qmax: 127,
+        };
+        // 6 / (6 / 255) = 255 steps: the whole range.
+        assert_eq!(relu6_max(q(6.0 / 255.0, -128)), 127);
+        // 6 / 0.05 = 120 steps above the zero point.
+        assert_eq!(relu6_max(q(0.05, -128)), -8);
+        // 6 / 0.048 = 125 exactly; 6 / 0.08 = 75.
+        assert_eq!(relu6_max(q(0.048, -100)), 25);
+        assert_eq!(relu6_max(q(0.08, 10)), 85);
+        // Half away from zero: 6 / 0.16 = 37.5 → 38.
+        assert_eq!(relu6_max(q(0.16, 0)), 38);
+        // A range below 6 clamps at qmax; a tiny scale does not overflow.
+        assert_eq!(relu6_max(q(0.01, 0)), 127);
+        assert_eq!(relu6_max(q(1e-30, 0)), 127);
+    }
+
+    #[test]
     fn weight_scale_matches_the_fake_quant_rule() {
         assert_eq!(weight_scale(&[-0.5, 0.25], 127), 0.5 / 127.0);
         assert_eq!(weight_scale(&[0.0, 0.0], 127), f32::EPSILON);
