@@ -380,6 +380,80 @@ fn depthwise_convolutions_lower_to_int8_and_agree_with_fake_quant() {
 }
 
 #[test]
+fn relu6_concat_and_average_pools_lower_to_int8_and_agree_with_fake_quant() {
+    let data = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write(
+        tmp.path(),
+        "branches.qat",
+        "model Branches {
+            input image: f32[1, 28, 28]
+            let x = conv2d(image, filters = 8, kernel = 3, stride = 2, padding = same)
+            let x = batch_norm(x)
+            let x = relu6(x)
+            let a = conv2d(x, filters = 8, kernel = 3, padding = same)
+            let a = relu(a)
+            let b = conv2d(x, filters = 4, kernel = 1)
+            let b = relu6(b)
+            let c = concat(a, b)
+            let p = avg_pool2d(c, size = 2)
+            let g = global_avg_pool(p)
+            let f = flatten(p)
+            let h = dense(f, units = 16)
+            let h = relu(h)
+            let v = concat(g, h)
+            let logits = dense(v, units = 10)
+            output logits
+        }",
+    );
+    let recipe = write_recipe(
+        tmp.path(),
+        &format!("data:\n  dir: {}\n  train_limit: 2000\n  test_limit: 1000\ntrain:\n  epochs: 4\n  learning_rate: 0.003\nptq:\n  calibration_samples: 300\n", data.display()),
+    );
+    let out = tmp.path().join("out");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = report_of(&out);
+    for stage in ["ptq", "qat"] {
+        let agreement = report[stage]["int8_agreement"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{stage}: no int8 result: {report}"));
+        let (int8, fake) = (
+            report[stage]["int8_accuracy"].as_f64().unwrap(),
+            report[stage]["accuracy"].as_f64().unwrap(),
+        );
+        eprintln!("{stage}: fake-quant {fake:.4}, int8 {int8:.4}, agreement {agreement:.4}");
+        assert!(
+            agreement >= 0.99,
+            "{stage}: int8 agrees with fake-quant on only {agreement}"
+        );
+        assert!(
+            (int8 - fake).abs() <= 0.01,
+            "{stage}: int8 accuracy {int8} vs fake-quant {fake}"
+        );
+    }
+    let graph = std::fs::read_to_string(out.join("int8/graph.json")).unwrap();
+    for op in ["avg_pool2d", "global_avg_pool", "concat"] {
+        assert!(
+            graph.contains(&format!("\"op\": \"{op}\"")),
+            "no {op} in the int8 graph"
+        );
+    }
+}
+
+#[test]
 fn sensitivity_measures_every_quantized_layer() {
     let data = data_dir();
     let tmp = tempfile::tempdir().unwrap();

@@ -33,6 +33,32 @@ model Residual {
 }
 "#;
 
+/// Every op the int8 lowering gained for MobileNet- and Inception-like models: relu6,
+/// concat along channels and along a vector, avg_pool2d, global_avg_pool and dropout.
+const BRANCHES: &str = r#"
+quant default {
+    weights     = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model Branches {
+    input image: f32[1, 12, 12]
+    let a = conv2d(image, filters = 4, kernel = 3, padding = same)
+    let a = relu6(a)
+    let b = conv2d(image, filters = 3, kernel = 1)
+    let b = relu(b)
+    let c = concat(a, b)
+    let p = avg_pool2d(c, size = 2)
+    let d = conv2d(p, filters = 6, kernel = 3)
+    let d = relu6(d)
+    let g = global_avg_pool(d)
+    let g = dropout(g, rate = 0.3)
+    let h = dense(g, units = 5)
+    let v = concat(g, h, axis = -1)
+    let logits = dense(v, units = 4)
+    output logits
+}
+"#;
+
 const CNN: &str = include_str!("../examples/fashion/cnn.qat");
 
 fn quantized(src: &str) -> Graph {
@@ -114,9 +140,36 @@ fn random_params(graph: &Graph, rng: &mut Rng) -> TensorMap {
     t
 }
 
+/// What [`simulate`] does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sim {
+    /// Fake-quant nodes record min/max into `params`.
+    Calibrate,
+    /// Fake quantization as training runs it: an avg_pool2d outputs the un-rounded mean.
+    FakeQuant,
+    /// Fake quantization with each avg_pool2d mean rounded to its input's grid, half away
+    /// from zero, as the int8 kernel (and TFLite's) does.
+    RoundedPools,
+}
+
+/// The scale and zero point of a quantized value: those of the fake_quant that fixes it.
+fn grid(graph: &Graph, params: &TensorMap, mut id: qatc::ir::NodeId) -> (f32, i64) {
+    loop {
+        let node = graph.node(id);
+        match &node.op {
+            Op::FakeQuant { spec } => {
+                let get = |what: &str| params[&format!("{}.{what}", node.name)].data[0];
+                return spec.params(get("min"), get("max"));
+            }
+            op if op.shares_input_quant() => id = node.inputs[0],
+            other => panic!("{other:?} has no quantization grid"),
+        }
+    }
+}
+
 /// A float executor with fake quantization: the semantics the int8 model must reproduce.
-/// With `calibrate`, fake-quant nodes record min/max into `params` instead.
-fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], calibrate: bool) -> Vec<f32> {
+fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<f32> {
+    let calibrate = mode == Sim::Calibrate;
     let mut values: Vec<Vec<f32>> = Vec::new();
     for node in &graph.nodes {
         let input = |k: usize| &values[node.inputs[k].index()];
@@ -180,6 +233,63 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], calibrate: bool) -
                     .collect()
             }
             Op::Relu => input(0).iter().map(|v| v.max(0.0)).collect(),
+            Op::Relu6 => input(0).iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            Op::Dropout { .. } => input(0).clone(),
+            Op::GlobalAvgPool => {
+                let hw: usize = in_shape(0)[1..].iter().product();
+                input(0)
+                    .chunks(hw)
+                    .map(|c| c.iter().sum::<f32>() / hw as f32)
+                    .collect()
+            }
+            // FakeQuant: the mean of values on the input's grid, not rounded (the fake-quant
+            // model has no fake_quant after an avg_pool2d: it keeps the input's parameters).
+            // RoundedPools: the mean of the raw integers, rounded half away from zero.
+            Op::AvgPool2d { size, stride } => {
+                let s = in_shape(0);
+                let (c, h, w) = (s[0], s[1], s[2]);
+                let (oh, ow) = (node.shape[1], node.shape[2]);
+                let (scale, zp) = match mode {
+                    Sim::RoundedPools => grid(graph, params, node.inputs[0]),
+                    _ => (1.0, 0),
+                };
+                let count = (size * size) as f64;
+                let mut y = vec![0.0; c * oh * ow];
+                for ci in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let (mut sum, mut raw) = (0.0f32, 0.0f64);
+                            for ky in 0..*size {
+                                for kx in 0..*size {
+                                    let v = input(0)
+                                        [ci * h * w + (oy * stride + ky) * w + ox * stride + kx];
+                                    sum += v;
+                                    raw += ((v / scale).round() + zp as f32) as f64;
+                                }
+                            }
+                            y[ci * oh * ow + oy * ow + ox] = match mode {
+                                // f64::round: half away from zero; the sum is an exact integer.
+                                Sim::RoundedPools => {
+                                    ((raw / count).round() - zp as f64) as f32 * scale
+                                }
+                                _ => sum / count as f32,
+                            };
+                        }
+                    }
+                }
+                y
+            }
+            Op::Concat { axis } => {
+                let outer: usize = node.shape[..*axis].iter().product();
+                let mut y = Vec::new();
+                for o in 0..outer {
+                    for k in 0..node.inputs.len() {
+                        let inner: usize = in_shape(k)[*axis..].iter().product();
+                        y.extend_from_slice(&input(k)[o * inner..(o + 1) * inner]);
+                    }
+                }
+                y
+            }
             Op::Add => input(0).iter().zip(input(1)).map(|(a, b)| a + b).collect(),
             Op::Flatten => input(0).clone(),
             Op::MaxPool2d { size, stride } => {
@@ -325,15 +435,27 @@ fn pixels(n: usize, rng: &mut Rng) -> Vec<f32> {
 }
 
 /// Builds a model with random weights calibrated on random inputs, lowers it, and
-/// compares the int8 runtime with the simulation sample by sample.
+/// compares the int8 runtime with the simulation sample by sample: every output within
+/// one unit.
 fn check_against_simulation(src: &str, samples: usize, seed: u64) {
+    check_within(src, samples, seed, 1);
+}
+
+/// Like [`check_against_simulation`], allowing outputs `max_units` away, as long as fewer
+/// than 1% of them are more than one unit away.
+fn check_within(src: &str, samples: usize, seed: u64, max_units: i32) {
     let graph = quantized(src);
     let mut rng = Rng(seed);
     let mut params = random_params(&graph, &mut rng);
     let per = graph.node(graph.inputs[0]).shape.iter().product::<usize>();
     let x = pixels(samples * per, &mut rng);
     for s in 0..samples.min(32) {
-        simulate(&graph, &mut params, &x[s * per..(s + 1) * per], true);
+        simulate(
+            &graph,
+            &mut params,
+            &x[s * per..(s + 1) * per],
+            Sim::Calibrate,
+        );
     }
     let (int_graph, tensors) = lower::lower(&graph, &params, None).unwrap();
     let model = Model::new(int_graph, &tensors).unwrap();
@@ -345,32 +467,44 @@ fn check_against_simulation(src: &str, samples: usize, seed: u64) {
         "SIMD and portable kernels must give identical integers"
     );
     let outs = model.output_len();
-    let (mut off_by_one, mut same_argmax) = (0, 0);
-    for s in 0..samples {
-        let expected = simulate(&graph, &mut params, &x[s * per..(s + 1) * per], false);
-        let expected_q: Vec<i32> = expected
-            .iter()
+    let (mut off_by_one, mut further, mut same_argmax) = (0, 0, 0);
+    let to_q = |v: Vec<f32>| -> Vec<i32> {
+        v.iter()
             .map(|&v| (v / q.scale).round() as i32 + q.zero_point)
-            .collect();
+            .collect()
+    };
+    let first_max = |v: &[i32]| {
+        v.iter()
+            .enumerate()
+            .fold((0, i32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0
+    };
+    for s in 0..samples {
+        let sample = &x[s * per..(s + 1) * per];
+        // Integer for integer: the simulation with avg_pool2d rounded as the kernel does.
+        let exact = to_q(simulate(&graph, &mut params, sample, Sim::RoundedPools));
         let row = &got[s * outs..(s + 1) * outs];
-        for (g, e) in row.iter().zip(&expected_q) {
+        for (g, e) in row.iter().zip(&exact) {
+            let d = (*g as i32 - e).abs();
             assert!(
-                (*g as i32 - e).abs() <= 1,
-                "sample {s}: int8 {row:?} vs fake-quant {expected_q:?}"
+                d <= max_units,
+                "sample {s}: int8 {row:?} vs fake-quant {exact:?}"
             );
-            off_by_one += (*g as i32 != *e) as usize;
+            off_by_one += (d == 1) as usize;
+            further += (d > 1) as usize;
         }
-        let first_max = |v: &[i32]| {
-            v.iter()
-                .enumerate()
-                .fold((0, i32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-                .0
-        };
-        same_argmax += (model.argmax(row)[0] == first_max(&expected_q)) as usize;
+        // The decision: against fake quantization as training computes it.
+        let trained = to_q(simulate(&graph, &mut params, sample, Sim::FakeQuant));
+        same_argmax += (model.argmax(row)[0] == first_max(&trained)) as usize;
     }
     eprintln!(
-        "{}: {off_by_one} of {} outputs off by one unit, argmax agrees on {same_argmax}/{samples}",
+        "{}: {off_by_one} of {} outputs off by one unit, {further} by more, argmax agrees on {same_argmax}/{samples}",
         graph.name,
+        samples * outs
+    );
+    assert!(
+        further * 100 < samples * outs,
+        "{further} of {} outputs are more than one unit off",
         samples * outs
     );
     assert!(
@@ -389,6 +523,29 @@ fn residual_model_with_same_padding_add_and_lone_relu_matches_the_simulation() {
     check_against_simulation(RESIDUAL, 60, 5);
 }
 
+/// A lone relu6 requantizes its conv2d's output by `s_conv / s_relu6`, often about 2
+/// (the relu6 range drops the negatives), so a one-unit rounding difference of the conv
+/// (f32 sums in the simulation, exact integers in the kernel) can become two or three
+/// units at the logits. Each op alone is exact or within one unit: see the runtime's
+/// unit tests and `branch_outputs_are_within_one_unit`.
+#[test]
+fn relu6_concat_and_average_pools_match_the_simulation() {
+    check_within(BRANCHES, 120, 21, 3);
+}
+
+/// Cut after the new ops, the model's values agree within one unit: global_avg_pool,
+/// the dense after it and the vector concat.
+#[test]
+fn branch_outputs_are_within_one_unit() {
+    for out in ["b", "g", "h", "v"] {
+        check_against_simulation(
+            &BRANCHES.replace("output logits", &format!("output {out}")),
+            80,
+            21,
+        );
+    }
+}
+
 fn lowered(src: &str) -> (qatc::lower::IntGraph, qatc::lower::IntTensors) {
     let graph = quantized(src);
     let mut rng = Rng(3);
@@ -396,7 +553,12 @@ fn lowered(src: &str) -> (qatc::lower::IntGraph, qatc::lower::IntTensors) {
     let per = graph.node(graph.inputs[0]).shape.iter().product::<usize>();
     let x = pixels(4 * per, &mut rng);
     for s in 0..4 {
-        simulate(&graph, &mut params, &x[s * per..(s + 1) * per], true);
+        simulate(
+            &graph,
+            &mut params,
+            &x[s * per..(s + 1) * per],
+            Sim::Calibrate,
+        );
     }
     lower::lower(&graph, &params, None).unwrap()
 }
@@ -576,4 +738,81 @@ fn float_ops_cannot_be_lowered() {
     let params: TensorMap = HashMap::new();
     let err = lower::lower(&graph, &params, None).unwrap_err().to_string();
     assert!(err.contains("@float"), "{err}");
+}
+
+#[test]
+fn new_ops_lower_as_tflite_wants_them() {
+    let (g, _) = lowered(BRANCHES);
+    let kinds: Vec<&str> = g.ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "quantize",
+            "conv2d",
+            "requantize",
+            "conv2d",
+            "concat",
+            "avg_pool2d",
+            "conv2d",
+            "requantize",
+            "global_avg_pool",
+            "dense",
+            "concat",
+            "dense"
+        ]
+    );
+    let mut relu6 = 0;
+    for op in &g.ops {
+        match op {
+            IntOp::Requantize {
+                output,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let q = g.values[*output].quant;
+                assert_eq!(*act_min, q.zero_point.max(q.qmin));
+                let six = q.zero_point + (6.0f32 / q.scale).round() as i32;
+                assert_eq!(*act_max, six.min(q.qmax));
+                relu6 += 1;
+            }
+            IntOp::AvgPool2d { input, output, .. } => {
+                assert_eq!(g.values[*input].quant, g.values[*output].quant);
+            }
+            IntOp::GlobalAvgPool {
+                input,
+                output,
+                requant,
+                ..
+            } => {
+                let (x, y) = (&g.values[*input], &g.values[*output]);
+                let hw = (x.shape[1] * x.shape[2]) as f64;
+                let real = x.quant.scale as f64 / (hw * y.quant.scale as f64);
+                assert!((requant.real() / real - 1.0).abs() < 1e-9);
+            }
+            IntOp::Concat {
+                inputs,
+                output,
+                requant,
+                axis,
+                ..
+            } => {
+                let y = g.values[*output].quant;
+                assert_eq!(*axis, 0, "axis -1 of a vector is 0");
+                for (i, r) in inputs.iter().zip(requant) {
+                    let real = g.values[*i].quant.scale as f64 / y.scale as f64;
+                    assert!((r.real() / real - 1.0).abs() < 1e-9);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(relu6, 2);
+}
+
+#[test]
+fn onnx_export_names_the_op_it_cannot_write() {
+    let (g, t) = lowered(BRANCHES);
+    let err = qatc::export::onnx::model(&g, &t).unwrap_err().to_string();
+    assert!(err.contains("`concat`") && err.contains("ONNX"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! ONNX export of the integer graph in the QOperator form: `QuantizeLinear` on the
 //! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
 //! int8 `MaxPool` and `Flatten`, `QLinearAdd` (com.microsoft) for add, and
-//! `DequantizeLinear` on the logits. Opset 13, IR version 7.
+//! `DequantizeLinear` on the logits. Opset 13, IR version 7. Graphs with `avg_pool2d`,
+//! `global_avg_pool` or `concat` are refused with an error naming the op.
 //!
 //! ONNX Runtime requantizes with a float multiplier (`x_scale * w_scale / y_scale`)
 //! and rounds half to even; qatc uses a fixed-point multiplier and rounds half up,
@@ -491,6 +492,16 @@ pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, Expor
                     vec![],
                 );
                 clamp(&mut b, y, out, *act_min, *act_max);
+            }
+            // TFLite has kernels for these (AVERAGE_POOL_2D, MEAN, CONCATENATION); the
+            // ONNX exporter does not write their QLinear* forms yet.
+            IntOp::AvgPool2d { .. } | IntOp::GlobalAvgPool { .. } | IntOp::Concat { .. } => {
+                return Err(ExportError::Unsupported(format!(
+                    "the int8 graph uses `{}` (value `{}`), which the ONNX exporter does not support yet; \
+                     the int8 artifact itself runs with `qatc run`",
+                    op.kind(),
+                    graph.values[op.output()].name
+                )));
             }
         }
     }

@@ -140,10 +140,13 @@ impl Op {
 
     /// Ops whose int8 form keeps the input's scale and zero point (no requantization):
     /// they only move or select values, and zero padding is exact because zero is.
+    /// `avg_pool2d` too, as TFLite's AVERAGE_POOL_2D requires: a mean of values on the
+    /// input's grid stays in its range, and the int8 kernel rounds it to that grid.
     pub fn shares_input_quant(&self) -> bool {
         matches!(
             self,
             Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
                 | Op::Flatten
                 | Op::Reshape { .. }
                 | Op::Dropout { .. }
@@ -433,7 +436,7 @@ pub const OPS: &[OpDef] = &[
         inputs: 1,
         variadic: false,
         args: POOL_ARGS,
-        doc: "Mean over square windows.",
+        doc: "Mean over square windows. Keeps its input's quantization parameters.",
         shape_rule: "[C, H, W] -> [C, (H - size) / stride + 1, (W - size) / stride + 1]",
     },
     unary("global_avg_pool", "Mean over all of H and W: one value per channel, ready for `dense`.", "[C, H, W] -> [C]"),

@@ -140,7 +140,7 @@ pub enum IntOp {
         act_min: i32,
         act_max: i32,
     },
-    /// `zp_y + requant(x - zp_x)`, clamped: a lone ReLU, or a change of parameters.
+    /// `zp_y + requant(x - zp_x)`, clamped: a lone ReLU or ReLU6, or a change of parameters.
     Requantize {
         name: String,
         input: ValueId,
@@ -148,6 +148,34 @@ pub enum IntOp {
         requant: Requant,
         act_min: i32,
         act_max: i32,
+    },
+    /// Mean over `size`×`size` windows, no padding; the output keeps the input's parameters
+    /// (as TFLite's AVERAGE_POOL_2D requires). `round_half_away_from_zero(Σ q / count)` on the raw int8 values.
+    AvgPool2d {
+        input: ValueId,
+        output: ValueId,
+        size: usize,
+        stride: usize,
+    },
+    /// `[C, H, W]` → `[C]`: `zp_y + requant(Σ_hw (x - zp_x))`, `requant` ≈ `s_x / (H·W·s_y)`, clamped to [act_min, act_max]
+    /// (TFLite MEAN over H and W).
+    GlobalAvgPool {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        requant: Requant,
+        act_min: i32,
+        act_max: i32,
+    },
+    /// Joins inputs along `axis` (per-sample axis of the model's `[C, H, W]` / `[F]` layout). Each input is first
+    /// brought to the output's parameters: `zp_y + requant[i](x - zp_i)` clamped to [qmin, qmax] of the output; an
+    /// input whose parameters equal the output's is copied unchanged.
+    Concat {
+        name: String,
+        inputs: Vec<ValueId>,
+        output: ValueId,
+        axis: usize,
+        requant: Vec<Requant>,
     },
 }
 
@@ -161,6 +189,9 @@ impl IntOp {
             IntOp::Reshape { .. } => "reshape",
             IntOp::Add { .. } => "add",
             IntOp::Requantize { .. } => "requantize",
+            IntOp::AvgPool2d { .. } => "avg_pool2d",
+            IntOp::GlobalAvgPool { .. } => "global_avg_pool",
+            IntOp::Concat { .. } => "concat",
         }
     }
 
@@ -172,7 +203,10 @@ impl IntOp {
             | IntOp::MaxPool2d { output, .. }
             | IntOp::Reshape { output, .. }
             | IntOp::Add { output, .. }
-            | IntOp::Requantize { output, .. } => *output,
+            | IntOp::Requantize { output, .. }
+            | IntOp::AvgPool2d { output, .. }
+            | IntOp::GlobalAvgPool { output, .. }
+            | IntOp::Concat { output, .. } => *output,
         }
     }
 
@@ -183,8 +217,11 @@ impl IntOp {
             | IntOp::Dense { input, .. }
             | IntOp::MaxPool2d { input, .. }
             | IntOp::Reshape { input, .. }
-            | IntOp::Requantize { input, .. } => vec![*input],
+            | IntOp::Requantize { input, .. }
+            | IntOp::AvgPool2d { input, .. }
+            | IntOp::GlobalAvgPool { input, .. } => vec![*input],
             IntOp::Add { inputs, .. } => inputs.to_vec(),
+            IntOp::Concat { inputs, .. } => inputs.clone(),
         }
     }
 }
@@ -351,6 +388,45 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
                     requant.multiplier,
                     requant.shift
                 );
+            }
+            IntOp::AvgPool2d {
+                input,
+                size,
+                stride,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "avg_pool2d(%{input}, size={size}, stride={stride})  round half away from zero"
+                );
+            }
+            IntOp::GlobalAvgPool {
+                input,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "global_avg_pool(%{input}, M={:.9e} = {} / 2^{})  clamp [{act_min}, {act_max}]",
+                    requant.real(),
+                    requant.multiplier,
+                    requant.shift
+                );
+            }
+            IntOp::Concat {
+                inputs,
+                axis,
+                requant,
+                ..
+            } => {
+                let parts: Vec<String> = inputs
+                    .iter()
+                    .zip(requant)
+                    .map(|(i, r)| format!("%{i} * {} / 2^{}", r.multiplier, r.shift))
+                    .collect();
+                let _ = writeln!(out, "concat({}, axis={axis})", parts.join(", "));
             }
         }
     }

@@ -14,6 +14,11 @@
 //! | ReLU | clamp at the output zero point (real 0) | exact |
 //! | add | both inputs scaled to the output by fixed-point multipliers sharing one shift | one rounding, half toward +inf |
 //! | input | `zp + round(x * (1 / s))` | half to even, as PyTorch |
+//! | ReLU6 | clamp to `[zp, zp + round(6 / s_y)]` (TFLite's `CalculateActivationRangeQuantized`) | 6 / s_y in f32, half away from zero |
+//! | avg_pool2d | keeps the input's parameters; `Σ q / count` on raw values (TFLite AVERAGE_POOL_2D) | half away from zero |
+//! | global_avg_pool | `zp_y + requant(Σ (x - zp_x))`, `M = s_x / (H·W·s_y)` (TFLite MEAN) | one rounding, half toward +inf |
+//! | concat | each input `zp_y + requant_i(x - zp_i)`, `M_i = s_i / s_y`; equal parameters copy | one rounding, half toward +inf |
+//! | dropout | the identity | exact |
 
 pub mod graph;
 
@@ -181,7 +186,12 @@ pub fn lower(
         n.quant.float
             && !matches!(
                 n.op,
-                Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+                Op::Input
+                    | Op::FakeQuant { .. }
+                    | Op::MaxPool2d { .. }
+                    | Op::AvgPool2d { .. }
+                    | Op::Flatten
+                    | Op::Dropout { .. }
             )
     }) {
         return Err(LowerError::FloatNode {
@@ -281,7 +291,12 @@ impl Lowering<'_> {
         let node = self.graph.node(id);
         let compute = !matches!(
             node.op,
-            Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
+            Op::Input
+                | Op::FakeQuant { .. }
+                | Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::Flatten
+                | Op::Dropout { .. }
         );
         if node.quant.float && compute {
             return Err(LowerError::FloatNode {
@@ -290,7 +305,13 @@ impl Lowering<'_> {
         }
         Ok(match &node.op {
             Op::Input => Lowered::Float,
-            Op::Conv2d { .. } | Op::Dense { .. } | Op::Add | Op::Relu => {
+            Op::Conv2d { .. }
+            | Op::Dense { .. }
+            | Op::Add
+            | Op::Relu
+            | Op::Relu6
+            | Op::GlobalAvgPool
+            | Op::Concat { .. } => {
                 for k in 0..node.inputs.len() {
                     self.int_input(id, k)?;
                 }
@@ -303,6 +324,15 @@ impl Lowering<'_> {
                 self.out.ops.push(IntOp::MaxPool2d { input, output, size: *size, stride: *stride });
                 Lowered::Int(output)
             }
+            Op::AvgPool2d { size, stride } => {
+                let input = self.int_input(id, 0)?;
+                let quant = self.out.values[input].quant;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::AvgPool2d { input, output, size: *size, stride: *stride });
+                Lowered::Int(output)
+            }
+            // The identity at inference: the int8 model reads the input's value.
+            Op::Dropout { .. } => Lowered::Int(self.int_input(id, 0)?),
             Op::Flatten => {
                 let input = self.int_input(id, 0)?;
                 let quant = self.out.values[input].quant;
@@ -324,7 +354,7 @@ impl Lowering<'_> {
                 return Err(LowerError::Unsupported {
                     node: node.name.clone(),
                     op: format!("`{}`", other.name()),
-                    hint: "the int8 lowering supports conv2d, dense, batch_norm (folded), relu, max_pool2d, flatten and add".into(),
+                    hint: "the int8 lowering supports conv2d, dense, batch_norm (folded), relu, relu6, max_pool2d, avg_pool2d, global_avg_pool, flatten, dropout, add and concat".into(),
                 })
             }
         })
@@ -530,18 +560,77 @@ impl Lowering<'_> {
                 });
                 Ok(output)
             }
-            Op::Relu => {
+            Op::Relu | Op::Relu6 => {
                 let input = self.int_input(id, 0)?;
                 let from = self.out.values[input].quant;
                 let requant = self.multiplier(id, from.scale as f64 / quant.scale as f64)?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
+                let act_max = if matches!(node.op, Op::Relu6) {
+                    relu6_max(quant)
+                } else {
+                    quant.qmax
+                };
                 self.out.ops.push(IntOp::Requantize {
                     name: node.name.clone(),
                     input,
                     output,
                     requant,
                     act_min: relu_min(true),
+                    act_max,
+                });
+                Ok(output)
+            }
+            Op::GlobalAvgPool => {
+                let input = self.int_input(id, 0)?;
+                let from = self.out.values[input].clone();
+                let [c, h, w] = from.shape[..] else {
+                    return Err(self.err(
+                        id,
+                        format!(
+                            "global_avg_pool input must be [C, H, W], got {:?}",
+                            from.shape
+                        ),
+                    ));
+                };
+                if node.shape != [c] {
+                    return Err(self.err(
+                        id,
+                        format!(
+                            "shape {:?} does not follow from input {:?}",
+                            node.shape, from.shape
+                        ),
+                    ));
+                }
+                let real = from.quant.scale as f64 / ((h * w) as f64 * quant.scale as f64);
+                let requant = self.multiplier(id, real)?;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::GlobalAvgPool {
+                    name: node.name.clone(),
+                    input,
+                    output,
+                    requant,
+                    act_min: quant.qmin,
                     act_max: quant.qmax,
+                });
+                Ok(output)
+            }
+            Op::Concat { axis } => {
+                let mut inputs = Vec::with_capacity(node.inputs.len());
+                let mut requant = Vec::with_capacity(node.inputs.len());
+                for k in 0..node.inputs.len() {
+                    let input = self.int_input(id, k)?;
+                    let from = self.out.values[input].quant;
+                    // Equal parameters give exactly 1.0 = 2^30 / 2^30: the runtime copies those.
+                    requant.push(self.multiplier(id, from.scale as f64 / quant.scale as f64)?);
+                    inputs.push(input);
+                }
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::Concat {
+                    name: node.name.clone(),
+                    inputs,
+                    output,
+                    axis: *axis,
+                    requant,
                 });
                 Ok(output)
             }
@@ -684,6 +773,17 @@ impl Lowering<'_> {
     }
 }
 
+/// The upper clamp of a ReLU6 on output parameters `q`: `min(qmax, zp + round(6 / s))`,
+/// TFLite's `CalculateActivationRangeQuantized` rule (`6 / s` in f32, rounded half away from zero).
+pub fn relu6_max(q: QParams) -> i32 {
+    let six = (6.0f32 / q.scale).round();
+    if six >= (q.qmax - q.zero_point) as f32 {
+        q.qmax
+    } else {
+        q.zero_point + six as i32
+    }
+}
+
 /// The symmetric scale of one weight row, as `train::fake_quant_weights` computes it in f32.
 fn weight_scale(row: &[f32], qmax: i64) -> f32 {
     let lo = row.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
@@ -737,6 +837,28 @@ mod tests {
         for v in -1000..1000 {
             assert_eq!(third.apply(v), (v as f64 / 3.0 + 0.5).floor() as i64, "{v}");
         }
+    }
+
+    #[test]
+    fn relu6_clamps_at_six_as_tflite_rounds_it() {
+        let q = |scale: f32, zero_point: i32| QParams {
+            scale,
+            zero_point,
+            qmin: -128,
+            qmax: 127,
+        };
+        // 6 / (6 / 255) = 255 steps: the whole range.
+        assert_eq!(relu6_max(q(6.0 / 255.0, -128)), 127);
+        // 6 / 0.05 = 120 steps above the zero point.
+        assert_eq!(relu6_max(q(0.05, -128)), -8);
+        // 6 / 0.048 = 125 exactly; 6 / 0.08 = 75.
+        assert_eq!(relu6_max(q(0.048, -100)), 25);
+        assert_eq!(relu6_max(q(0.08, 10)), 85);
+        // Half away from zero: 6 / 0.16 = 37.5 → 38.
+        assert_eq!(relu6_max(q(0.16, 0)), 38);
+        // A range below 6 clamps at qmax; a tiny scale does not overflow.
+        assert_eq!(relu6_max(q(0.01, 0)), 127);
+        assert_eq!(relu6_max(q(1e-30, 0)), 127);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Inserts `fake_quant` nodes where the deployed int8 model quantizes a value:
 //! after the model input and after every op that computes new values (fused
 //! conv2d/dense, add, a lone relu or batch_norm). Ops that only move values
-//! (max_pool2d, flatten) keep their input's quantization. `@float` ops get none,
+//! (max_pool2d, flatten) and avg_pool2d keep their input's quantization. `@float` ops get none,
 //! and a quantized op that reads a float value gets a fake_quant on that input.
 //! Weight quantization is not a node: conv2d/dense carry their weight spec.
 

@@ -162,6 +162,17 @@ unsafe fn gemm_avx2(a: &[i16], rows: usize, w: &Packed, acc: &mut [i32]) {
     }
 }
 
+/// `a / count` rounded half away from zero, as TFLite's integer AVERAGE_POOL_2D:
+/// `(a ± count / 2) / count` with C's truncating division. `count` > 0.
+#[inline]
+pub fn div_round_away(a: i32, count: i32) -> i32 {
+    if a > 0 {
+        (a + count / 2) / count
+    } else {
+        (a - count / 2) / count
+    }
+}
+
 /// Per-channel bias, multipliers and clamps of one layer's output, laid out for
 /// both the scalar and the vector path.
 #[derive(Debug, Clone)]
