@@ -519,7 +519,7 @@ fn seed_cnn_int8_matches_the_fake_quant_simulation() {
 }
 
 #[test]
-fn residual_model_with_same_padding_add_and_lone_relu_matches_the_simulation() {
+fn residual_model_with_same_padding_and_add_relu_matches_the_simulation() {
     check_against_simulation(RESIDUAL, 60, 5);
 }
 
@@ -608,13 +608,22 @@ fn lowering_follows_the_int8_spec() {
             "conv2d",
             "conv2d",
             "add",
-            "requantize",
             "max_pool2d",
             "reshape",
             "dense",
             "dense"
         ]
     );
+    // add → relu is one add whose clamp is the relu (no rounding in between).
+    let add = g.ops.iter().find(|op| op.kind() == "add").unwrap();
+    let IntOp::Add {
+        output, act_min, ..
+    } = add
+    else {
+        unreachable!()
+    };
+    let q = g.values[*output].quant;
+    assert_eq!(*act_min, q.zero_point.max(q.qmin));
 }
 
 #[test]

@@ -227,7 +227,20 @@ fn float_ops_get_no_fake_quant_and_their_quantized_readers_quantize_the_input() 
 }
 
 #[test]
-fn residual_add_is_requantized() {
+fn an_add_read_by_more_than_a_relu_keeps_its_own_quantization() {
+    let src = RESIDUAL.replace(
+        "let y = relu(y)\n    let y = flatten(y)",
+        "let r = relu(y)\n    let y = add(r, y)\n    let y = flatten(y)",
+    );
+    assert_ne!(src, RESIDUAL);
+    let q = passes::run(graph(&src), Stage::Quantized);
+    let ops = ops(&q);
+    let first_add = ops.iter().position(|o| o == "add").unwrap();
+    assert_eq!(ops[first_add + 1], "fake_quant", "{ops:?}");
+}
+
+#[test]
+fn residual_add_relu_is_quantized_once_after_the_relu() {
     let q = passes::run(graph(RESIDUAL), Stage::Quantized);
     assert_eq!(
         ops(&q),
@@ -239,7 +252,6 @@ fn residual_add_is_requantized() {
             "conv2d+batch_norm",
             "fake_quant",
             "add",
-            "fake_quant",
             "relu",
             "fake_quant",
             "flatten",

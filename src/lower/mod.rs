@@ -305,6 +305,8 @@ impl Lowering<'_> {
         }
         Ok(match &node.op {
             Op::Input => Lowered::Float,
+            // add → relu with no fake_quant between them: one add with the relu's clamp.
+            Op::Relu | Op::Relu6 if self.pending_add(node.inputs[0]) => Lowered::Pending,
             Op::Conv2d { .. }
             | Op::Dense { .. }
             | Op::Add
@@ -533,32 +535,14 @@ impl Lowering<'_> {
                 });
                 Ok(output)
             }
-            Op::Add => {
-                let (a, b) = (self.int_input(id, 0)?, self.int_input(id, 1)?);
-                let (sa, sb) = (
-                    self.out.values[a].quant.scale as f64,
-                    self.out.values[b].quant.scale as f64,
-                );
-                let (ma, mb) = (sa / quant.scale as f64, sb / quant.scale as f64);
-                // One shift for both: the larger factor gets a full 31-bit multiplier.
-                let big = self.multiplier(id, ma.max(mb))?;
-                let small = (ma.min(mb) * (big.shift as f64).exp2()).round() as i32;
-                let multipliers = if ma >= mb {
-                    [big.multiplier, small]
+            Op::Add => self.add(id, id, quant, quant.qmin, quant.qmax),
+            Op::Relu | Op::Relu6 if self.pending_add(node.inputs[0]) => {
+                let act_max = if matches!(node.op, Op::Relu6) {
+                    relu6_max(quant)
                 } else {
-                    [small, big.multiplier]
+                    quant.qmax
                 };
-                let output = self.push_value(&node.name, node.shape.clone(), quant);
-                self.out.ops.push(IntOp::Add {
-                    name: node.name.clone(),
-                    inputs: [a, b],
-                    output,
-                    multipliers,
-                    shift: big.shift,
-                    act_min: quant.qmin,
-                    act_max: quant.qmax,
-                });
-                Ok(output)
+                self.add(node.inputs[0], id, quant, relu_min(true), act_max)
             }
             Op::Relu | Op::Relu6 => {
                 let input = self.int_input(id, 0)?;
@@ -636,6 +620,51 @@ impl Lowering<'_> {
             }
             _ => Err(self.err(id, "has no integer form")),
         }
+    }
+
+    /// Whether `id` is an add whose value is not quantized (a relu after it is fused).
+    fn pending_add(&self, id: NodeId) -> bool {
+        matches!(self.graph.node(id).op, Op::Add)
+            && matches!(self.lowered[id.index()], Some(Lowered::Pending))
+    }
+
+    /// Emits add node `id` with output parameters `quant` and clamp, as value `out_id`
+    /// (the add itself, or the relu fused after it).
+    fn add(
+        &mut self,
+        id: NodeId,
+        out_id: NodeId,
+        quant: QParams,
+        act_min: i32,
+        act_max: i32,
+    ) -> Result<usize, LowerError> {
+        let node = self.graph.node(id);
+        let out_node = self.graph.node(out_id);
+        let (a, b) = (self.int_input(id, 0)?, self.int_input(id, 1)?);
+        let (sa, sb) = (
+            self.out.values[a].quant.scale as f64,
+            self.out.values[b].quant.scale as f64,
+        );
+        let (ma, mb) = (sa / quant.scale as f64, sb / quant.scale as f64);
+        // One shift for both: the larger factor gets a full 31-bit multiplier.
+        let big = self.multiplier(id, ma.max(mb))?;
+        let small = (ma.min(mb) * (big.shift as f64).exp2()).round() as i32;
+        let multipliers = if ma >= mb {
+            [big.multiplier, small]
+        } else {
+            [small, big.multiplier]
+        };
+        let output = self.push_value(&out_node.name, out_node.shape.clone(), quant);
+        self.out.ops.push(IntOp::Add {
+            name: node.name.clone(),
+            inputs: [a, b],
+            output,
+            multipliers,
+            shift: big.shift,
+            act_min,
+            act_max,
+        });
+        Ok(output)
     }
 
     fn put_weights(

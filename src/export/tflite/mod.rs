@@ -733,12 +733,76 @@ impl<'a> Writer<'a> {
                 let y = self.value(*output)?;
                 self.emit(builtin, vec![x], vec![y], None);
             }
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(unsupported(format!(
-                    "the integer op `{}` has no TFLite form yet",
-                    other.kind()
-                )))
+            IntOp::AvgPool2d {
+                input,
+                output,
+                size,
+                stride,
+            } => self.pool(Builtin::AveragePool2d, *input, *output, *size, *stride)?,
+            IntOp::GlobalAvgPool {
+                name,
+                input,
+                output,
+                act_min,
+                act_max,
+                ..
+            } => {
+                // MEAN has no fused activation: only the full range.
+                let q = self.graph.values[*output].quant;
+                if fused_activation(name, *act_min, *act_max, q)?
+                    != fb::ActivationFunctionType::None
+                {
+                    return Err(unsupported(format!(
+                        "`{name}` clamps a mean, which TFLite's MEAN cannot"
+                    )));
+                }
+                let x = self.value(*input)?;
+                let axes = self.int32_const(format!("{name}/axes"), &[1, 2]);
+                let y = self.value(*output)?;
+                let options = fb::BuiltinOptions::ReducerOptions(Box::new(fb::ReducerOptions {
+                    keep_dims: false,
+                }));
+                self.emit(Builtin::Mean, vec![x, axes], vec![y], Some(options));
+            }
+            IntOp::Concat {
+                name,
+                inputs,
+                output,
+                axis,
+                ..
+            } => {
+                let out_q = self.graph.values[*output].quant;
+                let rank = self.graph.values[*output].shape.len();
+                // The model's per-sample axis in NHWC.
+                let axis = match (rank, *axis) {
+                    (3, 0) => 3,
+                    (3, a) => a as i32,
+                    (_, a) => a as i32 + 1,
+                };
+                // TFLite's int8 CONCATENATION takes inputs with the output's parameters;
+                // the others are requantized first, as qatc's kernel does.
+                let mut xs = Vec::new();
+                for (i, &v) in inputs.iter().enumerate() {
+                    if self.hwc.contains_key(&v) {
+                        return Err(unsupported(format!("`{name}` joins a flattened image")));
+                    }
+                    let x = self.value(v)?;
+                    if self.graph.values[v].quant == out_q {
+                        xs.push(x);
+                    } else {
+                        let shape = nhwc(&self.graph.values[v].shape);
+                        let t = self.temp(format!("{name}/input{i}"), shape, out_q);
+                        self.emit(Builtin::Quantize, vec![x], vec![t], None);
+                        xs.push(t);
+                    }
+                }
+                let y = self.value(*output)?;
+                let options =
+                    fb::BuiltinOptions::ConcatenationOptions(Box::new(fb::ConcatenationOptions {
+                        axis,
+                        fused_activation_function: fb::ActivationFunctionType::None,
+                    }));
+                self.emit(Builtin::Concatenation, xs, vec![y], Some(options));
             }
         }
         Ok(())
