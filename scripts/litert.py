@@ -2,10 +2,12 @@
 """Runs a .tflite model in the LiteRT interpreter (ai-edge-litert from PyPI).
 
   litert.py run MODEL INPUTS OUTPUTS   int8 inputs (raw, N x input size) -> int8 outputs (raw)
+  litert.py accuracy MODEL IMAGES LABELS   IDX files (gzipped or not): prints the accuracy
   litert.py bench MODEL THREADS        prints latency_us=.. (batch 1) throughput=.. (images/s, batch 256)
 
 `run` feeds the same int8 tensors qatc's runtime gets, so the outputs compare unit by unit.
 """
+import gzip
 import os
 import sys
 import time
@@ -43,6 +45,31 @@ def run(model, inputs, outputs):
     it.get_tensor(out["index"]).astype(np.int8).tofile(outputs)
 
 
+def idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data[4 + 4 * dims :], dtype=np.uint8).reshape(shape)
+
+
+def accuracy(model, images, labels):
+    """Quantizes pixel / 255 with the input's parameters as qatc does (x * (1/s),
+    rounded half to even, in float32), so no calibration data is involved."""
+    x = idx(images).astype(np.float32) / np.float32(255)
+    y = idx(labels)
+    it, inp, out = interpreter(model, len(x))
+    scale, zp = inp["quantization"]
+    inv = np.float32(1) / np.float32(scale)
+    q = np.clip(np.rint(x * inv) + zp, -128, 127).astype(np.int8)
+    it.set_tensor(inp["index"], q.reshape([len(x)] + list(inp["shape"][1:])))
+    it.invoke()
+    predicted = it.get_tensor(out["index"]).argmax(axis=1)
+    correct = int((predicted == y).sum())
+    print(f"accuracy={correct / len(y):.6f} ({correct}/{len(y)})")
+
+
 def bench(model, threads, batch=256, seconds=2.0):
     result = {}
     for name, size in (("latency_us", 1), ("throughput", batch)):
@@ -63,6 +90,8 @@ def bench(model, threads, batch=256, seconds=2.0):
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(*sys.argv[2:5])
+    elif sys.argv[1] == "accuracy":
+        accuracy(*sys.argv[2:5])
     elif sys.argv[1] == "bench":
         bench(sys.argv[2], int(sys.argv[3]))
     else:
