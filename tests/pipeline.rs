@@ -289,3 +289,32 @@ fn checker_never_panics_on_mangled_input() {
         }
     }
 }
+
+#[test]
+fn concat_inputs_use_the_range_of_the_concat() {
+    let g = graph(
+        "model M { input x: f32[1, 8, 8]
+           let a = conv2d(x, filters = 2, kernel = 3, padding = same)
+           let b = conv2d(x, filters = 3, kernel = 1)
+           let c = concat(a, b)
+           let d = conv2d(b, filters = 2, kernel = 1)
+           let e = concat(c, d)
+           let f = flatten(e)
+           let y = dense(f, units = 4)
+           output y }",
+    );
+    let q = passes::run(g, Stage::Quantized);
+    let shared = passes::shared_ranges(&q);
+    let name = |id: qatc::ir::NodeId| q.node(id).name.clone();
+    let source = |n: &str| name(shared[q.find(n).unwrap().index()]);
+    // The inputs of `c` (b is also read by a conv2d, which takes any parameters), and c
+    // itself, feed `e`: one range, observed after e.
+    assert_eq!(source("a.fq"), "e.fq");
+    assert_eq!(source("b.fq"), "e.fq");
+    assert_eq!(source("c.fq"), "e.fq");
+    assert_eq!(source("d.fq"), "e.fq");
+    // Everything else keeps its own range.
+    assert_eq!(source("e.fq"), "e.fq");
+    assert_eq!(source("x.fq"), "x.fq");
+    assert_eq!(source("y.fq"), "y.fq");
+}

@@ -26,12 +26,40 @@ pub struct FusedBatchNorm {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Epilogue {
     pub batch_norm: Option<FusedBatchNorm>,
-    pub relu: bool,
+    pub activation: Option<Activation>,
 }
 
 impl Epilogue {
     pub fn is_empty(&self) -> bool {
-        self.batch_norm.is_none() && !self.relu
+        self.batch_norm.is_none() && self.activation.is_none()
+    }
+}
+
+/// A clamp fused into a linear op's output (int8 kernels apply it in the requantization).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `max(x, 0)`
+    Relu,
+    /// `min(max(x, 0), 6)`
+    Relu6,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
+        }
+    }
+
+    /// The activation an op is, if it can be fused.
+    pub fn of(op: &Op) -> Option<Activation> {
+        match op {
+            Op::Relu => Some(Activation::Relu),
+            Op::Relu6 => Some(Activation::Relu6),
+            _ => None,
+        }
     }
 }
 
@@ -162,8 +190,9 @@ impl fmt::Display for Op {
             if e.batch_norm.is_some() {
                 s.push_str("+batch_norm");
             }
-            if e.relu {
-                s.push_str("+relu");
+            if let Some(a) = e.activation {
+                s.push('+');
+                s.push_str(a.name());
             }
             s
         };

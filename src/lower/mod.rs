@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value};
 
-use crate::ir::ops::Padding;
+use crate::ir::ops::{Activation, Padding};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 
 /// A float tensor read from the trained weights (row-major).
@@ -422,6 +422,12 @@ impl Lowering<'_> {
                 quant.qmin
             }
         };
+        // The output clamp of a fused activation: [real 0, real 6] for relu6.
+        let clamp = |activation: Option<Activation>| match activation {
+            None => (quant.qmin, quant.qmax),
+            Some(Activation::Relu) => (relu_min(true), quant.qmax),
+            Some(Activation::Relu6) => (relu_min(true), relu6_max(quant)),
+        };
         match &node.op {
             Op::Conv2d {
                 filters,
@@ -488,8 +494,8 @@ impl Lowering<'_> {
                     groups: *groups,
                     weight_scales,
                     requant,
-                    act_min: relu_min(epilogue.relu),
-                    act_max: quant.qmax,
+                    act_min: clamp(epilogue.activation).0,
+                    act_max: clamp(epilogue.activation).1,
                 });
                 Ok(output)
             }
@@ -530,8 +536,8 @@ impl Lowering<'_> {
                     out_features: *units,
                     weight_scales,
                     requant,
-                    act_min: relu_min(epilogue.relu),
-                    act_max: quant.qmax,
+                    act_min: clamp(epilogue.activation).0,
+                    act_max: clamp(epilogue.activation).1,
                 });
                 Ok(output)
             }

@@ -5,6 +5,9 @@
 //! (max_pool2d, flatten) and avg_pool2d keep their input's quantization. `@float` ops get none,
 //! and a quantized op that reads a float value gets a fake_quant on that input.
 //! Weight quantization is not a node: conv2d/dense carry their weight spec.
+//!
+//! A concat's inputs use the concat's own range ([`shared_ranges`]): TFLite's int8
+//! CONCATENATION requires it, and the join becomes a copy instead of requantizations.
 
 use std::collections::BTreeSet;
 
@@ -74,4 +77,44 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
         graph.insert_after(id, fq);
     }
     !after.is_empty()
+}
+
+/// For every node, the fake-quant node whose range it uses: itself, except a fake-quant
+/// read by a quantized concat (and by no other concat), which takes the fake-quant after
+/// that concat (or the one that concat's range comes from): the range observed over all
+/// joined values. Its other readers (conv2d,
+/// dense, add...) take any input parameters.
+pub fn shared_ranges(graph: &Graph) -> Vec<NodeId> {
+    let consumers = graph.consumers();
+    let direct: Vec<NodeId> = graph
+        .ids()
+        .map(|id| {
+            let Op::FakeQuant { spec } = graph.node(id).op else {
+                return id;
+            };
+            let mut concats = consumers[id.index()]
+                .iter()
+                .copied()
+                .filter(|&r| matches!(graph.node(r).op, Op::Concat { .. }));
+            let Some(concat) = concats.next() else {
+                return id;
+            };
+            if concats.any(|c| c != concat) || graph.node(concat).quant.float {
+                return id;
+            }
+            let after = consumers[concat.index()]
+                .iter()
+                .copied()
+                .find(|&c| matches!(graph.node(c).op, Op::FakeQuant { spec: s } if s == spec));
+            after.unwrap_or(id)
+        })
+        .collect();
+    // A concat of a concat: follow the chain to the range that is observed.
+    let mut resolved = direct.clone();
+    for r in &mut resolved {
+        while direct[r.index()] != *r {
+            *r = direct[r.index()];
+        }
+    }
+    resolved
 }

@@ -1,10 +1,10 @@
-//! Merges `conv2d|dense -> batch_norm -> relu` chains into the linear op, following
+//! Merges `conv2d|dense -> batch_norm -> relu|relu6` chains into the linear op, following
 //! the dataflow: a node is merged only when its producer has no other reader, so
 //! branches never lose a value they need. Deployed int8 kernels run such a chain as
 //! one op (BN folded into the weights, ReLU as the output clamp), so nothing may be
 //! quantized in between.
 
-use crate::ir::ops::FusedBatchNorm;
+use crate::ir::ops::{Activation, FusedBatchNorm};
 use crate::ir::{Graph, NodeId, Op};
 
 /// Fuses as long as something changes; returns whether the graph changed.
@@ -25,8 +25,10 @@ pub fn fuse_linear_epilogues(graph: &mut Graph) -> bool {
                     momentum,
                 })
             }
-            Op::Relu => epilogue.relu = true,
-            _ => unreachable!("only batch_norm and relu are merged"),
+            ref op => {
+                epilogue.activation =
+                    Some(Activation::of(op).expect("only batch_norm and activations are merged"))
+            }
         }
         // The chain's output is the merged node's output, so its activation spec wins.
         graph.nodes[into.index()].quant.activations = node.quant.activations;
@@ -58,8 +60,7 @@ fn find_fusion(graph: &Graph) -> Option<(NodeId, NodeId)> {
         }
         let fits = match next_node.op {
             Op::BatchNorm { .. } => epilogue.is_empty(),
-            Op::Relu => !epilogue.relu,
-            _ => false,
+            ref op => Activation::of(op).is_some() && epilogue.activation.is_none(),
         };
         fits.then_some((id, *next))
     })

@@ -7,7 +7,7 @@ use super::observer::{
     clipped_weight_params, fake_quant_weights, fake_quant_weights_with, mse_clip_ratios,
     weight_params, Observer, WeightRange,
 };
-use crate::ir::ops::Padding;
+use crate::ir::ops::{Activation, Padding};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 use crate::recipe::RangeMethod;
 
@@ -157,6 +157,8 @@ pub struct Network {
     /// Per node: whether its weights / output are quantized in `Mode::Quantized`
     /// (all by default; sensitivity analysis quantizes a few at a time).
     pub enabled: Vec<bool>,
+    /// Per node: the fake-quant node whose range it uses ([`passes::shared_ranges`]).
+    range_source: Vec<NodeId>,
 }
 
 impl Network {
@@ -267,6 +269,7 @@ impl Network {
             quant: QuantState::default(),
             frozen: Vec::new(),
             enabled,
+            range_source: crate::passes::shared_ranges(graph),
         }
     }
 
@@ -489,20 +492,12 @@ impl Network {
                             groups,
                         )
                     });
-                    if epilogue.relu {
-                        y.relu()
-                    } else {
-                        y
-                    }
+                    activate(y, epilogue.activation)
                 }
                 Op::Dense { epilogue, .. } => {
                     let y =
                         self.linear(i, input(0), quantize, mode, train, |x, w, b| x.linear(w, b));
-                    if epilogue.relu {
-                        y.relu()
-                    } else {
-                        y
-                    }
+                    activate(y, epilogue.activation)
                 }
                 Op::BatchNorm { .. } => match &self.layers[i] {
                     Layer::Norm(norm) => norm.apply(
@@ -511,14 +506,14 @@ impl Network {
                     ),
                     _ => unreachable!("batch_norm nodes own a Norm"),
                 },
-                Op::Relu => input(0).relu(),
+                Op::Relu => activate(input(0).shallow_clone(), Some(Activation::Relu)),
                 Op::MaxPool2d { size, stride } => {
                     let (k, s) = (*size as i64, *stride as i64);
                     input(0).max_pool2d([k, k], [s, s], [0, 0], [1, 1], false)
                 }
                 Op::Flatten => input(0).flatten(1, -1),
                 Op::Add => input(0) + input(1),
-                Op::Relu6 => input(0).clamp(0.0, 6.0),
+                Op::Relu6 => activate(input(0).shallow_clone(), Some(Activation::Relu6)),
                 Op::Hardswish => input(0).hardswish(),
                 Op::Sigmoid => input(0).sigmoid(),
                 Op::AvgPool2d { size, stride } => {
@@ -556,6 +551,22 @@ impl Network {
                 Op::Pad { size } => {
                     let p = *size as i64;
                     input(0).constant_pad_nd([p, p, p, p])
+                }
+                // A concat's input, quantized with the concat's range; its observer sees
+                // the joined values, so nothing is observed here.
+                Op::FakeQuant { spec } if self.range_source[i].index() != i => {
+                    let x = input(0);
+                    match (mode, &self.layers[self.range_source[i].index()]) {
+                        (Mode::Quantized, Layer::FakeQuant { observer, learned })
+                            if self.enabled[i] =>
+                        {
+                            match learned {
+                                Some(range) => learned_fake_quant(x, range, *spec),
+                                None => observer.fake_quant(x),
+                            }
+                        }
+                        _ => x.shallow_clone(),
+                    }
                 }
                 Op::FakeQuant { spec } => {
                     let Layer::FakeQuant { observer, learned } = &mut self.layers[i] else {
@@ -694,7 +705,7 @@ impl Network {
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         for (i, node) in self.graph.nodes.iter().enumerate() {
-            match &self.layers[i] {
+            match &self.layers[self.range_source[i].index()] {
                 Layer::FakeQuant { observer, learned } => {
                     let range = match learned {
                         Some(r) => Some(learned_min_max(r, observer.spec)),
@@ -784,6 +795,15 @@ impl Network {
             .filter(|t| t.requires_grad())
             .map(|t| t.numel() as i64)
             .sum()
+    }
+}
+
+/// A fused or standalone activation, exactly as the int8 clamps reproduce it.
+fn activate(y: Tensor, activation: Option<Activation>) -> Tensor {
+    match activation {
+        None => y,
+        Some(Activation::Relu) => y.relu(),
+        Some(Activation::Relu6) => y.clamp(0.0, 6.0),
     }
 }
 
