@@ -386,7 +386,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             threads,
         } => run_int8(&artifact, &images, labels.as_deref(), threads),
         Command::Inspect { artifact } => {
-            if artifact.is_file() {
+            if artifact.is_file() || artifact.extension().is_some_and(|e| e == "tflite") {
                 let model =
                     crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
                 print!("{}", crate::export::tflite::text(&model));

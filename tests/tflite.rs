@@ -433,6 +433,13 @@ fn residual_model_runs_in_litert_like_in_qatc() {
     check_model(&write(tmp.path(), "residual.qat", RESIDUAL));
 }
 
+/// The ResNet example: stride-2 `same` convolutions (explicit PAD), projection
+/// shortcuts, add + relu fused, global average pool (MEAN).
+#[test]
+fn resnet_example_runs_in_litert_like_in_qatc() {
+    check_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fashion/resnet.qat"));
+}
+
 /// relu6 fused into its conv2d (FUSED RELU6), concat inputs sharing the concat's range
 /// (no QUANTIZE before CONCATENATION), AVERAGE_POOL_2D and MEAN: exact like the others.
 #[test]

@@ -98,6 +98,20 @@ pub fn read_f32_safetensors(path: &Path) -> Result<TensorMap, LowerError> {
     Ok(out)
 }
 
+/// Ops that only move values (or, for the input and fake-quant nodes, mark where they
+/// are quantized): `@float` on them does not keep the int8 model from being integer-only.
+pub fn passes_through(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Input
+            | Op::FakeQuant { .. }
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::Flatten
+            | Op::Dropout { .. }
+    )
+}
+
 /// Splits a positive real factor into a fixed-point multiplier and right shift.
 /// Factors too small to matter (< 2^-62) become 0; factors ≥ 2^30 are refused.
 pub fn quantize_multiplier(real: f64) -> Option<Requant> {
@@ -182,18 +196,11 @@ pub fn lower(
         });
     };
     // Integer-only: say so before complaining about anything else.
-    if let Some(node) = graph.nodes.iter().find(|n| {
-        n.quant.float
-            && !matches!(
-                n.op,
-                Op::Input
-                    | Op::FakeQuant { .. }
-                    | Op::MaxPool2d { .. }
-                    | Op::AvgPool2d { .. }
-                    | Op::Flatten
-                    | Op::Dropout { .. }
-            )
-    }) {
+    if let Some(node) = graph
+        .nodes
+        .iter()
+        .find(|n| n.quant.float && !passes_through(&n.op))
+    {
         return Err(LowerError::FloatNode {
             node: node.name.clone(),
         });
@@ -289,15 +296,7 @@ impl Lowering<'_> {
 
     fn node(&mut self, id: NodeId) -> Result<Lowered, LowerError> {
         let node = self.graph.node(id);
-        let compute = !matches!(
-            node.op,
-            Op::Input
-                | Op::FakeQuant { .. }
-                | Op::MaxPool2d { .. }
-                | Op::AvgPool2d { .. }
-                | Op::Flatten
-                | Op::Dropout { .. }
-        );
+        let compute = !passes_through(&node.op);
         if node.quant.float && compute {
             return Err(LowerError::FloatNode {
                 node: node.name.clone(),

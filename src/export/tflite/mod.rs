@@ -143,11 +143,7 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
     }
     for node in &graph.nodes {
         let name = node.op.name();
-        let passes_through = matches!(
-            node.op,
-            Op::Input | Op::FakeQuant { .. } | Op::MaxPool2d { .. } | Op::Flatten
-        );
-        if node.quant.float && !passes_through {
+        if node.quant.float && !crate::lower::passes_through(&node.op) {
             refuse(
                 node.span,
                 format!(
@@ -207,13 +203,14 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
             | Op::AvgPool2d { .. }
             | Op::GlobalAvgPool
             | Op::Flatten
+            | Op::Dropout { .. }
             | Op::Add
             | Op::Concat { .. } => {}
             other => refuse(
                 node.span,
                 format!("`{}`: qatc cannot lower `{}` to an int8 TFLite operator", node.name, other.name()),
                 "no int8 TFLite form",
-                "the TFLite export takes conv2d (incl. depthwise), dense, batch_norm folded into a conv2d or dense, relu, relu6, max_pool2d, avg_pool2d, global_avg_pool, flatten, add and concat",
+                "the TFLite export takes conv2d (incl. depthwise), dense, batch_norm folded into a conv2d or dense, relu, relu6, max_pool2d, avg_pool2d, global_avg_pool, flatten, dropout, add and concat",
             ),
         }
     }
