@@ -835,3 +835,28 @@ fn onnx_export_names_the_op_it_cannot_write() {
     let err = qatc::export::onnx::model(&g, &t).unwrap_err().to_string();
     assert!(err.contains("`concat`") && err.contains("ONNX"), "{err}");
 }
+
+/// A damaged `.tflite` (truncated, bytes flipped, not a FlatBuffer at all) is an error
+/// from `qatc inspect`'s reader, never a panic.
+#[test]
+fn damaged_tflite_files_give_errors_not_panics() {
+    let (g, t) = lowered(BRANCHES);
+    let bytes = qatc::export::tflite::to_bytes(&g, &t).unwrap();
+    let model = qatc::export::tflite::read(&bytes).unwrap();
+    assert_eq!(model.inputs.len(), 1);
+    assert!(model.operators.iter().any(|o| o.op == "CONCATENATION"));
+    for cut in (0..bytes.len()).step_by(bytes.len() / 200 + 1) {
+        let _ = qatc::export::tflite::read(&bytes[..cut]);
+    }
+    let mut rng = Rng(7);
+    for _ in 0..300 {
+        let mut damaged = bytes.clone();
+        for _ in 0..4 {
+            let at = (rng.uniform() * damaged.len() as f32) as usize % damaged.len();
+            damaged[at] = (rng.uniform() * 256.0) as u8;
+        }
+        let _ = qatc::export::tflite::read(&damaged);
+    }
+    let err = qatc::export::tflite::read(b"definitely not a model").unwrap_err();
+    assert!(err.to_string().contains("TFL3"), "{err}");
+}
