@@ -270,9 +270,13 @@ pub fn to_bytes(graph: &IntGraph, tensors: &IntTensors) -> Result<Vec<u8>, Expor
             name: Some("main".into()),
         }]),
         description: Some(format!(
-            "qatc {}: int8 model {}",
+            "qatc {}: int8 model {}{}",
             env!("CARGO_PKG_VERSION"),
-            graph.model
+            graph.model,
+            // The recipe selected classes: say which dataset label each output is.
+            graph.classes.as_ref().map_or(String::new(), |c| format!(
+                "; output i is dataset class {c:?}[i]"
+            ))
         )),
         buffers: Some(w.buffers),
     };
