@@ -1,14 +1,18 @@
 //! ONNX export of the integer graph in the QOperator form: `QuantizeLinear` on the
 //! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
 //! int8 `MaxPool` and `Flatten`, and from the com.microsoft domain `QLinearAdd` for add,
-//! `QLinearAveragePool` for avg_pool2d, `QLinearGlobalAveragePool` (then `Flatten` to
-//! `[N, C]`) for global_avg_pool and `QLinearConcat` for concat; `DequantizeLinear` on
-//! the logits. Opset 13, IR version 7. The layout is NCHW: the model's `[C, H, W]` and
-//! `[F]` with the batch dimension in front.
+//! `QLinearGlobalAveragePool` (then `Flatten` to `[N, C]`) for global_avg_pool and
+//! `QLinearConcat` for concat; `DequantizeLinear` on the logits. avg_pool2d keeps its
+//! input's parameters and is written exactly as qatc computes it: `Cast` to f32, f32
+//! `AveragePool` of the raw int8 values, rounding half away from zero
+//! (`Sign · Floor(Abs + 0.5)`), `Cast` back to int8. Opset 13, IR version 7. The layout
+//! is NCHW: the model's `[C, H, W]` and `[F]` with the batch dimension in front.
 //!
 //! ONNX Runtime requantizes with a float multiplier (`x_scale * w_scale / y_scale`)
 //! and rounds half to even; qatc uses a fixed-point multiplier and rounds half up,
 //! so an output can differ by one unit where the exact value is (nearly) a tie.
+//! (com.microsoft `QLinearAveragePool` would round the ties of a 2×2 mean to even, about
+//! one output in eight, and the layers after it grow those units: up to 3 at the logits.)
 
 use std::path::Path;
 
