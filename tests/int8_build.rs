@@ -3,9 +3,12 @@
 //! `qatc run` / `inspect` read the artifact; ONNX Runtime agrees with qatc's runtime.
 #![cfg(feature = "train")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::data_dir;
 use qatc::data::{self, Split};
 use qatc::report::Report;
 
@@ -26,13 +29,6 @@ ptq:
   calibration_samples: 300
 ";
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("QATC_FASHION_MNIST").map_or_else(
-        || PathBuf::from("/usr/share/datasets/fashion-mnist"),
-        PathBuf::from,
-    )
-}
-
 fn qatc(args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_qatc"))
         .args(args)
@@ -49,37 +45,12 @@ fn qatc(args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
-/// Makes sure Python's onnxruntime can be imported, installing it from PyPI when missing.
-/// `Err` carries the reason it cannot be had.
-fn onnxruntime() -> Result<(), String> {
-    let import = || {
-        Command::new("python3")
-            .args(["-c", "import onnxruntime, numpy"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if import() {
-        return Ok(());
-    }
-    eprintln!("installing onnxruntime from PyPI for the ONNX comparison");
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "onnxruntime", "numpy"])
-        .status();
-    match installed {
-        Ok(s) if s.success() && import() => Ok(()),
-        Ok(s) => Err(format!("`pip install onnxruntime` exited with {s}")),
-        Err(e) => Err(format!("cannot run python3: {e}")),
-    }
-}
-
-#[test]
-fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recipe = tmp.path().join("recipe.yaml");
+/// `qatc build MODEL --emit onnx` with [`RECIPE`] under `dir`: the output directory,
+/// the printed table and the report.
+fn build(model: &Path, dir: &Path) -> (PathBuf, String, Report) {
+    let recipe = dir.join("recipe.yaml");
     std::fs::write(&recipe, RECIPE).unwrap();
-    let out = tmp.path().join("out");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fashion/cnn.qat");
+    let out = dir.join("out");
     let (table, _) = qatc(&[
         "build",
         model.to_str().unwrap(),
@@ -91,10 +62,43 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
         "onnx",
         "-q",
     ]);
-    assert!(table.contains("QAT int8 (runtime)"), "{table}");
-
     let report: Report =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (out, table, report)
+}
+
+/// ONNX Runtime against qatc's runtime on the first `n` Fashion-MNIST test images: int8
+/// logits within one unit (ONNX Runtime rounds ties to even, qatc up or away from zero),
+/// argmax identical on ≥ 99.5%.
+fn check_onnx_runtime(int8_dir: &Path, onnx: &Path, n: usize, dir: &Path) {
+    let test = data::load_split(&data_dir(), Split::Test)
+        .unwrap()
+        .select(None, Some(n));
+    let model = qatc::runtime::load(int8_dir).unwrap();
+    let x: Vec<f32> = test.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let Some(a) = common::onnx_runtime_agreement(&model, onnx, &x, &[1, 28, 28], dir) else {
+        return;
+    };
+    eprintln!(
+        "{}: ONNX Runtime vs qatc on {n} images: argmax identical on {}, {} of {} int8 logits differ, by at most {} unit(s)",
+        model.graph.model, a.same_argmax, a.differ, a.outputs, a.worst
+    );
+    assert_eq!(a.samples, n);
+    assert!(a.worst <= 1, "int8 outputs differ by {} units", a.worst);
+    assert!(
+        a.same_argmax * 1000 >= n * 995,
+        "argmax identical on only {}/{n}",
+        a.same_argmax
+    );
+}
+
+#[test]
+fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fashion/cnn.qat");
+    let (out, table, report) = build(&model, tmp.path());
+    assert!(table.contains("QAT int8 (runtime)"), "{table}");
+
     for (name, stage) in [("ptq", &report.ptq), ("qat", &report.qat)] {
         let int8 = stage.int8_accuracy.expect("int8 accuracy is reported");
         let agreement = stage.int8_agreement.expect("agreement is reported");
@@ -172,61 +176,55 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
     );
 
     // ONNX Runtime against qatc's runtime on the same images.
-    if let Err(why) = onnxruntime() {
-        eprintln!("SKIPPED the ONNX Runtime comparison: {why}");
-        return;
-    }
-    let model = qatc::runtime::load(&int8_dir).unwrap();
-    let x: Vec<f32> = test.pixels.iter().map(|&p| p as f32 / 255.0).collect();
-    let ours = model.run(&x).unwrap();
-    let (input, output) = (tmp.path().join("x.f32"), tmp.path().join("y.f32"));
-    std::fs::write(
-        &input,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnx_run.py");
-    let status = Command::new("python3")
-        .args([
-            script.to_str().unwrap(),
-            onnx.to_str().unwrap(),
-            input.to_str().unwrap(),
-            "1",
-            "28",
-            "28",
-            output.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "onnxruntime failed on the exported model");
-    let theirs: Vec<f32> = std::fs::read(&output)
+    check_onnx_runtime(&int8_dir, &onnx, 300, tmp.path());
+}
+
+/// Depthwise convolution, relu6, concat along channels and along a vector, avg_pool2d
+/// and global_avg_pool: `QLinearAveragePool`, `QLinearGlobalAveragePool` and
+/// `QLinearConcat` (com.microsoft) in ONNX Runtime give qatc's int8 logits.
+const BRANCHES: &str = "
+quant default {
+    weights = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model Branches {
+    input image: f32[1, 28, 28]
+    let a = conv2d(image, filters = 8, kernel = 3, padding = same)
+    let a = relu6(a)
+    let b = conv2d(image, filters = 4, kernel = 1)
+    let b = relu(b)
+    let c = concat(a, b)
+    let p = avg_pool2d(c, size = 2)
+    let d = conv2d(p, filters = 12, kernel = 3, padding = same, groups = 12)
+    let d = relu(d)
+    let e = conv2d(d, filters = 16, kernel = 1)
+    let e = relu6(e)
+    let g = global_avg_pool(e)
+    let h = dense(g, units = 8)
+    let v = concat(g, h, axis = -1)
+    let logits = dense(v, units = 10)
+    output logits
+}
+";
+
+#[test]
+fn pools_and_concats_export_to_onnx_and_onnx_runtime_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("branches.qat");
+    std::fs::write(&model, BRANCHES).unwrap();
+    let (_, table, report) = build(&model, tmp.path());
+    assert!(table.contains("QAT int8 (runtime)"), "{table}");
+    let int8_dir = PathBuf::from(report.artifacts.int8.as_deref().expect("artifacts.int8"));
+    let onnx = PathBuf::from(report.artifacts.onnx.as_deref().expect("artifacts.onnx"));
+    let kinds: Vec<&str> = qatc::runtime::load(&int8_dir)
         .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .graph
+        .ops
+        .iter()
+        .map(|op| op.kind())
         .collect();
-    assert_eq!(theirs.len(), ours.len());
-    let q = model.output_quant();
-    let theirs_q: Vec<i8> = theirs
-        .iter()
-        .map(|&v| ((v / q.scale).round() as i32 + q.zero_point) as i8)
-        .collect();
-    let worst = ours
-        .iter()
-        .zip(&theirs_q)
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .max()
-        .unwrap();
-    let differ = ours.iter().zip(&theirs_q).filter(|(a, b)| a != b).count();
-    let same = model
-        .argmax(&ours)
-        .iter()
-        .zip(model.argmax(&theirs_q))
-        .filter(|(a, b)| **a == *b)
-        .count();
-    eprintln!("ONNX Runtime vs qatc on 300 images: argmax identical on {same}, {differ} of {} logits differ, by at most {worst} unit", ours.len());
-    assert!(worst <= 1, "int8 outputs differ by {worst} units");
-    assert!(
-        same * 1000 >= 300 * 995,
-        "argmax identical on only {same}/300"
-    );
+    for kind in ["avg_pool2d", "global_avg_pool", "concat"] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+    check_onnx_runtime(&int8_dir, &onnx, 1000, tmp.path());
 }

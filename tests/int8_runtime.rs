@@ -2,6 +2,8 @@
 //! float fake-quant simulation written here, artifact round trips, and the errors
 //! a damaged artifact must give. Runs with `--no-default-features`.
 
+mod common;
+
 use std::collections::HashMap;
 
 use qatc::diagnostics::SourceFile;
@@ -829,11 +831,183 @@ fn new_ops_lower_as_tflite_wants_them() {
     assert_eq!(relu6, 2);
 }
 
+/// An input read by two concats keeps its own range, so each concat requantizes it to
+/// its own parameters (the other inputs share the concat's range and are copied).
+const SHARED_INPUT: &str = r#"
+quant default {
+    weights     = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model SharedInput {
+    input image: f32[1, 10, 10]
+    let a = conv2d(image, filters = 3, kernel = 3, padding = same)
+    let a = relu(a)
+    let b = conv2d(image, filters = 2, kernel = 1)
+    let c = conv2d(image, filters = 4, kernel = 1)
+    let c = relu6(c)
+    let x = concat(a, b)
+    let y = concat(c, a)
+    let z = concat(x, y)
+    let g = global_avg_pool(z)
+    let logits = dense(g, units = 6)
+    output logits
+}
+"#;
+
+/// The ONNX model's nodes as (op_type, domain).
+fn onnx_nodes(model: &qatc::export::onnx::proto::ModelProto) -> Vec<(String, String)> {
+    model
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| (n.op_type.clone(), n.domain.clone()))
+        .collect()
+}
+
+/// A scalar initializer: f32 scale or int8 zero point, as f64.
+fn onnx_scalar(model: &qatc::export::onnx::proto::ModelProto, name: &str) -> f64 {
+    use qatc::export::onnx::proto::{FLOAT, INT8};
+    let t = model
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no initializer `{name}`"));
+    assert!(t.dims.is_empty(), "`{name}` is not a scalar");
+    match t.data_type {
+        FLOAT => f32::from_le_bytes(t.raw_data[..4].try_into().unwrap()) as f64,
+        INT8 => t.raw_data[0] as i8 as f64,
+        other => panic!("`{name}` has data type {other}"),
+    }
+}
+
+/// Exports the lowered graph, runs ONNX Runtime on `samples` random images and compares
+/// its int8 logits with qatc's runtime (skipped when onnxruntime cannot be had).
+fn onnx_runtime_agrees(g: &qatc::lower::IntGraph, t: &qatc::lower::IntTensors, samples: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.onnx");
+    qatc::export::onnx::write(&file, g, t).unwrap();
+    let model = Model::new(g.clone(), t).unwrap();
+    let x = pixels(samples * model.input_len(), &mut Rng(17));
+    let Some(a) = common::onnx_runtime_agreement(&model, &file, &x, &g.input.shape, dir.path())
+    else {
+        return;
+    };
+    eprintln!(
+        "{}: ONNX Runtime vs qatc on {samples} random images: {} of {} int8 outputs differ, by at most {} unit(s); argmax identical on {}",
+        g.model, a.differ, a.outputs, a.worst, a.same_argmax
+    );
+    // Ties (x.5 units) round to even in ONNX Runtime, up or away from zero in qatc.
+    assert!(a.worst <= 1, "int8 outputs differ by {} units", a.worst);
+    assert!(
+        a.same_argmax * 100 >= samples * 99,
+        "argmax identical on only {}/{samples}",
+        a.same_argmax
+    );
+}
+
+/// avg_pool2d exports as an f32 `AveragePool` of the raw int8 values rounded half away
+/// from zero (exact); global_avg_pool and concat (channels and vectors) as the
+/// com.microsoft QLinear* ops; the concat axis is shifted past the batch dimension and
+/// the pooled `[N, C, 1, 1]` is flattened to the `[N, C]` vector a dense layer reads.
 #[test]
-fn onnx_export_names_the_op_it_cannot_write() {
+fn onnx_export_writes_pools_and_concats() {
     let (g, t) = lowered(BRANCHES);
-    let err = qatc::export::onnx::model(&g, &t).unwrap_err().to_string();
-    assert!(err.contains("`concat`") && err.contains("ONNX"), "{err}");
+    let model = qatc::export::onnx::model(&g, &t).unwrap();
+    let nodes = onnx_nodes(&model);
+    let ms = |op: &str| (op.to_string(), "com.microsoft".to_string());
+    let count = |n: &(String, String)| nodes.iter().filter(|m| *m == n).count();
+    let std = |op: &str| (op.to_string(), String::new());
+    assert_eq!(count(&std("AveragePool")), 1, "{nodes:?}");
+    assert_eq!(count(&std("Floor")), 1, "{nodes:?}");
+    assert_eq!(count(&ms("QLinearGlobalAveragePool")), 1, "{nodes:?}");
+    assert_eq!(count(&ms("QLinearConcat")), 2, "{nodes:?}");
+    let graph = model.graph.as_ref().unwrap();
+    for node in &graph.node {
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+        match node.op_type.as_str() {
+            "QLinearConcat" => {
+                assert_eq!(
+                    attr("axis").unwrap().i,
+                    1,
+                    "per-sample axis 0 is ONNX axis 1"
+                );
+                assert_eq!(node.input.len(), 2 + 3 * 2);
+            }
+            "AveragePool" => {
+                assert_eq!(attr("kernel_shape").unwrap().ints, [2, 2]);
+                assert_eq!(attr("strides").unwrap().ints, [2, 2]);
+                // On the raw int8 values, cast to f32.
+                let cast = graph
+                    .node
+                    .iter()
+                    .find(|n| n.output[0] == node.input[0])
+                    .unwrap();
+                assert_eq!(cast.op_type, "Cast");
+            }
+            "QLinearGlobalAveragePool" => {
+                let reader = graph
+                    .node
+                    .iter()
+                    .find(|n| n.input.first() == Some(&node.output[0]))
+                    .unwrap();
+                assert_eq!(reader.op_type, "Flatten");
+            }
+            _ => {}
+        }
+    }
+    onnx_runtime_agrees(&g, &t, 200);
+}
+
+/// A concat input with parameters of its own: QLinearConcat gets that input's scale and
+/// zero point (ONNX Runtime requantizes it), the shared ones are the output's (copied).
+#[test]
+fn onnx_concat_requantizes_inputs_with_other_parameters() {
+    let (g, t) = lowered(SHARED_INPUT);
+    let model = qatc::export::onnx::model(&g, &t).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    let mut requantized = 0;
+    for op in &g.ops {
+        let IntOp::Concat { inputs, output, .. } = op else {
+            continue;
+        };
+        let y = g.values[*output].quant;
+        let node = graph
+            .node
+            .iter()
+            .find(|n| {
+                n.op_type == "QLinearConcat" && n.output[0].starts_with(&g.values[*output].name)
+            })
+            .unwrap();
+        assert_eq!(onnx_scalar(&model, &node.input[0]), y.scale as f64);
+        assert_eq!(onnx_scalar(&model, &node.input[1]), y.zero_point as f64);
+        for (k, &i) in inputs.iter().enumerate() {
+            let q = g.values[i].quant;
+            assert_eq!(onnx_scalar(&model, &node.input[3 + 3 * k]), q.scale as f64);
+            assert_eq!(
+                onnx_scalar(&model, &node.input[4 + 3 * k]),
+                q.zero_point as f64
+            );
+            requantized += (q != y) as usize;
+        }
+    }
+    assert!(
+        requantized >= 2,
+        "the shared input is requantized by both concats"
+    );
+    onnx_runtime_agrees(&g, &t, 200);
+    // Each concat's own int8 values, not only the logits.
+    for op in &g.ops {
+        if let IntOp::Concat { output, .. } = op {
+            let mut cut = g.clone();
+            cut.output = *output;
+            onnx_runtime_agrees(&cut, &t, 100);
+        }
+    }
 }
 
 /// A damaged `.tflite` (truncated, bytes flipped, not a FlatBuffer at all) is an error

@@ -1,12 +1,18 @@
 //! ONNX export of the integer graph in the QOperator form: `QuantizeLinear` on the
 //! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
-//! int8 `MaxPool` and `Flatten`, `QLinearAdd` (com.microsoft) for add, and
-//! `DequantizeLinear` on the logits. Opset 13, IR version 7. Graphs with `avg_pool2d`,
-//! `global_avg_pool` or `concat` are refused with an error naming the op.
+//! int8 `MaxPool` and `Flatten`, and from the com.microsoft domain `QLinearAdd` for add,
+//! `QLinearGlobalAveragePool` (then `Flatten` to `[N, C]`) for global_avg_pool and
+//! `QLinearConcat` for concat; `DequantizeLinear` on the logits. avg_pool2d keeps its
+//! input's parameters and is written exactly as qatc computes it: `Cast` to f32, f32
+//! `AveragePool` of the raw int8 values, rounding half away from zero
+//! (`Sign · Floor(Abs + 0.5)`), `Cast` back to int8. Opset 13, IR version 7. The layout
+//! is NCHW: the model's `[C, H, W]` and `[F]` with the batch dimension in front.
 //!
 //! ONNX Runtime requantizes with a float multiplier (`x_scale * w_scale / y_scale`)
 //! and rounds half to even; qatc uses a fixed-point multiplier and rounds half up,
 //! so an output can differ by one unit where the exact value is (nearly) a tie.
+//! (com.microsoft `QLinearAveragePool` would round the ties of a 2×2 mean to even, about
+//! one output in eight, and the layers after it grow those units: up to 3 at the logits.)
 
 use std::path::Path;
 
@@ -493,15 +499,86 @@ pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, Expor
                 );
                 clamp(&mut b, y, out, *act_min, *act_max);
             }
-            // TFLite has kernels for these (AVERAGE_POOL_2D, MEAN, CONCATENATION); the
-            // ONNX exporter does not write their QLinear* forms yet.
-            IntOp::AvgPool2d { .. } | IntOp::GlobalAvgPool { .. } | IntOp::Concat { .. } => {
-                return Err(ExportError::Unsupported(format!(
-                    "the int8 graph uses `{}` (value `{}`), which the ONNX exporter does not support yet; \
-                     the int8 artifact itself runs with `qatc run`",
-                    op.kind(),
-                    graph.values[op.output()].name
-                )));
+            IntOp::AvgPool2d {
+                input,
+                size,
+                stride,
+                ..
+            } => {
+                // `round_half_away_from_zero(Σ q / count)` on the raw int8 values, exactly:
+                // the window mean of small integers is exact in f32 (a tie is exactly
+                // k + 0.5), rounded as sign(m) · floor(|m| + 0.5). The output keeps the
+                // input's parameters, so no scale enters. (com.microsoft QLinearAveragePool
+                // rounds ties to even, and the one-unit differences grow in the layers after.)
+                let x = b.node(
+                    "Cast",
+                    "",
+                    vec![names[*input].clone()],
+                    format!("{out}_f"),
+                    vec![int("to", FLOAT as i64)],
+                );
+                let attrs = vec![
+                    ints("kernel_shape", &[*size as i64, *size as i64]),
+                    ints("strides", &[*stride as i64, *stride as i64]),
+                ];
+                let m = b.node("AveragePool", "", vec![x], format!("{out}_mean"), attrs);
+                let sign = b.node("Sign", "", vec![m.clone()], format!("{out}_sign"), vec![]);
+                let abs = b.node("Abs", "", vec![m], format!("{out}_abs"), vec![]);
+                let half = b.f32s(format!("{out}_half"), &[], &[0.5]);
+                let up = b.node("Add", "", vec![abs, half], format!("{out}_up"), vec![]);
+                let fl = b.node("Floor", "", vec![up], format!("{out}_floor"), vec![]);
+                let r = b.node("Mul", "", vec![sign, fl], format!("{out}_round"), vec![]);
+                b.node(
+                    "Cast",
+                    "",
+                    vec![r],
+                    out.clone(),
+                    vec![int("to", INT8 as i64)],
+                );
+            }
+            IntOp::GlobalAvgPool {
+                input,
+                act_min,
+                act_max,
+                ..
+            } => {
+                // [N, C, H, W] → [N, C, 1, 1] → the vector [N, C] a dense layer reads.
+                let q_in = graph.values[*input].quant;
+                let (xs, xz) = b.qparams(&format!("{out}_x"), &q_in);
+                let (ys, yz) = b.qparams(out, &out_q);
+                let y4 = b.node(
+                    "QLinearGlobalAveragePool",
+                    "com.microsoft",
+                    vec![names[*input].clone(), xs, xz, ys, yz],
+                    format!("{out}_pool4"),
+                    vec![int("channels_last", 0)],
+                );
+                let y = b.node(
+                    "Flatten",
+                    "",
+                    vec![y4],
+                    format!("{out}_pool"),
+                    vec![int("axis", 1)],
+                );
+                clamp(&mut b, y, out, *act_min, *act_max);
+            }
+            IntOp::Concat { inputs, axis, .. } => {
+                // Inputs: y_scale, y_zero_point, then (x, x_scale, x_zero_point) per input;
+                // ONNX Runtime copies an input whose parameters equal the output's and
+                // requantizes the others. The model's per-sample axis is one past the batch.
+                let (ys, yz) = b.qparams(out, &out_q);
+                let mut args = vec![ys, yz];
+                for (k, &i) in inputs.iter().enumerate() {
+                    let (xs, xz) = b.qparams(&format!("{out}_x{k}"), &graph.values[i].quant);
+                    args.extend([names[i].clone(), xs, xz]);
+                }
+                b.node(
+                    "QLinearConcat",
+                    "com.microsoft",
+                    args,
+                    out.clone(),
+                    vec![int("axis", *axis as i64 + 1)],
+                );
             }
         }
     }

@@ -46,3 +46,101 @@ pub fn build_fails(model: &Path, recipe: &str, out: &Path) -> String {
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
+
+/// Makes sure Python's onnxruntime can be imported, installing it from PyPI when missing.
+/// `Err` carries the reason it cannot be had.
+pub fn onnxruntime() -> Result<(), String> {
+    let import = || {
+        Command::new("python3")
+            .args(["-c", "import onnxruntime, numpy"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if import() {
+        return Ok(());
+    }
+    eprintln!("installing onnxruntime from PyPI for the ONNX comparison");
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "onnxruntime", "numpy"])
+        .status();
+    match installed {
+        Ok(s) if s.success() && import() => Ok(()),
+        Ok(s) => Err(format!("`pip install onnxruntime` exited with {s}")),
+        Err(e) => Err(format!("cannot run python3: {e}")),
+    }
+}
+
+/// ONNX Runtime's int8 outputs against qatc's on the same inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct OnnxAgreement {
+    pub samples: usize,
+    pub outputs: usize,
+    /// Outputs that differ at all, and the largest difference in units.
+    pub differ: usize,
+    pub worst: i32,
+    /// Samples whose argmax is the same.
+    pub same_argmax: usize,
+}
+
+/// Runs `onnx` with ONNX Runtime (`scripts/onnx_run.py`, CPU) on the f32 inputs `x`
+/// (samples of shape `dims`, written under `dir`), quantizes its float logits with the
+/// output's parameters and compares them with qatc's int8 `model` on the same inputs.
+/// `None` (after saying why) when onnxruntime cannot be had.
+pub fn onnx_runtime_agreement(
+    model: &qatc::runtime::Model,
+    onnx: &Path,
+    x: &[f32],
+    dims: &[usize],
+    dir: &Path,
+) -> Option<OnnxAgreement> {
+    if let Err(why) = onnxruntime() {
+        eprintln!("SKIPPED the ONNX Runtime comparison: {why}");
+        return None;
+    }
+    let ours = model.run(x).unwrap();
+    let (input, output) = (dir.join("onnx_x.f32"), dir.join("onnx_y.f32"));
+    std::fs::write(
+        &input,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnx_run.py");
+    let mut args = vec![
+        script.display().to_string(),
+        onnx.display().to_string(),
+        input.display().to_string(),
+    ];
+    args.extend(dims.iter().map(|d| d.to_string()));
+    args.push(output.display().to_string());
+    let status = Command::new("python3").args(&args).status().unwrap();
+    assert!(status.success(), "onnxruntime failed on {}", onnx.display());
+    let theirs: Vec<f32> = std::fs::read(&output)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(theirs.len(), ours.len());
+    let q = model.output_quant();
+    let theirs: Vec<i8> = theirs
+        .iter()
+        .map(|&v| ((v / q.scale).round() as i32 + q.zero_point) as i8)
+        .collect();
+    let diffs = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs());
+    let same_argmax = model
+        .argmax(&ours)
+        .iter()
+        .zip(model.argmax(&theirs))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    Some(OnnxAgreement {
+        samples: x.len() / dims.iter().product::<usize>(),
+        outputs: ours.len(),
+        differ: diffs.clone().filter(|&d| d > 0).count(),
+        worst: diffs.max().unwrap_or(0),
+        same_argmax,
+    })
+}
