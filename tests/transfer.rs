@@ -74,16 +74,18 @@ fn pretrain(dir: &Path, filters: usize) -> PathBuf {
     out.join("float.safetensors")
 }
 
-#[test]
-fn frozen_layers_are_bit_identical_after_float_training_and_qat() {
+/// Builds MODEL (with `source` edits) from pretrained weights, `freeze` naming the
+/// recipe's frozen layers; checks that exactly `frozen` stay bit-identical through float
+/// training and QAT while the others train.
+fn check_frozen(edit: impl Fn(&str) -> String, freeze: &str, frozen: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let weights = pretrain(tmp.path(), 4);
-    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let model = write(tmp.path(), "t.qat", &edit(&MODEL.replace("FILTERS", "4")));
     let recipe = write(
         tmp.path(),
         "t.yaml",
         &format!(
-            "data:\n  dir: {}\n  classes: [5, 6, 7, 8, 9]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n  skip: [head]\n  freeze: [conv1, bn1]\ntrain:\n  epochs: 2\n  learning_rate: 0.01\nqat:\n  epochs: 1\n  learning_rate: 0.01\n  learn_ranges: true\n  freeze_bn_after: 0.5\nptq:\n  calibration_samples: 100\n",
+            "data:\n  dir: {}\n  classes: [5, 6, 7, 8, 9]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n  skip: [head]\n  freeze: [{freeze}]\ntrain:\n  epochs: 2\n  learning_rate: 0.01\nqat:\n  epochs: 1\n  learning_rate: 0.01\n  learn_ranges: true\n  freeze_bn_after: 0.5\nptq:\n  calibration_samples: 100\n",
             data_dir(),
             weights.display()
         ),
@@ -99,26 +101,63 @@ fn frozen_layers_are_bit_identical_after_float_training_and_qat() {
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("frozen: conv1, bn1"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("frozen: {}", frozen.join(", "))),
+        "{stderr}"
+    );
 
     let before = tensors(&weights);
+    let params = |layer: &str| -> Vec<String> {
+        let suffixes: &[&str] = if layer.starts_with("bn") {
+            &["weight", "bias", "running_mean", "running_var"]
+        } else {
+            &["weight", "bias"]
+        };
+        suffixes.iter().map(|s| format!("{layer}.{s}")).collect()
+    };
     for stage in ["float.safetensors", "qat.safetensors"] {
         let after = tensors(&out.join(stage));
-        for name in [
-            "conv1.weight",
-            "conv1.bias",
-            "bn1.weight",
-            "bn1.bias",
-            "bn1.running_mean",
-            "bn1.running_var",
-        ] {
-            assert_eq!(before[name], after[name], "{stage}: frozen {name} changed");
+        for layer in ["conv1", "bn1"] {
+            for name in params(layer) {
+                if frozen.contains(&layer) {
+                    assert_eq!(
+                        before[&name], after[&name],
+                        "{stage}: frozen {name} changed"
+                    );
+                } else if name != "conv1.bias" {
+                    assert_ne!(before[&name], after[&name], "{stage}: {name} did not train");
+                }
+            }
         }
         assert_ne!(
             before["head.weight"], after["head.weight"],
             "{stage}: the new head did not train"
         );
     }
+}
+
+#[test]
+fn frozen_layers_are_bit_identical_after_float_training_and_qat() {
+    check_frozen(str::to_string, "conv1, bn1", &["conv1", "bn1"]);
+}
+
+/// `@frozen` in the model freezes the same way as the recipe's list, per layer: a frozen
+/// conv2d whose batch norm is not frozen keeps its weights while the batch norm trains.
+#[test]
+fn frozen_annotations_freeze_exactly_the_marked_layers() {
+    check_frozen(
+        |m| m.replace("    let conv1 =", "    @frozen\n    let conv1 ="),
+        "",
+        &["conv1"],
+    );
+    check_frozen(
+        |m| {
+            m.replace("    let conv1 =", "    @frozen\n    let conv1 =")
+                .replace("    let bn1 =", "    @frozen\n    let bn1 =")
+        },
+        "",
+        &["conv1", "bn1"],
+    );
 }
 
 #[test]

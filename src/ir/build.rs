@@ -478,6 +478,7 @@ impl<'a> Checker<'a> {
             float: false,
             weights: self.defaults.weights,
             activations: self.defaults.activations,
+            frozen: false,
         }
     }
 
@@ -1422,6 +1423,36 @@ impl<'a> Checker<'a> {
                         );
                     }
                 }
+                "frozen" => {
+                    if let Some(arg) = ann.args.first() {
+                        self.report(
+                            ctx,
+                            Diagnostic::error(
+                                codes::UNKNOWN_ANNOTATION,
+                                "`@frozen` takes no arguments",
+                                arg.span,
+                                "unexpected argument",
+                            ),
+                        );
+                    }
+                    quant.frozen = true;
+                    if let Some(def) =
+                        def.filter(|d| !matches!(d.name, "conv2d" | "dense" | "batch_norm"))
+                    {
+                        self.report(
+                            ctx,
+                            Diagnostic::warning(
+                                codes::INEFFECTIVE_ANNOTATION,
+                                "`@frozen` has no effect here",
+                                ann.span,
+                                format!("`{}` has no parameters", def.name),
+                            )
+                            .with_note(
+                                "only conv2d, dense and batch_norm have parameters to freeze",
+                            ),
+                        );
+                    }
+                }
                 "quant" => {
                     if ann.args.is_empty() {
                         self.report(
@@ -1492,8 +1523,8 @@ impl<'a> Checker<'a> {
                         ann.name.span,
                         "not an annotation qatc knows",
                     )
-                    .with_note("bindings accept `@float` and `@quant(...)`");
-                    if let Some(s) = did_you_mean(other, ["float", "quant"]) {
+                    .with_note("bindings accept `@float`, `@frozen` and `@quant(...)`");
+                    if let Some(s) = did_you_mean(other, ["float", "frozen", "quant"]) {
                         d = d.with_help(format!("did you mean `@{s}`?"));
                     }
                     self.report(ctx, d);

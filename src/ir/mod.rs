@@ -27,13 +27,17 @@ impl NodeId {
 /// A tensor shape without the batch dimension: `[C, H, W]` or `[features]`.
 pub type Shape = Vec<usize>;
 
-/// Quantization decided for one node by the defaults and its annotations.
+/// What the defaults and a node's annotations decide for it: its quantization, and
+/// whether training leaves its parameters alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct NodeQuant {
     /// `@float`: this op runs in float; no weight or output quantization.
     pub float: bool,
     pub weights: QuantSpec,
     pub activations: QuantSpec,
+    /// `@frozen`: its parameters (weights, bias, batch-norm statistics) do not train.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +78,27 @@ impl Graph {
             }
         }
         users
+    }
+
+    /// Layers whose parameters `@frozen` keeps from training, by parameter name prefix
+    /// (fused batch norms keep their own name), in graph order.
+    pub fn frozen_layers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            match &node.op {
+                Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } => {
+                    if node.quant.frozen {
+                        out.push(node.name.clone());
+                    }
+                    if let Some(bn) = epilogue.batch_norm.as_ref().filter(|bn| bn.frozen) {
+                        out.push(bn.name.clone());
+                    }
+                }
+                Op::BatchNorm { .. } if node.quant.frozen => out.push(node.name.clone()),
+                _ => {}
+            }
+        }
+        out
     }
 
     pub fn find(&self, name: &str) -> Option<NodeId> {

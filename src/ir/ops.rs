@@ -20,6 +20,9 @@ pub struct FusedBatchNorm {
     pub name: String,
     pub eps: f64,
     pub momentum: f64,
+    /// The batch_norm was `@frozen`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 /// What the fusion pass merged into a conv2d or dense.

@@ -23,6 +23,7 @@ pub fn fuse_linear_epilogues(graph: &mut Graph) -> bool {
                     name: node.name,
                     eps,
                     momentum,
+                    frozen: node.quant.frozen,
                 })
             }
             ref op => {
@@ -30,7 +31,8 @@ pub fn fuse_linear_epilogues(graph: &mut Graph) -> bool {
                     Some(Activation::of(op).expect("only batch_norm and activations are merged"))
             }
         }
-        // The chain's output is the merged node's output, so its activation spec wins.
+        // The chain's output is the merged node's output, so its activation spec wins
+        // (`@frozen` stays per layer: the batch norm carries its own).
         graph.nodes[into.index()].quant.activations = node.quant.activations;
         graph.retain(|id| id != merged, |_| into);
         changed = true;

@@ -243,7 +243,9 @@ fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
     for part in p.into_inner() {
         match part.as_rule() {
             Rule::annotation => {
-                let span = part.as_span().into();
+                // pest's implicit whitespace before the optional `(` stays in the pair.
+                let start = part.as_span().start();
+                let span = Span::new(start, start + part.as_str().trim_end().len());
                 let mut inner = part.into_inner();
                 let name = ident(inner.next()?);
                 annotations.push(Annotation {

@@ -579,24 +579,32 @@ fn save(net: &Network, path: &Path) -> Result<(), BuildError> {
 }
 
 impl Run<'_> {
-    /// A fresh network, or the pretrained one with frozen layers when the recipe transfers.
+    /// A fresh network, or the pretrained one when the recipe transfers; layers marked
+    /// `@frozen` in the model and those in `transfer.freeze` are frozen.
     fn initial_network(&self, graph: &Graph) -> Result<Network, BuildError> {
         let mut net = Network::new(graph, self.opts.device);
+        let mut frozen = graph.frozen_layers();
         if let Some(transfer) = &self.recipe.transfer {
             let loaded =
                 pretrained::load(&mut net, &transfer.weights, &transfer.map, &transfer.skip)
                     .map_err(BuildError::Transfer)?;
-            net.freeze(&transfer.freeze).map_err(BuildError::Transfer)?;
-            let frozen = if transfer.freeze.is_empty() {
-                "nothing".to_string()
-            } else {
-                transfer.freeze.join(", ")
-            };
             self.say(&format!(
-                "loaded {} tensors from {}; frozen: {frozen}",
+                "loaded {} tensors from {}",
                 loaded.len(),
                 transfer.weights.display()
             ));
+            frozen.extend(
+                transfer
+                    .freeze
+                    .iter()
+                    .filter(|n| !frozen.contains(n))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        net.freeze(&frozen).map_err(BuildError::Transfer)?;
+        if !frozen.is_empty() {
+            self.say(&format!("frozen: {}", frozen.join(", ")));
         }
         Ok(net)
     }
