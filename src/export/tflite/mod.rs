@@ -182,16 +182,16 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
             }
             Op::FakeQuant { spec } => {
                 let (lo, hi) = spec.range();
-                if (lo, hi) != (-128, 127) && (lo, hi) != (0, 255) {
+                if (lo, hi) != (-128, 127) {
                     let at = graph.node(node.inputs[0]);
                     refuse(
                         at.span,
                         format!(
-                            "`{}` is quantized to {} bits; TFLite int8 tensors hold the full 8-bit range",
-                            at.name, spec.bits
+                            "`{}` is quantized to [{lo}, {hi}] ({spec}); TFLite int8 tensors hold the full [-128, 127]",
+                            at.name
                         ),
                         "narrow activation range",
-                        "export models with 8-bit activations (e.g. --quant w4a8); weights may be narrower",
+                        "export models with int8(asymmetric, per_tensor) activations (e.g. --quant w4a8); weights may be narrower",
                     );
                 }
             }
