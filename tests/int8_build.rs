@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::data_dir;
+use common::{data_dir, qatc_ok};
 use qatc::data::{self, Split};
 use qatc::report::Report;
 
@@ -29,42 +28,9 @@ ptq:
   calibration_samples: 300
 ";
 
-fn qatc(args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qatc"))
-        .args(args)
-        .output()
-        .expect("qatc runs");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "qatc {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    (stdout, stderr)
-}
-
-/// `qatc build MODEL --emit onnx` with [`RECIPE`] under `dir`: the output directory,
-/// the printed table and the report.
+/// `qatc build MODEL --emit onnx` with [`RECIPE`] under `dir`.
 fn build(model: &Path, dir: &Path) -> (PathBuf, String, Report) {
-    let recipe = dir.join("recipe.yaml");
-    std::fs::write(&recipe, RECIPE).unwrap();
-    let out = dir.join("out");
-    let (table, _) = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--emit",
-        "onnx",
-        "-q",
-    ]);
-    let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    (out, table, report)
+    common::build_emitting(model, RECIPE, dir, "onnx")
 }
 
 /// ONNX Runtime against qatc's runtime on the first `n` Fashion-MNIST test images: int8
@@ -132,7 +98,7 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
     let (images, labels) = (tmp.path().join("images.idx"), tmp.path().join("labels.idx"));
     data::write_images(&images, &test.pixels, test.len(), test.rows, test.cols).unwrap();
     data::write_labels(&labels, &test.labels).unwrap();
-    let (predictions, _) = qatc(&[
+    let (predictions, _) = qatc_ok(&[
         "run",
         int8_dir.to_str().unwrap(),
         "--images",
@@ -140,7 +106,7 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
     ]);
     let predicted: Vec<usize> = predictions.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(predicted.len(), 300);
-    let (accuracy, _) = qatc(&[
+    let (accuracy, _) = qatc_ok(&[
         "run",
         out.to_str().unwrap(),
         "--images",
@@ -154,7 +120,7 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
         .filter(|(p, l)| **p == **l as usize)
         .count();
     assert!(accuracy.contains(&format!("({correct}/300)")), "{accuracy}");
-    let (listing, _) = qatc(&["inspect", int8_dir.to_str().unwrap()]);
+    let (listing, _) = qatc_ok(&["inspect", int8_dir.to_str().unwrap()]);
     assert!(
         listing.contains("conv2d(") && listing.contains("zp=") && listing.contains(" / 2^"),
         "{listing}"
@@ -162,7 +128,7 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
 
     // `qatc export` writes the same model as `build --emit onnx`.
     let exported = tmp.path().join("exported.onnx");
-    qatc(&[
+    qatc_ok(&[
         "export",
         int8_dir.to_str().unwrap(),
         "--format",
@@ -179,39 +145,11 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
     check_onnx_runtime(&int8_dir, &onnx, 300, tmp.path());
 }
 
-/// Depthwise convolution, relu6, concat along channels and along a vector, avg_pool2d
-/// and global_avg_pool: `QLinearAveragePool`, `QLinearGlobalAveragePool` and
-/// `QLinearConcat` (com.microsoft) in ONNX Runtime give qatc's int8 logits.
-const BRANCHES: &str = "
-quant default {
-    weights = int8(symmetric, per_channel)
-    activations = int8(asymmetric, per_tensor)
-}
-model Branches {
-    input image: f32[1, 28, 28]
-    let a = conv2d(image, filters = 8, kernel = 3, padding = same)
-    let a = relu6(a)
-    let b = conv2d(image, filters = 4, kernel = 1)
-    let b = relu(b)
-    let c = concat(a, b)
-    let p = avg_pool2d(c, size = 2)
-    let d = conv2d(p, filters = 12, kernel = 3, padding = same, groups = 12)
-    let d = relu(d)
-    let e = conv2d(d, filters = 16, kernel = 1)
-    let e = relu6(e)
-    let g = global_avg_pool(e)
-    let h = dense(g, units = 8)
-    let v = concat(g, h, axis = -1)
-    let logits = dense(v, units = 10)
-    output logits
-}
-";
-
 #[test]
 fn pools_and_concats_export_to_onnx_and_onnx_runtime_agrees() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("branches.qat");
-    std::fs::write(&model, BRANCHES).unwrap();
+    std::fs::write(&model, common::BRANCHES).unwrap();
     let (_, table, report) = build(&model, tmp.path());
     assert!(table.contains("QAT int8 (runtime)"), "{table}");
     let int8_dir = PathBuf::from(report.artifacts.int8.as_deref().expect("artifacts.int8"));

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{data_dir, qatc, write};
+use common::{data_dir, qatc, qatc_ok, write};
 use qatc::data::{self, Split};
 use qatc::export::tflite::{self, TfliteModel};
 use qatc::lower::{IntGraph, IntOp, IntTensor, IntTensors};
@@ -60,62 +60,9 @@ model Residual {
 }
 ";
 
-/// Depthwise convolution, relu6, concat (channels and vectors), average pools.
-const BRANCHES: &str = "
-quant default {
-    weights = int8(symmetric, per_channel)
-    activations = int8(asymmetric, per_tensor)
-}
-model Branches {
-    input image: f32[1, 28, 28]
-    let a = conv2d(image, filters = 8, kernel = 3, padding = same)
-    let a = relu6(a)
-    let b = conv2d(image, filters = 4, kernel = 1)
-    let b = relu(b)
-    let c = concat(a, b)
-    let p = avg_pool2d(c, size = 2)
-    let d = conv2d(p, filters = 12, kernel = 3, padding = same, groups = 12)
-    let d = relu(d)
-    let e = conv2d(d, filters = 16, kernel = 1)
-    let e = relu6(e)
-    let g = global_avg_pool(e)
-    let h = dense(g, units = 8)
-    let v = concat(g, h, axis = -1)
-    let logits = dense(v, units = 10)
-    output logits
-}
-";
-
-fn run_ok(args: &[&str]) -> String {
-    let out = qatc(args);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "qatc {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout
-}
-
-/// Builds `model` with `--emit tflite`; returns the output directory and the report.
+/// `qatc build MODEL --emit tflite` with [`RECIPE`] under `dir`.
 fn build(model: &Path, dir: &Path) -> (PathBuf, Report) {
-    let recipe = write(dir, "recipe.yaml", RECIPE);
-    let out = dir.join("out");
-    run_ok(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--emit",
-        "tflite",
-        "-q",
-    ]);
-    let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let (out, _, report) = common::build_emitting(model, RECIPE, dir, "tflite");
     (out, report)
 }
 
@@ -345,13 +292,13 @@ fn check_model(model: &Path) {
     let read = tflite::read_file(&file).unwrap();
     assert_round_trip(&read, &graph, &tensors);
 
-    let listing = run_ok(&["inspect", file.to_str().unwrap()]);
+    let (listing, _) = qatc_ok(&["inspect", file.to_str().unwrap()]);
     assert!(
         listing.contains("CONV_2D v3") && listing.contains("per-channel (dim 0)"),
         "{listing}"
     );
     let exported = tmp.path().join("exported.tflite");
-    run_ok(&[
+    qatc_ok(&[
         "export",
         int8_dir.to_str().unwrap(),
         "--format",
@@ -445,7 +392,7 @@ fn resnet_example_runs_in_litert_like_in_qatc() {
 #[test]
 fn depthwise_relu6_concat_and_pools_run_in_litert_like_in_qatc() {
     let tmp = tempfile::tempdir().unwrap();
-    check_model(&write(tmp.path(), "branches.qat", BRANCHES));
+    check_model(&write(tmp.path(), "branches.qat", common::BRANCHES));
 }
 
 /// An op with no int8 TFLite form is named at its source location before any training;

@@ -405,7 +405,7 @@ impl Model {
                         requant: Requantizer::new(bq.to_vec(), requant.clone(), out.quant.zero_point, *act_min, *act_max),
                     }
                 }
-                IntOp::MaxPool2d { input, output, size, stride } => {
+                IntOp::MaxPool2d { input, output, size, stride } | IntOp::AvgPool2d { input, output, size, stride } => {
                     let inp = value(*input);
                     let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
                     if *size == 0 || *stride == 0 || *size > h || *size > w {
@@ -415,7 +415,12 @@ impl Model {
                     if out.shape != [c, oh, ow] || out.quant != inp.quant {
                         return Err(invalid(format!("{what}: output {:?} must be [{c}, {oh}, {ow}] with the input's quantization", out.shape)));
                     }
-                    Step::MaxPool { input: *input, output: *output, c, h, w, oh, ow, size: *size, stride: *stride }
+                    let (input, output, size, stride) = (*input, *output, *size, *stride);
+                    if matches!(op, IntOp::MaxPool2d { .. }) {
+                        Step::MaxPool { input, output, c, h, w, oh, ow, size, stride }
+                    } else {
+                        Step::AvgPool { input, output, c, h, w, oh, ow, size, stride }
+                    }
                 }
                 IntOp::Reshape { input, output } => {
                     let inp = value(*input);
@@ -453,18 +458,6 @@ impl Model {
                     check_requant(name, &[*requant], 1)?;
                     check_clamp(name, *act_min, *act_max, &out.quant)?;
                     Step::Requantize { input: *input, output: *output, zp_in: inp.quant.zero_point, zp: out.quant.zero_point, rq: *requant, lo: *act_min, hi: *act_max }
-                }
-                IntOp::AvgPool2d { input, output, size, stride } => {
-                    let inp = value(*input);
-                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
-                    if *size == 0 || *stride == 0 || *size > h || *size > w {
-                        return Err(invalid(format!("{what}: window {size} stride {stride} does not fit {:?}", inp.shape)));
-                    }
-                    let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
-                    if out.shape != [c, oh, ow] || out.quant != inp.quant {
-                        return Err(invalid(format!("{what}: output {:?} must be [{c}, {oh}, {ow}] with the input's quantization", out.shape)));
-                    }
-                    Step::AvgPool { input: *input, output: *output, c, h, w, oh, ow, size: *size, stride: *stride }
                 }
                 IntOp::GlobalAvgPool { name, input, output, requant, act_min, act_max } => {
                     let what = format!("global_avg_pool `{name}`");

@@ -12,6 +12,74 @@ pub fn qatc(args: &[&str]) -> Output {
 }
 
 /// Fashion-MNIST's directory (`make test` installs it).
+/// Runs qatc, which must succeed; returns what it printed on stdout and stderr.
+pub fn qatc_ok(args: &[&str]) -> (String, String) {
+    let out = qatc(args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "qatc {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// `qatc build MODEL --recipe <recipe> --out DIR/out --emit EMIT -q`: the output
+/// directory, the printed table and the report.
+pub fn build_emitting(
+    model: &Path,
+    recipe: &str,
+    dir: &Path,
+    emit: &str,
+) -> (PathBuf, String, qatc::report::Report) {
+    let recipe = write(dir, "recipe.yaml", recipe);
+    let out = dir.join("out");
+    let (table, _) = qatc_ok(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--emit",
+        emit,
+        "-q",
+    ]);
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (out, table, report)
+}
+
+/// Depthwise convolution, relu6, concat along channels and along a vector, avg_pool2d
+/// and global_avg_pool: the ops the ONNX and TFLite exports gained for MobileNet- and
+/// Inception-like models.
+pub const BRANCHES: &str = "
+quant default {
+    weights = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model Branches {
+    input image: f32[1, 28, 28]
+    let a = conv2d(image, filters = 8, kernel = 3, padding = same)
+    let a = relu6(a)
+    let b = conv2d(image, filters = 4, kernel = 1)
+    let b = relu(b)
+    let c = concat(a, b)
+    let p = avg_pool2d(c, size = 2)
+    let d = conv2d(p, filters = 12, kernel = 3, padding = same, groups = 12)
+    let d = relu(d)
+    let e = conv2d(d, filters = 16, kernel = 1)
+    let e = relu6(e)
+    let g = global_avg_pool(e)
+    let h = dense(g, units = 8)
+    let v = concat(g, h, axis = -1)
+    let logits = dense(v, units = 10)
+    output logits
+}
+";
+
 pub fn data_dir() -> PathBuf {
     let dir = std::env::var_os("QATC_FASHION_MNIST")
         .map(PathBuf::from)

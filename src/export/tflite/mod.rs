@@ -345,8 +345,8 @@ fn fused_activation(
     hi: i32,
     q: QParams,
 ) -> Result<fb::ActivationFunctionType, ExportError> {
-    let relu_lo = q.zero_point.max(-128);
-    let relu6_hi = (q.zero_point + (6.0f32 / q.scale).round() as i32).min(127);
+    let relu_lo = q.zero_point.max(q.qmin);
+    let relu6_hi = crate::lower::relu6_max(q);
     match (lo, hi) {
         (-128, 127) => Ok(fb::ActivationFunctionType::None),
         (l, 127) if l == relu_lo => Ok(fb::ActivationFunctionType::Relu),
