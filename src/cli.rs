@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::diagnostics::{render_terminal, JsonDiagnostic, SourceFile};
+use crate::codes;
+use crate::diagnostics::{render_terminal, Diagnostic, JsonDiagnostic, Severity, SourceFile};
 use crate::ir::{dump, ops, Graph};
 use crate::passes::{self, BitWidths, Stage};
 
@@ -593,17 +594,33 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     opts.resume = args.resume;
     opts.emit_onnx = args.emit.contains(&ExportFormat::Onnx);
     opts.emit_tflite = args.emit.contains(&ExportFormat::Tflite);
-    if opts.emit_tflite {
-        // Before any training: an op TFLite cannot take would only fail at the end.
-        let problems = crate::export::tflite::check(&graph);
-        if !problems.is_empty() {
-            let file = read_source(&args.model.file)?;
-            eprint!(
-                "{}",
-                render_terminal(&file, &problems, args.model.color.enabled())
-            );
+    // Before any training: what has no int8 form would only show at the end.
+    let (problems, format) = if opts.emit_tflite {
+        (crate::export::tflite::check(&graph), Some("TFLite"))
+    } else if opts.emit_onnx {
+        (
+            crate::lower::check(&graph, codes::NO_INT8_FORM),
+            Some("ONNX"),
+        )
+    } else {
+        let warnings = crate::lower::check(&graph, codes::NO_INT8_MODEL)
+            .into_iter()
+            .map(|d| Diagnostic {
+                severity: Severity::Warning,
+                ..d
+            })
+            .collect();
+        (warnings, None)
+    };
+    if !problems.is_empty() {
+        let file = read_source(&args.model.file)?;
+        eprint!(
+            "{}",
+            render_terminal(&file, &problems, args.model.color.enabled())
+        );
+        if let Some(format) = format {
             return Err(format!(
-                "{} cannot be exported to TFLite ({} problem{}); nothing was built",
+                "{} cannot be exported to {format} ({} problem{}); nothing was built",
                 args.model.file.display(),
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" }

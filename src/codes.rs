@@ -21,12 +21,16 @@ pub const IMPORT_CYCLE: &str = "E0018";
 pub const WRONG_RESULT_COUNT: &str = "E0019";
 pub const BLOCK_ARGUMENT_TYPE: &str = "E0020";
 pub const NO_TFLITE_FORM: &str = "E0021";
+pub const NO_INT8_FORM: &str = "E0022";
 pub const UNUSED_BINDING: &str = "W0001";
 pub const INEFFECTIVE_ANNOTATION: &str = "W0002";
 pub const FLOAT_SANDWICH: &str = "W0003";
+pub const NO_INT8_MODEL: &str = "W0004";
 
 /// `(code, one-line title, long explanation)` for every code qatc emits.
 pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
+    (NO_INT8_FORM, "no int8 form", "`qatc build --emit onnx` checks, before any training, that every op of the\nquantized model has an integer kernel. It refuses ops kept in float (`@float`,\nexcept on ops that only move values), ops without an int8 kernel (`qatc explain ops`\nand the README's int8 table say which have one), and models with several inputs.\n"),
+    (NO_INT8_MODEL, "the build will make no int8 model", "`qatc build` found, before training, an op without an integer form. The build still\ntrains and reports float, PTQ, QAT and the control run (with fake quantization),\nbut writes no int8 artifact. Remove `@float` or replace the op to get one.\n"),
     (SYNTAX, "syntax error", "The file does not follow the grammar of the .qat language (grammar/qat.pest).\n\nA file holds `use \"other.qat\"` imports, `quant default { ... }` settings,\n`block name(x: tensor, n: int) { ... }` definitions and `model Name { ... }`s.\nA model holds `input`, `let` and `output` statements:\n\n    model Tiny {\n        input image: f32[1, 28, 28]\n        let x = flatten(image)\n        let logits = dense(x, units = 10)\n        output logits\n    }\n"),
     (UNDEFINED_NAME, "undefined name", "A name was used before any `input` or `let` in the same model defined it.\nNames are looked up in order, so a binding can only use names defined above it.\n"),
     (UNKNOWN_OP, "unknown op", "The op or block called in a `let` is not one qatc knows. `qatc explain ops` lists\nthe ops; blocks must be defined in this file or in a file it imports with `use`.\n"),
@@ -47,7 +51,7 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
     (IMPORT_CYCLE, "import cycle", "Files import each other in a cycle (a.qat uses b.qat, which uses a.qat). Move the\nshared blocks into a third file that both import.\n"),
     (WRONG_RESULT_COUNT, "wrong number of results", "A `let` binds a different number of names than the call produces. Ops have one\nresult; a block has as many as its `output` statement names:\n\n    block split(x: tensor) { ... output a, b }\n    let left, right = split(x)\n"),
     (BLOCK_ARGUMENT_TYPE, "block argument of the wrong kind", "A block parameter declared `tensor` got a number, or one declared `int` got a\ntensor:\n\n    block unit(x: tensor, filters: int) { ... }\n    let y = unit(x, filters = x)   // error: `filters` is an int\n"),
-    (NO_TFLITE_FORM, "no int8 TFLite form", "`qatc build --emit tflite` checks, before any training, that every op of the\nquantized model becomes an int8 TFLite builtin. It refuses ops kept in float\n(`@float`), ops qatc has no integer kernel for (e.g. sigmoid, softmax, mul, pad,\nhardswish, a batch_norm not right after a conv2d or dense), dilated or grouped\n(not depthwise) convolutions, and activations narrower than 8 bits: TFLite's int8\ntensors clamp to the full [-128, 127] range. Weights may be 2 to 8 bits.\n\n    let x = sigmoid(h)      // error[E0021] with --emit tflite\n    let x = relu6(h)        // fine: RELU6\n"),
+    (NO_TFLITE_FORM, "no int8 TFLite form", "`qatc build --emit tflite` checks, before any training, that every op of the\nquantized model becomes an int8 TFLite builtin. It refuses what has no int8\nform at all (see E0022: `@float`, ops without an integer kernel), grouped\n(not depthwise) convolutions, and activations narrower than 8 bits: TFLite's int8\ntensors clamp to the full [-128, 127] range. Weights may be 2 to 8 bits.\n\n    let x = sigmoid(h)      // error[E0021] with --emit tflite\n    let x = relu6(h)        // fine: RELU6\n"),
     (UNUSED_BINDING, "unused binding", "A value is computed but nothing uses it and it is not an output. Remove it, or\nuse it, or name it as an output.\n"),
     (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, `@float` on an op that only moves values (max_pool2d, flatten, reshape, pad),\nor `@frozen` on an op without parameters (only conv2d, dense and batch_norm have any).\n"),
     (FLOAT_SANDWICH, "float op between quantized ops", "An `@float` op reads a quantized value and feeds a quantized op. The deployed int8\nmodel has to dequantize before it and quantize again after it, which costs time\nand adds rounding error. Keep a whole region in float, or let the op be quantized.\n"),

@@ -27,7 +27,8 @@ use std::path::Path;
 
 pub use graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value};
 
-use crate::ir::ops::{Activation, Padding};
+use crate::diagnostics::Diagnostic;
+use crate::ir::ops::Activation;
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 
 /// A float tensor read from the trained weights (row-major).
@@ -42,14 +43,8 @@ pub type TensorMap = HashMap<String, F32Tensor>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
-    #[error("cannot lower `{node}`: {op} has no integer kernel yet\n  hint: {hint}")]
-    Unsupported {
-        node: String,
-        op: String,
-        hint: String,
-    },
-    #[error("cannot lower `{node}`: it is @float, but the int8 model is integer-only\n  hint: remove the @float annotation to deploy this model as int8")]
-    FloatNode { node: String },
+    #[error("cannot lower `{node}`: {}\n  hint: {}", refusal.message, refusal.hint)]
+    NoInt8Form { node: String, refusal: Refusal },
     #[error("cannot lower `{node}`: {why}")]
     Graph { node: String, why: String },
     #[error("the weights lack tensor `{name}`\n  hint: were they written by `qatc build` for this model (after calibration or QAT)?")]
@@ -98,18 +93,93 @@ pub fn read_f32_safetensors(path: &Path) -> Result<TensorMap, LowerError> {
     Ok(out)
 }
 
-/// Ops that only move values (or, for the input and fake-quant nodes, mark where they
-/// are quantized): `@float` on them does not keep the int8 model from being integer-only.
-pub fn passes_through(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Input
-            | Op::FakeQuant { .. }
-            | Op::MaxPool2d { .. }
-            | Op::AvgPool2d { .. }
-            | Op::Flatten
-            | Op::Dropout { .. }
-    )
+/// Why a node has no int8 form: what is refused, a short label for its source span,
+/// and how to fix it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub message: String,
+    pub label: &'static str,
+    pub hint: String,
+}
+
+/// Whether `node` has an integer form: the one place that says which ops (and which of
+/// their arguments) lower to int8. The lowering refuses exactly these nodes, and
+/// [`check`] reports them before any training.
+#[deny(clippy::wildcard_enum_match_arm)]
+pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
+    let no_kernel = |what: String| {
+        Refusal {
+        message: format!("`{}`: {what} has no integer kernel yet", node.name),
+        label: "no int8 form",
+        hint: "keep this model in float (the build still reports float, PTQ and QAT accuracy), or use an op with an int8 kernel (`qatc explain ops`)".into(),
+    }
+    };
+    if node.quant.float && !node.op.role().float_is_harmless() {
+        return Err(Refusal {
+            message: format!(
+                "`{}` is @float, but the int8 model is integer-only",
+                node.name
+            ),
+            label: "@float here",
+            hint: "remove the @float annotation to deploy this model as int8".into(),
+        });
+    }
+    match &node.op {
+        Op::Conv2d { dilation, .. } if *dilation != 1 => {
+            Err(no_kernel(format!("conv2d with dilation = {dilation}")))
+        }
+        Op::Conv2d { .. }
+        | Op::Input
+        | Op::FakeQuant { .. }
+        | Op::Dense { .. }
+        | Op::Relu
+        | Op::Relu6
+        | Op::MaxPool2d { .. }
+        | Op::AvgPool2d { .. }
+        | Op::GlobalAvgPool
+        | Op::Flatten
+        | Op::Reshape { .. }
+        | Op::Add { .. }
+        | Op::Concat { .. }
+        | Op::Dropout { .. } => Ok(()),
+        Op::BatchNorm { .. } => Err(Refusal {
+            message: format!("`{}`: a batch_norm that is not folded into a conv2d or dense has no integer kernel", node.name),
+            label: "not folded",
+            hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads".into(),
+        }),
+        op @ (Op::Hardswish | Op::Sigmoid | Op::Mul | Op::Softmax { .. } | Op::Pad { .. }) => {
+            Err(no_kernel(format!("`{}`", op.name())))
+        }
+    }
+}
+
+/// Every node of a quantized-stage graph without an int8 form, as diagnostics at its
+/// source: run before training so that nobody trains for an int8 model that cannot exist.
+/// They are errors with `code`; a caller that can go on without an int8 model makes
+/// them warnings.
+pub fn check(graph: &Graph, code: &'static str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if graph.inputs.len() != 1 {
+        out.push(
+            Diagnostic::error(
+                code,
+                format!(
+                    "model `{}` has {} inputs; the int8 model takes one",
+                    graph.name,
+                    graph.inputs.len()
+                ),
+                graph.node(graph.output).span,
+                "this model",
+            )
+            .with_help("give the model a single input".to_string()),
+        );
+    }
+    for node in &graph.nodes {
+        if let Err(r) = int8_form(node) {
+            out.push(Diagnostic::error(code, r.message, node.span, r.label).with_help(r.hint));
+        }
+    }
+    out
 }
 
 /// Splits a positive real factor into a fixed-point multiplier and right shift.
@@ -195,14 +265,15 @@ pub fn lower(
             ),
         });
     };
-    // Integer-only: say so before complaining about anything else.
-    if let Some(node) = graph
+    // Say what has no int8 form before complaining about anything else.
+    if let Some((node, refusal)) = graph
         .nodes
         .iter()
-        .find(|n| n.quant.float && !passes_through(&n.op))
+        .find_map(|n| int8_form(n).err().map(|r| (n, r)))
     {
-        return Err(LowerError::FloatNode {
+        return Err(LowerError::NoInt8Form {
             node: node.name.clone(),
+            refusal,
         });
     }
     let input_node = graph.node(*input);
@@ -294,21 +365,15 @@ impl Lowering<'_> {
         self.out.values.len() - 1
     }
 
+    #[deny(clippy::wildcard_enum_match_arm)]
     fn node(&mut self, id: NodeId) -> Result<Lowered, LowerError> {
         let node = self.graph.node(id);
-        let compute = !passes_through(&node.op);
-        if node.quant.float && compute {
-            return Err(LowerError::FloatNode {
-                node: node.name.clone(),
-            });
-        }
         Ok(match &node.op {
             Op::Input => Lowered::Float,
-            // add → relu with no fake_quant between them: one add with the relu's clamp.
-            Op::Relu | Op::Relu6 if self.pending_add(node.inputs[0]) => Lowered::Pending,
+            // Computed once the fake-quant after them fixes their output parameters.
             Op::Conv2d { .. }
             | Op::Dense { .. }
-            | Op::Add
+            | Op::Add { .. }
             | Op::Relu
             | Op::Relu6
             | Op::GlobalAvgPool
@@ -322,19 +387,29 @@ impl Lowering<'_> {
                 let input = self.int_input(id, 0)?;
                 let quant = self.out.values[input].quant;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
-                self.out.ops.push(IntOp::MaxPool2d { input, output, size: *size, stride: *stride });
+                self.out.ops.push(IntOp::MaxPool2d {
+                    input,
+                    output,
+                    size: *size,
+                    stride: *stride,
+                });
                 Lowered::Int(output)
             }
             Op::AvgPool2d { size, stride } => {
                 let input = self.int_input(id, 0)?;
                 let quant = self.out.values[input].quant;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
-                self.out.ops.push(IntOp::AvgPool2d { input, output, size: *size, stride: *stride });
+                self.out.ops.push(IntOp::AvgPool2d {
+                    input,
+                    output,
+                    size: *size,
+                    stride: *stride,
+                });
                 Lowered::Int(output)
             }
             // The identity at inference: the int8 model reads the input's value.
             Op::Dropout { .. } => Lowered::Int(self.int_input(id, 0)?),
-            Op::Flatten => {
+            Op::Flatten | Op::Reshape { .. } => {
                 let input = self.int_input(id, 0)?;
                 let quant = self.out.values[input].quant;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
@@ -342,22 +417,13 @@ impl Lowering<'_> {
                 Lowered::Int(output)
             }
             Op::FakeQuant { spec } => self.fake_quant(id, *spec)?,
-            Op::BatchNorm { .. } => {
-                return Err(LowerError::Unsupported {
-                    node: node.name.clone(),
-                    op: "a batch_norm that is not folded into a conv2d or dense".into(),
-                    hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads".into(),
-                })
-            }
-            // Ops added to the language after this lowering was written.
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(LowerError::Unsupported {
-                    node: node.name.clone(),
-                    op: format!("`{}`", other.name()),
-                    hint: "the int8 lowering supports conv2d, dense, batch_norm (folded), relu, relu6, max_pool2d, avg_pool2d, global_avg_pool, flatten, dropout, add and concat".into(),
-                })
-            }
+            // Refused by `int8_form` before lowering starts.
+            Op::BatchNorm { .. }
+            | Op::Hardswish
+            | Op::Sigmoid
+            | Op::Mul
+            | Op::Softmax { .. }
+            | Op::Pad { .. } => return Err(self.err(id, "has no integer form")),
         })
     }
 
@@ -427,31 +493,24 @@ impl Lowering<'_> {
             Some(Activation::Relu) => (relu_min(true), quant.qmax),
             Some(Activation::Relu6) => (relu_min(true), relu6_max(quant)),
         };
+        #[deny(clippy::wildcard_enum_match_arm)]
         match &node.op {
             Op::Conv2d {
                 filters,
                 kernel,
                 stride,
-                padding,
+                pad,
                 in_channels,
                 bias,
+                padding: _,
                 epilogue,
                 dilation,
                 groups,
             } => {
-                if *dilation != 1 {
-                    return Err(LowerError::Unsupported {
-                        node: node.name.clone(),
-                        op: format!("conv2d with dilation = {dilation}"),
-                        hint: "the int8 lowering has no dilated convolutions yet".into(),
-                    });
-                }
+                debug_assert_eq!(*dilation, 1, "refused by int8_form");
+                let pad = *pad;
                 let input = self.int_input(id, 0)?;
                 let in_shape = self.out.values[input].shape.clone();
-                let pad = match padding {
-                    Padding::Valid => 0,
-                    Padding::Same => (kernel - 1) / 2,
-                };
                 if let [c, h, w] = in_shape[..] {
                     let oh = (h + 2 * pad).checked_sub(*kernel).map(|d| d / stride + 1);
                     let ow = (w + 2 * pad).checked_sub(*kernel).map(|d| d / stride + 1);
@@ -540,14 +599,9 @@ impl Lowering<'_> {
                 });
                 Ok(output)
             }
-            Op::Add => self.add(id, id, quant, quant.qmin, quant.qmax),
-            Op::Relu | Op::Relu6 if self.pending_add(node.inputs[0]) => {
-                let act_max = if matches!(node.op, Op::Relu6) {
-                    relu6_max(quant)
-                } else {
-                    quant.qmax
-                };
-                self.add(node.inputs[0], id, quant, relu_min(true), act_max)
+            Op::Add { activation } => {
+                let (act_min, act_max) = clamp(*activation);
+                self.add(id, quant, act_min, act_max)
             }
             Op::Relu | Op::Relu6 => {
                 let input = self.int_input(id, 0)?;
@@ -623,28 +677,33 @@ impl Lowering<'_> {
                 });
                 Ok(output)
             }
-            _ => Err(self.err(id, "has no integer form")),
+            // Lowered in `node`, never pending.
+            Op::Input
+            | Op::BatchNorm { .. }
+            | Op::Hardswish
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::Flatten
+            | Op::Reshape { .. }
+            | Op::Mul
+            | Op::Dropout { .. }
+            | Op::Softmax { .. }
+            | Op::Pad { .. }
+            | Op::FakeQuant { .. } => Err(self.err(id, "has no integer form")),
         }
     }
 
-    /// Whether `id` is an add whose value is not quantized (a relu after it is fused).
-    fn pending_add(&self, id: NodeId) -> bool {
-        matches!(self.graph.node(id).op, Op::Add)
-            && matches!(self.lowered[id.index()], Some(Lowered::Pending))
-    }
-
-    /// Emits add node `id` with output parameters `quant` and clamp, as value `out_id`
-    /// (the add itself, or the relu fused after it).
+    /// Emits add node `id` (with its fused activation's clamp) with output parameters `quant`.
     fn add(
         &mut self,
         id: NodeId,
-        out_id: NodeId,
         quant: QParams,
         act_min: i32,
         act_max: i32,
     ) -> Result<usize, LowerError> {
         let node = self.graph.node(id);
-        let out_node = self.graph.node(out_id);
+        let out_node = node;
         let (a, b) = (self.int_input(id, 0)?, self.int_input(id, 1)?);
         let (sa, sb) = (
             self.out.values[a].quant.scale as f64,

@@ -1,7 +1,6 @@
 //! Inserts `fake_quant` nodes where the deployed int8 model quantizes a value:
 //! after the model input and after every op that computes new values (fused
-//! conv2d/dense, add, a lone relu or batch_norm; an add read only by a relu is
-//! quantized after the relu). Ops that only move values
+//! conv2d/dense, add (with a fused relu), a lone relu or batch_norm). Ops that only move values
 //! (max_pool2d, flatten) and avg_pool2d keep their input's quantization. `@float` ops get none,
 //! and a quantized op that reads a float value gets a fake_quant on that input.
 //! Weight quantization is not a node: conv2d/dense carry their weight spec.
@@ -50,14 +49,7 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
                     }
                 }
                 quantized[id.index()] = true;
-                // add → relu quantizes once, after the relu (PyTorch's add_relu, TFLite's
-                // ADD with a fused RELU): no rounding between them.
-                let fused_relu = matches!(node.op, Op::Add)
-                    && id != graph.output
-                    && matches!(consumers[id.index()][..], [c] if matches!(graph.node(c).op, Op::Relu | Op::Relu6) && !graph.node(c).quant.float);
-                if !fused_relu {
-                    after.insert(id);
-                }
+                after.insert(id);
             }
         }
     }

@@ -7,7 +7,7 @@ use super::observer::{
     clipped_weight_params, fake_quant_weights, fake_quant_weights_with, mse_clip_ratios,
     weight_params, Observer, WeightRange,
 };
-use crate::ir::ops::{Activation, Padding};
+use crate::ir::ops::Activation;
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 use crate::recipe::RangeMethod;
 
@@ -469,18 +469,14 @@ impl Network {
                 Op::Input => xs.shallow_clone(),
                 Op::Conv2d {
                     stride,
-                    padding,
-                    kernel,
+                    pad,
                     dilation,
                     groups,
                     epilogue,
                     ..
                 } => {
                     let (dilation, groups) = (*dilation as i64, *groups as i64);
-                    let pad = match padding {
-                        Padding::Valid => 0,
-                        Padding::Same => dilation * (*kernel as i64 - 1) / 2, // as in ir::ops::instantiate
-                    };
+                    let pad = *pad as i64;
                     let stride = *stride as i64;
                     let y = self.linear(i, input(0), quantize, mode, train, |x, w, b| {
                         x.conv2d(
@@ -512,7 +508,7 @@ impl Network {
                     input(0).max_pool2d([k, k], [s, s], [0, 0], [1, 1], false)
                 }
                 Op::Flatten => input(0).flatten(1, -1),
-                Op::Add => input(0) + input(1),
+                Op::Add { activation } => activate(input(0) + input(1), *activation),
                 Op::Relu6 => activate(input(0).shallow_clone(), Some(Activation::Relu6)),
                 Op::Hardswish => input(0).hardswish(),
                 Op::Sigmoid => input(0).sigmoid(),

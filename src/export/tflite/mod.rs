@@ -124,49 +124,22 @@ fn builtin_name(code: i32) -> Option<&'static str> {
 pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
     use crate::diagnostics::Diagnostic;
     let code = crate::codes::NO_TFLITE_FORM;
-    let mut out = Vec::new();
+    // What has no int8 form at all, then what TFLite's int8 builtins add to that.
+    let mut out = crate::lower::check(graph, code);
     let mut refuse = |span: Span, message: String, label: &str, help: &str| {
         out.push(Diagnostic::error(code, message, span, label).with_help(help.to_string()));
     };
-    if graph.inputs.len() != 1 {
-        let span = graph.node(graph.output).span;
-        refuse(
-            span,
-            format!(
-                "model `{}` has {} inputs; the TFLite export takes one",
-                graph.name,
-                graph.inputs.len()
-            ),
-            "this model",
-            "export a model with a single image input",
-        );
-    }
     for node in &graph.nodes {
-        let name = node.op.name();
-        if node.quant.float && !crate::lower::passes_through(&node.op) {
-            refuse(
-                node.span,
-                format!(
-                    "`{}` ({name}) is kept in float, but a TFLite int8 model is integer-only",
-                    node.name
-                ),
-                "@float here",
-                "remove @float from this op to export the model as int8 TFLite",
-            );
+        if crate::lower::int8_form(node).is_err() {
             continue;
         }
+        #[deny(clippy::wildcard_enum_match_arm)]
         match &node.op {
             Op::Conv2d {
-                dilation, groups, in_channels, ..
+                groups,
+                in_channels,
+                ..
             } => {
-                if *dilation != 1 {
-                    refuse(
-                        node.span,
-                        format!("`{}`: dilated conv2d has no int8 kernel in qatc yet", node.name),
-                        "dilation > 1",
-                        "use dilation = 1 to export to TFLite",
-                    );
-                }
                 if *groups != 1 && groups != in_channels {
                     refuse(
                         node.span,
@@ -197,21 +170,22 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
             }
             Op::Input
             | Op::Dense { .. }
+            | Op::BatchNorm { .. }
             | Op::Relu
             | Op::Relu6
+            | Op::Hardswish
+            | Op::Sigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::GlobalAvgPool
             | Op::Flatten
+            | Op::Reshape { .. }
+            | Op::Add { .. }
+            | Op::Mul
+            | Op::Concat { .. }
             | Op::Dropout { .. }
-            | Op::Add
-            | Op::Concat { .. } => {}
-            other => refuse(
-                node.span,
-                format!("`{}`: qatc cannot lower `{}` to an int8 TFLite operator", node.name, other.name()),
-                "no int8 TFLite form",
-                "the TFLite export takes conv2d (incl. depthwise), dense, batch_norm folded into a conv2d or dense, relu, relu6, max_pool2d, avg_pool2d, global_avg_pool, flatten, dropout, add and concat",
-            ),
+            | Op::Softmax { .. }
+            | Op::Pad { .. } => {}
         }
     }
     out

@@ -1,0 +1,20 @@
+//! `avg_pool2d`: mean over square windows.
+
+use super::*;
+
+pub const DEF: OpDef = OpDef {
+    name: "avg_pool2d",
+    inputs: 1,
+    variadic: false,
+    args: POOL_ARGS,
+    doc: "Mean over square windows. Keeps its input's quantization parameters.",
+    shape_rule: "[C, H, W] -> [C, (H - size) / stride + 1, (W - size) / stride + 1]",
+    role: QuantRole::MovesValues,
+    params: Params::None,
+    build,
+};
+
+fn build(args: &Args, inputs: &[&Shape]) -> Result<(Op, Shape), ShapeError> {
+    let (c, h, w, size, stride) = pool_window(args, inputs, DEF.name)?;
+    Ok((Op::AvgPool2d { size, stride }, vec![c, h, w]))
+}
