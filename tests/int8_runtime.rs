@@ -297,7 +297,15 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                 }
                 y
             }
-            Op::Add => input(0).iter().zip(input(1)).map(|(a, b)| a + b).collect(),
+            Op::Add { activation } => input(0)
+                .iter()
+                .zip(input(1))
+                .map(|(a, b)| match activation {
+                    None => a + b,
+                    Some(Activation::Relu) => (a + b).max(0.0),
+                    Some(Activation::Relu6) => (a + b).clamp(0.0, 6.0),
+                })
+                .collect(),
             Op::Flatten => input(0).clone(),
             Op::MaxPool2d { size, stride } => {
                 let s = in_shape(0);

@@ -175,7 +175,7 @@ fn synthetic_trained_tensors(graph: &Graph) -> TensorMap {
             | Op::GlobalAvgPool
             | Op::Flatten
             | Op::Reshape { .. }
-            | Op::Add
+            | Op::Add { .. }
             | Op::Mul
             | Op::Concat { .. }
             | Op::Dropout { .. }
@@ -225,6 +225,9 @@ fn synthetic_trained_tensors(graph: &Graph) -> TensorMap {
             Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } => {
                 activation(&epilogue.activation)
             }
+            Op::Add {
+                activation: fused @ Some(_),
+            } => activation(fused),
             Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::Flatten
@@ -232,11 +235,13 @@ fn synthetic_trained_tensors(graph: &Graph) -> TensorMap {
             | Op::Dropout { .. }
             | Op::Pad { .. }
             | Op::FakeQuant { .. } => sign[node.inputs[0].index()],
-            Op::GlobalAvgPool | Op::Add | Op::Mul | Op::Concat { .. } if inputs_nonnegative => {
+            Op::GlobalAvgPool | Op::Add { .. } | Op::Mul | Op::Concat { .. }
+                if inputs_nonnegative =>
+            {
                 Sign::NonNegative
             }
             Op::GlobalAvgPool
-            | Op::Add
+            | Op::Add { .. }
             | Op::Mul
             | Op::Concat { .. }
             | Op::BatchNorm { .. }

@@ -43,7 +43,7 @@ pub type TensorMap = HashMap<String, F32Tensor>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
-    #[error("cannot lower `{node}`: {}\n  hint: {}", refusal.message, refusal.hint)]
+    #[error("cannot lower `{node}`: {}\n  hint: {}", refusal.what, refusal.hint)]
     NoInt8Form { node: String, refusal: Refusal },
     #[error("cannot lower `{node}`: {why}")]
     Graph { node: String, why: String },
@@ -97,7 +97,7 @@ pub fn read_f32_safetensors(path: &Path) -> Result<TensorMap, LowerError> {
 /// and how to fix it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
-    pub message: String,
+    pub what: String,
     pub label: &'static str,
     pub hint: String,
 }
@@ -109,17 +109,14 @@ pub struct Refusal {
 pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
     let no_kernel = |what: String| {
         Refusal {
-        message: format!("`{}`: {what} has no integer kernel yet", node.name),
+        what: format!("{what} has no integer kernel yet"),
         label: "no int8 form",
         hint: "keep this model in float (the build still reports float, PTQ and QAT accuracy), or use an op with an int8 kernel (`qatc explain ops`)".into(),
     }
     };
     if node.quant.float && !node.op.role().float_is_harmless() {
         return Err(Refusal {
-            message: format!(
-                "`{}` is @float, but the int8 model is integer-only",
-                node.name
-            ),
+            what: "it is @float, but the int8 model is integer-only".into(),
             label: "@float here",
             hint: "remove the @float annotation to deploy this model as int8".into(),
         });
@@ -143,9 +140,11 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
         | Op::Concat { .. }
         | Op::Dropout { .. } => Ok(()),
         Op::BatchNorm { .. } => Err(Refusal {
-            message: format!("`{}`: a batch_norm that is not folded into a conv2d or dense has no integer kernel", node.name),
+            what: "a batch_norm that is not folded into a conv2d or dense has no integer kernel"
+                .into(),
             label: "not folded",
-            hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads".into(),
+            hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads"
+                .into(),
         }),
         op @ (Op::Hardswish | Op::Sigmoid | Op::Mul | Op::Softmax { .. } | Op::Pad { .. }) => {
             Err(no_kernel(format!("`{}`", op.name())))
@@ -176,7 +175,8 @@ pub fn check(graph: &Graph, code: &'static str) -> Vec<Diagnostic> {
     }
     for node in &graph.nodes {
         if let Err(r) = int8_form(node) {
-            out.push(Diagnostic::error(code, r.message, node.span, r.label).with_help(r.hint));
+            let message = format!("`{}` has no int8 form: {}", node.name, r.what);
+            out.push(Diagnostic::error(code, message, node.span, r.label).with_help(r.hint));
         }
     }
     out
