@@ -155,7 +155,7 @@ pub fn quant_label(graph: &crate::ir::Graph) -> String {
         .nodes
         .iter()
         .filter_map(|n| match n.op {
-            Op::FakeQuant { spec } => Some(spec.bits),
+            Op::FakeQuant { spec, .. } => Some(spec.bits),
             _ => None,
         })
         .collect();

@@ -160,7 +160,7 @@ fn grid(graph: &Graph, params: &TensorMap, mut id: qatc::ir::NodeId) -> (f32, i6
     loop {
         let node = graph.node(id);
         match &node.op {
-            Op::FakeQuant { spec } => {
+            Op::FakeQuant { spec, .. } => {
                 let get = |what: &str| params[&format!("{}.{what}", node.name)].data[0];
                 return spec.params(get("min"), get("max"));
             }
@@ -328,7 +328,7 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                 }
                 y
             }
-            Op::FakeQuant { spec } => {
+            Op::FakeQuant { spec, .. } => {
                 let (min_name, max_name) =
                     (format!("{}.min", node.name), format!("{}.max", node.name));
                 if calibrate {

@@ -306,7 +306,7 @@ fn concat_inputs_use_the_range_of_the_concat() {
            output y }",
     );
     let q = passes::run(g, Stage::Quantized);
-    let shared = passes::shared_ranges(&q);
+    let shared = passes::range_sources(&q);
     let name = |id: qatc::ir::NodeId| q.node(id).name.clone();
     let source = |n: &str| name(shared[q.find(n).unwrap().index()]);
     // The inputs of `c` (b is also read by a conv2d, which takes any parameters), and c

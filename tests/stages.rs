@@ -106,7 +106,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// - every fake-quant node: `<fq>.min` / `<fq>.max` (`[1]`): `[0, 1]` after the input
 ///   (pixels / 255), `[0, 6]` after a relu6, `[0, hi]` after any other value that cannot
 ///   be negative, else `[-lo, hi]`, with `lo`, `hi` in 1..4. A fake-quant whose range
-///   a concat shares (`passes::shared_ranges`) gets its source's range, as training
+///   a concat shares (`passes::range_sources`) gets its source's range, as training
 ///   saves it.
 ///
 /// No `<node>.weight_scale`: lowering then takes the min-max scales of the folded
@@ -248,7 +248,7 @@ fn synthetic_trained_tensors(graph: &Graph) -> TensorMap {
             | Op::Hardswish => Sign::Signed,
         };
     }
-    let shared = passes::shared_ranges(graph);
+    let shared = passes::range_sources(graph);
     for id in graph.ids() {
         let node = graph.node(id);
         if !matches!(node.op, Op::FakeQuant { .. }) {

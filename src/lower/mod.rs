@@ -416,7 +416,7 @@ impl Lowering<'_> {
                 self.out.ops.push(IntOp::Reshape { input, output });
                 Lowered::Int(output)
             }
-            Op::FakeQuant { spec } => self.fake_quant(id, *spec)?,
+            Op::FakeQuant { spec, .. } => self.fake_quant(id, *spec)?,
             // Refused by `int8_form` before lowering starts.
             Op::BatchNorm { .. }
             | Op::Hardswish

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::ir::ops::RangeSource;
 use crate::ir::{Graph, Node, NodeId, Op};
 
 pub fn insert_fake_quant(graph: &mut Graph) -> bool {
@@ -60,6 +61,7 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
             name: format!("{}.fq", node.name),
             op: Op::FakeQuant {
                 spec: node.quant.activations,
+                range: RangeSource::Observed,
             },
             inputs: Vec::new(),
             shape: node.shape.clone(),
@@ -68,7 +70,34 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
         };
         graph.insert_after(id, fq);
     }
+    let shared = shared_ranges(graph);
+    for id in graph.ids() {
+        let source = shared[id.index()];
+        if source != id {
+            let name = graph.node(source).name.clone();
+            if let Op::FakeQuant { range, .. } = &mut graph.nodes[id.index()].op {
+                *range = RangeSource::SharedWith(name);
+            }
+        }
+    }
     !after.is_empty()
+}
+
+/// For every node, the fake-quant node whose observed range it uses, as the fake-quant
+/// pass recorded it in the graph (itself when it observes its own).
+pub fn range_sources(graph: &Graph) -> Vec<NodeId> {
+    graph
+        .ids()
+        .map(|id| match &graph.node(id).op {
+            Op::FakeQuant {
+                range: RangeSource::SharedWith(source),
+                ..
+            } => graph
+                .find(source)
+                .expect("the fake-quant pass names an existing node"),
+            _ => id,
+        })
+        .collect()
 }
 
 /// For every node, the fake-quant node whose range it uses: itself, except a fake-quant
@@ -76,12 +105,12 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
 /// that concat (or the one that concat's range comes from): the range observed over all
 /// joined values. Its other readers (conv2d,
 /// dense, add...) take any input parameters.
-pub fn shared_ranges(graph: &Graph) -> Vec<NodeId> {
+fn shared_ranges(graph: &Graph) -> Vec<NodeId> {
     let consumers = graph.consumers();
     let direct: Vec<NodeId> = graph
         .ids()
         .map(|id| {
-            let Op::FakeQuant { spec } = graph.node(id).op else {
+            let Op::FakeQuant { spec, .. } = graph.node(id).op else {
                 return id;
             };
             let mut concats = consumers[id.index()]
@@ -97,7 +126,7 @@ pub fn shared_ranges(graph: &Graph) -> Vec<NodeId> {
             let after = consumers[concat.index()]
                 .iter()
                 .copied()
-                .find(|&c| matches!(graph.node(c).op, Op::FakeQuant { spec: s } if s == spec));
+                .find(|&c| matches!(graph.node(c).op, Op::FakeQuant { spec: s, .. } if s == spec));
             after.unwrap_or(id)
         })
         .collect();

@@ -5,7 +5,7 @@ mod fake_quant;
 mod fuse;
 
 pub use bit_widths::{override_default_bits, BitWidths};
-pub use fake_quant::{insert_fake_quant, shared_ranges};
+pub use fake_quant::{insert_fake_quant, range_sources};
 pub use fuse::fuse_linear_epilogues;
 
 use crate::ir::Graph;

@@ -157,7 +157,7 @@ pub struct Network {
     /// Per node: whether its weights / output are quantized in `Mode::Quantized`
     /// (all by default; sensitivity analysis quantizes a few at a time).
     pub enabled: Vec<bool>,
-    /// Per node: the fake-quant node whose range it uses ([`passes::shared_ranges`]).
+    /// Per node: the fake-quant node whose range it uses (the fake-quant pass's [`RangeSource`](crate::ir::ops::RangeSource)).
     range_source: Vec<NodeId>,
 }
 
@@ -254,7 +254,7 @@ impl Network {
                     *momentum,
                     node.shape.len() == 3,
                 )),
-                Op::FakeQuant { spec } => Layer::FakeQuant {
+                Op::FakeQuant { spec, .. } => Layer::FakeQuant {
                     observer: Observer::new(*spec),
                     learned: None,
                 },
@@ -269,7 +269,7 @@ impl Network {
             quant: QuantState::default(),
             frozen: Vec::new(),
             enabled,
-            range_source: crate::passes::shared_ranges(graph),
+            range_source: crate::passes::range_sources(graph),
         }
     }
 
@@ -550,7 +550,7 @@ impl Network {
                 }
                 // A concat's input, quantized with the concat's range; its observer sees
                 // the joined values, so nothing is observed here.
-                Op::FakeQuant { spec } if self.range_source[i].index() != i => {
+                Op::FakeQuant { spec, .. } if self.range_source[i].index() != i => {
                     let x = input(0);
                     match (mode, &self.layers[self.range_source[i].index()]) {
                         (Mode::Quantized, Layer::FakeQuant { observer, learned })
@@ -564,7 +564,7 @@ impl Network {
                         _ => x.shallow_clone(),
                     }
                 }
-                Op::FakeQuant { spec } => {
+                Op::FakeQuant { spec, .. } => {
                     let Layer::FakeQuant { observer, learned } = &mut self.layers[i] else {
                         unreachable!("fake-quant nodes own an observer")
                     };

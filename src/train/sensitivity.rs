@@ -176,7 +176,7 @@ pub fn analyze(
 
 fn fq_spec(graph: &Graph, fq: NodeId) -> String {
     match graph.node(fq).op {
-        Op::FakeQuant { spec } => spec.to_string(),
+        Op::FakeQuant { spec, .. } => spec.to_string(),
         _ => String::new(),
     }
 }

@@ -153,7 +153,7 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
                     );
                 }
             }
-            Op::FakeQuant { spec } => {
+            Op::FakeQuant { spec, .. } => {
                 let (lo, hi) = spec.range();
                 if (lo, hi) != (-128, 127) {
                     let at = graph.node(node.inputs[0]);

@@ -54,6 +54,18 @@ pub struct FusedBatchNorm {
     pub frozen: bool,
 }
 
+/// Where a fake-quant node's range comes from: decided by the fake-quant pass, read by
+/// training (which observes) and by the lowering (which reads the saved ranges).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RangeSource {
+    /// Observed on this value (calibration, QAT's moving average, or learned).
+    Observed,
+    /// The range observed at the named fake-quant node: a concat's inputs use the
+    /// concat's range, so that the int8 join is a copy (TFLite's CONCATENATION needs it).
+    SharedWith(String),
+}
+
 /// What the fusion pass merged into a conv2d or dense.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Epilogue {
@@ -170,6 +182,7 @@ pub enum Op {
     /// Inserted by the fake-quant pass: quantize and dequantize its input.
     FakeQuant {
         spec: super::QuantSpec,
+        range: RangeSource,
     },
 }
 
@@ -299,7 +312,12 @@ impl fmt::Display for Op {
             Op::Dropout { rate } => write!(f, "dropout(rate={rate})"),
             Op::Softmax { axis } => write!(f, "softmax(axis={axis})"),
             Op::Pad { size } => write!(f, "pad(size={size})"),
-            Op::FakeQuant { spec } => write!(f, "fake_quant({spec})"),
+            Op::FakeQuant { spec, range } => match range {
+                RangeSource::Observed => write!(f, "fake_quant({spec})"),
+                RangeSource::SharedWith(source) => {
+                    write!(f, "fake_quant({spec}, range={source})")
+                }
+            },
             other => write!(f, "{}()", other.name()),
         }
     }
