@@ -1,14 +1,14 @@
 //! The typed graph every later stage works on: nodes in an arena, referred to by
 //! [`NodeId`], always in topological order (a node's inputs come before it).
 
-mod build;
+mod check;
 pub mod dump;
 pub mod index;
 pub mod modules;
 pub mod ops;
 pub mod quant;
 
-pub use build::{check_file, check_file_at, CheckedFile, QuantDefaults};
+pub use check::{check_file, check_file_at, CheckedFile, QuantDefaults};
 pub use ops::Op;
 pub use quant::{Granularity, QuantSpec, Scheme};
 

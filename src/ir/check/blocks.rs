@@ -1,0 +1,354 @@
+//! Block calls: cycles of calls (E0016), arguments bound to parameters, and the
+//! body inlined with the caller's shapes.
+
+use std::collections::HashMap;
+
+use super::{Binding, BlockRef, Checker, Ctx, GraphBuilder, Scope, Value};
+use crate::codes;
+use crate::diagnostics::{did_you_mean, Diagnostic, Span};
+use crate::ir::index::Target;
+use crate::ir::NodeQuant;
+use crate::syntax::ast;
+
+impl<'a> Checker<'a> {
+    /// E0016: reports each cycle of block calls in this file once, at the call that closes it.
+    pub(super) fn recursion(&mut self, file: &'a ast::File) {
+        let blocks: Vec<&ast::BlockDef> = file
+            .items
+            .iter()
+            .filter_map(|i| {
+                if let ast::Item::Block(b) = i {
+                    Some(b)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let calls = |b: &'a ast::BlockDef| -> Vec<&'a ast::Call> {
+            b.statements
+                .iter()
+                .filter_map(|s| {
+                    if let ast::Statement::Let(l) = s {
+                        Some(&l.call)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        // Depth-first search; `state`: 0 unvisited, 1 on the stack, 2 done.
+        let index: HashMap<&str, usize> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.name.as_str(), i))
+            .collect();
+        let mut state = vec![0u8; blocks.len()];
+        for root in 0..blocks.len() {
+            if state[root] != 0 {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+            state[root] = 1;
+            while let Some(&mut (b, ref mut next)) = stack.last_mut() {
+                let cs = calls(blocks[b]);
+                if *next >= cs.len() {
+                    state[b] = 2;
+                    stack.pop();
+                    continue;
+                }
+                let call = cs[*next];
+                *next += 1;
+                let Some(&callee) = index.get(call.callee.name.as_str()) else {
+                    continue;
+                };
+                match state[callee] {
+                    0 => {
+                        state[callee] = 1;
+                        stack.push((callee, 0));
+                    }
+                    1 => {
+                        let at = stack.iter().position(|&(x, _)| x == callee).unwrap_or(0);
+                        let path: Vec<&str> = stack[at..]
+                            .iter()
+                            .map(|&(x, _)| blocks[x].name.name.as_str())
+                            .collect();
+                        let message = if path.len() == 1 {
+                            format!("block `{}` calls itself", path[0])
+                        } else {
+                            format!(
+                                "blocks call each other in a cycle: {} -> {}",
+                                path.join(" -> "),
+                                path[0]
+                            )
+                        };
+                        self.diagnostics.push(
+                            Diagnostic::error(codes::RECURSIVE_BLOCK, message, call.callee.span, "this call closes the cycle")
+                                .with_label(blocks[callee].name.span, format!("`{}` is defined here", blocks[callee].name.name))
+                                .with_note("blocks are inlined into the model, so a block cannot reach itself")
+                                .with_help("unroll the repetition: call the block several times from the model"),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Checks a call of a block and inlines its body; returns one value per bound name.
+    pub(super) fn block_call(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &mut Ctx<'a>,
+        scope: &mut Scope,
+        binding: &'a ast::LetBinding,
+        block: BlockRef<'a>,
+        quant: NodeQuant,
+    ) -> Vec<Value> {
+        let call = &binding.call;
+        let poisoned = vec![Value::Tensor(None); binding.names.len()];
+        let target = if block.module == 0 {
+            Target::Local(block.def.name.span)
+        } else {
+            Target::External {
+                path: self.modules.list[block.module - 1].path.clone(),
+                span: block.def.name.span,
+            }
+        };
+        self.reference(ctx, call.callee.span, target);
+        let params = &block.def.params;
+        // Bind arguments to parameters: positional in order, then by name.
+        let mut bound: Vec<Option<(Value, Span)>> = vec![None; params.len()];
+        let mut ok = true;
+        let mut position = 0;
+        for arg in &call.args {
+            let slot = match &arg.name {
+                None => {
+                    let p = position;
+                    position += 1;
+                    if p >= params.len() {
+                        ok = false;
+                        self.report(
+                            ctx,
+                            Diagnostic::error(
+                                codes::WRONG_INPUT_COUNT,
+                                format!(
+                                    "block `{}` takes {} argument{}, got more",
+                                    block.def.name.name,
+                                    params.len(),
+                                    if params.len() == 1 { "" } else { "s" }
+                                ),
+                                arg.span,
+                                "extra argument",
+                            )
+                            .with_note(block.signature()),
+                        );
+                        continue;
+                    }
+                    p
+                }
+                Some(name) => match params.iter().position(|p| p.name.name == name.name) {
+                    Some(p) => p,
+                    None => {
+                        ok = false;
+                        let mut d = Diagnostic::error(
+                            codes::UNKNOWN_ARGUMENT,
+                            format!(
+                                "block `{}` has no parameter `{}`",
+                                block.def.name.name, name.name
+                            ),
+                            name.span,
+                            "unknown argument",
+                        );
+                        if let Some(s) =
+                            did_you_mean(&name.name, params.iter().map(|p| p.name.name.as_str()))
+                        {
+                            d = d.with_help(format!("did you mean `{s}`?"));
+                        } else {
+                            d = d.with_note(block.signature());
+                        }
+                        self.report(ctx, d);
+                        continue;
+                    }
+                },
+            };
+            if let Some((_, first)) = bound[slot] {
+                ok = false;
+                self.report(
+                    ctx,
+                    Diagnostic::error(
+                        codes::DUPLICATE_DEFINITION,
+                        format!("parameter `{}` is given twice", params[slot].name.name),
+                        arg.span,
+                        "given again here",
+                    )
+                    .with_label(first, "first given here"),
+                );
+                continue;
+            }
+            let param = &params[slot];
+            let value = match (param.ty.name.as_str(), &arg.value) {
+                ("int", ast::Expr::Number { text, .. }) => match text.parse::<usize>() {
+                    Ok(v) => Some(Value::Int(Some(v))),
+                    Err(_) => None,
+                },
+                (_, ast::Expr::Ident(ident)) => match self.resolve(ctx, scope, ident) {
+                    Some(v) => Some(v),
+                    None => {
+                        ok = false;
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let expected_int = param.ty.name == "int";
+            let fits = match value {
+                Some(Value::Int(_)) => expected_int,
+                Some(Value::Tensor(_)) => !expected_int,
+                None => false,
+            };
+            if !fits {
+                ok = false;
+                let (expected, got) = if expected_int {
+                    ("an integer", "this is not an integer")
+                } else {
+                    ("a tensor", "this is not a tensor")
+                };
+                let mut d = Diagnostic::error(
+                    codes::BLOCK_ARGUMENT_TYPE,
+                    format!(
+                        "block `{}` expects {expected} for `{}`",
+                        block.def.name.name, param.name.name
+                    ),
+                    arg.value.span(),
+                    got,
+                );
+                if block.module == 0 {
+                    d = d.with_label(
+                        param.span,
+                        format!("`{}` is declared `{}` here", param.name.name, param.ty.name),
+                    );
+                } else {
+                    d = d.with_note(format!(
+                        "declared as `{}: {}` in {}",
+                        param.name.name,
+                        param.ty.name,
+                        self.modules.list[block.module - 1].path.display()
+                    ));
+                }
+                if expected_int {
+                    d = d.with_help("pass a whole number, e.g. `filters = 32`, or an `int` parameter of the enclosing block");
+                } else {
+                    d = d.with_help("pass the name of a tensor value bound by `input` or `let`");
+                }
+                self.report(ctx, d);
+                continue;
+            }
+            bound[slot] = Some((value.unwrap_or(Value::Tensor(None)), arg.span));
+        }
+        for (p, b) in params.iter().zip(&bound) {
+            if b.is_none() && ok {
+                ok = false;
+                let mut d = Diagnostic::error(
+                    codes::MISSING_ARGUMENT,
+                    format!(
+                        "block `{}` needs the argument `{}`",
+                        block.def.name.name, p.name.name
+                    ),
+                    call.span,
+                    format!("`{}` is missing", p.name.name),
+                )
+                .with_note(block.signature());
+                if block.module == 0 {
+                    d = d.with_label(p.span, "declared here");
+                }
+                self.report(ctx, d);
+            }
+        }
+        let results = block.results();
+        if results.len() != binding.names.len() && !results.is_empty() {
+            let d = Diagnostic::error(
+                codes::WRONG_RESULT_COUNT,
+                format!(
+                    "block `{}` has {} result{}, but {} name{} bound",
+                    block.def.name.name,
+                    results.len(),
+                    if results.len() == 1 { "" } else { "s" },
+                    binding.names.len(),
+                    if binding.names.len() == 1 {
+                        " is"
+                    } else {
+                        "s are"
+                    }
+                ),
+                Span::new(
+                    binding.names[0].span.start,
+                    binding.names[binding.names.len() - 1].span.end,
+                ),
+                format!(
+                    "expected {} name{}",
+                    results.len(),
+                    if results.len() == 1 { "" } else { "s" }
+                ),
+            )
+            .with_note(block.signature())
+            .with_help(format!(
+                "bind them all: `let {} = {}(...)`",
+                results.join(", "),
+                block.def.name.name
+            ));
+            self.report(ctx, d);
+            return poisoned;
+        }
+        // Inline only when every tensor argument is known and no call in the chain repeats.
+        let known = bound
+            .iter()
+            .all(|b| matches!(b, Some((Value::Tensor(Some(_)) | Value::Int(Some(_)), _))));
+        let recursive = ctx.inlining.iter().any(|(n, _)| *n == block.def.name.name);
+        if !ok
+            || !known
+            || recursive
+            || self.broken_imports && block.module != 0
+            || ctx.inlining.len() > 64
+        {
+            return poisoned;
+        }
+        let mut inner_scope = Scope::default();
+        for (p, b) in params.iter().zip(&bound) {
+            if let Some((v, _)) = b {
+                inner_scope.bindings.insert(
+                    p.name.name.clone(),
+                    Binding {
+                        value: *v,
+                        span: p.name.span,
+                        used: true,
+                        poisoned: false,
+                    },
+                );
+            }
+        }
+        let site = if ctx.module == 0 {
+            call.span
+        } else {
+            ctx.inlining.last().map_or(call.span, |s| s.1)
+        };
+        let mut inner = Ctx {
+            module: block.module,
+            prefix: format!("{}{}.", ctx.prefix, binding.names[0].name),
+            quant,
+            inlining: ctx.inlining.clone(),
+        };
+        inner.inlining.push((block.def.name.name.as_str(), site));
+        let (_, output) = self.body(
+            graph,
+            &mut inner,
+            &mut inner_scope,
+            &block.def.statements,
+            Some(block.def),
+            block.def.span,
+        );
+        match output {
+            Some(values) if values.len() == binding.names.len() => values,
+            _ => poisoned,
+        }
+    }
+}

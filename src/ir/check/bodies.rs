@@ -1,0 +1,485 @@
+//! Models and block bodies: parameters, `input`, `let` and `output` statements, and
+//! the names they bind.
+
+use super::lints::unused_warning;
+use super::{Binding, BlockRef, Checker, Ctx, GraphBuilder, Scope, Value};
+use crate::codes;
+use crate::diagnostics::{did_you_mean, Diagnostic, Span};
+use crate::ir::index::{Definition, Target};
+use crate::ir::ops::{self, format_shape};
+use crate::ir::{Graph, NodeId, Op};
+use crate::syntax::ast;
+
+impl<'a> Checker<'a> {
+    /// Checks a block on its own, in the namespace of `module` (0: this file).
+    pub(super) fn check_block(&mut self, b: &'a ast::BlockDef, module: usize) {
+        let mut ctx = Ctx {
+            module,
+            prefix: format!("{}.", b.name.name),
+            quant: self.default_quant(),
+            inlining: Vec::new(),
+        };
+        let mut scope = Scope::default();
+        let block = BlockRef { module, def: b };
+        self.index.definitions.push(Definition {
+            span: b.name.span,
+            name: b.name.name.clone(),
+            detail: format!("```qat\n{}\n```", block.signature()),
+            scope: self.file_span,
+            global: true,
+        });
+        for p in &b.params {
+            let value = match p.ty.name.as_str() {
+                "tensor" => Value::Tensor(None),
+                "int" => Value::Int(None),
+                other => {
+                    let mut d = Diagnostic::error(
+                        codes::INVALID_INPUT_TYPE,
+                        format!("unknown parameter type `{other}`"),
+                        p.ty.span,
+                        "expected `tensor` or `int`",
+                    );
+                    if let Some(s) = did_you_mean(other, ["tensor", "int"]) {
+                        d = d.with_help(format!("did you mean `{s}`?"));
+                    }
+                    self.diagnostics.push(d);
+                    Value::Tensor(None)
+                }
+            };
+            if let Some(first) = scope.bindings.get(&p.name.name) {
+                let first = first.span;
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::DUPLICATE_DEFINITION,
+                        format!("parameter `{}` is declared twice", p.name.name),
+                        p.name.span,
+                        "declared again here",
+                    )
+                    .with_label(first, "first declared here"),
+                );
+                continue;
+            }
+            self.define_index(
+                &ctx,
+                p.name.span,
+                &p.name.name,
+                format!(
+                    "`{}: {}` (parameter of block `{}`)",
+                    p.name.name, p.ty.name, b.name.name
+                ),
+                b.span,
+            );
+            scope.bindings.insert(
+                p.name.name.clone(),
+                Binding {
+                    value,
+                    span: p.name.span,
+                    used: false,
+                    poisoned: false,
+                },
+            );
+        }
+        let mut graph = GraphBuilder::default();
+        self.body(
+            &mut graph,
+            &mut ctx,
+            &mut scope,
+            &b.statements,
+            Some(b),
+            b.span,
+        );
+        self.unused(&scope);
+    }
+
+    pub(super) fn check_model(&mut self, model: &'a ast::Model) -> Option<Graph> {
+        let mut ctx = Ctx {
+            module: 0,
+            prefix: String::new(),
+            quant: self.default_quant(),
+            inlining: Vec::new(),
+        };
+        let mut scope = Scope::default();
+        let mut graph = GraphBuilder::default();
+        self.index.definitions.push(Definition {
+            span: model.name.span,
+            name: model.name.name.clone(),
+            detail: format!("model `{}`", model.name.name),
+            scope: self.file_span,
+            global: true,
+        });
+        let (inputs, outputs) = self.body(
+            &mut graph,
+            &mut ctx,
+            &mut scope,
+            &model.statements,
+            None,
+            model.span,
+        );
+        if inputs.is_empty() {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::INVALID_INPUT_TYPE,
+                    format!("model `{}` has no input", model.name.name),
+                    model.name.span,
+                    "no `input` statement in this model",
+                )
+                .with_help("declare the input first: `input image: f32[1, 28, 28]`"),
+            );
+        }
+        if outputs.is_some() {
+            self.unused(&scope);
+        }
+        let output = match outputs {
+            None => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::INVALID_OUTPUT,
+                        format!("model `{}` has no output", model.name.name),
+                        model.name.span,
+                        "no `output` statement in this model",
+                    )
+                    .with_help("end the model with `output <name>`, naming the value it predicts"),
+                );
+                self.unused(&scope);
+                return None;
+            }
+            Some(values) => match values.first() {
+                Some(Value::Tensor(Some(id))) => *id,
+                _ => return None,
+            },
+        };
+        Some(Graph {
+            name: model.name.name.clone(),
+            nodes: graph.nodes,
+            inputs,
+            output,
+        })
+    }
+
+    /// Checks the statements of a model (`block` is `None`) or block; returns the model's
+    /// inputs and the values its `output` names (`None` when there is no output statement).
+    pub(super) fn body(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &mut Ctx<'a>,
+        scope: &mut Scope,
+        statements: &'a [ast::Statement],
+        block: Option<&'a ast::BlockDef>,
+        item_span: Span,
+    ) -> (Vec<NodeId>, Option<Vec<Value>>) {
+        let mut inputs = Vec::new();
+        let mut output: Option<Vec<Value>> = None;
+        let mut output_seen: Option<Span> = None;
+        for statement in statements {
+            match statement {
+                ast::Statement::Input(input) => {
+                    if let Some(b) = block {
+                        let d = Diagnostic::error(
+                            codes::INVALID_INPUT_TYPE,
+                            "blocks take their inputs as parameters",
+                            input.span,
+                            "`input` is only allowed in a model",
+                        )
+                        .with_help(format!(
+                            "add a parameter instead: `block {}({}: tensor, ...)`",
+                            b.name.name, input.name.name
+                        ));
+                        self.report(ctx, d);
+                        continue;
+                    }
+                    if let Some(id) = self.input(graph, ctx, scope, input, item_span) {
+                        inputs.push(id);
+                    }
+                }
+                ast::Statement::Let(binding) => {
+                    self.let_binding(graph, ctx, scope, binding, item_span)
+                }
+                ast::Statement::Output(decl) => {
+                    if let Some(first) = output_seen.replace(decl.span) {
+                        let what = if block.is_some() {
+                            "a block"
+                        } else {
+                            "a model"
+                        };
+                        let d = Diagnostic::error(
+                            codes::INVALID_OUTPUT,
+                            format!("{what} has one `output` statement"),
+                            decl.span,
+                            "second output statement",
+                        )
+                        .with_label(first, "first one here");
+                        self.report(ctx, d);
+                        continue;
+                    }
+                    if block.is_none() && decl.names.len() > 1 {
+                        self.report(
+                            ctx,
+                            Diagnostic::error(codes::INVALID_OUTPUT, "models with several outputs are not supported yet", decl.names[1].span, "second output")
+                                .with_help("name the one value the model predicts, e.g. `output logits`; blocks may have several results"),
+                        );
+                    }
+                    let mut values = Vec::new();
+                    for name in &decl.names {
+                        let v = self
+                            .resolve(ctx, scope, name)
+                            .unwrap_or(Value::Tensor(None));
+                        if let Value::Int(_) = v {
+                            self.report(
+                                ctx,
+                                Diagnostic::error(
+                                    codes::INVALID_OUTPUT,
+                                    format!("`{}` is an integer, not a tensor", name.name),
+                                    name.span,
+                                    "outputs are tensors",
+                                ),
+                            );
+                        }
+                        values.push(v);
+                    }
+                    output = Some(values);
+                }
+            }
+        }
+        if let (Some(b), None) = (block, &output_seen) {
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::INVALID_OUTPUT,
+                    format!("block `{}` has no output", b.name.name),
+                    b.name.span,
+                    "no `output` statement in this block",
+                )
+                .with_help("end the block with `output <name>`, naming its result(s)"),
+            );
+        }
+        (inputs, output)
+    }
+
+    pub(super) fn define(&mut self, ctx: &Ctx, scope: &mut Scope, name: &ast::Ident, value: Value) {
+        // In a model an unknown value means its call failed; in a block checked on its own,
+        // values have unknown shapes anyway, and only an error reported by this `let` counts.
+        let failed = self.diagnostics[self.let_start..]
+            .iter()
+            .any(Diagnostic::is_error);
+        let poisoned = failed || (value == Value::Tensor(None) && ctx.prefix.is_empty());
+        let previous = scope.bindings.insert(
+            name.name.clone(),
+            Binding {
+                value,
+                span: name.span,
+                used: false,
+                poisoned,
+            },
+        );
+        if let Some(previous) = previous {
+            if !previous.used && !previous.poisoned && !ctx.inlined() {
+                self.diagnostics
+                    .push(unused_warning(&name.name, previous.span).with_note(format!(
+                        "it is shadowed by a later `{}` before any use",
+                        name.name
+                    )));
+            }
+        }
+    }
+
+    /// `None`: undefined (reported).
+    pub(super) fn resolve(
+        &mut self,
+        ctx: &Ctx,
+        scope: &mut Scope,
+        name: &ast::Ident,
+    ) -> Option<Value> {
+        if let Some(b) = scope.bindings.get_mut(&name.name) {
+            b.used = true;
+            let (value, def) = (b.value, b.span);
+            self.reference(ctx, name.span, Target::Local(def));
+            return Some(value);
+        }
+        let mut d = Diagnostic::error(
+            codes::UNDEFINED_NAME,
+            format!(
+                "cannot find value `{}` in this {}",
+                name.name,
+                if ctx.prefix.is_empty() {
+                    "model"
+                } else {
+                    "block"
+                }
+            ),
+            name.span,
+            "not defined before this use",
+        );
+        if let Some(s) = did_you_mean(&name.name, scope.bindings.keys().map(String::as_str)) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        }
+        self.report(ctx, d);
+        None
+    }
+
+    pub(super) fn input(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &Ctx,
+        scope: &mut Scope,
+        input: &ast::InputDecl,
+        item_span: Span,
+    ) -> Option<NodeId> {
+        if let Some(b) = scope.bindings.get(&input.name.name) {
+            let first = b.span;
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_DEFINITION,
+                    format!("`{}` is already defined", input.name.name),
+                    input.name.span,
+                    "defined again here",
+                )
+                .with_label(first, "first defined here"),
+            );
+            return None;
+        }
+        let mut ok = true;
+        if input.ty.dtype.name != "f32" {
+            ok = false;
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::INVALID_INPUT_TYPE,
+                    format!("inputs must be `f32`, not `{}`", input.ty.dtype.name),
+                    input.ty.dtype.span,
+                    "unsupported element type",
+                )
+                .with_help(
+                    "quantization happens inside the model; declare the input as `f32[...]`",
+                ),
+            );
+        }
+        if !matches!(input.ty.dims.len(), 1 | 3) {
+            ok = false;
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::INVALID_INPUT_TYPE,
+                    format!(
+                        "inputs are 1-D or 3-D, this one is {}-D",
+                        input.ty.dims.len()
+                    ),
+                    input.ty.span,
+                    "expected `f32[C, H, W]` or `f32[N]`",
+                )
+                .with_note("shapes are written without the batch dimension"),
+            );
+        }
+        for &(d, span) in &input.ty.dims {
+            if d == 0 || d > 1 << 20 {
+                ok = false;
+                self.diagnostics.push(Diagnostic::error(
+                    codes::INVALID_INPUT_TYPE,
+                    format!(
+                        "dimension {} is out of range",
+                        if d == u64::MAX {
+                            "too large".to_string()
+                        } else {
+                            d.to_string()
+                        }
+                    ),
+                    span,
+                    "dimensions go from 1 to 1048576",
+                ));
+            }
+        }
+        let value = ok.then(|| {
+            let shape: Vec<usize> = input.ty.dims.iter().map(|&(d, _)| d as usize).collect();
+            self.define_index(
+                ctx,
+                input.name.span,
+                &input.name.name,
+                format!(
+                    "`{}: f32{}` (model input)\n\nactivations: {}",
+                    input.name.name,
+                    format_shape(&shape),
+                    self.defaults.activations
+                ),
+                item_span,
+            );
+            graph.push(
+                &input.name.name,
+                Op::Input,
+                Vec::new(),
+                shape,
+                input.span,
+                ctx.quant,
+            )
+        });
+        // An input is "used" by definition: the caller supplies it.
+        scope.bindings.insert(
+            input.name.name.clone(),
+            Binding {
+                value: Value::Tensor(value),
+                span: input.name.span,
+                used: true,
+                poisoned: false,
+            },
+        );
+        value
+    }
+
+    pub(super) fn let_binding(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &mut Ctx<'a>,
+        scope: &mut Scope,
+        binding: &'a ast::LetBinding,
+        item_span: Span,
+    ) {
+        self.let_start = self.diagnostics.len();
+        let call = &binding.call;
+        let name = &binding.names[0];
+        let block = if ops::lookup(&call.callee.name).is_some() {
+            None
+        } else {
+            self.namespaces[ctx.module]
+                .get(call.callee.name.as_str())
+                .copied()
+        };
+        if let Some(block) = block {
+            let quant = self.annotations(ctx, binding, None);
+            let values = self.block_call(graph, ctx, scope, binding, block, quant);
+            for (n, v) in binding.names.iter().zip(values) {
+                let detail = self.value_detail(graph, &n.name, v);
+                self.define_index(ctx, n.span, &n.name, detail, item_span);
+                self.define(ctx, scope, n, v);
+            }
+            return;
+        }
+        let def = ops::lookup(&call.callee.name);
+        if def.is_some() {
+            self.reference(
+                ctx,
+                call.callee.span,
+                Target::Op(def.map_or("", |d| d.name)),
+            );
+        }
+        let quant = self.annotations(ctx, binding, def);
+        let value = self.call(graph, ctx, scope, call, def, quant, &name.name);
+        if def.is_some() && binding.names.len() > 1 {
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::WRONG_RESULT_COUNT,
+                    format!(
+                        "`{}` has one result, but {} names are bound",
+                        call.callee.name,
+                        binding.names.len()
+                    ),
+                    binding.names[1].span,
+                    "no result for this name",
+                )
+                .with_note("only blocks can have several results"),
+            );
+        }
+        let detail = self.value_detail(graph, &name.name, Value::Tensor(value));
+        self.define_index(ctx, name.span, &name.name, detail, item_span);
+        self.define(ctx, scope, name, Value::Tensor(value));
+        for extra in &binding.names[1..] {
+            self.define(ctx, scope, extra, Value::Tensor(None));
+        }
+    }
+}
