@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::{Checker, Ctx, QuantDefaults};
 use crate::codes;
 use crate::diagnostics::{did_you_mean, Diagnostic, Span};
-use crate::ir::ops::OpDef;
+use crate::ir::ops::{self, OpDef};
 use crate::ir::{Granularity, NodeQuant, QuantSpec, Scheme};
 use crate::syntax::ast;
 
@@ -61,10 +61,7 @@ impl Checker<'_> {
                         );
                     }
                     quant.frozen = true;
-                    // TODO(ops): derive from the op definition (which ops have parameters)
-                    if let Some(def) =
-                        def.filter(|d| !matches!(d.name, "conv2d" | "dense" | "batch_norm"))
-                    {
+                    if let Some(def) = def.filter(|d| !d.params.any()) {
                         self.report(
                             ctx,
                             Diagnostic::warning(
@@ -73,9 +70,10 @@ impl Checker<'_> {
                                 ann.span,
                                 format!("`{}` has no parameters", def.name),
                             )
-                            .with_note(
-                                "only conv2d, dense and batch_norm have parameters to freeze",
-                            ),
+                            .with_note(format!(
+                                "only {} have parameters to freeze",
+                                ops::names_where(|d| d.params.any())
+                            )),
                         );
                     }
                 }
@@ -122,10 +120,7 @@ impl Checker<'_> {
                         match quant_spec(&arg.value, role) {
                             Ok(spec) if role == Role::Weights => {
                                 quant.weights = spec;
-                                // TODO(ops): derive from the op definition (which ops have weights)
-                                if let Some(def) =
-                                    def.filter(|d| !matches!(d.name, "conv2d" | "dense"))
-                                {
+                                if let Some(def) = def.filter(|d| !d.params.has_weights()) {
                                     self.report(
                                         ctx,
                                         Diagnostic::warning(
@@ -134,7 +129,12 @@ impl Checker<'_> {
                                             arg.span,
                                             format!("`{}` has no weights", def.name),
                                         )
-                                        .with_note("only conv2d and dense have weights"),
+                                        .with_note(
+                                            format!(
+                                                "only {} have weights",
+                                                ops::names_where(|d| d.params.has_weights())
+                                            ),
+                                        ),
                                     );
                                 }
                             }
@@ -225,12 +225,8 @@ pub(super) fn quant_defaults(file: &ast::File, diagnostics: &mut Vec<Diagnostic>
 
 /// Ops that only move values keep their input's quantization, so `@float` on them
 /// changes nothing (W0002).
-// TODO(ops): derive from the op definition
 fn only_moves_values(def: &OpDef) -> bool {
-    matches!(
-        def.name,
-        "max_pool2d" | "flatten" | "reshape" | "dropout" | "pad"
-    )
+    def.role.keeps_input_quant()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -557,6 +557,16 @@ pub const OPS: &[OpDef] = &[
     pad::DEF,
 ];
 
+/// The ops for which `pred` holds, as prose: "conv2d, dense and batch_norm".
+pub fn names_where(pred: impl Fn(&OpDef) -> bool) -> String {
+    let names: Vec<&str> = OPS.iter().filter(|d| pred(d)).map(|d| d.name).collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 pub fn lookup(name: &str) -> Option<&'static OpDef> {
     OPS.iter().find(|op| op.name == name)
 }
