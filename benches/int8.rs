@@ -82,8 +82,8 @@ fn bench(model_file: &str) {
             )
         })
         .collect();
-    let (int_graph, int_tensors) = lower::lower(&graph, &tensors, None).unwrap();
-    let model = Model::new(int_graph.clone(), &int_tensors).unwrap();
+    let int8_model = lower::lower(&graph, &tensors, None).unwrap();
+    let model = Model::new(&int8_model);
     let x: Vec<f32> = test.pixels.iter().map(|&p| p as f32 / 255.0).collect();
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -104,9 +104,9 @@ fn bench(model_file: &str) {
 
     let tmp = tempfile::tempdir().unwrap();
     let onnx = tmp.path().join("model.onnx");
-    qatc::export::onnx::write(&onnx, &int_graph, &int_tensors).unwrap();
+    qatc::export::onnx::write(&onnx, &int8_model).unwrap();
     let tflite = tmp.path().join("model.tflite");
-    qatc::export::tflite::write(&tflite, &int_graph, &int_tensors).unwrap();
+    qatc::export::tflite::write(&tflite, &int8_model).unwrap();
     let input = tmp.path().join("x.f32");
     std::fs::write(
         &input,

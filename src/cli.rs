@@ -393,10 +393,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 print!("{}", crate::export::tflite::text(&model));
                 return Ok(ExitCode::SUCCESS);
             }
-            let (graph, tensors) =
-                crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
-            crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
-            print!("{}", crate::lower::graph::text(&graph, &tensors));
+            let model = crate::int8::artifact::read(&artifact).map_err(|e| e.to_string())?;
+            print!("{}", crate::int8::text(model.graph(), model.tensors()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {
@@ -404,10 +402,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             format,
             out,
         } => {
-            let (graph, tensors) =
-                crate::runtime::artifact::read(&artifact).map_err(|e| e.to_string())?;
-            crate::runtime::Model::new(graph.clone(), &tensors).map_err(|e| e.to_string())?;
-            let dir = crate::runtime::artifact::resolve(&artifact);
+            let model = crate::int8::artifact::read(&artifact).map_err(|e| e.to_string())?;
+            let dir = crate::int8::artifact::resolve(&artifact);
             let out = out.unwrap_or_else(|| {
                 dir.parent()
                     .unwrap_or(Path::new("."))
@@ -415,10 +411,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             });
             match format {
                 ExportFormat::Onnx => {
-                    crate::export::onnx::write(&out, &graph, &tensors).map_err(|e| e.to_string())?
+                    crate::export::onnx::write(&out, &model).map_err(|e| e.to_string())?
                 }
-                ExportFormat::Tflite => crate::export::tflite::write(&out, &graph, &tensors)
-                    .map_err(|e| e.to_string())?,
+                ExportFormat::Tflite => {
+                    crate::export::tflite::write(&out, &model).map_err(|e| e.to_string())?
+                }
             }
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
@@ -493,8 +490,8 @@ fn run_int8(
         return Err(format!(
             "{} has {rows}x{cols} images; model `{}` takes {:?}",
             images.display(),
-            model.graph.model,
-            model.graph.input.shape
+            model.graph().model,
+            model.graph().input.shape
         ));
     }
     let labels = labels
@@ -521,7 +518,7 @@ fn run_int8(
     let seconds = started.elapsed().as_secs_f64();
     let class = |i: usize| {
         model
-            .graph
+            .graph()
             .classes
             .as_ref()
             .and_then(|c| c.get(i).copied())

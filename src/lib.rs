@@ -2,8 +2,9 @@
 //!
 //! The pipeline is the module tree: [`syntax`] (pest grammar → AST) → [`ir`]
 //! (checked, shape-inferred graph) → [`passes`] (fusion, fake-quant insertion) →
-//! `train` (libtorch: float training, PTQ calibration, QAT) → [`lower`] (integer-only
-//! graph) → [`runtime`] (int8 kernels, no libtorch) → [`export`] (ONNX); [`report`].
+//! `train` (libtorch: float training, PTQ calibration, QAT) → [`lower`] (to the integer-only
+//! graph) → [`int8`] (that graph, its validation and its artifact format) → [`runtime`]
+//! (int8 kernels, no libtorch) → [`export`] (ONNX, TFLite); [`report`].
 //! [`diagnostics`] and [`cli`] sit beside them.
 
 // Diagnostics travel in `Result::Err` by value: they are made only on the error path,
@@ -14,6 +15,7 @@ pub mod codes;
 pub mod data;
 pub mod diagnostics;
 pub mod export;
+pub mod int8;
 pub mod ir;
 pub mod lower;
 pub mod lsp;

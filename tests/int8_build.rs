@@ -47,7 +47,7 @@ fn check_onnx_runtime(int8_dir: &Path, onnx: &Path, n: usize, dir: &Path) {
     };
     eprintln!(
         "{}: ONNX Runtime vs qatc on {n} images: argmax identical on {}, {} of {} int8 logits differ, by at most {} unit(s)",
-        model.graph.model, a.same_argmax, a.differ, a.outputs, a.worst
+        model.graph().model, a.same_argmax, a.differ, a.outputs, a.worst
     );
     assert_eq!(a.samples, n);
     assert!(a.worst <= 1, "int8 outputs differ by {} units", a.worst);
@@ -156,7 +156,7 @@ fn pools_and_concats_export_to_onnx_and_onnx_runtime_agrees() {
     let onnx = PathBuf::from(report.artifacts.onnx.as_deref().expect("artifacts.onnx"));
     let kinds: Vec<&str> = qatc::runtime::load(&int8_dir)
         .unwrap()
-        .graph
+        .graph()
         .ops
         .iter()
         .map(|op| op.kind())

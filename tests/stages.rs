@@ -15,9 +15,10 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use qatc::diagnostics::SourceFile;
+use qatc::int8::{IntTensor, IntTensors};
 use qatc::ir::ops::Activation;
 use qatc::ir::{dump, Graph, Op};
-use qatc::lower::{self, F32Tensor, IntTensor, IntTensors, TensorMap};
+use qatc::lower::{self, F32Tensor, TensorMap};
 use qatc::passes::{self, BitWidths, Stage};
 
 /// Bit-width variants (`qatc build --quant`) of example models, as the demo builds them.
@@ -307,36 +308,30 @@ fn stages(graph: Graph) -> String {
     let quantized = passes::run(graph, Stage::Quantized);
     let tensors = synthetic_trained_tensors(&quantized);
     out.push_str("=== int8 graph (synthetic parameters)\n");
-    let (int8, int_tensors) = match lower::lower(&quantized, &tensors, None) {
+    let int8 = match lower::lower(&quantized, &tensors, None) {
         Ok(lowered) => lowered,
         Err(e) => {
             let _ = writeln!(out, "error: {e}");
             return out;
         }
     };
-    out.push_str(&lower::graph::text(&int8, &int_tensors));
+    out.push_str(&qatc::int8::text(int8.graph(), int8.tensors()));
     out.push_str("\n=== int8 tensors\n");
-    out.push_str(&tensor_digests(&int_tensors));
+    out.push_str(&tensor_digests(int8.tensors()));
     out.push_str("\n=== int8 runtime output on a synthetic input\n");
-    match qatc::runtime::Model::new(int8.clone(), &int_tensors) {
-        Ok(model) => {
-            let mut rng = SplitMix64::named("input");
-            let x: Vec<f32> = (0..model.input_len()).map(|_| rng.uniform()).collect();
-            match model.run(&x) {
-                Ok(y) => {
-                    let _ = writeln!(out, "{y:?}");
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "error: {e}");
-                }
-            }
+    let model = qatc::runtime::Model::new(&int8);
+    let mut rng = SplitMix64::named("input");
+    let x: Vec<f32> = (0..model.input_len()).map(|_| rng.uniform()).collect();
+    match model.run(&x) {
+        Ok(y) => {
+            let _ = writeln!(out, "{y:?}");
         }
         Err(e) => {
             let _ = writeln!(out, "error: {e}");
         }
     }
     out.push_str("\n=== tflite\n");
-    let bytes = match qatc::export::tflite::to_bytes(&int8, &int_tensors) {
+    let bytes = match qatc::export::tflite::to_bytes(&int8) {
         Ok(bytes) => bytes,
         Err(e) => {
             let _ = writeln!(out, "error: {e}");

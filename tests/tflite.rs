@@ -12,7 +12,7 @@ use std::process::Command;
 use common::{data_dir, qatc, qatc_ok, write};
 use qatc::data::{self, Split};
 use qatc::export::tflite::{self, TfliteModel};
-use qatc::lower::{IntGraph, IntOp, IntTensor, IntTensors};
+use qatc::int8::{IntGraph, IntOp, IntTensor, IntTensors};
 use qatc::report::Report;
 
 const RECIPE: &str = "
@@ -288,9 +288,9 @@ fn check_model(model: &Path) {
     );
     assert_eq!(file, out.join("model.tflite"));
     let int8_dir = PathBuf::from(report.artifacts.int8.as_deref().unwrap());
-    let (graph, tensors) = qatc::runtime::artifact::read(&int8_dir).unwrap();
+    let int8_model = qatc::int8::artifact::read(&int8_dir).unwrap();
     let read = tflite::read_file(&file).unwrap();
-    assert_round_trip(&read, &graph, &tensors);
+    assert_round_trip(&read, int8_model.graph(), int8_model.tensors());
 
     let (listing, _) = qatc_ok(&["inspect", file.to_str().unwrap()]);
     assert!(
@@ -350,7 +350,7 @@ fn check_model(model: &Path) {
     };
     eprintln!(
         "{}: LiteRT vs qatc on {n} images: {differ} of {} int8 outputs differ (by at most {worst}), argmax identical on {same_argmax}; accuracy qatc {} LiteRT {}",
-        graph.model,
+        int8_model.graph().model,
         ours.len(),
         correct(&ours),
         correct(&theirs)

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::lower::graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams};
+use crate::int8::{self, IntOp, IntTensor, QParams};
 use crate::report::write_atomic_bytes;
 
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +257,9 @@ fn tensor_type(elem_type: i32, batch: &str, shape: &[usize]) -> Option<TypeProto
     })
 }
 
-/// Builds the ONNX model of an integer graph.
-pub fn model(graph: &IntGraph, tensors: &IntTensors) -> Result<ModelProto, ExportError> {
+/// Builds the ONNX model of a validated integer model.
+pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
+    let (graph, tensors) = (model.graph(), model.tensors());
     for v in &graph.values {
         if (v.quant.qmin, v.quant.qmax) != (-128, 127) {
             return Err(ExportError::Unsupported(format!(
@@ -667,8 +668,8 @@ fn clamp(b: &mut Builder, y: String, out: &str, lo: i32, hi: i32) {
 }
 
 /// Writes `model.onnx` atomically.
-pub fn write(path: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), ExportError> {
-    let bytes = model(graph, tensors)?.encode_to_vec();
+pub fn write(path: &Path, model: &int8::Model) -> Result<(), ExportError> {
+    let bytes = self::model(model)?.encode_to_vec();
     write_atomic_bytes(path, &bytes).map_err(|source| ExportError::Write {
         path: path.display().to_string(),
         source,

@@ -20,14 +20,11 @@
 //! | concat | each input `zp_y + requant_i(x - zp_i)`, `M_i = s_i / s_y`; equal parameters copy | one rounding, half toward +inf |
 //! | dropout | the identity | exact |
 
-pub mod graph;
-
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value};
-
 use crate::diagnostics::Diagnostic;
+use crate::int8::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value};
 use crate::ir::ops::Activation;
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 
@@ -57,6 +54,8 @@ pub enum LowerError {
     },
     #[error("tensor `{name}` holds a non-finite value")]
     NonFinite { name: String },
+    #[error("lowering made an invalid int8 graph (a bug in qatc): {0}")]
+    Invalid(#[from] int8::ValidationError),
     #[error("cannot read weights {path}: {why}")]
     Read { path: String, why: String },
 }
@@ -250,12 +249,12 @@ struct Lowering<'a> {
 }
 
 /// Lowers a quantized-stage graph with its trained tensors (`<node>.weight`, batch-norm
-/// statistics, `<fake_quant node>.min/.max`) to an integer graph and its tensors.
+/// statistics, `<fake_quant node>.min/.max`) to a validated integer model.
 pub fn lower(
     graph: &Graph,
     tensors: &TensorMap,
     classes: Option<Vec<u8>>,
-) -> Result<(IntGraph, IntTensors), LowerError> {
+) -> Result<int8::Model, LowerError> {
     let [input] = graph.inputs.as_slice() else {
         return Err(LowerError::Graph {
             node: graph.name.clone(),
@@ -281,11 +280,11 @@ pub fn lower(
         graph,
         tensors,
         out: IntGraph {
-            format: graph::FORMAT.into(),
-            version: graph::VERSION,
+            format: int8::FORMAT.into(),
+            version: int8::VERSION,
             model: graph.name.clone(),
             classes,
-            input: graph::Input {
+            input: int8::Input {
                 name: input_node.name.clone(),
                 shape: input_node.shape.clone(),
             },
@@ -309,7 +308,8 @@ pub fn lower(
             })
         }
     }
-    Ok((l.out, l.out_tensors))
+    // Validated here, so that a lowering bug is caught at its source.
+    Ok(int8::Model::validate(l.out, l.out_tensors)?)
 }
 
 impl Lowering<'_> {

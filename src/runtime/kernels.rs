@@ -5,7 +5,7 @@
 //! int32 (the loader checks that no accumulator can overflow) and the fixed-point
 //! requantization is exact 64-bit arithmetic, so the results are identical, not close.
 
-use crate::lower::Requant;
+use crate::int8::Requant;
 
 /// Which kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

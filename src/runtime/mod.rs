@@ -1,43 +1,32 @@
-//! The int8 runtime: executes an [`IntGraph`] with integer kernels in pure Rust
+//! The int8 runtime: executes a validated [`int8::Model`] with integer kernels in pure Rust
 //! (no libtorch), SIMD chosen at run time, batches split across threads by rayon.
 //!
 //! Internally images are kept channels-last (`[H, W, C]` per sample) so that a
 //! convolution's im2col rows and its outputs are contiguous; `reshape` to a vector
 //! restores the model's `[C, H, W]` order, so nothing outside sees the difference.
 
-pub mod artifact;
 pub mod kernels;
+
+use std::path::Path;
 
 use rayon::prelude::*;
 
-pub use artifact::{load, save};
 pub use kernels::Isa;
 
-use crate::lower::graph::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant};
+use crate::int8::{self, ArtifactError, IntGraph, IntOp, QParams, Requant};
 use kernels::{Packed, Requantizer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("invalid int8 model: {0}")]
-    Invalid(String),
     #[error(
         "the model takes {expected} values per sample; got {got} values, not a multiple of it"
     )]
     InputSize { expected: usize, got: usize },
-    #[error("cannot read {path}: {why}")]
-    Read { path: String, why: String },
-    #[error("cannot write {path}: {why}")]
-    Write { path: String, why: String },
-    #[error("{path} is int8 artifact version {found}, this qatc reads version {expected}\n  hint: rebuild it with this qatc (`qatc build`)")]
-    Version {
-        path: String,
-        found: String,
-        expected: u32,
-    },
 }
 
-fn invalid(why: impl Into<String>) -> RuntimeError {
-    RuntimeError::Invalid(why.into())
+/// Reads, validates and plans an artifact directory (or a build directory containing `int8/`).
+pub fn load(dir: &Path) -> Result<Model, ArtifactError> {
+    int8::artifact::read(dir).map(|model| Model::new(&model))
 }
 
 /// Geometry of a convolution in the runtime's channels-last layout.
@@ -167,10 +156,10 @@ fn runtime_shape(shape: &[usize]) -> Vec<usize> {
     }
 }
 
-/// A validated integer model ready to run.
+/// An integer model ready to run: its graph and the execution plan built from it.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub graph: IntGraph,
+    graph: IntGraph,
     steps: Vec<Step>,
     /// Elements per sample of each value.
     sizes: Vec<usize>,
@@ -181,352 +170,288 @@ fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-fn get<'a>(tensors: &'a IntTensors, name: &str, op: &str) -> Result<&'a IntTensor, RuntimeError> {
-    tensors
-        .get(name)
-        .ok_or_else(|| invalid(format!("{op}: tensor `{name}` is missing")))
-}
-
-fn check_requant(op: &str, rq: &[Requant], expected: usize) -> Result<(), RuntimeError> {
-    if rq.len() != expected {
-        return Err(invalid(format!(
-            "{op}: {} requantization multipliers for {expected} channels",
-            rq.len()
-        )));
+/// `(C, H, W)` of an image shape; validation made every shape an image op reads one.
+fn image(shape: &[usize]) -> (usize, usize, usize) {
+    match shape[..] {
+        [c, h, w] => (c, h, w),
+        _ => unreachable!("validated: image ops read [C, H, W] values, not {shape:?}"),
     }
-    for r in rq {
-        if r.multiplier < 0 || !(1..=62).contains(&r.shift) {
-            return Err(invalid(format!(
-                "{op}: multiplier {} with shift {} is out of range",
-                r.multiplier, r.shift
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_scales(op: &str, scales: &[f32], expected: usize) -> Result<(), RuntimeError> {
-    if scales.len() != expected || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(invalid(format!(
-            "{op}: needs {expected} positive weight scales, has {scales:?}"
-        )));
-    }
-    Ok(())
-}
-
-fn check_clamp(op: &str, lo: i32, hi: i32, q: &QParams) -> Result<(), RuntimeError> {
-    if lo > hi || lo < q.qmin || hi > q.qmax {
-        return Err(invalid(format!(
-            "{op}: clamp [{lo}, {hi}] is outside the output range [{}, {}]",
-            q.qmin, q.qmax
-        )));
-    }
-    Ok(())
-}
-
-/// Checks weights `[out, per...]` int8 and bias `[out]` int32, and that no accumulator can overflow int32.
-fn linear_tensors<'a>(
-    tensors: &'a IntTensors,
-    op: &str,
-    weight: &str,
-    bias: &str,
-    w_shape: &[usize],
-) -> Result<(&'a [i8], &'a [i32]), RuntimeError> {
-    let w = match get(tensors, weight, op)? {
-        IntTensor::I8 { shape, data } if shape == w_shape && data.len() == numel(w_shape) => data,
-        t => {
-            return Err(invalid(format!(
-                "{op}: weight `{weight}` is {} {:?}, expected int8 {w_shape:?}",
-                t.dtype(),
-                t.shape()
-            )))
-        }
-    };
-    let b = match get(tensors, bias, op)? {
-        IntTensor::I32 { shape, data } if shape == &[w_shape[0]] && data.len() == w_shape[0] => {
-            data
-        }
-        t => {
-            return Err(invalid(format!(
-                "{op}: bias `{bias}` is {} {:?}, expected int32 [{}]",
-                t.dtype(),
-                t.shape(),
-                w_shape[0]
-            )))
-        }
-    };
-    let k = numel(&w_shape[1..]) as i64;
-    let worst = b.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0) + k * 255 * 127;
-    if worst > i32::MAX as i64 {
-        return Err(invalid(format!(
-            "{op}: int32 accumulators could overflow (bias and {k} products up to {worst})"
-        )));
-    }
-    Ok((w, b))
 }
 
 impl Model {
-    /// Validates the graph and its tensors completely, then packs weights for the kernels.
-    pub fn new(graph: IntGraph, tensors: &IntTensors) -> Result<Model, RuntimeError> {
-        if graph.format != graph::FORMAT {
-            return Err(invalid(format!(
-                "format is `{}`, expected `{}`",
-                graph.format,
-                graph::FORMAT
-            )));
-        }
-        if graph.version != graph::VERSION {
-            return Err(invalid(format!(
-                "version {} (this qatc reads {})",
-                graph.version,
-                graph::VERSION
-            )));
-        }
-        if graph.input.shape.is_empty()
-            || numel(&graph.input.shape) == 0
-            || !matches!(graph.input.shape.len(), 1 | 3)
-        {
-            return Err(invalid(format!(
-                "input shape {:?} must be [C, H, W] or [F]",
-                graph.input.shape
-            )));
-        }
-        for v in &graph.values {
-            let q = &v.quant;
-            let ok = q.scale.is_finite()
-                && q.scale > 0.0
-                && -128 <= q.qmin
-                && q.qmin < q.qmax
-                && q.qmax <= 127
-                && (q.qmin..=q.qmax).contains(&q.zero_point);
-            if !ok {
-                return Err(invalid(format!(
-                    "value `{}` has invalid quantization {q:?}",
-                    v.name
-                )));
-            }
-            if v.shape.is_empty() || numel(&v.shape) == 0 || v.shape.len() > 3 {
-                return Err(invalid(format!(
-                    "value `{}` has unsupported shape {:?}",
-                    v.name, v.shape
-                )));
-            }
-        }
-        let nvalues = graph.values.len();
-        let mut written = vec![false; nvalues];
-        let mut steps = Vec::with_capacity(graph.ops.len());
-        for (i, op) in graph.ops.iter().enumerate() {
-            let what = format!("op {i} ({})", op.kind());
-            for v in op.inputs().into_iter().chain([op.output()]) {
-                if v >= nvalues {
-                    return Err(invalid(format!(
-                        "{what}: value {v} does not exist ({nvalues} values)"
-                    )));
-                }
-            }
-            for v in op.inputs() {
-                if !written[v] {
-                    return Err(invalid(format!(
-                        "{what}: reads value `{}` before any op writes it",
-                        graph.values[v].name
-                    )));
-                }
-            }
-            if std::mem::replace(&mut written[op.output()], true) {
-                return Err(invalid(format!(
-                    "{what}: value `{}` is written twice",
-                    graph.values[op.output()].name
-                )));
-            }
-            let value = |v: usize| &graph.values[v];
-            let out = value(op.output());
-            steps.push(match op {
-                IntOp::Quantize { output } => {
-                    if out.shape != graph.input.shape {
-                        return Err(invalid(format!("{what}: output shape {:?} differs from the input's {:?}", out.shape, graph.input.shape)));
+    /// Builds the execution plan of a validated model: packs weights for the kernels and
+    /// lays each op out in the runtime's channels-last layout.
+    pub fn new(model: &int8::Model) -> Model {
+        let graph = model.graph();
+        let value = |v: usize| &graph.values[v];
+        let steps = graph
+            .ops
+            .iter()
+            .map(|op| {
+                let out = value(op.output());
+                match op {
+                    IntOp::Quantize { output } => {
+                        let chw = match out.shape[..] {
+                            [c, h, w] => Some((c, h, w)),
+                            _ => None,
+                        };
+                        Step::Quantize {
+                            output: *output,
+                            quant: out.quant,
+                            chw,
+                        }
                     }
-                    let chw = match out.shape[..] {
-                        [c, h, w] => Some((c, h, w)),
-                        _ => None,
-                    };
-                    Step::Quantize { output: *output, quant: out.quant, chw }
-                }
-                IntOp::Conv2d { name, input, output, weight, bias, in_channels, out_channels, kernel, stride, pad, groups, weight_scales, requant, act_min, act_max } => {
-                    let what = format!("conv2d `{name}`");
-                    let inp = value(*input);
-                    let (k, s, p, g) = (*kernel, *stride, *pad, *groups);
-                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
-                    if c != *in_channels || k == 0 || s == 0 || g == 0 || c % g != 0 || out_channels % g != 0 || h + 2 * p < k || w + 2 * p < k {
-                        return Err(invalid(format!("{what}: kernel {k}, stride {s}, padding {p}, groups {g} do not fit input {:?} / {in_channels}→{out_channels} channels", inp.shape)));
-                    }
-                    let geom = ConvGeom { c, h, w, oh: (h + 2 * p - k) / s + 1, ow: (w + 2 * p - k) / s + 1, k, stride: s, pad: p, groups: g };
-                    if out.shape != [*out_channels, geom.oh, geom.ow] {
-                        return Err(invalid(format!("{what}: output shape {:?}, expected {:?}", out.shape, [*out_channels, geom.oh, geom.ow])));
-                    }
-                    let (cg, og) = (c / g, out_channels / g);
-                    let (wq, bq) = linear_tensors(tensors, &what, weight, bias, &[*out_channels, cg, k, k])?;
-                    check_requant(&what, requant, *out_channels)?;
-                    check_scales(&what, weight_scales, *out_channels)?;
-                    check_clamp(&what, *act_min, *act_max, &out.quant)?;
-                    let mut packed = Vec::with_capacity(g);
-                    let mut rqs = Vec::with_capacity(g);
-                    for gi in 0..g {
-                        // [o][c][ky][kx] → [o][ky][kx][c], the order of channels-last im2col rows.
-                        let kk = k * k * cg;
-                        let mut wg = vec![0i8; og * kk];
-                        for o in 0..og {
-                            for ci in 0..cg {
-                                for t in 0..k * k {
-                                    wg[o * kk + t * cg + ci] = wq[((gi * og + o) * cg + ci) * k * k + t];
+                    IntOp::Conv2d {
+                        input,
+                        output,
+                        weight,
+                        bias,
+                        out_channels,
+                        kernel,
+                        stride,
+                        pad,
+                        groups,
+                        requant,
+                        act_min,
+                        act_max,
+                        ..
+                    } => {
+                        let inp = value(*input);
+                        let (c, h, w) = image(&inp.shape);
+                        let (k, s, p, g) = (*kernel, *stride, *pad, *groups);
+                        let geom = ConvGeom {
+                            c,
+                            h,
+                            w,
+                            oh: (h + 2 * p - k) / s + 1,
+                            ow: (w + 2 * p - k) / s + 1,
+                            k,
+                            stride: s,
+                            pad: p,
+                            groups: g,
+                        };
+                        let (cg, og) = (c / g, out_channels / g);
+                        let (wq, bq) = model.linear_params(weight, bias);
+                        let mut packed = Vec::with_capacity(g);
+                        let mut rqs = Vec::with_capacity(g);
+                        for gi in 0..g {
+                            // [o][c][ky][kx] → [o][ky][kx][c], the order of channels-last im2col rows.
+                            let kk = k * k * cg;
+                            let mut wg = vec![0i8; og * kk];
+                            for o in 0..og {
+                                for ci in 0..cg {
+                                    for t in 0..k * k {
+                                        wg[o * kk + t * cg + ci] =
+                                            wq[((gi * og + o) * cg + ci) * k * k + t];
+                                    }
                                 }
                             }
+                            packed.push(Packed::new(&wg, og, kk));
+                            let range = gi * og..(gi + 1) * og;
+                            rqs.push(Requantizer::new(
+                                bq[range.clone()].to_vec(),
+                                requant[range].to_vec(),
+                                out.quant.zero_point,
+                                *act_min,
+                                *act_max,
+                            ));
                         }
-                        packed.push(Packed::new(&wg, og, kk));
-                        let range = gi * og..(gi + 1) * og;
-                        rqs.push(Requantizer::new(bq[range.clone()].to_vec(), requant[range].to_vec(), out.quant.zero_point, *act_min, *act_max));
+                        Step::Conv {
+                            input: *input,
+                            output: *output,
+                            geom,
+                            zp_in: inp.quant.zero_point,
+                            packed,
+                            requant: rqs,
+                        }
                     }
-                    Step::Conv { input: *input, output: *output, geom, zp_in: inp.quant.zero_point, packed, requant: rqs }
-                }
-                IntOp::Dense { name, input, output, weight, bias, in_features, out_features, weight_scales, requant, act_min, act_max } => {
-                    let what = format!("dense `{name}`");
-                    let inp = value(*input);
-                    if inp.shape != [*in_features] || out.shape != [*out_features] {
-                        return Err(invalid(format!("{what}: shapes {:?} → {:?} do not match {in_features} → {out_features} features", inp.shape, out.shape)));
+                    IntOp::Dense {
+                        input,
+                        output,
+                        weight,
+                        bias,
+                        in_features,
+                        out_features,
+                        requant,
+                        act_min,
+                        act_max,
+                        ..
+                    } => {
+                        let (wq, bq) = model.linear_params(weight, bias);
+                        Step::Dense {
+                            input: *input,
+                            output: *output,
+                            zp_in: value(*input).quant.zero_point,
+                            packed: Packed::new(wq, *out_features, *in_features),
+                            requant: Requantizer::new(
+                                bq.to_vec(),
+                                requant.clone(),
+                                out.quant.zero_point,
+                                *act_min,
+                                *act_max,
+                            ),
+                        }
                     }
-                    let (wq, bq) = linear_tensors(tensors, &what, weight, bias, &[*out_features, *in_features])?;
-                    check_requant(&what, requant, *out_features)?;
-                    check_scales(&what, weight_scales, *out_features)?;
-                    check_clamp(&what, *act_min, *act_max, &out.quant)?;
-                    Step::Dense {
-                        input: *input,
-                        output: *output,
-                        zp_in: inp.quant.zero_point,
-                        packed: Packed::new(wq, *out_features, *in_features),
-                        requant: Requantizer::new(bq.to_vec(), requant.clone(), out.quant.zero_point, *act_min, *act_max),
+                    IntOp::MaxPool2d {
+                        input,
+                        output,
+                        size,
+                        stride,
                     }
-                }
-                IntOp::MaxPool2d { input, output, size, stride } | IntOp::AvgPool2d { input, output, size, stride } => {
-                    let inp = value(*input);
-                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
-                    if *size == 0 || *stride == 0 || *size > h || *size > w {
-                        return Err(invalid(format!("{what}: window {size} stride {stride} does not fit {:?}", inp.shape)));
+                    | IntOp::AvgPool2d {
+                        input,
+                        output,
+                        size,
+                        stride,
+                    } => {
+                        let (c, h, w) = image(&value(*input).shape);
+                        let (input, output, size, stride) = (*input, *output, *size, *stride);
+                        let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
+                        if matches!(op, IntOp::MaxPool2d { .. }) {
+                            Step::MaxPool {
+                                input,
+                                output,
+                                c,
+                                h,
+                                w,
+                                oh,
+                                ow,
+                                size,
+                                stride,
+                            }
+                        } else {
+                            Step::AvgPool {
+                                input,
+                                output,
+                                c,
+                                h,
+                                w,
+                                oh,
+                                ow,
+                                size,
+                                stride,
+                            }
+                        }
                     }
-                    let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
-                    if out.shape != [c, oh, ow] || out.quant != inp.quant {
-                        return Err(invalid(format!("{what}: output {:?} must be [{c}, {oh}, {ow}] with the input's quantization", out.shape)));
+                    IntOp::Reshape { input, output } => {
+                        let hwc = match value(*input).shape[..] {
+                            [c, h, w] => Some((h, w, c)),
+                            _ => None,
+                        };
+                        Step::Reshape {
+                            input: *input,
+                            output: *output,
+                            hwc,
+                        }
                     }
-                    let (input, output, size, stride) = (*input, *output, *size, *stride);
-                    if matches!(op, IntOp::MaxPool2d { .. }) {
-                        Step::MaxPool { input, output, c, h, w, oh, ow, size, stride }
-                    } else {
-                        Step::AvgPool { input, output, c, h, w, oh, ow, size, stride }
-                    }
-                }
-                IntOp::Reshape { input, output } => {
-                    let inp = value(*input);
-                    if numel(&inp.shape) != numel(&out.shape) || out.shape.len() != 1 || out.quant != inp.quant {
-                        return Err(invalid(format!("{what}: cannot reshape {:?} to {:?} (only to a vector, same quantization)", inp.shape, out.shape)));
-                    }
-                    let hwc = match inp.shape[..] {
-                        [c, h, w] => Some((h, w, c)),
-                        _ => None,
-                    };
-                    Step::Reshape { input: *input, output: *output, hwc }
-                }
-                IntOp::Add { name, inputs, output, multipliers, shift, act_min, act_max } => {
-                    let (a, b) = (value(inputs[0]), value(inputs[1]));
-                    if a.shape != out.shape || b.shape != out.shape {
-                        return Err(invalid(format!("add `{name}`: shapes {:?} + {:?} → {:?} differ", a.shape, b.shape, out.shape)));
-                    }
-                    check_requant(name, &[Requant { multiplier: multipliers[0], shift: *shift }, Requant { multiplier: multipliers[1], shift: *shift }], 2)?;
-                    check_clamp(name, *act_min, *act_max, &out.quant)?;
-                    Step::Add {
+                    IntOp::Add {
+                        inputs,
+                        output,
+                        multipliers,
+                        shift,
+                        act_min,
+                        act_max,
+                        ..
+                    } => Step::Add {
                         inputs: *inputs,
                         output: *output,
-                        zp: [a.quant.zero_point, b.quant.zero_point, out.quant.zero_point],
+                        zp: [
+                            value(inputs[0]).quant.zero_point,
+                            value(inputs[1]).quant.zero_point,
+                            out.quant.zero_point,
+                        ],
                         mult: *multipliers,
                         shift: *shift,
                         lo: *act_min,
                         hi: *act_max,
-                    }
-                }
-                IntOp::Requantize { name, input, output, requant, act_min, act_max } => {
-                    let inp = value(*input);
-                    if inp.shape != out.shape {
-                        return Err(invalid(format!("requantize `{name}`: shapes {:?} → {:?} differ", inp.shape, out.shape)));
-                    }
-                    check_requant(name, &[*requant], 1)?;
-                    check_clamp(name, *act_min, *act_max, &out.quant)?;
-                    Step::Requantize { input: *input, output: *output, zp_in: inp.quant.zero_point, zp: out.quant.zero_point, rq: *requant, lo: *act_min, hi: *act_max }
-                }
-                IntOp::GlobalAvgPool { name, input, output, requant, act_min, act_max } => {
-                    let what = format!("global_avg_pool `{name}`");
-                    let inp = value(*input);
-                    let [c, h, w] = inp.shape[..] else { return Err(invalid(format!("{what}: input shape {:?} is not [C, H, W]", inp.shape))) };
-                    if out.shape != [c] {
-                        return Err(invalid(format!("{what}: output shape {:?}, expected [{c}]", out.shape)));
-                    }
-                    // Σ (x - zp) over H·W values of at most 255 in magnitude must fit int32.
-                    if (h * w) as i64 * 255 > i32::MAX as i64 {
-                        return Err(invalid(format!("{what}: {h}x{w} values could overflow the int32 sum")));
-                    }
-                    check_requant(&what, &[*requant], 1)?;
-                    check_clamp(&what, *act_min, *act_max, &out.quant)?;
-                    Step::GlobalAvgPool { input: *input, output: *output, c, hw: h * w, zp_in: inp.quant.zero_point, zp: out.quant.zero_point, rq: *requant, lo: *act_min, hi: *act_max }
-                }
-                IntOp::Concat { name, inputs, output, axis, requant } => {
-                    let what = format!("concat `{name}`");
-                    let rank = out.shape.len();
-                    if inputs.is_empty() || *axis >= rank {
-                        return Err(invalid(format!("{what}: axis {axis} of {} inputs does not fit output {:?}", inputs.len(), out.shape)));
-                    }
-                    check_requant(&what, requant, inputs.len())?;
-                    let mut joined = 0;
-                    for &i in inputs {
-                        let s = &value(i).shape;
-                        let fits = s.len() == rank && s.iter().zip(&out.shape).enumerate().all(|(k, (a, b))| k == *axis || a == b);
-                        if !fits {
-                            return Err(invalid(format!("{what}: input shape {s:?} does not fit output {:?} along axis {axis}", out.shape)));
+                    },
+                    IntOp::Requantize {
+                        input,
+                        output,
+                        requant,
+                        act_min,
+                        act_max,
+                        ..
+                    } => Step::Requantize {
+                        input: *input,
+                        output: *output,
+                        zp_in: value(*input).quant.zero_point,
+                        zp: out.quant.zero_point,
+                        rq: *requant,
+                        lo: *act_min,
+                        hi: *act_max,
+                    },
+                    IntOp::GlobalAvgPool {
+                        input,
+                        output,
+                        requant,
+                        act_min,
+                        act_max,
+                        ..
+                    } => {
+                        let inp = value(*input);
+                        let (c, h, w) = image(&inp.shape);
+                        Step::GlobalAvgPool {
+                            input: *input,
+                            output: *output,
+                            c,
+                            hw: h * w,
+                            zp_in: inp.quant.zero_point,
+                            zp: out.quant.zero_point,
+                            rq: *requant,
+                            lo: *act_min,
+                            hi: *act_max,
                         }
-                        joined += s[*axis];
                     }
-                    if joined != out.shape[*axis] {
-                        return Err(invalid(format!("{what}: inputs add up to {joined} along axis {axis}, output has {}", out.shape[*axis])));
+                    IntOp::Concat {
+                        inputs,
+                        output,
+                        axis,
+                        requant,
+                        ..
+                    } => {
+                        let ax = runtime_axis(out.shape.len(), *axis);
+                        let outer = numel(&runtime_shape(&out.shape)[..ax]);
+                        let q = out.quant;
+                        let parts = inputs
+                            .iter()
+                            .zip(requant)
+                            .map(|(&i, rq)| {
+                                let v = value(i);
+                                ConcatPart {
+                                    input: i,
+                                    inner: numel(&runtime_shape(&v.shape)[ax..]),
+                                    rescale: (v.quant != q).then_some((
+                                        v.quant.zero_point,
+                                        *rq,
+                                        q.zero_point,
+                                        q.qmin,
+                                        q.qmax,
+                                    )),
+                                }
+                            })
+                            .collect();
+                        Step::Concat {
+                            output: *output,
+                            outer,
+                            parts,
+                        }
                     }
-                    let ax = runtime_axis(rank, *axis);
-                    let outer = numel(&runtime_shape(&out.shape)[..ax]);
-                    let q = out.quant;
-                    let parts = inputs
-                        .iter()
-                        .zip(requant)
-                        .map(|(&i, rq)| {
-                            let v = value(i);
-                            ConcatPart {
-                                input: i,
-                                inner: numel(&runtime_shape(&v.shape)[ax..]),
-                                rescale: (v.quant != q).then_some((v.quant.zero_point, *rq, q.zero_point, q.qmin, q.qmax)),
-                            }
-                        })
-                        .collect();
-                    Step::Concat { output: *output, outer, parts }
                 }
-            });
-        }
-        if graph.output >= nvalues || !written[graph.output] {
-            return Err(invalid(format!(
-                "the output value {} is never computed",
-                graph.output
-            )));
-        }
-        let sizes = graph.values.iter().map(|v| numel(&v.shape)).collect();
-        Ok(Model {
-            graph,
+            })
+            .collect();
+        Model {
+            graph: graph.clone(),
             steps,
-            sizes,
+            sizes: graph.values.iter().map(|v| numel(&v.shape)).collect(),
             isa: Isa::detect(),
-        })
+        }
     }
 
+    /// The integer graph this model runs.
+    pub fn graph(&self) -> &IntGraph {
+        &self.graph
+    }
     /// Uses the given kernels (for tests and benchmarks); the CPU must support them.
     pub fn with_isa(mut self, isa: Isa) -> Model {
         self.isa = if isa.available() { isa } else { Isa::Portable };
@@ -925,335 +850,4 @@ fn hwc_to_chw(x: &[i8], (h, w, c): (usize, usize, usize), y: &mut [i8]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lower::graph::{Input, Value};
-    use crate::lower::quantize_multiplier;
-
-    /// Deterministic integers in `[lo, hi]`.
-    struct Lcg(u64);
-    impl Lcg {
-        fn range(&mut self, lo: i32, hi: i32) -> i32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            lo + ((self.0 >> 33) % (hi - lo + 1) as u64) as i32
-        }
-    }
-
-    fn q(scale: f32, zero_point: i32) -> QParams {
-        QParams {
-            scale,
-            zero_point,
-            qmin: -128,
-            qmax: 127,
-        }
-    }
-
-    /// A graph whose input quantizes at scale 1 and zero point `zp`, so that an input of
-    /// `v - zp` (an integer in float) becomes exactly the int8 value `v`.
-    fn graph(shape: &[usize], zp: i32) -> IntGraph {
-        IntGraph {
-            format: graph::FORMAT.into(),
-            version: graph::VERSION,
-            model: "t".into(),
-            classes: None,
-            input: Input {
-                name: "x".into(),
-                shape: shape.to_vec(),
-            },
-            values: vec![Value {
-                name: "x".into(),
-                shape: shape.to_vec(),
-                quant: q(1.0, zp),
-            }],
-            ops: vec![IntOp::Quantize { output: 0 }],
-            output: 0,
-        }
-    }
-
-    fn push(g: &mut IntGraph, shape: &[usize], quant: QParams) -> usize {
-        g.values.push(Value {
-            name: format!("v{}", g.values.len()),
-            shape: shape.to_vec(),
-            quant,
-        });
-        g.values.len() - 1
-    }
-
-    /// Runs `samples` samples of int8 values `[C, H, W]` / `[F]` through the graph.
-    fn run(g: IntGraph, x: &[i32]) -> Vec<i8> {
-        let zp = g.values[0].quant.zero_point;
-        let model = Model::new(g, &IntTensors::new()).unwrap();
-        let input: Vec<f32> = x.iter().map(|&v| (v - zp) as f32).collect();
-        let got = model.run(&input).unwrap();
-        let portable = model.with_isa(Isa::Portable).run(&input).unwrap();
-        assert_eq!(got, portable);
-        got
-    }
-
-    #[test]
-    fn avg_pool_rounds_half_away_from_zero_on_raw_values() {
-        // One channel, 2x2 windows: sums 2, -2, 3, -3, 6, -6 over 4 → 0.5, -0.5, 0.75, -0.75, 1.5, -1.5.
-        let mut g = graph(&[1, 2, 12], 0);
-        let y = push(&mut g, &[1, 1, 6], q(1.0, 0));
-        g.ops.push(IntOp::AvgPool2d {
-            input: 0,
-            output: y,
-            size: 2,
-            stride: 2,
-        });
-        g.output = y;
-        #[rustfmt::skip]
-        let x = [
-            1, 1, -1, -1, 1, 2, -1, -2, 3, 3, -3, -3,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(run(g, &x), [1, -1, 1, -1, 2, -2]);
-    }
-
-    #[test]
-    fn avg_pool_matches_a_reference_with_negative_sums() {
-        let mut rng = Lcg(7);
-        for (c, h, w, size, stride, zp) in
-            [(3, 5, 5, 2, 2, -20), (2, 7, 6, 3, 1, 5), (4, 4, 4, 2, 1, 0)]
-        {
-            let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
-            let mut g = graph(&[c, h, w], zp);
-            let y = push(&mut g, &[c, oh, ow], q(1.0, zp));
-            g.ops.push(IntOp::AvgPool2d {
-                input: 0,
-                output: y,
-                size,
-                stride,
-            });
-            g.output = y;
-            let n = 3;
-            let x: Vec<i32> = (0..n * c * h * w).map(|_| rng.range(-128, 127)).collect();
-            let got = run(g, &x);
-            let mut negative = 0;
-            for s in 0..n {
-                for ci in 0..c {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let mut sum = 0;
-                            for ky in 0..size {
-                                for kx in 0..size {
-                                    sum += x[((s * c + ci) * h + oy * stride + ky) * w
-                                        + ox * stride
-                                        + kx];
-                                }
-                            }
-                            negative += (sum < 0) as usize;
-                            // f64::round rounds half away from zero.
-                            let expected = (sum as f64 / (size * size) as f64).round() as i8;
-                            assert_eq!(
-                                got[((s * c + ci) * oh + oy) * ow + ox],
-                                expected,
-                                "sum {sum}"
-                            );
-                        }
-                    }
-                }
-            }
-            assert!(negative > 0);
-        }
-    }
-
-    #[test]
-    fn global_avg_pool_requantizes_the_channel_sums() {
-        let mut rng = Lcg(3);
-        let (c, h, w, zp_x) = (5, 4, 5, 7);
-        let out = q(0.7, -3);
-        let rq = quantize_multiplier(1.0 / ((h * w) as f64 * 0.7f32 as f64)).unwrap();
-        let mut g = graph(&[c, h, w], zp_x);
-        let y = push(&mut g, &[c], out);
-        g.ops.push(IntOp::GlobalAvgPool {
-            name: "gap".into(),
-            input: 0,
-            output: y,
-            requant: rq,
-            act_min: -128,
-            act_max: 127,
-        });
-        g.output = y;
-        let n = 4;
-        let x: Vec<i32> = (0..n * c * h * w).map(|_| rng.range(-128, 127)).collect();
-        let got = run(g, &x);
-        for s in 0..n {
-            for ci in 0..c {
-                let sum: i32 = (0..h * w).map(|p| x[(s * c + ci) * h * w + p] - zp_x).sum();
-                // The fixed-point product rounded half up, exactly (it fits f64's mantissa).
-                let exact = (sum as f64 * rq.real() + 0.5).floor() as i32 + out.zero_point;
-                assert_eq!(got[s * c + ci] as i32, exact.clamp(-128, 127), "sum {sum}");
-                // And within one unit of the real mean, requantized.
-                let mean = sum as f64 / (h * w) as f64 / 0.7f32 as f64 + out.zero_point as f64;
-                assert!((got[s * c + ci] as f64 - mean.clamp(-128.0, 127.0)).abs() <= 0.5 + 1e-6);
-            }
-        }
-    }
-
-    /// Concatenation of `[C, H, W]` / `[F]` tensors (row-major in the model's layout).
-    fn reference_concat(parts: &[(Vec<i32>, Vec<usize>)], axis: usize) -> Vec<i32> {
-        let outer: usize = parts[0].1[..axis].iter().product();
-        let mut y = Vec::new();
-        for o in 0..outer {
-            for (x, shape) in parts {
-                let inner: usize = shape[axis..].iter().product();
-                y.extend_from_slice(&x[o * inner..(o + 1) * inner]);
-            }
-        }
-        y
-    }
-
-    /// `v` at parameters `from` brought to `to` by the concat rule (copied when they are equal).
-    fn moved(v: i32, from: QParams, to: QParams) -> i32 {
-        if from == to {
-            return v;
-        }
-        let rq = quantize_multiplier(from.scale as f64 / to.scale as f64).unwrap();
-        (((v - from.zero_point) as f64 * rq.real() + 0.5).floor() as i32 + to.zero_point)
-            .clamp(-128, 127)
-    }
-
-    #[test]
-    fn concat_along_each_image_axis_rescales_and_copies() {
-        let mut rng = Lcg(11);
-        let out_q = q(1.5, 4);
-        let shape = [2usize, 3, 4];
-        let per = numel(&shape);
-        // The input at scale 1, and two more quantizations of it: one needs rescaling,
-        // one has the output's parameters and is copied.
-        let params = [q(1.0, 0), q(2.0, 3), out_q];
-        for axis in 0..3 {
-            let mut g = graph(&shape, 0);
-            let mut inputs = vec![0];
-            for p in &params[1..] {
-                let v = push(&mut g, &shape, *p);
-                g.ops.push(IntOp::Quantize { output: v });
-                inputs.push(v);
-            }
-            let mut out_shape = shape.to_vec();
-            out_shape[axis] *= 3;
-            let y = push(&mut g, &out_shape, out_q);
-            g.ops.push(IntOp::Concat {
-                name: "cat".into(),
-                inputs,
-                output: y,
-                axis,
-                requant: params
-                    .iter()
-                    .map(|p| quantize_multiplier(p.scale as f64 / out_q.scale as f64).unwrap())
-                    .collect(),
-            });
-            g.output = y;
-            let n = 3;
-            let x: Vec<i32> = (0..n * per).map(|_| rng.range(-128, 127)).collect();
-            let got = run(g, &x);
-            for s in 0..n {
-                let parts: Vec<(Vec<i32>, Vec<usize>)> = params
-                    .iter()
-                    .map(|p| {
-                        let own = x[s * per..(s + 1) * per]
-                            .iter()
-                            .map(|&v| moved(p.quantize(v as f32) as i32, *p, out_q))
-                            .collect();
-                        (own, shape.to_vec())
-                    })
-                    .collect();
-                let expected = reference_concat(&parts, axis);
-                let row: Vec<i32> = got[s * 3 * per..(s + 1) * 3 * per]
-                    .iter()
-                    .map(|&v| v as i32)
-                    .collect();
-                assert_eq!(row, expected, "axis {axis}");
-            }
-        }
-    }
-
-    #[test]
-    fn concat_of_vectors_of_different_lengths() {
-        let mut rng = Lcg(5);
-        let out_q = q(1.5, 4);
-        let (c, h, w) = (2usize, 3, 4);
-        let per = c * h * w;
-        let mut g = graph(&[c, h, w], 0);
-        // a: the image flattened (scale 1, rescaled); b: its channel means (own parameters);
-        // c: a quantization at the output's parameters, flattened (copied).
-        let a = push(&mut g, &[per], q(1.0, 0));
-        g.ops.push(IntOp::Reshape {
-            input: 0,
-            output: a,
-        });
-        let b_q = q(0.5, -7);
-        let b_rq = quantize_multiplier(1.0 / ((h * w) as f64 * 0.5)).unwrap();
-        let b = push(&mut g, &[c], b_q);
-        g.ops.push(IntOp::GlobalAvgPool {
-            name: "gap".into(),
-            input: 0,
-            output: b,
-            requant: b_rq,
-            act_min: -128,
-            act_max: 127,
-        });
-        let c_img = push(&mut g, &[c, h, w], out_q);
-        g.ops.push(IntOp::Quantize { output: c_img });
-        let c_vec = push(&mut g, &[per], out_q);
-        g.ops.push(IntOp::Reshape {
-            input: c_img,
-            output: c_vec,
-        });
-        let total = 2 * per + c;
-        let y = push(&mut g, &[total], out_q);
-        g.ops.push(IntOp::Concat {
-            name: "cat".into(),
-            inputs: vec![a, b, c_vec],
-            output: y,
-            axis: 0,
-            requant: [q(1.0, 0), b_q, out_q]
-                .iter()
-                .map(|p| quantize_multiplier(p.scale as f64 / out_q.scale as f64).unwrap())
-                .collect(),
-        });
-        g.output = y;
-        let n = 2;
-        let x: Vec<i32> = (0..n * per).map(|_| rng.range(-128, 127)).collect();
-        let got = run(g, &x);
-        for s in 0..n {
-            let xs = &x[s * per..(s + 1) * per];
-            let mut expected: Vec<i32> = xs.iter().map(|&v| moved(v, q(1.0, 0), out_q)).collect();
-            for ci in 0..c {
-                let sum: i32 = xs[ci * h * w..(ci + 1) * h * w].iter().sum();
-                let mean = ((sum as f64 * b_rq.real() + 0.5).floor() as i32 + b_q.zero_point)
-                    .clamp(-128, 127);
-                expected.push(moved(mean, b_q, out_q));
-            }
-            expected.extend(xs.iter().map(|&v| out_q.quantize(v as f32) as i32));
-            let row: Vec<i32> = got[s * total..(s + 1) * total]
-                .iter()
-                .map(|&v| v as i32)
-                .collect();
-            assert_eq!(row, expected);
-        }
-    }
-
-    #[test]
-    fn concat_that_does_not_fit_is_refused() {
-        let mut g = graph(&[2, 3, 4], 0);
-        let y = push(&mut g, &[2, 3, 9], q(1.0, 0));
-        g.ops.push(IntOp::Concat {
-            name: "cat".into(),
-            inputs: vec![0, 0],
-            output: y,
-            axis: 2,
-            requant: vec![quantize_multiplier(1.0).unwrap(); 2],
-        });
-        g.output = y;
-        let err = Model::new(g, &IntTensors::new()).unwrap_err().to_string();
-        assert!(
-            err.contains("concat `cat`") && err.contains("add up to 8"),
-            "{err}"
-        );
-    }
-}
+mod tests;

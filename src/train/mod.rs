@@ -63,6 +63,8 @@ pub enum BuildError {
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
+    Artifact(#[from] crate::int8::ArtifactError),
+    #[error(transparent)]
     Export(#[from] crate::export::ExportError),
     #[error(transparent)]
     Tflite(#[from] crate::export::tflite::ExportError),
@@ -299,18 +301,18 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         &mut qat_stage,
     );
     let (int8, onnx, tflite) = match skip_unlowerable(qat_int8, &mut notes)? {
-        Some((int_graph, int_tensors)) => {
-            crate::runtime::save(&int8_dir, &int_graph, &int_tensors)?;
+        Some(int8_model) => {
+            crate::int8::artifact::save(&int8_dir, &int8_model)?;
             let onnx_path = opts.out_dir.join("model.onnx");
             let onnx = if opts.emit_onnx {
-                crate::export::onnx::write(&onnx_path, &int_graph, &int_tensors)?;
+                crate::export::onnx::write(&onnx_path, &int8_model)?;
                 Some(onnx_path.display().to_string())
             } else {
                 None
             };
             let tflite_path = opts.out_dir.join("model.tflite");
             let tflite = if opts.emit_tflite {
-                crate::export::tflite::write(&tflite_path, &int_graph, &int_tensors)?;
+                crate::export::tflite::write(&tflite_path, &int8_model)?;
                 Some(tflite_path.display().to_string())
             } else {
                 None
@@ -524,7 +526,8 @@ fn skip_unlowerable<T>(
 ) -> Result<Option<T>, BuildError> {
     match result {
         Ok(value) => Ok(Some(value)),
-        Err(BuildError::Lower(e)) => {
+        // An invalid lowered graph is a bug in qatc, not a model without an int8 form.
+        Err(BuildError::Lower(e)) if !matches!(e, crate::lower::LowerError::Invalid(_)) => {
             notes.push(format!(
                 "no int8 model: {}",
                 e.to_string().replace('\n', " ")
@@ -773,14 +776,14 @@ impl Run<'_> {
         classes: &[u8],
         fake_quant: &[i64],
         into: &mut Stage,
-    ) -> Result<(crate::lower::IntGraph, crate::lower::IntTensors), BuildError> {
+    ) -> Result<crate::int8::Model, BuildError> {
         let started = Instant::now();
         let tensors = crate::lower::read_f32_safetensors(weights)?;
         let keep = (classes.len() < 10
             || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
         .then(|| classes.to_vec());
-        let (int_graph, int_tensors) = crate::lower::lower(graph, &tensors, keep)?;
-        let model = crate::runtime::Model::new(int_graph.clone(), &int_tensors)?;
+        let int8_model = crate::lower::lower(graph, &tensors, keep)?;
+        let model = crate::runtime::Model::new(&int8_model);
         let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
         let n = test.len().max(1) as f64;
         let correct = predicted
@@ -802,6 +805,6 @@ impl Run<'_> {
             correct as f64 / n * 100.0,
             agree as f64 / n * 100.0
         ));
-        Ok((int_graph, int_tensors))
+        Ok(int8_model)
     }
 }

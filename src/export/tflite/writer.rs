@@ -7,7 +7,7 @@ use tflite_schema::planus;
 
 use super::builtin::Builtin;
 use super::{fb, IDENTIFIER, SCHEMA_VERSION};
-use crate::lower::graph::{IntGraph, IntOp, IntTensor, IntTensors, QParams, ValueId};
+use crate::int8::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, ValueId};
 use crate::report::write_atomic_bytes;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +21,9 @@ pub enum ExportError {
     },
 }
 
-/// Writes `graph` as a `.tflite` file, atomically.
-pub fn write(path: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), ExportError> {
-    let bytes = to_bytes(graph, tensors)?;
+/// Writes `model` as a `.tflite` file, atomically.
+pub fn write(path: &Path, model: &int8::Model) -> Result<(), ExportError> {
+    let bytes = to_bytes(model)?;
     write_atomic_bytes(path, &bytes).map_err(|source| ExportError::Write {
         path: path.display().to_string(),
         source,
@@ -34,8 +34,9 @@ fn unsupported(why: impl Into<String>) -> ExportError {
     ExportError::Unsupported(why.into())
 }
 
-/// The `.tflite` bytes of an integer graph.
-pub fn to_bytes(graph: &IntGraph, tensors: &IntTensors) -> Result<Vec<u8>, ExportError> {
+/// The `.tflite` bytes of a validated integer model.
+pub fn to_bytes(model: &int8::Model) -> Result<Vec<u8>, ExportError> {
+    let (graph, tensors) = (model.graph(), model.tensors());
     let mut w = Writer::new(graph, tensors);
     for op in &graph.ops {
         w.op(op)?;

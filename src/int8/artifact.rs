@@ -1,15 +1,35 @@
 //! The int8 artifact: a directory with `graph.json` (the [`IntGraph`], versioned)
 //! and `weights.safetensors` (int8 weights, int32 biases). Both are written
-//! atomically; loading validates everything before anything runs.
+//! atomically; reading validates everything and gives a [`Model`].
 
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use super::{Model, RuntimeError};
-use crate::lower::graph::{self, IntGraph, IntTensor, IntTensors};
+use super::graph::{self, IntGraph, IntTensor, IntTensors};
+use super::{Model, ValidationError};
 use crate::report::write_atomic_bytes;
+
+/// Why an artifact cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot read {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("cannot write {path}: {why}")]
+    Write { path: String, why: String },
+    #[error("{path} is int8 artifact version {found}, this qatc reads version {expected}\n  hint: rebuild it with this qatc (`qatc build`)")]
+    Version {
+        path: String,
+        found: String,
+        expected: u32,
+    },
+    #[error("cannot read {path}: {source}")]
+    Invalid {
+        path: String,
+        source: ValidationError,
+    },
+}
 
 pub const GRAPH_FILE: &str = "graph.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -25,8 +45,9 @@ pub fn resolve(path: &Path) -> PathBuf {
 }
 
 /// Writes `dir/graph.json` and `dir/weights.safetensors`.
-pub fn save(dir: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), RuntimeError> {
-    let fail = |path: PathBuf, why: String| RuntimeError::Write {
+pub fn save(dir: &Path, model: &Model) -> Result<(), ArtifactError> {
+    let (graph, tensors) = (model.graph(), model.tensors());
+    let fail = |path: PathBuf, why: String| ArtifactError::Write {
         path: path.display().to_string(),
         why,
     };
@@ -67,12 +88,12 @@ pub fn save(dir: &Path, graph: &IntGraph, tensors: &IntTensors) -> Result<(), Ru
     Ok(())
 }
 
-/// Reads the graph and tensors of an artifact without building a [`Model`].
-pub fn read(dir: &Path) -> Result<(IntGraph, IntTensors), RuntimeError> {
+/// Reads and validates an artifact directory (or a build directory containing `int8/`).
+pub fn read(dir: &Path) -> Result<Model, ArtifactError> {
     let dir = resolve(dir);
     let graph_path = dir.join(GRAPH_FILE);
     let shown = graph_path.display().to_string();
-    let fail = |why: String| RuntimeError::Read {
+    let fail = |why: String| ArtifactError::Read {
         path: shown.clone(),
         why,
     };
@@ -89,7 +110,7 @@ pub fn read(dir: &Path) -> Result<(IntGraph, IntTensors), RuntimeError> {
     match raw.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == graph::VERSION as u64 => {}
         other => {
-            return Err(RuntimeError::Version {
+            return Err(ArtifactError::Version {
                 path: shown,
                 found: other.map_or_else(|| "(missing)".to_string(), |v| v.to_string()),
                 expected: graph::VERSION,
@@ -99,7 +120,7 @@ pub fn read(dir: &Path) -> Result<(IntGraph, IntTensors), RuntimeError> {
     let graph: IntGraph = serde_json::from_value(raw).map_err(|e| fail(e.to_string()))?;
 
     let weights_path = dir.join(WEIGHTS_FILE);
-    let wfail = |why: String| RuntimeError::Read {
+    let wfail = |why: String| ArtifactError::Read {
         path: weights_path.display().to_string(),
         why,
     };
@@ -133,17 +154,8 @@ pub fn read(dir: &Path) -> Result<(IntGraph, IntTensors), RuntimeError> {
         };
         tensors.insert(name, t);
     }
-    Ok((graph, tensors))
-}
-
-/// Loads and validates an artifact directory (or a build directory containing `int8/`).
-pub fn load(dir: &Path) -> Result<Model, RuntimeError> {
-    let (graph, tensors) = read(dir)?;
-    Model::new(graph, &tensors).map_err(|e| match e {
-        RuntimeError::Invalid(why) => RuntimeError::Read {
-            path: resolve(dir).display().to_string(),
-            why,
-        },
-        other => other,
+    Model::validate(graph, tensors).map_err(|source| ArtifactError::Invalid {
+        path: dir.display().to_string(),
+        source,
     })
 }

@@ -1,5 +1,5 @@
 //! The integer-only graph: what lowering produces, the runtime executes, the
-//! artifact stores (as versioned JSON beside a safetensors file) and ONNX export reads.
+//! artifact stores (as versioned JSON beside a safetensors file) and the exporters read.
 //!
 //! Values are int8 tensors with one scale and zero point each. Layout is the
 //! model's: `[C, H, W]` images and `[F]` vectors per sample (the runtime may keep
@@ -192,6 +192,22 @@ impl IntOp {
             IntOp::AvgPool2d { .. } => "avg_pool2d",
             IntOp::GlobalAvgPool { .. } => "global_avg_pool",
             IntOp::Concat { .. } => "concat",
+        }
+    }
+
+    /// The op's node name, for the ops that have one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            IntOp::Conv2d { name, .. }
+            | IntOp::Dense { name, .. }
+            | IntOp::Add { name, .. }
+            | IntOp::Requantize { name, .. }
+            | IntOp::GlobalAvgPool { name, .. }
+            | IntOp::Concat { name, .. } => Some(name),
+            IntOp::Quantize { .. }
+            | IntOp::MaxPool2d { .. }
+            | IntOp::Reshape { .. }
+            | IntOp::AvgPool2d { .. } => None,
         }
     }
 

@@ -1,0 +1,574 @@
+//! Validation of an integer graph with its tensors: every structural fact the runtime and
+//! the exporters rely on, checked in one place. [`Model`] is the proof that it passed.
+
+use std::fmt;
+
+use super::graph::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, ValueId};
+
+/// An integer graph with its tensors that passed [`Model::validate`]: every value is written
+/// once before it is read, shapes fit the ops that join them, every tensor has its op's dtype
+/// and shape, multipliers and clamps are in range, and no int32 accumulator can overflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    graph: IntGraph,
+    tensors: IntTensors,
+}
+
+/// Names an op in an error: ``conv2d `c1` `` for ops with a node name, `op 3 (max_pool2d)` otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRef {
+    /// Position in [`IntGraph::ops`].
+    pub index: usize,
+    pub kind: &'static str,
+    pub name: Option<String>,
+}
+
+impl OpRef {
+    fn new(index: usize, op: &IntOp) -> OpRef {
+        OpRef {
+            index,
+            kind: op.kind(),
+            name: op.name().map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Display for OpRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{} `{name}`", self.kind),
+            None => write!(f, "op {} ({})", self.index, self.kind),
+        }
+    }
+}
+
+/// Why an integer graph is not a valid [`Model`]: the op and the value or tensor at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("format is `{found}`, expected `{}`", graph::FORMAT)]
+    Format { found: String },
+    #[error("version {found} (this qatc reads {})", graph::VERSION)]
+    Version { found: u32 },
+    #[error("input shape {shape:?} must be [C, H, W] or [F]")]
+    InputShape { shape: Vec<usize> },
+    #[error("value `{value}` has invalid quantization {quant:?}")]
+    Quantization { value: String, quant: QParams },
+    #[error("value `{value}` has unsupported shape {shape:?}")]
+    ValueShape { value: String, shape: Vec<usize> },
+    #[error("{op}: value {value} does not exist ({count} values)")]
+    NoSuchValue {
+        op: OpRef,
+        value: ValueId,
+        count: usize,
+    },
+    #[error("{op}: reads value `{value}` before any op writes it")]
+    ReadBeforeWrite { op: OpRef, value: String },
+    #[error("{op}: value `{value}` is written twice")]
+    WrittenTwice { op: OpRef, value: String },
+    /// A shape (or window, or axis) that does not fit the op; `why` says how.
+    #[error("{op}: value `{value}` {why}")]
+    Shape {
+        op: OpRef,
+        value: String,
+        why: String,
+    },
+    #[error("{op}: tensor `{tensor}` is missing")]
+    MissingTensor { op: OpRef, tensor: String },
+    #[error("{op}: tensor `{tensor}` is {dtype} {shape:?}, expected {expected}")]
+    Tensor {
+        op: OpRef,
+        tensor: String,
+        dtype: &'static str,
+        shape: Vec<usize>,
+        expected: String,
+    },
+    #[error("{op}: int32 accumulators could overflow ({what} up to {worst})")]
+    Overflow { op: OpRef, what: String, worst: i64 },
+    #[error("{op}: {found} requantization multipliers for {expected} channels")]
+    RequantCount {
+        op: OpRef,
+        found: usize,
+        expected: usize,
+    },
+    #[error("{op}: multiplier {multiplier} with shift {shift} is out of range")]
+    RequantRange {
+        op: OpRef,
+        multiplier: i32,
+        shift: u32,
+    },
+    #[error("{op}: needs {expected} positive weight scales, has {scales:?}")]
+    WeightScales {
+        op: OpRef,
+        expected: usize,
+        scales: Vec<f32>,
+    },
+    #[error("{op}: clamp [{lo}, {hi}] is outside the range [{qmin}, {qmax}] of value `{value}`")]
+    Clamp {
+        op: OpRef,
+        value: String,
+        lo: i32,
+        hi: i32,
+        qmin: i32,
+        qmax: i32,
+    },
+    #[error("the output value {value} is never computed")]
+    OutputNotComputed { value: ValueId },
+}
+
+impl Model {
+    /// Checks `graph` with its `tensors` completely; the only way to make a [`Model`].
+    pub fn validate(graph: IntGraph, tensors: IntTensors) -> Result<Model, ValidationError> {
+        check(&graph, &tensors)?;
+        Ok(Model { graph, tensors })
+    }
+
+    pub fn graph(&self) -> &IntGraph {
+        &self.graph
+    }
+
+    pub fn tensors(&self) -> &IntTensors {
+        &self.tensors
+    }
+
+    /// Gives the parts back (to change them and validate again).
+    pub fn into_parts(self) -> (IntGraph, IntTensors) {
+        (self.graph, self.tensors)
+    }
+
+    /// The int8 weights and int32 bias of a conv2d or dense, by the names its op gives.
+    /// Panics on any other name: validation saw these tensors.
+    pub fn linear_params(&self, weight: &str, bias: &str) -> (&[i8], &[i32]) {
+        match (self.tensors.get(weight), self.tensors.get(bias)) {
+            (Some(IntTensor::I8 { data: w, .. }), Some(IntTensor::I32 { data: b, .. })) => (w, b),
+            _ => panic!("`{weight}` and `{bias}` are not the weights of a validated op"),
+        }
+    }
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> {
+    if graph.format != graph::FORMAT {
+        return Err(ValidationError::Format {
+            found: graph.format.clone(),
+        });
+    }
+    if graph.version != graph::VERSION {
+        return Err(ValidationError::Version {
+            found: graph.version,
+        });
+    }
+    let input = &graph.input.shape;
+    if numel(input) == 0 || !matches!(input.len(), 1 | 3) {
+        return Err(ValidationError::InputShape {
+            shape: input.clone(),
+        });
+    }
+    for v in &graph.values {
+        let q = &v.quant;
+        let ok = q.scale.is_finite()
+            && q.scale > 0.0
+            && -128 <= q.qmin
+            && q.qmin < q.qmax
+            && q.qmax <= 127
+            && (q.qmin..=q.qmax).contains(&q.zero_point);
+        if !ok {
+            return Err(ValidationError::Quantization {
+                value: v.name.clone(),
+                quant: *q,
+            });
+        }
+        if v.shape.is_empty() || numel(&v.shape) == 0 || v.shape.len() > 3 {
+            return Err(ValidationError::ValueShape {
+                value: v.name.clone(),
+                shape: v.shape.clone(),
+            });
+        }
+    }
+    let count = graph.values.len();
+    let mut written = vec![false; count];
+    for (i, op) in graph.ops.iter().enumerate() {
+        let at = OpRef::new(i, op);
+        for value in op.inputs().into_iter().chain([op.output()]) {
+            if value >= count {
+                return Err(ValidationError::NoSuchValue {
+                    op: at,
+                    value,
+                    count,
+                });
+            }
+        }
+        for v in op.inputs() {
+            if !written[v] {
+                return Err(ValidationError::ReadBeforeWrite {
+                    op: at,
+                    value: graph.values[v].name.clone(),
+                });
+            }
+        }
+        if std::mem::replace(&mut written[op.output()], true) {
+            return Err(ValidationError::WrittenTwice {
+                op: at,
+                value: graph.values[op.output()].name.clone(),
+            });
+        }
+        OpCheck { graph, tensors, at }.op(op)?;
+    }
+    if graph.output >= count || !written[graph.output] {
+        return Err(ValidationError::OutputNotComputed {
+            value: graph.output,
+        });
+    }
+    Ok(())
+}
+
+/// The checks of one op whose values exist and are written in order.
+struct OpCheck<'a> {
+    graph: &'a IntGraph,
+    tensors: &'a IntTensors,
+    at: OpRef,
+}
+
+impl OpCheck<'_> {
+    fn shape(&self, value: ValueId, why: String) -> ValidationError {
+        ValidationError::Shape {
+            op: self.at.clone(),
+            value: self.graph.values[value].name.clone(),
+            why,
+        }
+    }
+
+    /// `[C, H, W]` of an image value.
+    fn image(&self, value: ValueId) -> Result<(usize, usize, usize), ValidationError> {
+        match self.graph.values[value].shape[..] {
+            [c, h, w] => Ok((c, h, w)),
+            ref other => Err(self.shape(value, format!("has shape {other:?}, not [C, H, W]"))),
+        }
+    }
+
+    fn expect_shape(&self, value: ValueId, expected: &[usize]) -> Result<(), ValidationError> {
+        let shape = &self.graph.values[value].shape;
+        if shape != expected {
+            return Err(self.shape(value, format!("has shape {shape:?}, expected {expected:?}")));
+        }
+        Ok(())
+    }
+
+    fn op(&self, op: &IntOp) -> Result<(), ValidationError> {
+        let value = |v: ValueId| &self.graph.values[v];
+        let out = value(op.output());
+        match op {
+            IntOp::Quantize { output } => self.expect_shape(*output, &self.graph.input.shape),
+            IntOp::Conv2d {
+                input,
+                output,
+                weight,
+                bias,
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                pad,
+                groups,
+                weight_scales,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let (c, h, w) = self.image(*input)?;
+                let (k, s, p, g) = (*kernel, *stride, *pad, *groups);
+                if c != *in_channels
+                    || k == 0
+                    || s == 0
+                    || g == 0
+                    || c % g != 0
+                    || out_channels % g != 0
+                    || h + 2 * p < k
+                    || w + 2 * p < k
+                {
+                    return Err(self.shape(*input, format!("has shape {:?}, which kernel {k}, stride {s}, padding {p}, groups {g} for {in_channels}→{out_channels} channels do not fit", value(*input).shape)));
+                }
+                let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+                self.expect_shape(*output, &[*out_channels, oh, ow])?;
+                self.linear_tensors(weight, bias, &[*out_channels, c / g, k, k])?;
+                self.requant(requant, *out_channels)?;
+                self.scales(weight_scales, *out_channels)?;
+                self.clamp(*output, *act_min, *act_max)
+            }
+            IntOp::Dense {
+                input,
+                output,
+                weight,
+                bias,
+                in_features,
+                out_features,
+                weight_scales,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                self.expect_shape(*input, &[*in_features])?;
+                self.expect_shape(*output, &[*out_features])?;
+                self.linear_tensors(weight, bias, &[*out_features, *in_features])?;
+                self.requant(requant, *out_features)?;
+                self.scales(weight_scales, *out_features)?;
+                self.clamp(*output, *act_min, *act_max)
+            }
+            IntOp::MaxPool2d {
+                input,
+                output,
+                size,
+                stride,
+            }
+            | IntOp::AvgPool2d {
+                input,
+                output,
+                size,
+                stride,
+            } => {
+                let (c, h, w) = self.image(*input)?;
+                if *size == 0 || *stride == 0 || *size > h || *size > w {
+                    return Err(self.shape(
+                        *input,
+                        format!(
+                            "has shape {:?}, which window {size} stride {stride} does not fit",
+                            value(*input).shape
+                        ),
+                    ));
+                }
+                let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
+                self.expect_shape(*output, &[c, oh, ow])?;
+                self.same_quant(*input, *output)
+            }
+            IntOp::Reshape { input, output } => {
+                let inp = value(*input);
+                if numel(&inp.shape) != numel(&out.shape) || out.shape.len() != 1 {
+                    return Err(self.shape(
+                        *output,
+                        format!(
+                            "has shape {:?}, but {:?} reshapes only to a vector of as many values",
+                            out.shape, inp.shape
+                        ),
+                    ));
+                }
+                self.same_quant(*input, *output)
+            }
+            IntOp::Add {
+                inputs,
+                output,
+                multipliers,
+                shift,
+                act_min,
+                act_max,
+                ..
+            } => {
+                for &i in inputs {
+                    self.expect_shape(i, &out.shape)?;
+                }
+                let [a, b] = multipliers.map(|multiplier| Requant {
+                    multiplier,
+                    shift: *shift,
+                });
+                self.requant(&[a, b], 2)?;
+                self.clamp(*output, *act_min, *act_max)
+            }
+            IntOp::Requantize {
+                input,
+                output,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                self.expect_shape(*input, &out.shape)?;
+                self.requant(&[*requant], 1)?;
+                self.clamp(*output, *act_min, *act_max)
+            }
+            IntOp::GlobalAvgPool {
+                input,
+                output,
+                requant,
+                act_min,
+                act_max,
+                ..
+            } => {
+                let (c, h, w) = self.image(*input)?;
+                self.expect_shape(*output, &[c])?;
+                // Σ (x - zp) over H·W values of at most 255 in magnitude must fit int32.
+                let worst = (h * w) as i64 * 255;
+                if worst > i32::MAX as i64 {
+                    return Err(ValidationError::Overflow {
+                        op: self.at.clone(),
+                        what: format!("the sum of {h}x{w} values"),
+                        worst,
+                    });
+                }
+                self.requant(&[*requant], 1)?;
+                self.clamp(*output, *act_min, *act_max)
+            }
+            IntOp::Concat {
+                inputs,
+                output,
+                axis,
+                requant,
+                ..
+            } => {
+                let rank = out.shape.len();
+                if inputs.is_empty() || *axis >= rank {
+                    return Err(self.shape(
+                        *output,
+                        format!(
+                            "has shape {:?}, which axis {axis} of {} inputs does not fit",
+                            out.shape,
+                            inputs.len()
+                        ),
+                    ));
+                }
+                self.requant(requant, inputs.len())?;
+                let mut joined = 0;
+                for &i in inputs {
+                    let s = &value(i).shape;
+                    let fits = s.len() == rank
+                        && s.iter()
+                            .zip(&out.shape)
+                            .enumerate()
+                            .all(|(k, (a, b))| k == *axis || a == b);
+                    if !fits {
+                        return Err(self.shape(
+                            i,
+                            format!(
+                                "has shape {s:?}, which does not fit output {:?} along axis {axis}",
+                                out.shape
+                            ),
+                        ));
+                    }
+                    joined += s[*axis];
+                }
+                if joined != out.shape[*axis] {
+                    return Err(self.shape(
+                        *output,
+                        format!(
+                            "has {} along axis {axis}, but the inputs add up to {joined}",
+                            out.shape[*axis]
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Pooling and reshaping move values: the output keeps the input's parameters.
+    fn same_quant(&self, input: ValueId, output: ValueId) -> Result<(), ValidationError> {
+        let (inp, out) = (&self.graph.values[input], &self.graph.values[output]);
+        if inp.quant != out.quant {
+            return Err(self.shape(
+                output,
+                format!(
+                    "has quantization {:?}, but must keep the input's {:?}",
+                    out.quant, inp.quant
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn tensor(&self, name: &str) -> Result<&IntTensor, ValidationError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| ValidationError::MissingTensor {
+                op: self.at.clone(),
+                tensor: name.into(),
+            })
+    }
+
+    /// Weights `[out, per...]` int8 and bias `[out]` int32, and no int32 accumulator overflow.
+    fn linear_tensors(
+        &self,
+        weight: &str,
+        bias: &str,
+        w_shape: &[usize],
+    ) -> Result<(), ValidationError> {
+        let wrong = |tensor: &str, t: &IntTensor, expected: String| ValidationError::Tensor {
+            op: self.at.clone(),
+            tensor: tensor.into(),
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            expected,
+        };
+        match self.tensor(weight)? {
+            IntTensor::I8 { shape, data } if shape == w_shape && data.len() == numel(w_shape) => {}
+            t => return Err(wrong(weight, t, format!("int8 {w_shape:?}"))),
+        }
+        let b = match self.tensor(bias)? {
+            IntTensor::I32 { shape, data }
+                if shape == &[w_shape[0]] && data.len() == w_shape[0] =>
+            {
+                data
+            }
+            t => return Err(wrong(bias, t, format!("int32 [{}]", w_shape[0]))),
+        };
+        let k = numel(&w_shape[1..]) as i64;
+        let worst = b.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0) + k * 255 * 127;
+        if worst > i32::MAX as i64 {
+            return Err(ValidationError::Overflow {
+                op: self.at.clone(),
+                what: format!("bias and {k} products"),
+                worst,
+            });
+        }
+        Ok(())
+    }
+
+    fn requant(&self, rq: &[Requant], expected: usize) -> Result<(), ValidationError> {
+        if rq.len() != expected {
+            return Err(ValidationError::RequantCount {
+                op: self.at.clone(),
+                found: rq.len(),
+                expected,
+            });
+        }
+        match rq
+            .iter()
+            .find(|r| r.multiplier < 0 || !(1..=62).contains(&r.shift))
+        {
+            Some(r) => Err(ValidationError::RequantRange {
+                op: self.at.clone(),
+                multiplier: r.multiplier,
+                shift: r.shift,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn scales(&self, scales: &[f32], expected: usize) -> Result<(), ValidationError> {
+        if scales.len() != expected || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(ValidationError::WeightScales {
+                op: self.at.clone(),
+                expected,
+                scales: scales.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    fn clamp(&self, output: ValueId, lo: i32, hi: i32) -> Result<(), ValidationError> {
+        let out = &self.graph.values[output];
+        let q = &out.quant;
+        if lo > hi || lo < q.qmin || hi > q.qmax {
+            return Err(ValidationError::Clamp {
+                op: self.at.clone(),
+                value: out.name.clone(),
+                lo,
+                hi,
+                qmin: q.qmin,
+                qmax: q.qmax,
+            });
+        }
+        Ok(())
+    }
+}
