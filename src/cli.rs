@@ -351,11 +351,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             if code == "ops" {
                 for op in ops::OPS {
                     println!(
-                        "{}({})\n    {}\n    shape: {}",
-                        op.name,
-                        op_signature(op),
+                        "{}\n    {}\n    shape: {}\n    quantization: {}",
+                        op.signature(),
                         op.doc,
-                        op.shape_rule
+                        op.shape_rule,
+                        op.role.describe()
                     );
                     for arg in op.args {
                         println!(
@@ -459,21 +459,6 @@ fn plural_warnings(n: usize) -> String {
         1 => ", 1 warning".into(),
         n => format!(", {n} warnings"),
     }
-}
-
-fn op_signature(op: &ops::OpDef) -> String {
-    let tensors = (0..op.inputs).map(|i| {
-        if op.inputs == 1 {
-            "x".to_string()
-        } else {
-            format!("x{}", i + 1)
-        }
-    });
-    let named = op.args.iter().map(|a| match a.default {
-        Some(d) => format!("{} = {d}", a.name),
-        None => a.name.to_string(),
-    });
-    tensors.chain(named).collect::<Vec<_>>().join(", ")
 }
 
 /// `qatc run`: predictions (one class per line) or, with labels, the accuracy.

@@ -253,3 +253,31 @@ proptest! {
         }
     }
 }
+
+/// `qatc explain ops` is generated from the op definitions: every op with its
+/// signature and its quantization role, which is what the passes and lints read.
+#[test]
+fn explain_ops_lists_every_op_with_its_quantization_role() {
+    let out = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args(["explain", "ops"])
+        .output()
+        .expect("qatc runs");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    for def in qatc::ir::ops::OPS {
+        assert!(
+            text.contains(&def.signature()),
+            "{} missing:\n{text}",
+            def.name
+        );
+    }
+    let roles = text.matches("    quantization: ").count();
+    assert_eq!(roles, qatc::ir::ops::OPS.len(), "{text}");
+    assert!(
+        text.contains("max_pool2d(x, size, stride = size)\n"),
+        "{text}"
+    );
+    let pool = &text[text.find("max_pool2d(").unwrap()..];
+    let pool_role = pool.lines().find(|l| l.contains("quantization:")).unwrap();
+    assert!(pool_role.contains("keeps its input's scale"), "{pool_role}");
+}

@@ -395,16 +395,21 @@ fn depthwise_relu6_concat_and_pools_run_in_litert_like_in_qatc() {
     check_model(&write(tmp.path(), "branches.qat", common::BRANCHES));
 }
 
-/// An op with no int8 TFLite form is named at its source location before any training;
-/// the expected terminal output is checked in beside the input.
+/// An op with no int8 TFLite (or, for `--emit onnx`, no int8) form is named at its
+/// source location before any training; the expected terminal output is checked in
+/// beside the input (`QATC_BLESS=1` rewrites it).
 #[test]
 fn ops_without_a_tflite_form_are_refused_before_training() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tflite");
     let tmp = tempfile::tempdir().unwrap();
     let recipe = write(tmp.path(), "recipe.yaml", RECIPE);
-    for case in ["unsupported", "narrow"] {
+    for (case, format, golden) in [
+        ("unsupported", "tflite", "unsupported.stderr"),
+        ("narrow", "tflite", "narrow.stderr"),
+        ("unsupported", "onnx", "unsupported.onnx.stderr"),
+    ] {
         let model = dir.join(format!("{case}.qat"));
-        let out = tmp.path().join(case);
+        let out = tmp.path().join(golden);
         let run = qatc(&[
             "build",
             model.to_str().unwrap(),
@@ -413,14 +418,14 @@ fn ops_without_a_tflite_form_are_refused_before_training() {
             "--out",
             out.to_str().unwrap(),
             "--emit",
-            "tflite",
+            format,
             "--color",
             "never",
         ]);
         let stderr = String::from_utf8_lossy(&run.stderr).replace(dir.to_str().unwrap(), "$DIR");
         assert_eq!(run.status.code(), Some(1), "{stderr}");
         assert!(!out.exists(), "{case}: training started");
-        let golden = dir.join(format!("{case}.stderr"));
+        let golden = dir.join(golden);
         if std::env::var_os("QATC_BLESS").is_some() {
             std::fs::write(&golden, &stderr).unwrap();
         }

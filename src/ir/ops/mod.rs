@@ -431,6 +431,21 @@ impl QuantRole {
         }
     }
 
+    /// One line for `qatc explain ops`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            QuantRole::Input => "quantized where a quantized op reads it",
+            QuantRole::Computes => {
+                "computes new values: its output gets its own scale and zero point"
+            }
+            QuantRole::MovesValues => {
+                "only moves values: keeps its input's scale and zero point (`@float` has no effect)"
+            }
+            QuantRole::Identity => "the identity in the int8 model (`@float` has no effect)",
+            QuantRole::Quantizes => "marks where a value is quantized",
+        }
+    }
+
     /// `@float` on such an op does not keep the int8 model from being integer-only.
     pub fn float_is_harmless(self) -> bool {
         self != QuantRole::Computes
