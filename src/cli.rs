@@ -72,8 +72,12 @@ pub enum Command {
         #[arg(long, value_name = "wXaY")]
         quant: Option<BitWidths>,
     },
-    /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
-    Explain { code: String },
+    /// Explain a diagnostic code (e.g. `qatc explain E0007`); `qatc explain codes` lists
+    /// every code, `qatc explain ops` every op.
+    Explain {
+        /// A code such as E0007, or `codes`, or `ops`.
+        code: String,
+    },
     /// Rewrite .qat files in the canonical layout (comments are kept).
     Fmt {
         #[arg(required = true)]
@@ -370,8 +374,16 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
+            if code == "codes" {
+                let mut all = crate::codes::EXPLANATIONS.to_vec();
+                all.sort_by_key(|(code, _, _)| *code);
+                for (code, title, _) in all {
+                    println!("{code}  {title}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let (title, text) = crate::codes::explain(&code).ok_or_else(|| {
-                format!("no diagnostic has the code `{code}`; codes look like E0007")
+                format!("no diagnostic has the code `{code}`; `qatc explain codes` lists them")
             })?;
             println!("{}: {title}\n\n{text}", code.to_ascii_uppercase());
             Ok(ExitCode::SUCCESS)

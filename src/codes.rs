@@ -45,7 +45,7 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
     (INVALID_OUTPUT, "invalid output", "A model needs exactly one `output` statement naming the value it produces.\n"),
     (UNKNOWN_ANNOTATION, "unknown or malformed annotation", "Bindings accept `@float` (keep this op in float), `@frozen` (its parameters\ndo not train; on a block call, every layer of the block) and\n`@quant(weights = intN(...), activations = intN(...))` (override the defaults).\n"),
     (NO_MODEL, "model not found", "The file has no model, or not the one asked for with `--model`.\n"),
-    (INVALID_RECIPE, "invalid training recipe", "The YAML recipe beside the model (or given with --recipe) is malformed, has an\nunknown key, or a value out of range. Sections: data (dir, classes, train_limit,\ntest_limit), train (epochs, batch_size, optimizer, learning_rate, seed), qat (epochs,\nlearning_rate), ptq (calibration_samples).\n"),
+    (INVALID_RECIPE, "invalid training recipe", "The YAML recipe beside the model (or given with --recipe) is malformed, has an\nunknown key, or a value out of range. Its keys (only `train.epochs` and\n`train.learning_rate` are required):\n\n  data.dir                 directory of IDX files (default: $QATC_FASHION_MNIST or Debian's Fashion-MNIST)\n  data.classes             keep only these classes, relabelled 0..n in this order\n  data.train_limit         use at most this many training images\n  data.test_limit          evaluate on at most this many test images\n  train.epochs             float training epochs (the control run trains as many as qat.epochs more)\n  train.batch_size         images per step (64)\n  train.optimizer          adam or sgd (adam)\n  train.learning_rate      float training learning rate\n  train.seed               seed of initialization, shuffling and sampling (0)\n  qat.epochs               quantization-aware fine-tuning epochs (1)\n  qat.learning_rate        its learning rate (0.0001)\n  qat.weight_range         min_max or mse weight ranges each step (mse)\n  qat.learn_ranges         learn scales (LSQ-style) instead of observing them (false)\n  qat.range_learning_rate  learning rate of the learned scales (0.001)\n  qat.freeze_bn_after      QAT epochs before BatchNorm statistics freeze (0)\n  qat.freeze_observers_after  QAT epochs before activation observers stop moving (never)\n  qat.init_observer        calibration QAT starts from: min_max, percentile or mse (mse)\n  ptq.calibration_samples  images used to calibrate activation ranges (1000)\n  ptq.observer             min_max, percentile or mse (min_max)\n  ptq.percentile           for the percentile observer: the share kept (99.99)\n  ptq.weight_range         min_max or mse (min_max)\n  transfer.weights         pretrained safetensors file, relative to the recipe\n  transfer.build           a .qat whose build makes transfer.weights when it is missing\n  transfer.map             renames: tensor name here -> name in the weight file\n  transfer.skip            layers not loaded (e.g. a new head)\n  transfer.freeze          layers whose parameters and statistics do not change\n  transfer.unfreeze_for_qat  train the frozen layers again in the control and QAT stages (false)\n"),
     (RECURSIVE_BLOCK, "recursive block", "A block calls itself, directly or through other blocks. Blocks are inlined into\nthe model graph, so recursion would never end:\n\n    block a(x: tensor) { let y = b(x) output y }\n    block b(x: tensor) { let y = a(x) output y }   // error: a -> b -> a\n\nCall the block several times from the model instead.\n"),
     (IMPORT_FAILED, "import failed", "A `use \"file.qat\"` names a file that cannot be read, or that has errors of its\nown. Paths are relative to the importing file. Run `qatc check` on the imported\nfile to see its errors.\n"),
     (IMPORT_CYCLE, "import cycle", "Files import each other in a cycle (a.qat uses b.qat, which uses a.qat). Move the\nshared blocks into a third file that both import.\n"),
@@ -64,4 +64,23 @@ pub fn explain(code: &str) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(c, _, _)| *c == code)
         .map(|(_, t, e)| (*t, *e))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every code constant above has an explanation (read from this file's source, so a
+    /// new constant without one fails here).
+    #[test]
+    fn every_code_is_explained() {
+        let source = include_str!("codes.rs");
+        let codes: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \""))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(codes.len() > 20, "{codes:?}");
+        for code in codes {
+            assert!(super::explain(code).is_some(), "{code} has no explanation");
+        }
+    }
 }

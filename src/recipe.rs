@@ -401,6 +401,27 @@ mod tests {
 
     const GOOD: &str = "train:\n  epochs: 2\n  learning_rate: 0.001\n";
 
+    /// E0015's explanation names every key a recipe accepts (keys from a serialized
+    /// recipe with every section, so a new field shows up here).
+    #[test]
+    fn e0015_explains_every_recipe_key() {
+        let text = "transfer:\n  weights: w.safetensors\n".to_string() + GOOD;
+        let recipe = Recipe::parse("r.yaml", &text).unwrap();
+        let (_, explanation) = crate::codes::explain(codes::INVALID_RECIPE).unwrap();
+        let tree = serde_yaml::to_value(&recipe).unwrap();
+        let mut missing = Vec::new();
+        for (section, fields) in tree.as_mapping().unwrap() {
+            let section = section.as_str().unwrap();
+            for key in fields.as_mapping().unwrap().keys() {
+                let key = key.as_str().unwrap();
+                if !explanation.contains(&format!("{section}.{key}")) {
+                    missing.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "E0015 does not name {missing:?}");
+    }
+
     #[test]
     fn defaults_fill_in_optional_sections() {
         let r = Recipe::parse("r.yaml", GOOD).unwrap();
