@@ -1,6 +1,6 @@
 //! qatc's int8 runtime vs libtorch float vs ONNX Runtime and LiteRT (on the exported
 //! int8 `.onnx` and `.tflite` models),
-//! on the seed model and the transfer CNN: batch-1 latency and batch-256 throughput, one thread and all.
+//! on the seed model and the transfer CNN (or the model files given as arguments): batch-1 latency and batch-256 throughput, one thread and all.
 //! Prints a table and the ratios measured in this run.
 //!
 //! `cargo bench --bench int8` (after `source scripts/env.sh`). Weights are random,
@@ -40,7 +40,21 @@ struct Row {
 }
 
 fn main() {
-    for model in ["examples/fashion/cnn.qat", "examples/fashion/transfer.qat"] {
+    // Model files as arguments (cargo passes its own `--bench` flag too), else the two
+    // small ones `make test` runs: `cargo bench --bench int8 -- examples/fashion/mobilenet.qat`.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let models = if chosen.is_empty() {
+        vec![
+            "examples/fashion/cnn.qat".to_string(),
+            "examples/fashion/transfer.qat".to_string(),
+        ]
+    } else {
+        chosen
+    };
+    for model in &models {
         bench(model);
         println!();
     }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 pub use kernels::Isa;
 
 use crate::int8::{self, ArtifactError, IntGraph, IntOp, QParams, Requant};
-use kernels::{Packed, Requantizer};
+use kernels::{Depthwise, Packed, Requantizer, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -57,6 +57,15 @@ enum Step {
         zp_in: i32,
         packed: Vec<Packed>,
         requant: Vec<Requantizer>,
+    },
+    /// A convolution with one filter per channel (groups = channels = filters).
+    Depthwise {
+        input: usize,
+        output: usize,
+        window: Window,
+        zp_in: i32,
+        weights: Depthwise,
+        requant: Requantizer,
     },
     Dense {
         input: usize,
@@ -232,6 +241,30 @@ impl Model {
                         };
                         let (cg, og) = (c / g, out_channels / g);
                         let (wq, bq) = model.linear_params(weight, bias);
+                        if g > 1 && cg == 1 && og == 1 {
+                            return Step::Depthwise {
+                                input: *input,
+                                output: *output,
+                                window: Window {
+                                    h,
+                                    w,
+                                    oh: geom.oh,
+                                    ow: geom.ow,
+                                    k,
+                                    stride: s,
+                                    pad: p,
+                                },
+                                zp_in: inp.quant.zero_point,
+                                weights: Depthwise::new(wq, c, k * k),
+                                requant: Requantizer::new(
+                                    bq.to_vec(),
+                                    requant.clone(),
+                                    out.quant.zero_point,
+                                    *act_min,
+                                    *act_max,
+                                ),
+                            };
+                        }
                         let mut packed = Vec::with_capacity(g);
                         let mut rqs = Vec::with_capacity(g);
                         for gi in 0..g {
@@ -608,6 +641,26 @@ impl Model {
                             }
                         }
                     }
+                }
+                (*output, y)
+            }
+            Step::Depthwise {
+                input,
+                output,
+                window,
+                zp_in,
+                weights,
+                requant,
+            } => {
+                let (c, pixels) = (weights.channels, window.oh * window.ow);
+                let mut y = vec![0i8; n * pixels * c];
+                let mut acc = vec![0i32; pixels * weights.cp];
+                for (x, y) in values[*input]
+                    .chunks(window.h * window.w * c)
+                    .zip(y.chunks_mut(pixels * c))
+                {
+                    kernels::depthwise(isa, x, *window, *zp_in, weights, &mut acc);
+                    requant.rows(isa, &acc, pixels, weights.cp, y);
                 }
                 (*output, y)
             }
