@@ -322,6 +322,20 @@ fn stages(graph: Graph) -> String {
     let model = qatc::runtime::Model::new(&int8);
     let mut rng = SplitMix64::named("input");
     let x: Vec<f32> = (0..model.input_len()).map(|_| rng.uniform()).collect();
+    // One image on one thread, and shared out over three threads (rows of each layer
+    // computed in parallel): the same integers.
+    let on_threads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| model.run(&x).map_err(|e| e.to_string()))
+    };
+    assert_eq!(
+        on_threads(1),
+        on_threads(3),
+        "thread count changed the output"
+    );
     match model.run(&x) {
         Ok(y) => {
             let _ = writeln!(out, "{y:?}");

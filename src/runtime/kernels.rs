@@ -5,6 +5,8 @@
 //! int32 (the loader checks that no accumulator can overflow) and the fixed-point
 //! requantization is exact 64-bit arithmetic, so the results are identical, not close.
 
+use std::ops::Range;
+
 use crate::int8::Requant;
 
 /// Which kernels run.
@@ -371,40 +373,63 @@ impl Depthwise {
     }
 }
 
-/// The int32 sums of one image's depthwise convolution: `acc` holds `oh*ow` rows of
-/// stride `cp`, row `p` the sums of `(x - zp) * w` over pixel `p`'s window. Taps outside
-/// the image add nothing (padding holds the zero point, i.e. zero).
-pub fn depthwise(isa: Isa, x: &[i8], win: Window, zp: i32, w: &Depthwise, acc: &mut [i32]) {
+/// The int32 sums of output rows `rows` of one image's depthwise convolution: `acc`
+/// holds `rows.len() * ow` rows of stride `cp`, each the sums of `(x - zp) * w` over one
+/// pixel's window. Taps outside the image add nothing (padding holds the zero point).
+pub fn depthwise(
+    isa: Isa,
+    x: &[i8],
+    win: Window,
+    rows: Range<usize>,
+    zp: i32,
+    w: &Depthwise,
+    acc: &mut [i32],
+) {
     assert!(
         x.len() >= win.h * win.w * w.channels
-            && acc.len() >= win.oh * win.ow * w.cp
+            && rows.end <= win.oh
+            && acc.len() >= rows.len() * win.ow * w.cp
             && w.taps == win.k * win.k
     );
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 && Isa::Avx2.available() {
         // SAFETY: the CPU has AVX2 (checked just above).
-        unsafe { depthwise_avx2(x, win, zp, w, acc) };
+        unsafe { depthwise_avx2(x, win, rows, zp, w, acc) };
         return;
     }
     let _ = isa;
-    depthwise_body(x, win, zp, w, acc);
+    depthwise_body(x, win, rows, zp, w, acc);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn depthwise_avx2(x: &[i8], win: Window, zp: i32, w: &Depthwise, acc: &mut [i32]) {
-    depthwise_body(x, win, zp, w, acc);
+unsafe fn depthwise_avx2(
+    x: &[i8],
+    win: Window,
+    rows: Range<usize>,
+    zp: i32,
+    w: &Depthwise,
+    acc: &mut [i32],
+) {
+    depthwise_body(x, win, rows, zp, w, acc);
 }
 
 // One body for both instruction sets: the AVX2 entry point only lets the compiler use
 // wider vectors, so both compute the same integers.
 #[inline(always)]
-fn depthwise_body(x: &[i8], win: Window, zp: i32, w: &Depthwise, acc: &mut [i32]) {
+fn depthwise_body(
+    x: &[i8],
+    win: Window,
+    rows: Range<usize>,
+    zp: i32,
+    w: &Depthwise,
+    acc: &mut [i32],
+) {
     let (c, cp) = (w.channels, w.cp);
     let zp = zp as i16;
-    for oy in 0..win.oh {
+    for (r, oy) in rows.enumerate() {
         for ox in 0..win.ow {
-            let a = &mut acc[(oy * win.ow + ox) * cp..][..c];
+            let a = &mut acc[(r * win.ow + ox) * cp..][..c];
             a.fill(0);
             for ky in 0..win.k {
                 let iy = (oy * win.stride + ky) as isize - win.pad as isize;
@@ -529,7 +554,13 @@ mod tests {
             let dw = Depthwise::new(&wt, c, k * k);
             for isa in [Isa::Portable, Isa::detect()] {
                 let mut acc = vec![0; oh * ow * dw.cp];
-                depthwise(isa, &x, win, zp, &dw, &mut acc);
+                depthwise(isa, &x, win, 0..oh, zp, &dw, &mut acc);
+                // Computed in two row ranges, as two threads do, the sums are the same.
+                let mut halves = vec![0; oh * ow * dw.cp];
+                let (top, bottom) = halves.split_at_mut(oh / 2 * ow * dw.cp);
+                depthwise(isa, &x, win, 0..oh / 2, zp, &dw, top);
+                depthwise(isa, &x, win, oh / 2..oh, zp, &dw, bottom);
+                assert_eq!(acc, halves);
                 for (oy, ox, ch) in (0..oh)
                     .flat_map(|y| (0..ow).map(move |x| (y, x)))
                     .flat_map(|(y, x)| (0..c).map(move |ch| (y, x, ch)))

@@ -7,6 +7,7 @@
 
 pub mod kernels;
 
+use std::ops::Range;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -615,31 +616,27 @@ impl Model {
                 packed,
                 requant,
             } => {
-                let g = *geom;
-                let (cg, og) = (g.c / g.groups, packed[0].out);
+                let g = geom;
+                let oc = packed[0].out * g.groups;
                 let pixels = g.oh * g.ow;
-                let oc = og * g.groups;
                 let mut y = vec![0i8; n * pixels * oc];
-                let kp = packed[0].kp;
-                let mut cols = vec![0i16; pixels * kp];
-                let mut acc = vec![0i32; pixels * packed[0].acc_stride()];
-                let mut part = vec![0i8; if g.groups == 1 { 0 } else { pixels * og }];
-                for (x, y) in values[*input]
-                    .chunks(g.h * g.w * g.c)
-                    .zip(y.chunks_mut(pixels * oc))
-                {
-                    for gi in 0..g.groups {
-                        im2col(x, &g, gi * cg, cg, *zp_in, kp, &mut cols);
-                        kernels::gemm(isa, &cols, pixels, &packed[gi], &mut acc);
-                        if g.groups == 1 {
-                            requant[0].rows(isa, &acc, pixels, packed[0].acc_stride(), y);
-                        } else {
-                            requant[gi].rows(isa, &acc, pixels, packed[gi].acc_stride(), &mut part);
-                            for p in 0..pixels {
-                                y[p * oc + gi * og..p * oc + (gi + 1) * og]
-                                    .copy_from_slice(&part[p * og..(p + 1) * og]);
-                            }
-                        }
+                let per_image = values[*input].chunks(g.h * g.w * g.c);
+                let conv = |x: &[i8], rows: Range<usize>, y: &mut [i8], buf: &mut ConvBuffers| {
+                    conv_rows(isa, x, g, *zp_in, packed, requant, rows, y, buf)
+                };
+                if let Some(part) = rows_per_thread(n, g.oh) {
+                    // One image: its output rows are shared out among the threads.
+                    let x = &values[*input][..g.h * g.w * g.c];
+                    y.par_chunks_mut(part * g.ow * oc)
+                        .enumerate()
+                        .for_each(|(i, y)| {
+                            let rows = i * part..(i * part + part).min(g.oh);
+                            conv(x, rows, y, &mut ConvBuffers::default())
+                        });
+                } else {
+                    let mut buf = ConvBuffers::default();
+                    for (x, y) in per_image.zip(y.chunks_mut(pixels * oc)) {
+                        conv(x, 0..g.oh, y, &mut buf);
                     }
                 }
                 (*output, y)
@@ -654,13 +651,25 @@ impl Model {
             } => {
                 let (c, pixels) = (weights.channels, window.oh * window.ow);
                 let mut y = vec![0i8; n * pixels * c];
-                let mut acc = vec![0i32; pixels * weights.cp];
-                for (x, y) in values[*input]
-                    .chunks(window.h * window.w * c)
-                    .zip(y.chunks_mut(pixels * c))
-                {
-                    kernels::depthwise(isa, x, *window, *zp_in, weights, &mut acc);
-                    requant.rows(isa, &acc, pixels, weights.cp, y);
+                let image = window.h * window.w * c;
+                let dw = |x: &[i8], rows: Range<usize>, y: &mut [i8], acc: &mut Vec<i32>| {
+                    acc.resize(rows.len() * window.ow * weights.cp, 0);
+                    kernels::depthwise(isa, x, *window, rows.clone(), *zp_in, weights, acc);
+                    requant.rows(isa, acc, rows.len() * window.ow, weights.cp, y);
+                };
+                if let Some(part) = rows_per_thread(n, window.oh) {
+                    let x = &values[*input][..image];
+                    y.par_chunks_mut(part * window.ow * c)
+                        .enumerate()
+                        .for_each(|(i, y)| {
+                            let rows = i * part..(i * part + part).min(window.oh);
+                            dw(x, rows, y, &mut Vec::new())
+                        });
+                } else {
+                    let mut acc = Vec::new();
+                    for (x, y) in values[*input].chunks(image).zip(y.chunks_mut(pixels * c)) {
+                        dw(x, 0..window.oh, y, &mut acc);
+                    }
                 }
                 (*output, y)
             }
@@ -865,13 +874,82 @@ impl Model {
     }
 }
 
-/// Channels-last im2col of one group: row `p` holds `(x - zp)` for every `(ky, kx, c)`
-/// of output pixel `p`'s window (zero where the window leaves the image), then zeros up to `kp`.
-fn im2col(x: &[i8], g: &ConvGeom, c0: usize, cg: usize, zp: i32, kp: usize, cols: &mut [i16]) {
+/// With a single image and several threads, how many output rows each thread computes;
+/// None when images are already spread over the threads (batches) or there is one thread.
+fn rows_per_thread(images: usize, rows: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    (images == 1 && threads > 1 && rows > 1).then(|| rows.div_ceil(threads))
+}
+
+/// Scratch space of one convolution worker, reused from image to image.
+#[derive(Default)]
+struct ConvBuffers {
+    cols: Vec<i16>,
+    acc: Vec<i32>,
+    part: Vec<i8>,
+}
+
+/// Output rows `rows` of one image's convolution into `y` (`rows.len() * ow` pixels of
+/// all output channels): per group, im2col, GEMM and requantization.
+#[allow(clippy::too_many_arguments)]
+fn conv_rows(
+    isa: Isa,
+    x: &[i8],
+    g: &ConvGeom,
+    zp_in: i32,
+    packed: &[Packed],
+    requant: &[Requantizer],
+    rows: Range<usize>,
+    y: &mut [i8],
+    buf: &mut ConvBuffers,
+) {
+    let (cg, og) = (g.c / g.groups, packed[0].out);
+    let oc = og * g.groups;
+    let pixels = rows.len() * g.ow;
+    let kp = packed[0].kp;
+    buf.cols.resize(pixels * kp, 0);
+    buf.acc.resize(pixels * packed[0].acc_stride(), 0);
+    buf.part
+        .resize(if g.groups == 1 { 0 } else { pixels * og }, 0);
+    for gi in 0..g.groups {
+        im2col(x, g, rows.clone(), gi * cg, cg, zp_in, kp, &mut buf.cols);
+        kernels::gemm(isa, &buf.cols, pixels, &packed[gi], &mut buf.acc);
+        if g.groups == 1 {
+            requant[0].rows(isa, &buf.acc, pixels, packed[0].acc_stride(), y);
+        } else {
+            requant[gi].rows(
+                isa,
+                &buf.acc,
+                pixels,
+                packed[gi].acc_stride(),
+                &mut buf.part,
+            );
+            for p in 0..pixels {
+                y[p * oc + gi * og..p * oc + (gi + 1) * og]
+                    .copy_from_slice(&buf.part[p * og..(p + 1) * og]);
+            }
+        }
+    }
+}
+
+/// Channels-last im2col of one group over output rows `rows`: row `p` holds `(x - zp)`
+/// for every `(ky, kx, c)` of pixel `p`'s window (zero where the window leaves the
+/// image), then zeros up to `kp`.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[i8],
+    g: &ConvGeom,
+    rows: Range<usize>,
+    c0: usize,
+    cg: usize,
+    zp: i32,
+    kp: usize,
+    cols: &mut [i16],
+) {
     let zp = zp as i16;
-    for oy in 0..g.oh {
+    for (r, oy) in rows.enumerate() {
         for ox in 0..g.ow {
-            let row = &mut cols[(oy * g.ow + ox) * kp..(oy * g.ow + ox + 1) * kp];
+            let row = &mut cols[(r * g.ow + ox) * kp..(r * g.ow + ox + 1) * kp];
             let mut i = 0;
             for ky in 0..g.k {
                 let iy = (oy * g.stride + ky) as isize - g.pad as isize;
