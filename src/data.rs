@@ -1,5 +1,16 @@
-//! Reading image classification data in the IDX format (MNIST, Fashion-MNIST),
-//! gzipped or not. No libtorch here: the runtime and tools use it too.
+//! Image classification data: the IDX format (MNIST, Fashion-MNIST, gzipped or not)
+//! here; folders of image files, CIFAR's binary batches and NumPy arrays in the
+//! submodules; [`load`] picks the source a recipe names and fits every image to the
+//! model's input. No libtorch here: the runtime and tools use it too.
+
+mod cifar;
+mod fit;
+mod folder;
+mod numpy;
+mod source;
+
+pub use fit::fit;
+pub use source::{load, DataSets, Format};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,6 +37,8 @@ pub enum DataError {
         kind: &'static str,
         why: String,
     },
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
     #[error("{images} has {n_images} images but {labels} has {n_labels} labels")]
     CountMismatch {
         images: PathBuf,
@@ -35,11 +48,13 @@ pub enum DataError {
     },
 }
 
-/// Images as bytes (row-major, `count * rows * cols`) with their labels.
+/// Images as bytes (`count * channels * rows * cols`, each image channel-major like the
+/// model's `[C, H, W]` input) with their labels.
 #[derive(Debug, Clone)]
 pub struct Images {
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
 }
@@ -53,8 +68,13 @@ impl Images {
         self.labels.is_empty()
     }
 
+    /// Bytes per image.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
     pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.rows * self.cols;
+        let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
     }
 
@@ -63,6 +83,7 @@ impl Images {
         let mut out = Images {
             pixels: Vec::new(),
             labels: Vec::new(),
+            channels: self.channels,
             rows: self.rows,
             cols: self.cols,
         };
@@ -119,6 +140,7 @@ pub fn load_split(dir: &Path, split: Split) -> Result<Images, DataError> {
     Ok(Images {
         pixels,
         labels,
+        channels: 1,
         rows,
         cols,
     })

@@ -49,8 +49,15 @@ pub struct TransferConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// A directory of IDX files; defaults to $QATC_FASHION_MNIST or Debian's Fashion-MNIST.
+    /// How the files under `dir` are laid out: idx (default), folder, cifar or numpy.
+    #[serde(default)]
+    pub format: crate::data::Format,
+    /// The data (relative to the recipe); for idx it defaults to $QATC_FASHION_MNIST or
+    /// Debian's Fashion-MNIST.
     pub dir: Option<PathBuf>,
+    /// For an image folder without train/ and val/ subfolders: the share of images
+    /// held out for validation (chosen by a hash of `train.seed` and each path).
+    pub val_split: Option<f64>,
     /// Keep only these classes (labels are remapped to 0..n in this order).
     pub classes: Option<Vec<u8>>,
     /// Use at most this many training images (after the class filter).
@@ -346,7 +353,9 @@ impl Recipe {
             if classes.is_empty() {
                 return Err(("data", "classes", "must list at least one class".into()));
             }
-            if let Some(c) = classes.iter().find(|&&c| c > 9) {
+            // Other formats have their own class counts, checked when the data is read.
+            let fashion_mnist = self.data.format == crate::data::Format::Idx;
+            if let Some(c) = classes.iter().find(|&&c| fashion_mnist && c > 9) {
                 return Err((
                     "data",
                     "classes",
@@ -359,6 +368,22 @@ impl Recipe {
             if sorted.len() != classes.len() {
                 return Err(("data", "classes", "lists a class twice".into()));
             }
+        }
+        if let Some(v) = self.data.val_split {
+            if !(v > 0.0 && v < 1.0) {
+                return Err((
+                    "data",
+                    "val_split",
+                    format!("must be a share between 0 and 1 (e.g. 0.2), got {v}"),
+                ));
+            }
+        }
+        if self.data.dir.is_none() && self.data.format != crate::data::Format::Idx {
+            return Err((
+                "data",
+                "format",
+                "needs `data.dir`: only IDX data has a default (Fashion-MNIST)".into(),
+            ));
         }
         if let Some(l) = self.data.train_limit {
             positive("data", "train_limit", l)?;

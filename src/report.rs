@@ -33,9 +33,28 @@ pub struct Report {
 pub struct DataSummary {
     pub dir: String,
     pub classes: Vec<u8>,
+    /// The names of `classes`, in the same order (the model's outputs 0, 1, …).
+    #[serde(default)]
+    pub class_names: Vec<String>,
     pub train_images: usize,
     pub test_images: usize,
     pub calibration_images: usize,
+}
+
+impl DataSummary {
+    /// `[0, 1, 2]`, or the names where they say more than the numbers.
+    fn class_list(&self) -> String {
+        let numbered = self
+            .class_names
+            .iter()
+            .zip(&self.classes)
+            .all(|(name, c)| *name == c.to_string());
+        if self.class_names.is_empty() || numbered {
+            format!("{:?}", self.classes)
+        } else {
+            format!("[{}]", self.class_names.join(", "))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -83,8 +102,13 @@ impl Report {
         let mut out = String::new();
         let d = &self.data;
         out.push_str(&format!(
-            "{} ({}): {} train / {} test images, classes {:?}, device {}\n\n",
-            self.model, self.quant, d.train_images, d.test_images, d.classes, self.device
+            "{} ({}): {} train / {} test images, classes {}, device {}\n\n",
+            self.model,
+            self.quant,
+            d.train_images,
+            d.test_images,
+            d.class_list(),
+            self.device
         ));
         out.push_str(&format!(
             "{:<28} {:>9} {:>9} {:>7} {:>12}\n",

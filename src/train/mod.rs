@@ -16,7 +16,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use crate::data::{self, DataError, Images, Split};
+use crate::data::{self, DataError, Images};
 use crate::ir::ops::format_shape;
 use crate::ir::Graph;
 use crate::recipe::{Optimizer, RangeMethod, Recipe, WeightRangeKind};
@@ -27,10 +27,11 @@ use checkpoint::{Checkpoints, StageProgress};
 pub enum BuildError {
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("model `{model}` takes input {expected} but the data has {rows}x{cols} images\n  hint: declare `input image: f32[1, {rows}, {cols}]` (or f32[{flat}] for a flat vector)")]
+    #[error("model `{model}` takes input {expected} but the data has {rows}x{cols} images with {channels} channel(s)\n  hint: declare `input image: f32[{channels}, {rows}, {cols}]` (images of other sizes are resized to a [C, H, W] input), or f32[{flat}] for a flat vector")]
     InputShape {
         model: String,
         expected: String,
+        channels: usize,
         rows: usize,
         cols: usize,
         flat: usize,
@@ -171,6 +172,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         test_set,
         calibration,
         classes,
+        class_names,
         dir,
     } = prepare(graph, recipe, opts.device)?;
 
@@ -337,6 +339,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         data: DataSummary {
             dir: dir.display().to_string(),
             classes,
+            class_names,
             train_images: train.len() as usize,
             test_images: test.len() as usize,
             calibration_images: calibration.len() as usize,
@@ -374,20 +377,39 @@ struct Prepared {
     test_set: Images,
     calibration: Batches,
     classes: Vec<u8>,
+    /// The names of `classes`, in order.
+    class_names: Vec<String>,
     dir: PathBuf,
 }
 
 fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, BuildError> {
     let dir = recipe.data_dir();
-    let classes: Vec<u8> = recipe
-        .data
-        .classes
-        .clone()
-        .unwrap_or_else(|| (0..10).collect());
-    let train_set =
-        data::load_split(&dir, Split::Train)?.select(Some(&classes), recipe.data.train_limit);
-    let test_set =
-        data::load_split(&dir, Split::Test)?.select(Some(&classes), recipe.data.test_limit);
+    let input = &graph.node(graph.inputs[0]).shape;
+    let val_split = recipe.data.val_split.unwrap_or(0.2);
+    let sets = data::load(
+        recipe.data.format,
+        &dir,
+        input,
+        val_split,
+        recipe.train.seed,
+    )?;
+    let count = sets.class_names.len();
+    let classes: Vec<u8> = match &recipe.data.classes {
+        Some(classes) => classes.clone(),
+        None => (0..count).map(|c| c as u8).collect(),
+    };
+    if let Some(c) = classes.iter().find(|&&c| c as usize >= count) {
+        return Err(DataError::Invalid {
+            path: dir.clone(),
+            why: format!(
+                "data.classes names class {c}, but the data has {count} classes (0 to {})",
+                count.saturating_sub(1)
+            ),
+        }
+        .into());
+    }
+    let train_set = sets.train.select(Some(&classes), recipe.data.train_limit);
+    let test_set = sets.test.select(Some(&classes), recipe.data.test_limit);
     if train_set.is_empty() {
         return Err(BuildError::NoData { split: "training" });
     }
@@ -406,12 +428,17 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
     let train = Batches::new(&train_set, &shape, &classes, device);
     let test = Batches::new(&test_set, &shape, &classes, device);
     let calibration = train.head(recipe.ptq.calibration_samples as i64);
+    let class_names = classes
+        .iter()
+        .map(|&c| sets.class_names[c as usize].clone())
+        .collect();
     Ok(Prepared {
         train,
         test,
         test_set,
         calibration,
         classes,
+        class_names,
         dir,
     })
 }
@@ -486,15 +513,17 @@ fn ensure_pretrained(
 
 fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
     let expected = &graph.node(graph.inputs[0]).shape;
-    let (rows, cols) = (set.rows, set.cols);
-    let fits = expected.as_slice() == [1, rows, cols] || expected.as_slice() == [rows * cols];
+    let (channels, rows, cols) = (set.channels, set.rows, set.cols);
+    let flat = channels * rows * cols;
+    let fits = expected.as_slice() == [channels, rows, cols] || expected.as_slice() == [flat];
     if !fits {
         return Err(BuildError::InputShape {
             model: graph.name.clone(),
             expected: format_shape(expected),
+            channels,
             rows,
             cols,
-            flat: rows * cols,
+            flat,
         });
     }
     Ok(expected.clone())

@@ -1,0 +1,186 @@
+//! Image folders: `root/<class>/*.png` (split by a seeded `val_split`), or
+//! `root/train/<class>/…` with `root/val/…` or `root/test/…`. Class names are the
+//! folder names, sorted. Files with other extensions (and hidden ones) are not images
+//! and are skipped; an image that does not decode is an error naming it.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::fit::{fit_image, Target};
+use super::{DataError, Images};
+
+const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
+
+/// Images a folder holds, one list per class.
+struct Listing {
+    classes: Vec<String>,
+    /// `(class index, path)`, sorted by class then path.
+    files: Vec<(u8, PathBuf)>,
+}
+
+/// `(train, test, class names)` from an image folder.
+pub fn load(
+    root: &Path,
+    target: Target,
+    val_split: f64,
+    seed: u64,
+) -> Result<(Images, Images, Vec<String>), DataError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    if !root.is_dir() {
+        return Err(DataError::Invalid {
+            path: root.to_path_buf(),
+            why: "is not a directory of images (`root/<class>/*.png` or `root/train/<class>/…`)"
+                .into(),
+        });
+    }
+    let train_dir = root.join("train");
+    let (train, test) = if train_dir.is_dir() {
+        let test_dir = ["val", "test"]
+            .iter()
+            .map(|d| root.join(d))
+            .find(|d| d.is_dir())
+            .ok_or_else(|| DataError::Invalid {
+                path: root.to_path_buf(),
+                why: "has `train/` but neither `val/` nor `test/`".into(),
+            })?;
+        let train = list(&train_dir, None).map_err(io(&train_dir))??;
+        let test = list(&test_dir, Some(&train.classes)).map_err(io(&test_dir))??;
+        (train, test)
+    } else {
+        let all = list(root, None).map_err(io(root))??;
+        split(all, val_split, seed)
+    };
+    let classes = train.classes.clone();
+    if train.files.is_empty() {
+        return Err(DataError::Invalid {
+            path: root.to_path_buf(),
+            why: format!("holds no training images ({})", EXTENSIONS.join(", ")),
+        });
+    }
+    Ok((decode(&train, target)?, decode(&test, target)?, classes))
+}
+
+/// Lists `dir/<class>/<image>`; with `known`, class folders must be among them.
+fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing, DataError>> {
+    let mut classes: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && !name.starts_with('.') {
+            classes.push(name);
+        }
+    }
+    classes.sort();
+    if let Some(known) = known {
+        if let Some(stray) = classes.iter().find(|c| !known.contains(c)) {
+            return Ok(Err(DataError::Invalid {
+                path: dir.join(stray),
+                why: format!(
+                    "class `{stray}` is not among the training classes ({})",
+                    known.join(", ")
+                ),
+            }));
+        }
+    }
+    let names: Vec<String> = known.map_or_else(|| classes.clone(), <[String]>::to_vec);
+    if names.len() > 256 {
+        return Ok(Err(DataError::Invalid {
+            path: dir.to_path_buf(),
+            why: format!(
+                "has {} class folders; at most 256 are supported",
+                names.len()
+            ),
+        }));
+    }
+    let mut files = Vec::new();
+    for class in &classes {
+        let label = names.iter().position(|n| n == class).expect("listed") as u8;
+        let mut in_class = Vec::new();
+        for entry in std::fs::read_dir(dir.join(class))? {
+            let path = entry?.path();
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if is_image && !hidden && path.is_file() {
+                in_class.push((label, path));
+            }
+        }
+        in_class.sort();
+        files.extend(in_class);
+    }
+    Ok(Ok(Listing {
+        classes: names,
+        files,
+    }))
+}
+
+/// Splits one listing into training and validation images: each file goes to
+/// validation when a hash of the seed and its path falls below `val_split`, so the
+/// split is reproducible and adding a file does not move the others.
+fn split(all: Listing, val_split: f64, seed: u64) -> (Listing, Listing) {
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (label, path) in all.files {
+        let name = path.to_string_lossy();
+        if unit_hash(seed, name.as_bytes()) < val_split {
+            val.push((label, path));
+        } else {
+            train.push((label, path));
+        }
+    }
+    let listing = |files| Listing {
+        classes: all.classes.clone(),
+        files,
+    };
+    (listing(train), listing(val))
+}
+
+/// A hash of `(seed, bytes)` mapped to [0, 1): FNV-1a, then a SplitMix64 finalizer.
+fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Decodes every image (in parallel) and fits it to the model input.
+fn decode(listing: &Listing, target: Target) -> Result<Images, DataError> {
+    let decoded: Vec<Vec<u8>> = listing
+        .files
+        .par_iter()
+        .map(|(_, path)| {
+            let bad = |why: String| DataError::Invalid {
+                path: path.clone(),
+                why,
+            };
+            let image = image::ImageReader::open(path)
+                .map_err(|source| DataError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .with_guessed_format()
+                .map_err(|e| bad(format!("cannot read: {e}")))?
+                .decode()
+                .map_err(|e| bad(format!("is not a readable image: {e}")))?;
+            Ok(fit_image(&image, target))
+        })
+        .collect::<Result<_, DataError>>()?;
+    Ok(Images {
+        pixels: decoded.concat(),
+        labels: listing.files.iter().map(|(label, _)| *label).collect(),
+        channels: target.channels,
+        rows: target.rows,
+        cols: target.cols,
+    })
+}
