@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use qatc::diagnostics::SourceFile;
 use qatc::int8::{self, IntOp, IntTensor};
-use qatc::ir::ops::Activation;
-use qatc::ir::{Graph, Op};
+use qatc::ir::ops::{Activation, RangeSource};
+use qatc::ir::{Graph, NodeId, Op};
 use qatc::lower::{self, F32Tensor, TensorMap};
 use qatc::passes::{self, Stage};
 use qatc::runtime::{self, Isa, Model};
@@ -64,6 +64,14 @@ model Branches {
 "#;
 
 const CNN: &str = include_str!("../examples/fashion/cnn.qat");
+
+/// hardswish after a conv2d and after a dense: int8 lookup tables.
+const HARDSWISH: &str = include_str!("models/int8_runtime_hardswish.qat");
+
+/// The float functions int8 lookup tables stand for, written here as libtorch computes them.
+fn hardswish(x: f32) -> f32 {
+    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
 
 fn quantized(src: &str) -> Graph {
     let checked = qatc::check_source(&SourceFile::new("t.qat", src));
@@ -161,6 +169,10 @@ fn grid(graph: &Graph, params: &TensorMap, mut id: qatc::ir::NodeId) -> (f32, i6
     loop {
         let node = graph.node(id);
         match &node.op {
+            Op::FakeQuant {
+                range: RangeSource::Fixed { scale, zero_point },
+                ..
+            } => return (*scale, *zero_point),
             Op::FakeQuant { spec, .. } => {
                 let get = |what: &str| params[&format!("{}.{what}", node.name)].data[0];
                 return spec.params(get("min"), get("max"));
@@ -175,7 +187,7 @@ fn grid(graph: &Graph, params: &TensorMap, mut id: qatc::ir::NodeId) -> (f32, i6
 fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<f32> {
     let calibrate = mode == Sim::Calibrate;
     let mut values: Vec<Vec<f32>> = Vec::new();
-    for node in &graph.nodes {
+    for (node_index, node) in graph.nodes.iter().enumerate() {
         let input = |k: usize| &values[node.inputs[k].index()];
         let in_shape = |k: usize| graph.node(node.inputs[k]).shape.clone();
         let out = match &node.op {
@@ -242,6 +254,7 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
             }
             Op::Relu => input(0).iter().map(|v| v.max(0.0)).collect(),
             Op::Relu6 => input(0).iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            Op::Hardswish => input(0).iter().map(|&v| hardswish(v)).collect(),
             Op::Dropout { .. } => input(0).clone(),
             Op::GlobalAvgPool => {
                 let hw: usize = in_shape(0)[1..].iter().product();
@@ -356,7 +369,7 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                     );
                     input(0).clone()
                 } else {
-                    let (s, zp) = spec.params(params[&min_name].data[0], params[&max_name].data[0]);
+                    let (s, zp) = grid(graph, params, NodeId(node_index as u32));
                     let (qmin, qmax) = spec.range();
                     input(0)
                         .iter()
@@ -558,6 +571,79 @@ fn branch_outputs_are_within_one_unit() {
             21,
         );
     }
+}
+
+/// hardswish as an int8 table: the lone hardswish values agree with the simulation
+/// integer for integer (tables are exact; the conv2d before may round a tie the other
+/// way), and so do the logits within one unit.
+#[test]
+fn hardswish_matches_the_simulation() {
+    check_against_simulation(HARDSWISH, 120, 8);
+    check_against_simulation(&HARDSWISH.replace("output logits", "output h"), 120, 8);
+}
+
+/// Every table entry is `quantize(f(dequantize(q)))` with the input's and output's
+/// parameters, rounded half to even as PyTorch's fake quantization rounds.
+fn assert_tables_are_the_function(model: &int8::Model, f: &dyn Fn(&str) -> Option<fn(f32) -> f32>) {
+    let g = model.graph();
+    let mut tables = 0;
+    for op in &g.ops {
+        if let IntOp::Lookup {
+            input,
+            output,
+            function,
+            table,
+            ..
+        } = op
+        {
+            let f = f(function.name()).unwrap_or_else(|| panic!("unexpected {function:?}"));
+            let (x, y) = (g.values[*input].quant, g.values[*output].quant);
+            for (i, &t) in table.iter().enumerate() {
+                let real = f((i as i32 - 128 - x.zero_point) as f32 * x.scale);
+                let q = ((real * (1.0 / y.scale)).round_ties_even() + y.zero_point as f32)
+                    .clamp(y.qmin as f32, y.qmax as f32);
+                assert_eq!(t as f32, q, "{function:?} at {}", i as i32 - 128);
+            }
+            tables += 1;
+        }
+    }
+    assert!(tables > 0, "no lookup tables");
+}
+
+#[test]
+fn hardswish_lowers_to_a_table_of_the_function() {
+    let model = lowered(HARDSWISH);
+    assert_tables_are_the_function(&model, &|name| {
+        (name == "hardswish").then_some(hardswish as fn(f32) -> f32)
+    });
+    let kinds: Vec<&str> = model.graph().ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "lookup").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+/// ONNX Runtime computes hardswish itself, in f32 between a DequantizeLinear and a
+/// QuantizeLinear, in libtorch's order: exact like the table.
+#[test]
+fn onnx_hardswish_agrees_with_the_table() {
+    let int8_model = lowered(HARDSWISH);
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let std = |op: &str| (op.to_string(), String::new());
+    for op in ["Add", "Clip", "Mul", "Div"] {
+        assert_eq!(
+            nodes.iter().filter(|n| **n == std(op)).count(),
+            2,
+            "{op}: {nodes:?}"
+        );
+    }
+    onnx_runtime_agrees(&int8_model, 300);
+    onnx_runtime_agrees(
+        &lowered(&HARDSWISH.replace("output logits", "output h")),
+        300,
+    );
 }
 
 fn lowered(src: &str) -> int8::Model {

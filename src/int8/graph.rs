@@ -177,6 +177,47 @@ pub enum IntOp {
         axis: usize,
         requant: Vec<Requant>,
     },
+    /// `y = table[x + 128]`: an elementwise function of one int8 value, tabulated at
+    /// lowering from the float `function` and the input and output parameters, so that
+    /// it is exactly the fake-quant model's `quantize(function(dequantize(x)))`.
+    Lookup {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        function: LookupFunction,
+        /// 256 entries, for inputs -128 to 127.
+        table: Vec<i8>,
+    },
+}
+
+/// The float function an [`IntOp::Lookup`] tabulates (exporters map it to their own op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupFunction {
+    /// `x * relu6(x + 3) / 6`.
+    Hardswish,
+}
+
+impl LookupFunction {
+    pub fn name(self) -> &'static str {
+        match self {
+            LookupFunction::Hardswish => "hardswish",
+        }
+    }
+
+    /// The function in f32, in libtorch's order of operations (what training computes).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            LookupFunction::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        }
+    }
+
+    /// The table of `input` → `output` integers: `quantize(apply(dequantize(q)))`.
+    pub fn table(self, input: QParams, output: QParams) -> Vec<i8> {
+        (-128..=127i32)
+            .map(|q| output.quantize(self.apply(input.dequantize(q as i8))))
+            .collect()
+    }
 }
 
 impl IntOp {
@@ -192,6 +233,7 @@ impl IntOp {
             IntOp::AvgPool2d { .. } => "avg_pool2d",
             IntOp::GlobalAvgPool { .. } => "global_avg_pool",
             IntOp::Concat { .. } => "concat",
+            IntOp::Lookup { .. } => "lookup",
         }
     }
 
@@ -203,7 +245,8 @@ impl IntOp {
             | IntOp::Add { name, .. }
             | IntOp::Requantize { name, .. }
             | IntOp::GlobalAvgPool { name, .. }
-            | IntOp::Concat { name, .. } => Some(name),
+            | IntOp::Concat { name, .. }
+            | IntOp::Lookup { name, .. } => Some(name),
             IntOp::Quantize { .. }
             | IntOp::MaxPool2d { .. }
             | IntOp::Reshape { .. }
@@ -222,7 +265,8 @@ impl IntOp {
             | IntOp::Requantize { output, .. }
             | IntOp::AvgPool2d { output, .. }
             | IntOp::GlobalAvgPool { output, .. }
-            | IntOp::Concat { output, .. } => *output,
+            | IntOp::Concat { output, .. }
+            | IntOp::Lookup { output, .. } => *output,
         }
     }
 
@@ -235,7 +279,8 @@ impl IntOp {
             | IntOp::Reshape { input, .. }
             | IntOp::Requantize { input, .. }
             | IntOp::AvgPool2d { input, .. }
-            | IntOp::GlobalAvgPool { input, .. } => vec![*input],
+            | IntOp::GlobalAvgPool { input, .. }
+            | IntOp::Lookup { input, .. } => vec![*input],
             IntOp::Add { inputs, .. } => inputs.to_vec(),
             IntOp::Concat { inputs, .. } => inputs.clone(),
         }
@@ -443,6 +488,15 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
                     .map(|(i, r)| format!("%{i} * {} / 2^{}", r.multiplier, r.shift))
                     .collect();
                 let _ = writeln!(out, "concat({}, axis={axis})", parts.join(", "));
+            }
+            IntOp::Lookup {
+                input, function, ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "lookup(%{input}, {})  256-entry table",
+                    function.name()
+                );
             }
         }
     }

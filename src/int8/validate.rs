@@ -82,6 +82,17 @@ pub enum ValidationError {
         shape: Vec<usize>,
         expected: String,
     },
+    #[error(
+        "{op}: a lookup table needs 256 entries in [{qmin}, {qmax}], has {len} in [{lo}, {hi}]"
+    )]
+    Table {
+        op: OpRef,
+        len: usize,
+        lo: i32,
+        hi: i32,
+        qmin: i32,
+        qmax: i32,
+    },
     #[error("{op}: int32 accumulators could overflow ({what} up to {worst})")]
     Overflow { op: OpRef, what: String, worst: i64 },
     #[error("{op}: {found} requantization multipliers for {expected} channels")]
@@ -256,10 +267,28 @@ impl OpCheck<'_> {
         Ok(())
     }
 
+    #[deny(clippy::wildcard_enum_match_arm)]
     fn op(&self, op: &IntOp) -> Result<(), ValidationError> {
         let value = |v: ValueId| &self.graph.values[v];
         let out = value(op.output());
         match op {
+            IntOp::Lookup { input, table, .. } => {
+                self.expect_shape(*input, &out.shape)?;
+                let q = out.quant;
+                let lo = table.iter().copied().min().map_or(0, i32::from);
+                let hi = table.iter().copied().max().map_or(0, i32::from);
+                if table.len() != 256 || lo < q.qmin || hi > q.qmax {
+                    return Err(ValidationError::Table {
+                        op: self.at.clone(),
+                        len: table.len(),
+                        lo,
+                        hi,
+                        qmin: q.qmin,
+                        qmax: q.qmax,
+                    });
+                }
+                Ok(())
+            }
             IntOp::Quantize { output } => self.expect_shape(*output, &self.graph.input.shape),
             IntOp::Conv2d {
                 input,

@@ -121,6 +121,11 @@ enum Step {
         lo: i32,
         hi: i32,
     },
+    Lookup {
+        input: usize,
+        output: usize,
+        table: Vec<i8>,
+    },
     Concat {
         output: usize,
         /// Runtime-layout blocks per sample: each holds one slice of every part in turn.
@@ -189,7 +194,18 @@ impl Model {
             .iter()
             .map(|op| {
                 let out = value(op.output());
+                #[deny(clippy::wildcard_enum_match_arm)]
                 match op {
+                    IntOp::Lookup {
+                        input,
+                        output,
+                        table,
+                        ..
+                    } => Step::Lookup {
+                        input: *input,
+                        output: *output,
+                        table: table.clone(),
+                    },
                     IntOp::Quantize { output } => {
                         let chw = match out.shape[..] {
                             [c, h, w] => Some((c, h, w)),
@@ -555,6 +571,18 @@ impl Model {
     fn step(&self, step: &Step, values: &[Vec<i8>], input: &[f32], n: usize) -> (usize, Vec<i8>) {
         let isa = self.isa;
         match step {
+            // Elementwise, so the layout does not matter.
+            Step::Lookup {
+                input,
+                output,
+                table,
+            } => {
+                let y = values[*input]
+                    .iter()
+                    .map(|&x| table[(x as i32 + 128) as usize])
+                    .collect();
+                (*output, y)
+            }
             Step::Quantize { output, quant, chw } => {
                 let mut y = vec![0i8; n * self.sizes[*output]];
                 match *chw {

@@ -7,7 +7,7 @@ use super::observer::{
     clipped_weight_params, fake_quant_weights, fake_quant_weights_with, mse_clip_ratios,
     weight_params, Observer, WeightRange,
 };
-use crate::ir::ops::Activation;
+use crate::ir::ops::{Activation, RangeSource};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 use crate::recipe::RangeMethod;
 
@@ -254,8 +254,13 @@ impl Network {
                     *momentum,
                     node.shape.len() == 3,
                 )),
-                Op::FakeQuant { spec, .. } => Layer::FakeQuant {
-                    observer: Observer::new(*spec),
+                Op::FakeQuant { spec, range } => Layer::FakeQuant {
+                    observer: match range {
+                        RangeSource::Fixed { scale, zero_point } => {
+                            Observer::fixed(*spec, *scale, *zero_point)
+                        }
+                        RangeSource::Observed | RangeSource::SharedWith(_) => Observer::new(*spec),
+                    },
                     learned: None,
                 },
                 _ => Layer::None,
@@ -338,7 +343,8 @@ impl Network {
                     *learned_scale =
                         Some(path(&root, &node.name).var_copy("weight_log_scale", &scale.log()));
                 }
-                Layer::FakeQuant { observer, learned } => {
+                // A fixed range is not learned: the int8 kernel requires it as it is.
+                Layer::FakeQuant { observer, learned } if !observer.is_fixed() => {
                     let (scale, zp) = observer.params();
                     let p = path(&root, &node.name);
                     let log_scale = p.var_copy("log_scale", &Tensor::from_slice(&[scale.ln()]));
@@ -415,7 +421,7 @@ impl Network {
     pub fn reset_observers(&mut self) {
         for layer in &mut self.layers {
             if let Layer::FakeQuant { observer, .. } = layer {
-                *observer = Observer::new(observer.spec);
+                *observer = observer.reset();
             }
         }
     }

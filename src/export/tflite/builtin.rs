@@ -1,6 +1,8 @@
 //! TFLite's builtin operator codes: the ones qatc writes, and the published names
 //! `qatc inspect` shows.
 
+use crate::int8::LookupFunction;
+
 /// The builtin operators qatc writes, with the operator version their int8 kernels need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Builtin {
@@ -10,6 +12,7 @@ pub(super) enum Builtin {
     Conv2d,
     DepthwiseConv2d,
     FullyConnected,
+    HardSwish,
     MaxPool2d,
     Relu,
     Relu6,
@@ -37,6 +40,7 @@ impl Builtin {
             Builtin::Transpose => 39,
             Builtin::Mean => 40,
             Builtin::Quantize => 114,
+            Builtin::HardSwish => 117,
         }
     }
 
@@ -45,8 +49,17 @@ impl Builtin {
         match self {
             Builtin::Conv2d | Builtin::DepthwiseConv2d => 3,
             Builtin::FullyConnected => 4,
-            Builtin::Reshape => 1,
+            Builtin::Reshape | Builtin::HardSwish => 1,
             _ => 2,
+        }
+    }
+}
+
+impl Builtin {
+    /// The builtin that computes a lookup table's function itself.
+    pub(super) fn of_lookup(function: LookupFunction) -> Builtin {
+        match function {
+            LookupFunction::Hardswish => Builtin::HardSwish,
         }
     }
 }

@@ -300,8 +300,24 @@ impl<'a> Writer<'a> {
         ))
     }
 
+    #[deny(clippy::wildcard_enum_match_arm)]
     fn op(&mut self, op: &IntOp) -> Result<(), ExportError> {
         match op {
+            // TFLite computes the function itself (its own fixed-point kernel or table).
+            IntOp::Lookup {
+                name,
+                input,
+                output,
+                function,
+                ..
+            } => {
+                if self.hwc.contains_key(input) {
+                    return Err(unsupported(format!("`{name}` reads a flattened image")));
+                }
+                let x = self.value(*input)?;
+                let y = self.value(*output)?;
+                self.emit(Builtin::of_lookup(*function), vec![x], vec![y], None);
+            }
             // The model's input: TFLite takes it already quantized.
             IntOp::Quantize { output } => {
                 self.value(*output)?;
