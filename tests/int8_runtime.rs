@@ -68,9 +68,16 @@ const CNN: &str = include_str!("../examples/fashion/cnn.qat");
 /// hardswish after a conv2d and after a dense: int8 lookup tables.
 const HARDSWISH: &str = include_str!("models/int8_runtime_hardswish.qat");
 
+/// sigmoid after a conv2d and after a dense: tables into the fixed range [0, 1).
+const SIGMOID: &str = include_str!("models/int8_runtime_sigmoid.qat");
+
 /// The float functions int8 lookup tables stand for, written here as libtorch computes them.
 fn hardswish(x: f32) -> f32 {
     x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 fn quantized(src: &str) -> Graph {
@@ -255,6 +262,7 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
             Op::Relu => input(0).iter().map(|v| v.max(0.0)).collect(),
             Op::Relu6 => input(0).iter().map(|v| v.clamp(0.0, 6.0)).collect(),
             Op::Hardswish => input(0).iter().map(|&v| hardswish(v)).collect(),
+            Op::Sigmoid => input(0).iter().map(|&v| sigmoid(v)).collect(),
             Op::Dropout { .. } => input(0).clone(),
             Op::GlobalAvgPool => {
                 let hw: usize = in_shape(0)[1..].iter().product();
@@ -644,6 +652,55 @@ fn onnx_hardswish_agrees_with_the_table() {
         &lowered(&HARDSWISH.replace("output logits", "output h")),
         300,
     );
+}
+
+/// sigmoid's output parameters are fixed, not observed: TFLite LOGISTIC's 1/256 and -128,
+/// decided by the fake-quant pass and kept by the lowering.
+#[test]
+fn sigmoid_lowers_to_a_table_into_its_fixed_range() {
+    let graph = quantized(SIGMOID);
+    let fixed = graph
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(n.op, Op::FakeQuant { range: RangeSource::Fixed { scale, zero_point }, .. }
+                if scale == 1.0 / 256.0 && zero_point == -128)
+        })
+        .count();
+    assert_eq!(fixed, 2);
+    let model = lowered(SIGMOID);
+    assert_tables_are_the_function(&model, &|name| {
+        (name == "sigmoid").then_some(sigmoid as fn(f32) -> f32)
+    });
+    let g = model.graph();
+    for op in &g.ops {
+        if let IntOp::Lookup { output, .. } = op {
+            let q = g.values[*output].quant;
+            assert_eq!((q.scale, q.zero_point), (1.0 / 256.0, -128));
+        }
+    }
+}
+
+#[test]
+fn sigmoid_matches_the_simulation() {
+    check_against_simulation(SIGMOID, 120, 9);
+    check_against_simulation(&SIGMOID.replace("output logits", "output h"), 120, 9);
+}
+
+/// com.microsoft QLinearSigmoid: ONNX Runtime tabulates sigmoid itself.
+#[test]
+fn onnx_sigmoid_is_qlinear_sigmoid_and_agrees() {
+    let int8_model = lowered(SIGMOID);
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let sigmoid = ("QLinearSigmoid".to_string(), "com.microsoft".to_string());
+    assert_eq!(
+        nodes.iter().filter(|n| **n == sigmoid).count(),
+        2,
+        "{nodes:?}"
+    );
+    onnx_runtime_agrees(&int8_model, 300);
+    onnx_runtime_agrees(&lowered(&SIGMOID.replace("output logits", "output h")), 300);
 }
 
 fn lowered(src: &str) -> int8::Model {

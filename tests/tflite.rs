@@ -137,6 +137,7 @@ fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors)
                 IntOp::GlobalAvgPool { .. } => vec!["MEAN"],
                 IntOp::Lookup { function, .. } => vec![match function {
                     LookupFunction::Hardswish => "HARD_SWISH",
+                    LookupFunction::Sigmoid => "LOGISTIC",
                 }],
                 // Inputs with other parameters than the output are requantized first.
                 IntOp::Concat { inputs, output, .. } => inputs
@@ -509,6 +510,46 @@ fn hardswish_tables_agree_with_litert_within_one_unit() {
         (differ, total) = (differ + n, total + 256);
     }
     eprintln!("hardswish: {differ} of {total} table entries differ from LiteRT by one unit");
+}
+
+/// sigmoid tables against LiteRT's LOGISTIC on all 256 inputs (output 1/256, -128).
+#[test]
+fn sigmoid_tables_agree_with_litert_within_one_unit() {
+    if let Err(why) = litert() {
+        eprintln!("SKIPPED the LiteRT comparison: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut differ, mut total) = (0, 0);
+    let y = quant(1.0 / 256.0, -128);
+    for (lo, hi) in [
+        (-8.0f32, 8.0f32),
+        (-3.0, 5.0),
+        (-1.0, 1.0),
+        (-0.5, 12.0),
+        (-20.0, 0.5),
+    ] {
+        let x = quant(
+            (hi - lo) / 255.0,
+            (-128.0 - lo / ((hi - lo) / 255.0)).round() as i32,
+        );
+        let (ours, theirs) = litert_lookup(LookupFunction::Sigmoid, x, y, tmp.path());
+        let d: Vec<i32> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .collect();
+        let n = d.iter().filter(|&&d| d > 0).count();
+        eprintln!("sigmoid x in [{lo}, {hi}]: {n} of 256 entries differ from LiteRT's LOGISTIC, by at most {}", d.iter().max().unwrap());
+        assert!(d.iter().all(|&d| d <= 1), "{ours:?}\n{theirs:?}");
+        (differ, total) = (differ + n, total + 256);
+    }
+    eprintln!("sigmoid: {differ} of {total} table entries differ from LiteRT by one unit");
+}
+
+#[test]
+fn sigmoid_runs_in_litert_like_in_qatc() {
+    check_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tflite_sigmoid.qat"));
 }
 
 /// An op with no int8 TFLite (or, for `--emit onnx`, no int8) form is named at its

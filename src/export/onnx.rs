@@ -674,6 +674,17 @@ fn lookup(b: &mut Builder, function: LookupFunction, x: &str, xq: QParams, out: 
             let (s, z) = b.qparams(out, &yq);
             b.node("QuantizeLinear", "", vec![y, s, z], out.into(), vec![]);
         }
+        LookupFunction::Sigmoid => {
+            let (xs, xz) = b.qparams(&format!("{out}_x"), &xq);
+            let (ys, yz) = b.qparams(out, &yq);
+            b.node(
+                "QLinearSigmoid",
+                "com.microsoft",
+                vec![x.into(), xs, xz, ys, yz],
+                out.into(),
+                vec![],
+            );
+        }
     }
 }
 

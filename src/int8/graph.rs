@@ -196,12 +196,15 @@ pub enum IntOp {
 pub enum LookupFunction {
     /// `x * relu6(x + 3) / 6`.
     Hardswish,
+    /// `1 / (1 + exp(-x))`, into the fixed output range [0, 1).
+    Sigmoid,
 }
 
 impl LookupFunction {
     pub fn name(self) -> &'static str {
         match self {
             LookupFunction::Hardswish => "hardswish",
+            LookupFunction::Sigmoid => "sigmoid",
         }
     }
 
@@ -209,6 +212,7 @@ impl LookupFunction {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             LookupFunction::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            LookupFunction::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         }
     }
 

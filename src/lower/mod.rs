@@ -19,7 +19,8 @@
 //! | global_avg_pool | `zp_y + requant(Σ (x - zp_x))`, `M = s_x / (H·W·s_y)` (TFLite MEAN) | one rounding, half toward +inf |
 //! | concat | each input `zp_y + requant_i(x - zp_i)`, `M_i = s_i / s_y`; equal parameters copy | one rounding, half toward +inf |
 //! | dropout | the identity | exact |
-//! | hardswish | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
+//! | sigmoid output | fixed, not observed: scale 1/256, zero point -128 (TFLite LOGISTIC) | exact |
+//! | hardswish, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -141,6 +142,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
         | Op::Add { .. }
         | Op::Concat { .. }
         | Op::Hardswish
+        | Op::Sigmoid
         | Op::Dropout { .. } => Ok(()),
         Op::BatchNorm { .. } => Err(Refusal {
             what: "a batch_norm that is not folded into a conv2d or dense has no integer kernel"
@@ -149,7 +151,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
             hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads"
                 .into(),
         }),
-        op @ (Op::Sigmoid | Op::Mul | Op::Softmax { .. } | Op::Pad { .. }) => {
+        op @ (Op::Mul | Op::Softmax { .. } | Op::Pad { .. }) => {
             Err(no_kernel(format!("`{}`", op.name())))
         }
     }
@@ -382,6 +384,7 @@ impl Lowering<'_> {
             | Op::Relu6
             | Op::GlobalAvgPool
             | Op::Hardswish
+            | Op::Sigmoid
             | Op::Concat { .. } => {
                 for k in 0..node.inputs.len() {
                     self.int_input(id, k)?;
@@ -423,7 +426,7 @@ impl Lowering<'_> {
             }
             Op::FakeQuant { spec, range } => self.fake_quant(id, *spec, range)?,
             // Refused by `int8_form` before lowering starts.
-            Op::BatchNorm { .. } | Op::Sigmoid | Op::Mul | Op::Softmax { .. } | Op::Pad { .. } => {
+            Op::BatchNorm { .. } | Op::Mul | Op::Softmax { .. } | Op::Pad { .. } => {
                 return Err(self.err(id, "has no integer form"))
             }
         })
@@ -688,10 +691,11 @@ impl Lowering<'_> {
                 Ok(output)
             }
             Op::Hardswish => self.lookup(id, LookupFunction::Hardswish, quant),
+            // `quant` is the fixed range the fake-quant pass gave it.
+            Op::Sigmoid => self.lookup(id, LookupFunction::Sigmoid, quant),
             // Lowered in `node`, never pending.
             Op::Input
             | Op::BatchNorm { .. }
-            | Op::Sigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::Flatten

@@ -13,6 +13,7 @@ pub(super) enum Builtin {
     DepthwiseConv2d,
     FullyConnected,
     HardSwish,
+    Logistic,
     MaxPool2d,
     Relu,
     Relu6,
@@ -41,6 +42,7 @@ impl Builtin {
             Builtin::Mean => 40,
             Builtin::Quantize => 114,
             Builtin::HardSwish => 117,
+            Builtin::Logistic => 14,
         }
     }
 
@@ -60,6 +62,9 @@ impl Builtin {
     pub(super) fn of_lookup(function: LookupFunction) -> Builtin {
         match function {
             LookupFunction::Hardswish => Builtin::HardSwish,
+            // int8 LOGISTIC requires output scale 1/256, zero point -128: the fixed range
+            // the fake-quant pass gives sigmoid.
+            LookupFunction::Sigmoid => Builtin::Logistic,
         }
     }
 }
