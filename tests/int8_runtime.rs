@@ -71,6 +71,10 @@ const HARDSWISH: &str = include_str!("models/int8_runtime_hardswish.qat");
 /// sigmoid after a conv2d and after a dense: tables into the fixed range [0, 1).
 const SIGMOID: &str = include_str!("models/int8_runtime_sigmoid.qat");
 
+/// Squeeze-and-excitation: sigmoid gates reshaped to [C, 1, 1] times a [C, H, W] value,
+/// and a [W] vector times it.
+const SQUEEZE_EXCITE: &str = include_str!("models/int8_runtime_se.qat");
+
 /// The float functions int8 lookup tables stand for, written here as libtorch computes them.
 fn hardswish(x: f32) -> f32 {
     x * (x + 3.0).clamp(0.0, 6.0) / 6.0
@@ -328,7 +332,28 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                     Some(Activation::Relu6) => (a + b).clamp(0.0, 6.0),
                 })
                 .collect(),
-            Op::Flatten => input(0).clone(),
+            Op::Flatten | Op::Reshape { .. } => input(0).clone(),
+            // NumPy broadcasting of row-major values, aligned from the right.
+            Op::Mul => {
+                let out = &node.shape;
+                let at = |k: usize, i: usize| {
+                    let s = in_shape(k);
+                    let (mut rest, mut src, mut stride) = (i, 0, 1);
+                    for (j, &o) in out.iter().enumerate().rev() {
+                        let m = rest % o;
+                        rest /= o;
+                        let d = (j + s.len()).checked_sub(out.len()).map_or(1, |j| s[j]);
+                        if d != 1 {
+                            src += m * stride;
+                        }
+                        stride *= d;
+                    }
+                    input(k)[src]
+                };
+                (0..out.iter().product())
+                    .map(|i| at(0, i) * at(1, i))
+                    .collect()
+            }
             Op::MaxPool2d { size, stride } => {
                 let s = in_shape(0);
                 let (c, h, w) = (s[0], s[1], s[2]);
@@ -701,6 +726,69 @@ fn onnx_sigmoid_is_qlinear_sigmoid_and_agrees() {
     );
     onnx_runtime_agrees(&int8_model, 300);
     onnx_runtime_agrees(&lowered(&SIGMOID.replace("output logits", "output h")), 300);
+}
+
+/// mul: int8 product with one requantization, broadcasting [C, 1, 1] over H and W and a
+/// lifted [1, 1, W] over C and H. The gates agree with the simulation within one unit; a
+/// gate one unit off (the dense before the sigmoid rounds a tie the other way) moves a
+/// product by up to (x - zp_x) / 256 units more, so products and logits may be two
+/// units off, on fewer than 1% of the outputs.
+#[test]
+fn squeeze_and_excitation_matches_the_simulation() {
+    check_against_simulation(
+        &SQUEEZE_EXCITE.replace("output logits", "output s"),
+        120,
+        13,
+    );
+    for out in ["y", "z", "logits"] {
+        check_within(
+            &SQUEEZE_EXCITE.replace("output logits", &format!("output {out}")),
+            120,
+            13,
+            2,
+        );
+    }
+}
+
+#[test]
+fn mul_requantizes_once_and_lifts_the_lower_rank_input() {
+    let (g, _) = lowered(SQUEEZE_EXCITE).into_parts();
+    let kinds: Vec<&str> = g.ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "mul").count(),
+        2,
+        "{kinds:?}"
+    );
+    for op in &g.ops {
+        if let IntOp::Mul {
+            inputs,
+            output,
+            requant,
+            ..
+        } = op
+        {
+            let [a, b] = inputs.map(|i| &g.values[i]);
+            let y = &g.values[*output];
+            assert_eq!(a.shape.len(), y.shape.len());
+            assert_eq!(b.shape.len(), y.shape.len());
+            let real = a.quant.scale as f64 * b.quant.scale as f64 / y.quant.scale as f64;
+            assert!((requant.real() / real - 1.0).abs() < 1e-9);
+        }
+    }
+    let shapes: Vec<&[usize]> = g.values.iter().map(|v| v.shape.as_slice()).collect();
+    assert!(shapes.contains(&[6, 1, 1].as_slice()), "{shapes:?}");
+    assert!(shapes.contains(&[1, 1, 10].as_slice()), "{shapes:?}");
+}
+
+/// com.microsoft QLinearMul with ONNX's broadcasting, and Reshape to [N, C, 1, 1].
+#[test]
+fn onnx_mul_is_qlinear_mul_and_agrees() {
+    let int8_model = lowered(SQUEEZE_EXCITE);
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let mul = ("QLinearMul".to_string(), "com.microsoft".to_string());
+    assert_eq!(nodes.iter().filter(|n| **n == mul).count(), 2, "{nodes:?}");
+    onnx_runtime_agrees(&int8_model, 300);
 }
 
 fn lowered(src: &str) -> int8::Model {

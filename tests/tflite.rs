@@ -139,6 +139,7 @@ fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors)
                     LookupFunction::Hardswish => "HARD_SWISH",
                     LookupFunction::Sigmoid => "LOGISTIC",
                 }],
+                IntOp::Mul { .. } => vec!["MUL"],
                 // Inputs with other parameters than the output are requantized first.
                 IntOp::Concat { inputs, output, .. } => inputs
                     .iter()
@@ -550,6 +551,16 @@ fn sigmoid_tables_agree_with_litert_within_one_unit() {
 #[test]
 fn sigmoid_runs_in_litert_like_in_qatc() {
     check_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tflite_sigmoid.qat"));
+}
+
+/// The squeeze-and-excitation example: hardswish (HARD_SWISH), sigmoid gates (LOGISTIC),
+/// RESHAPE to [1, 1, 1, C] and MUL broadcasting it over H and W.
+#[test]
+fn squeeze_and_excitation_example_runs_in_litert_like_in_qatc() {
+    check_model_within(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fashion/se.qat"),
+        10,
+    );
 }
 
 /// An op with no int8 TFLite (or, for `--emit onnx`, no int8) form is named at its

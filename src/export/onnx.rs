@@ -2,7 +2,7 @@
 //! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
 //! int8 `MaxPool` and `Flatten`, and from the com.microsoft domain `QLinearAdd` for add,
 //! `QLinearGlobalAveragePool` (then `Flatten` to `[N, C]`) for global_avg_pool and
-//! `QLinearConcat` for concat; lookup tables as the function they tabulate (see [`lookup`]);
+//! `QLinearConcat` for concat, `QLinearMul` for mul; lookup tables as the function they tabulate (see [`lookup`]);
 //! `DequantizeLinear` on the logits. avg_pool2d keeps its
 //! input's parameters and is written exactly as qatc computes it: `Cast` to f32, f32
 //! `AveragePool` of the raw int8 values, rounding half away from zero
@@ -450,13 +450,57 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
                     attrs,
                 );
             }
-            IntOp::Reshape { input, .. } => {
+            IntOp::Reshape { input, output } => {
+                let shape = &graph.values[*output].shape;
+                if shape.len() == 1 {
+                    b.node(
+                        "Flatten",
+                        "",
+                        vec![names[*input].clone()],
+                        out.clone(),
+                        vec![int("axis", 1)],
+                    );
+                } else {
+                    // ONNX's layout is the model's: the same shape after the batch.
+                    let dims: Vec<i64> = std::iter::once(-1)
+                        .chain(shape.iter().map(|&d| d as i64))
+                        .collect();
+                    let to = b.init(
+                        format!("{out}_shape"),
+                        INT64,
+                        &[dims.len()],
+                        dims.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    );
+                    b.node(
+                        "Reshape",
+                        "",
+                        vec![names[*input].clone(), to],
+                        out.clone(),
+                        vec![],
+                    );
+                }
+            }
+            IntOp::Mul { inputs, .. } => {
+                // Both inputs have the output's rank: ONNX's broadcasting stretches the 1s.
+                let (qa, qb) = (graph.values[inputs[0]].quant, graph.values[inputs[1]].quant);
+                let (sa, za) = b.qparams(&format!("{out}_a"), &qa);
+                let (sb, zb) = b.qparams(&format!("{out}_b"), &qb);
+                let (sy, zy) = b.qparams(out, &out_q);
                 b.node(
-                    "Flatten",
-                    "",
-                    vec![names[*input].clone()],
+                    "QLinearMul",
+                    "com.microsoft",
+                    vec![
+                        names[inputs[0]].clone(),
+                        sa,
+                        za,
+                        names[inputs[1]].clone(),
+                        sb,
+                        zb,
+                        sy,
+                        zy,
+                    ],
                     out.clone(),
-                    vec![int("axis", 1)],
+                    vec![],
                 );
             }
             IntOp::Add {

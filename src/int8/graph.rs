@@ -177,6 +177,15 @@ pub enum IntOp {
         axis: usize,
         requant: Vec<Requant>,
     },
+    /// `zp_y + requant((a - zp_a) * (b - zp_b))`, `requant` ≈ `s_a * s_b / s_y`, clamped to
+    /// the output's range. Both inputs have the output's rank; a dimension of 1 stretches
+    /// (NumPy broadcasting: `[C, H, W] * [C, 1, 1]` scales each channel).
+    Mul {
+        name: String,
+        inputs: [ValueId; 2],
+        output: ValueId,
+        requant: Requant,
+    },
     /// `y = table[x + 128]`: an elementwise function of one int8 value, tabulated at
     /// lowering from the float `function` and the input and output parameters, so that
     /// it is exactly the fake-quant model's `quantize(function(dequantize(x)))`.
@@ -188,6 +197,22 @@ pub enum IntOp {
         /// 256 entries, for inputs -128 to 127.
         table: Vec<i8>,
     },
+}
+
+/// NumPy broadcasting of two shapes of one rank, if they are compatible.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    if a.len() != b.len() {
+        return None;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| match (x, y) {
+            _ if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The float function an [`IntOp::Lookup`] tabulates (exporters map it to their own op).
@@ -238,6 +263,7 @@ impl IntOp {
             IntOp::GlobalAvgPool { .. } => "global_avg_pool",
             IntOp::Concat { .. } => "concat",
             IntOp::Lookup { .. } => "lookup",
+            IntOp::Mul { .. } => "mul",
         }
     }
 
@@ -250,7 +276,8 @@ impl IntOp {
             | IntOp::Requantize { name, .. }
             | IntOp::GlobalAvgPool { name, .. }
             | IntOp::Concat { name, .. }
-            | IntOp::Lookup { name, .. } => Some(name),
+            | IntOp::Lookup { name, .. }
+            | IntOp::Mul { name, .. } => Some(name),
             IntOp::Quantize { .. }
             | IntOp::MaxPool2d { .. }
             | IntOp::Reshape { .. }
@@ -270,7 +297,8 @@ impl IntOp {
             | IntOp::AvgPool2d { output, .. }
             | IntOp::GlobalAvgPool { output, .. }
             | IntOp::Concat { output, .. }
-            | IntOp::Lookup { output, .. } => *output,
+            | IntOp::Lookup { output, .. }
+            | IntOp::Mul { output, .. } => *output,
         }
     }
 
@@ -285,7 +313,7 @@ impl IntOp {
             | IntOp::AvgPool2d { input, .. }
             | IntOp::GlobalAvgPool { input, .. }
             | IntOp::Lookup { input, .. } => vec![*input],
-            IntOp::Add { inputs, .. } => inputs.to_vec(),
+            IntOp::Add { inputs, .. } | IntOp::Mul { inputs, .. } => inputs.to_vec(),
             IntOp::Concat { inputs, .. } => inputs.clone(),
         }
     }
@@ -492,6 +520,19 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
                     .map(|(i, r)| format!("%{i} * {} / 2^{}", r.multiplier, r.shift))
                     .collect();
                 let _ = writeln!(out, "concat({}, axis={axis})", parts.join(", "));
+            }
+            IntOp::Mul {
+                inputs, requant, ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "mul(%{}, %{}, M={:.9e} = {} / 2^{})  broadcast",
+                    inputs[0],
+                    inputs[1],
+                    requant.real(),
+                    requant.multiplier,
+                    requant.shift
+                );
             }
             IntOp::Lookup {
                 input, function, ..

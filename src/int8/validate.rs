@@ -272,6 +272,21 @@ impl OpCheck<'_> {
         let value = |v: ValueId| &self.graph.values[v];
         let out = value(op.output());
         match op {
+            IntOp::Mul {
+                inputs, requant, ..
+            } => {
+                let (a, b) = (&value(inputs[0]).shape, &value(inputs[1]).shape);
+                if graph::broadcast(a, b).as_ref() != Some(&out.shape) {
+                    return Err(self.shape(
+                        op.output(),
+                        format!(
+                            "has shape {:?}, which is not {a:?} and {b:?} broadcast",
+                            out.shape
+                        ),
+                    ));
+                }
+                self.requant(&[*requant], 1)
+            }
             IntOp::Lookup { input, table, .. } => {
                 self.expect_shape(*input, &out.shape)?;
                 let q = out.quant;
@@ -375,11 +390,13 @@ impl OpCheck<'_> {
             }
             IntOp::Reshape { input, output } => {
                 let inp = value(*input);
-                if numel(&inp.shape) != numel(&out.shape) || out.shape.len() != 1 {
+                // To or from a vector: the runtime and TFLite map those between layouts.
+                let vector = out.shape.len() == 1 || inp.shape.len() == 1;
+                if numel(&inp.shape) != numel(&out.shape) || !vector {
                     return Err(self.shape(
                         *output,
                         format!(
-                            "has shape {:?}, but {:?} reshapes only to a vector of as many values",
+                            "has shape {:?}, but {:?} reshapes only to or from a vector of as many values",
                             out.shape, inp.shape
                         ),
                     ));

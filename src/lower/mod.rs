@@ -20,6 +20,7 @@
 //! | concat | each input `zp_y + requant_i(x - zp_i)`, `M_i = s_i / s_y`; equal parameters copy | one rounding, half toward +inf |
 //! | dropout | the identity | exact |
 //! | sigmoid output | fixed, not observed: scale 1/256, zero point -128 (TFLite LOGISTIC) | exact |
+//! | mul | `zp_y + requant((a - zp_a)(b - zp_b))`, `M = s_a s_b / s_y`, broadcasting a dimension of 1 | one rounding, half toward +inf |
 //! | hardswish, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
 
 use std::collections::HashMap;
@@ -143,6 +144,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
         | Op::Concat { .. }
         | Op::Hardswish
         | Op::Sigmoid
+        | Op::Mul
         | Op::Dropout { .. } => Ok(()),
         Op::BatchNorm { .. } => Err(Refusal {
             what: "a batch_norm that is not folded into a conv2d or dense has no integer kernel"
@@ -151,9 +153,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
             hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads"
                 .into(),
         }),
-        op @ (Op::Mul | Op::Softmax { .. } | Op::Pad { .. }) => {
-            Err(no_kernel(format!("`{}`", op.name())))
-        }
+        op @ (Op::Softmax { .. } | Op::Pad { .. }) => Err(no_kernel(format!("`{}`", op.name()))),
     }
 }
 
@@ -385,6 +385,7 @@ impl Lowering<'_> {
             | Op::GlobalAvgPool
             | Op::Hardswish
             | Op::Sigmoid
+            | Op::Mul
             | Op::Concat { .. } => {
                 for k in 0..node.inputs.len() {
                     self.int_input(id, k)?;
@@ -426,7 +427,7 @@ impl Lowering<'_> {
             }
             Op::FakeQuant { spec, range } => self.fake_quant(id, *spec, range)?,
             // Refused by `int8_form` before lowering starts.
-            Op::BatchNorm { .. } | Op::Mul | Op::Softmax { .. } | Op::Pad { .. } => {
+            Op::BatchNorm { .. } | Op::Softmax { .. } | Op::Pad { .. } => {
                 return Err(self.err(id, "has no integer form"))
             }
         })
@@ -693,6 +694,7 @@ impl Lowering<'_> {
             Op::Hardswish => self.lookup(id, LookupFunction::Hardswish, quant),
             // `quant` is the fixed range the fake-quant pass gave it.
             Op::Sigmoid => self.lookup(id, LookupFunction::Sigmoid, quant),
+            Op::Mul => self.mul(id, quant),
             // Lowered in `node`, never pending.
             Op::Input
             | Op::BatchNorm { .. }
@@ -700,12 +702,47 @@ impl Lowering<'_> {
             | Op::AvgPool2d { .. }
             | Op::Flatten
             | Op::Reshape { .. }
-            | Op::Mul
             | Op::Dropout { .. }
             | Op::Softmax { .. }
             | Op::Pad { .. }
             | Op::FakeQuant { .. } => Err(self.err(id, "has no integer form")),
         }
+    }
+
+    /// Emits mul node `id` with output parameters `quant`. An input of lower rank is first
+    /// reshaped with leading 1s (NumPy's alignment from the right), so that both inputs
+    /// have the output's rank in every backend.
+    fn mul(&mut self, id: NodeId, quant: QParams) -> Result<usize, LowerError> {
+        let node = self.graph.node(id);
+        let rank = node.shape.len();
+        let mut inputs = [0; 2];
+        for (k, slot) in inputs.iter_mut().enumerate() {
+            let v = self.int_input(id, k)?;
+            let from = self.out.values[v].clone();
+            *slot = if from.shape.len() < rank {
+                let mut shape = vec![1; rank - from.shape.len()];
+                shape.extend(&from.shape);
+                let lifted =
+                    self.push_value(&format!("{}/rank{rank}", from.name), shape, from.quant);
+                self.out.ops.push(IntOp::Reshape {
+                    input: v,
+                    output: lifted,
+                });
+                lifted
+            } else {
+                v
+            };
+        }
+        let [a, b] = inputs.map(|v| self.out.values[v].quant.scale as f64);
+        let requant = self.multiplier(id, a * b / quant.scale as f64)?;
+        let output = self.push_value(&node.name, node.shape.clone(), quant);
+        self.out.ops.push(IntOp::Mul {
+            name: node.name.clone(),
+            inputs,
+            output,
+            requant,
+        });
+        Ok(output)
     }
 
     /// Emits elementwise node `id` as a table of `function` from its input's parameters

@@ -15,6 +15,7 @@ pub(super) enum Builtin {
     HardSwish,
     Logistic,
     MaxPool2d,
+    Mul,
     Relu,
     Relu6,
     Reshape,
@@ -43,6 +44,7 @@ impl Builtin {
             Builtin::Quantize => 114,
             Builtin::HardSwish => 117,
             Builtin::Logistic => 14,
+            Builtin::Mul => 18,
         }
     }
 
