@@ -163,6 +163,7 @@ pub struct Network {
 
 impl Network {
     /// Creates parameters for every node, named `<node>.weight`, `<bn node>.running_mean`, ...
+    #[deny(clippy::wildcard_enum_match_arm)]
     pub fn new(graph: &Graph, device: tch::Device) -> Network {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -263,7 +264,23 @@ impl Network {
                     },
                     learned: None,
                 },
-                _ => Layer::None,
+                // No parameters and no observer.
+                Op::Input
+                | Op::Relu
+                | Op::Relu6
+                | Op::Hardswish
+                | Op::Sigmoid
+                | Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::GlobalAvgPool
+                | Op::Flatten
+                | Op::Reshape { .. }
+                | Op::Add { .. }
+                | Op::Mul
+                | Op::Concat { .. }
+                | Op::Dropout { .. }
+                | Op::Softmax { .. }
+                | Op::Pad { .. } => Layer::None,
             })
             .collect();
         let enabled = vec![true; graph.nodes.len()];
@@ -471,6 +488,7 @@ impl Network {
                     .expect("inputs come first")
             };
             let quantize = mode == Mode::Quantized && !node.quant.float && self.enabled[i];
+            #[deny(clippy::wildcard_enum_match_arm)]
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
                 Op::Conv2d {
@@ -506,7 +524,9 @@ impl Network {
                         input(0),
                         train && (mode == Mode::Float || !self.quant.bn_frozen),
                     ),
-                    _ => unreachable!("batch_norm nodes own a Norm"),
+                    Layer::None | Layer::Linear { .. } | Layer::FakeQuant { .. } => {
+                        unreachable!("batch_norm nodes own a Norm")
+                    }
                 },
                 Op::Relu => activate(input(0).shallow_clone(), Some(Activation::Relu)),
                 Op::MaxPool2d { size, stride } => {

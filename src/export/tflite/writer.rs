@@ -566,8 +566,12 @@ impl<'a> Writer<'a> {
                 let builtin = match act {
                     fb::ActivationFunctionType::Relu => Builtin::Relu,
                     fb::ActivationFunctionType::Relu6 => Builtin::Relu6,
-                    // A change of parameters only: int8 → int8 QUANTIZE requantizes.
-                    _ => Builtin::Quantize,
+                    // A change of parameters only: int8 → int8 QUANTIZE requantizes
+                    // (`fused_activation` gives no other function).
+                    fb::ActivationFunctionType::None
+                    | fb::ActivationFunctionType::ReluN1To1
+                    | fb::ActivationFunctionType::Tanh
+                    | fb::ActivationFunctionType::SignBit => Builtin::Quantize,
                 };
                 let x = self.value(*input)?;
                 let y = self.value(*output)?;
