@@ -166,3 +166,34 @@ fn pools_and_concats_export_to_onnx_and_onnx_runtime_agrees() {
     }
     check_onnx_runtime(&int8_dir, &onnx, 1000, tmp.path());
 }
+
+/// The squeeze-and-excitation example trained and exported: hardswish and sigmoid as
+/// lookup tables, mul broadcasting the channel gates; ONNX Runtime (its own hardswish in
+/// f32, QLinearSigmoid, QLinearMul) agrees with qatc's runtime on real images.
+#[test]
+fn squeeze_and_excitation_exports_to_onnx_and_onnx_runtime_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fashion/se.qat");
+    let (_, table, report) = build(&model, tmp.path());
+    assert!(table.contains("QAT int8 (runtime)"), "{table}");
+    let int8_dir = PathBuf::from(report.artifacts.int8.as_deref().expect("artifacts.int8"));
+    let onnx = PathBuf::from(report.artifacts.onnx.as_deref().expect("artifacts.onnx"));
+    let kinds: Vec<&str> = qatc::runtime::load(&int8_dir)
+        .unwrap()
+        .graph()
+        .ops
+        .iter()
+        .map(|op| op.kind())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "lookup").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "mul").count(),
+        2,
+        "{kinds:?}"
+    );
+    check_onnx_runtime(&int8_dir, &onnx, 1000, tmp.path());
+}

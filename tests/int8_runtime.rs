@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use qatc::diagnostics::SourceFile;
 use qatc::int8::{self, IntOp, IntTensor};
-use qatc::ir::ops::Activation;
-use qatc::ir::{Graph, Op};
+use qatc::ir::ops::{Activation, RangeSource};
+use qatc::ir::{Graph, NodeId, Op};
 use qatc::lower::{self, F32Tensor, TensorMap};
 use qatc::passes::{self, Stage};
 use qatc::runtime::{self, Isa, Model};
@@ -64,6 +64,25 @@ model Branches {
 "#;
 
 const CNN: &str = include_str!("../examples/fashion/cnn.qat");
+
+/// hardswish after a conv2d and after a dense: int8 lookup tables.
+const HARDSWISH: &str = include_str!("models/int8_runtime_hardswish.qat");
+
+/// sigmoid after a conv2d and after a dense: tables into the fixed range [0, 1).
+const SIGMOID: &str = include_str!("models/int8_runtime_sigmoid.qat");
+
+/// Squeeze-and-excitation: sigmoid gates reshaped to [C, 1, 1] times a [C, H, W] value,
+/// and a [W] vector times it.
+const SQUEEZE_EXCITE: &str = include_str!("models/int8_runtime_se.qat");
+
+/// The float functions int8 lookup tables stand for, written here as libtorch computes them.
+fn hardswish(x: f32) -> f32 {
+    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
 
 fn quantized(src: &str) -> Graph {
     let checked = qatc::check_source(&SourceFile::new("t.qat", src));
@@ -161,6 +180,10 @@ fn grid(graph: &Graph, params: &TensorMap, mut id: qatc::ir::NodeId) -> (f32, i6
     loop {
         let node = graph.node(id);
         match &node.op {
+            Op::FakeQuant {
+                range: RangeSource::Fixed { scale, zero_point },
+                ..
+            } => return (*scale, *zero_point),
             Op::FakeQuant { spec, .. } => {
                 let get = |what: &str| params[&format!("{}.{what}", node.name)].data[0];
                 return spec.params(get("min"), get("max"));
@@ -175,7 +198,7 @@ fn grid(graph: &Graph, params: &TensorMap, mut id: qatc::ir::NodeId) -> (f32, i6
 fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<f32> {
     let calibrate = mode == Sim::Calibrate;
     let mut values: Vec<Vec<f32>> = Vec::new();
-    for node in &graph.nodes {
+    for (node_index, node) in graph.nodes.iter().enumerate() {
         let input = |k: usize| &values[node.inputs[k].index()];
         let in_shape = |k: usize| graph.node(node.inputs[k]).shape.clone();
         let out = match &node.op {
@@ -242,6 +265,8 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
             }
             Op::Relu => input(0).iter().map(|v| v.max(0.0)).collect(),
             Op::Relu6 => input(0).iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            Op::Hardswish => input(0).iter().map(|&v| hardswish(v)).collect(),
+            Op::Sigmoid => input(0).iter().map(|&v| sigmoid(v)).collect(),
             Op::Dropout { .. } => input(0).clone(),
             Op::GlobalAvgPool => {
                 let hw: usize = in_shape(0)[1..].iter().product();
@@ -307,7 +332,28 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                     Some(Activation::Relu6) => (a + b).clamp(0.0, 6.0),
                 })
                 .collect(),
-            Op::Flatten => input(0).clone(),
+            Op::Flatten | Op::Reshape { .. } => input(0).clone(),
+            // NumPy broadcasting of row-major values, aligned from the right.
+            Op::Mul => {
+                let out = &node.shape;
+                let at = |k: usize, i: usize| {
+                    let s = in_shape(k);
+                    let (mut rest, mut src, mut stride) = (i, 0, 1);
+                    for (j, &o) in out.iter().enumerate().rev() {
+                        let m = rest % o;
+                        rest /= o;
+                        let d = (j + s.len()).checked_sub(out.len()).map_or(1, |j| s[j]);
+                        if d != 1 {
+                            src += m * stride;
+                        }
+                        stride *= d;
+                    }
+                    input(k)[src]
+                };
+                (0..out.iter().product())
+                    .map(|i| at(0, i) * at(1, i))
+                    .collect()
+            }
             Op::MaxPool2d { size, stride } => {
                 let s = in_shape(0);
                 let (c, h, w) = (s[0], s[1], s[2]);
@@ -356,7 +402,7 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                     );
                     input(0).clone()
                 } else {
-                    let (s, zp) = spec.params(params[&min_name].data[0], params[&max_name].data[0]);
+                    let (s, zp) = grid(graph, params, NodeId(node_index as u32));
                     let (qmin, qmax) = spec.range();
                     input(0)
                         .iter()
@@ -558,6 +604,187 @@ fn branch_outputs_are_within_one_unit() {
             21,
         );
     }
+}
+
+/// hardswish as an int8 table: the lone hardswish values agree with the simulation
+/// integer for integer (tables are exact; the conv2d before may round a tie the other
+/// way), and so do the logits within one unit.
+#[test]
+fn hardswish_matches_the_simulation() {
+    check_against_simulation(HARDSWISH, 120, 8);
+    check_against_simulation(&HARDSWISH.replace("output logits", "output h"), 120, 8);
+}
+
+/// Every table entry is `quantize(f(dequantize(q)))` with the input's and output's
+/// parameters, rounded half to even as PyTorch's fake quantization rounds.
+fn assert_tables_are_the_function(model: &int8::Model, name: &str, f: fn(f32) -> f32) {
+    let g = model.graph();
+    let mut tables = 0;
+    for op in &g.ops {
+        if let IntOp::Lookup {
+            input,
+            output,
+            function,
+            table,
+            ..
+        } = op
+        {
+            assert_eq!(function.name(), name);
+            let (x, y) = (g.values[*input].quant, g.values[*output].quant);
+            for (i, &t) in table.iter().enumerate() {
+                let real = f((i as i32 - 128 - x.zero_point) as f32 * x.scale);
+                let q = ((real * (1.0 / y.scale)).round_ties_even() + y.zero_point as f32)
+                    .clamp(y.qmin as f32, y.qmax as f32);
+                assert_eq!(t as f32, q, "{function:?} at {}", i as i32 - 128);
+            }
+            tables += 1;
+        }
+    }
+    assert!(tables > 0, "no lookup tables");
+}
+
+#[test]
+fn hardswish_lowers_to_a_table_of_the_function() {
+    let model = lowered(HARDSWISH);
+    assert_tables_are_the_function(&model, "hardswish", hardswish);
+    let kinds: Vec<&str> = model.graph().ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "lookup").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+/// ONNX Runtime computes hardswish itself, in f32 between a DequantizeLinear and a
+/// QuantizeLinear, in libtorch's order: exact like the table.
+#[test]
+fn onnx_hardswish_agrees_with_the_table() {
+    let int8_model = lowered(HARDSWISH);
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let std = |op: &str| (op.to_string(), String::new());
+    for op in ["Add", "Clip", "Mul", "Div"] {
+        assert_eq!(
+            nodes.iter().filter(|n| **n == std(op)).count(),
+            2,
+            "{op}: {nodes:?}"
+        );
+    }
+    onnx_runtime_agrees(&int8_model, 300);
+    onnx_runtime_agrees(
+        &lowered(&HARDSWISH.replace("output logits", "output h")),
+        300,
+    );
+}
+
+/// sigmoid's output parameters are fixed, not observed: TFLite LOGISTIC's 1/256 and -128,
+/// decided by the fake-quant pass and kept by the lowering.
+#[test]
+fn sigmoid_lowers_to_a_table_into_its_fixed_range() {
+    let graph = quantized(SIGMOID);
+    let fixed = graph
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(n.op, Op::FakeQuant { range: RangeSource::Fixed { scale, zero_point }, .. }
+                if scale == 1.0 / 256.0 && zero_point == -128)
+        })
+        .count();
+    assert_eq!(fixed, 2);
+    let model = lowered(SIGMOID);
+    assert_tables_are_the_function(&model, "sigmoid", sigmoid);
+    let g = model.graph();
+    for op in &g.ops {
+        if let IntOp::Lookup { output, .. } = op {
+            let q = g.values[*output].quant;
+            assert_eq!((q.scale, q.zero_point), (1.0 / 256.0, -128));
+        }
+    }
+}
+
+#[test]
+fn sigmoid_matches_the_simulation() {
+    check_against_simulation(SIGMOID, 120, 9);
+    check_against_simulation(&SIGMOID.replace("output logits", "output h"), 120, 9);
+}
+
+/// com.microsoft QLinearSigmoid: ONNX Runtime tabulates sigmoid itself.
+#[test]
+fn onnx_sigmoid_is_qlinear_sigmoid_and_agrees() {
+    let int8_model = lowered(SIGMOID);
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let sigmoid = ("QLinearSigmoid".to_string(), "com.microsoft".to_string());
+    assert_eq!(
+        nodes.iter().filter(|n| **n == sigmoid).count(),
+        2,
+        "{nodes:?}"
+    );
+    onnx_runtime_agrees(&int8_model, 300);
+    onnx_runtime_agrees(&lowered(&SIGMOID.replace("output logits", "output h")), 300);
+}
+
+/// mul: int8 product with one requantization, broadcasting [C, 1, 1] over H and W and a
+/// lifted [1, 1, W] over C and H. The gates agree with the simulation within one unit; a
+/// gate one unit off (the dense before the sigmoid rounds a tie the other way) moves a
+/// product by up to (x - zp_x) / 256 units more, so products and logits may be two
+/// units off, on fewer than 1% of the outputs.
+#[test]
+fn squeeze_and_excitation_matches_the_simulation() {
+    check_against_simulation(
+        &SQUEEZE_EXCITE.replace("output logits", "output s"),
+        120,
+        13,
+    );
+    for out in ["y", "z", "logits"] {
+        check_within(
+            &SQUEEZE_EXCITE.replace("output logits", &format!("output {out}")),
+            120,
+            13,
+            2,
+        );
+    }
+}
+
+#[test]
+fn mul_requantizes_once_and_lifts_the_lower_rank_input() {
+    let (g, _) = lowered(SQUEEZE_EXCITE).into_parts();
+    let kinds: Vec<&str> = g.ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "mul").count(),
+        2,
+        "{kinds:?}"
+    );
+    for op in &g.ops {
+        if let IntOp::Mul {
+            inputs,
+            output,
+            requant,
+            ..
+        } = op
+        {
+            let [a, b] = inputs.map(|i| &g.values[i]);
+            let y = &g.values[*output];
+            assert_eq!(a.shape.len(), y.shape.len());
+            assert_eq!(b.shape.len(), y.shape.len());
+            let real = a.quant.scale as f64 * b.quant.scale as f64 / y.quant.scale as f64;
+            assert!((requant.real() / real - 1.0).abs() < 1e-9);
+        }
+    }
+    let shapes: Vec<&[usize]> = g.values.iter().map(|v| v.shape.as_slice()).collect();
+    assert!(shapes.contains(&[6, 1, 1].as_slice()), "{shapes:?}");
+    assert!(shapes.contains(&[1, 1, 10].as_slice()), "{shapes:?}");
+}
+
+/// com.microsoft QLinearMul with ONNX's broadcasting, and Reshape to [N, C, 1, 1].
+#[test]
+fn onnx_mul_is_qlinear_mul_and_agrees() {
+    let int8_model = lowered(SQUEEZE_EXCITE);
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let mul = ("QLinearMul".to_string(), "com.microsoft".to_string());
+    assert_eq!(nodes.iter().filter(|n| **n == mul).count(), 2, "{nodes:?}");
+    onnx_runtime_agrees(&int8_model, 300);
 }
 
 fn lowered(src: &str) -> int8::Model {

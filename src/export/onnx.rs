@@ -2,7 +2,8 @@
 //! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
 //! int8 `MaxPool` and `Flatten`, and from the com.microsoft domain `QLinearAdd` for add,
 //! `QLinearGlobalAveragePool` (then `Flatten` to `[N, C]`) for global_avg_pool and
-//! `QLinearConcat` for concat; `DequantizeLinear` on the logits. avg_pool2d keeps its
+//! `QLinearConcat` for concat, `QLinearMul` for mul; lookup tables as the function they tabulate (see [`lookup`]);
+//! `DequantizeLinear` on the logits. avg_pool2d keeps its
 //! input's parameters and is written exactly as qatc computes it: `Cast` to f32, f32
 //! `AveragePool` of the raw int8 values, rounding half away from zero
 //! (`Sign · Floor(Abs + 0.5)`), `Cast` back to int8. Opset 13, IR version 7. The layout
@@ -18,7 +19,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::int8::{self, IntOp, IntTensor, QParams};
+use crate::int8::{self, IntOp, IntTensor, LookupFunction, QParams};
 use crate::report::write_atomic_bytes;
 
 #[derive(Debug, thiserror::Error)]
@@ -306,7 +307,18 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
     for op in &graph.ops {
         let out = &names[op.output()];
         let out_q = graph.values[op.output()].quant;
+        #[deny(clippy::wildcard_enum_match_arm)]
         match op {
+            IntOp::Lookup {
+                input, function, ..
+            } => lookup(
+                &mut b,
+                *function,
+                &names[*input],
+                graph.values[*input].quant,
+                out,
+                out_q,
+            ),
             IntOp::Quantize { .. } => {
                 let (s, z) = b.qparams(out, &out_q);
                 b.node(
@@ -438,13 +450,57 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
                     attrs,
                 );
             }
-            IntOp::Reshape { input, .. } => {
+            IntOp::Reshape { input, output } => {
+                let shape = &graph.values[*output].shape;
+                if shape.len() == 1 {
+                    b.node(
+                        "Flatten",
+                        "",
+                        vec![names[*input].clone()],
+                        out.clone(),
+                        vec![int("axis", 1)],
+                    );
+                } else {
+                    // ONNX's layout is the model's: the same shape after the batch.
+                    let dims: Vec<i64> = std::iter::once(-1)
+                        .chain(shape.iter().map(|&d| d as i64))
+                        .collect();
+                    let to = b.init(
+                        format!("{out}_shape"),
+                        INT64,
+                        &[dims.len()],
+                        dims.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    );
+                    b.node(
+                        "Reshape",
+                        "",
+                        vec![names[*input].clone(), to],
+                        out.clone(),
+                        vec![],
+                    );
+                }
+            }
+            IntOp::Mul { inputs, .. } => {
+                // Both inputs have the output's rank: ONNX's broadcasting stretches the 1s.
+                let (qa, qb) = (graph.values[inputs[0]].quant, graph.values[inputs[1]].quant);
+                let (sa, za) = b.qparams(&format!("{out}_a"), &qa);
+                let (sb, zb) = b.qparams(&format!("{out}_b"), &qb);
+                let (sy, zy) = b.qparams(out, &out_q);
                 b.node(
-                    "Flatten",
-                    "",
-                    vec![names[*input].clone()],
+                    "QLinearMul",
+                    "com.microsoft",
+                    vec![
+                        names[inputs[0]].clone(),
+                        sa,
+                        za,
+                        names[inputs[1]].clone(),
+                        sb,
+                        zb,
+                        sy,
+                        zy,
+                    ],
                     out.clone(),
-                    vec![int("axis", 1)],
+                    vec![],
                 );
             }
             IntOp::Add {
@@ -617,6 +673,63 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
             },
         ],
     })
+}
+
+/// An elementwise function of int8 `x` into `out`. The table the int8 graph carries is
+/// not written: ONNX Runtime computes each function itself, an independent check.
+fn lookup(b: &mut Builder, function: LookupFunction, x: &str, xq: QParams, out: &str, yq: QParams) {
+    #[deny(clippy::wildcard_enum_match_arm)]
+    match function {
+        // In f32 as libtorch orders it, `x * clip(x + 3, 0, 6) / 6`, between a
+        // DequantizeLinear and a QuantizeLinear (ONNX's HardSwish needs opset 14).
+        LookupFunction::Hardswish => {
+            let (s, z) = b.qparams(&format!("{out}_x"), &xq);
+            let real = b.node(
+                "DequantizeLinear",
+                "",
+                vec![x.into(), s, z],
+                format!("{out}_real"),
+                vec![],
+            );
+            let [three, zero, six] =
+                [3.0f32, 0.0, 6.0].map(|v| b.f32s(format!("{out}_const{v}"), &[], &[v]));
+            let shifted = b.node(
+                "Add",
+                "",
+                vec![real.clone(), three],
+                format!("{out}_plus3"),
+                vec![],
+            );
+            let clipped = b.node(
+                "Clip",
+                "",
+                vec![shifted, zero, six.clone()],
+                format!("{out}_relu6"),
+                vec![],
+            );
+            let product = b.node("Mul", "", vec![real, clipped], format!("{out}_mul"), vec![]);
+            let y = b.node(
+                "Div",
+                "",
+                vec![product, six],
+                format!("{out}_hardswish"),
+                vec![],
+            );
+            let (s, z) = b.qparams(out, &yq);
+            b.node("QuantizeLinear", "", vec![y, s, z], out.into(), vec![]);
+        }
+        LookupFunction::Sigmoid => {
+            let (xs, xz) = b.qparams(&format!("{out}_x"), &xq);
+            let (ys, yz) = b.qparams(out, &yq);
+            b.node(
+                "QLinearSigmoid",
+                "com.microsoft",
+                vec![x.into(), xs, xz, ys, yz],
+                out.into(),
+                vec![],
+            );
+        }
+    }
 }
 
 /// QLinearConv's eight inputs.

@@ -177,6 +177,76 @@ pub enum IntOp {
         axis: usize,
         requant: Vec<Requant>,
     },
+    /// `zp_y + requant((a - zp_a) * (b - zp_b))`, `requant` ≈ `s_a * s_b / s_y`, clamped to
+    /// the output's range. Both inputs have the output's rank; a dimension of 1 stretches
+    /// (NumPy broadcasting: `[C, H, W] * [C, 1, 1]` scales each channel).
+    Mul {
+        name: String,
+        inputs: [ValueId; 2],
+        output: ValueId,
+        requant: Requant,
+    },
+    /// `y = table[x + 128]`: an elementwise function of one int8 value, tabulated at
+    /// lowering from the float `function` and the input and output parameters, so that
+    /// it is exactly the fake-quant model's `quantize(function(dequantize(x)))`.
+    Lookup {
+        name: String,
+        input: ValueId,
+        output: ValueId,
+        function: LookupFunction,
+        /// 256 entries, for inputs -128 to 127.
+        table: Vec<i8>,
+    },
+}
+
+/// NumPy broadcasting of two shapes of one rank, if they are compatible.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    if a.len() != b.len() {
+        return None;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| match (x, y) {
+            _ if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The float function an [`IntOp::Lookup`] tabulates (exporters map it to their own op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupFunction {
+    /// `x * relu6(x + 3) / 6`.
+    Hardswish,
+    /// `1 / (1 + exp(-x))`, into the fixed output range [0, 1).
+    Sigmoid,
+}
+
+impl LookupFunction {
+    pub fn name(self) -> &'static str {
+        match self {
+            LookupFunction::Hardswish => "hardswish",
+            LookupFunction::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// The function in f32, in libtorch's order of operations (what training computes).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            LookupFunction::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            LookupFunction::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// The table of `input` → `output` integers: `quantize(apply(dequantize(q)))`.
+    pub fn table(self, input: QParams, output: QParams) -> Vec<i8> {
+        (-128..=127i32)
+            .map(|q| output.quantize(self.apply(input.dequantize(q as i8))))
+            .collect()
+    }
 }
 
 impl IntOp {
@@ -192,6 +262,8 @@ impl IntOp {
             IntOp::AvgPool2d { .. } => "avg_pool2d",
             IntOp::GlobalAvgPool { .. } => "global_avg_pool",
             IntOp::Concat { .. } => "concat",
+            IntOp::Lookup { .. } => "lookup",
+            IntOp::Mul { .. } => "mul",
         }
     }
 
@@ -203,7 +275,9 @@ impl IntOp {
             | IntOp::Add { name, .. }
             | IntOp::Requantize { name, .. }
             | IntOp::GlobalAvgPool { name, .. }
-            | IntOp::Concat { name, .. } => Some(name),
+            | IntOp::Concat { name, .. }
+            | IntOp::Lookup { name, .. }
+            | IntOp::Mul { name, .. } => Some(name),
             IntOp::Quantize { .. }
             | IntOp::MaxPool2d { .. }
             | IntOp::Reshape { .. }
@@ -222,7 +296,9 @@ impl IntOp {
             | IntOp::Requantize { output, .. }
             | IntOp::AvgPool2d { output, .. }
             | IntOp::GlobalAvgPool { output, .. }
-            | IntOp::Concat { output, .. } => *output,
+            | IntOp::Concat { output, .. }
+            | IntOp::Lookup { output, .. }
+            | IntOp::Mul { output, .. } => *output,
         }
     }
 
@@ -235,8 +311,9 @@ impl IntOp {
             | IntOp::Reshape { input, .. }
             | IntOp::Requantize { input, .. }
             | IntOp::AvgPool2d { input, .. }
-            | IntOp::GlobalAvgPool { input, .. } => vec![*input],
-            IntOp::Add { inputs, .. } => inputs.to_vec(),
+            | IntOp::GlobalAvgPool { input, .. }
+            | IntOp::Lookup { input, .. } => vec![*input],
+            IntOp::Add { inputs, .. } | IntOp::Mul { inputs, .. } => inputs.to_vec(),
             IntOp::Concat { inputs, .. } => inputs.clone(),
         }
     }
@@ -443,6 +520,28 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
                     .map(|(i, r)| format!("%{i} * {} / 2^{}", r.multiplier, r.shift))
                     .collect();
                 let _ = writeln!(out, "concat({}, axis={axis})", parts.join(", "));
+            }
+            IntOp::Mul {
+                inputs, requant, ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "mul(%{}, %{}, M={:.9e} = {} / 2^{})  broadcast",
+                    inputs[0],
+                    inputs[1],
+                    requant.real(),
+                    requant.multiplier,
+                    requant.shift
+                );
+            }
+            IntOp::Lookup {
+                input, function, ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "lookup(%{input}, {})  256-entry table",
+                    function.name()
+                );
             }
         }
     }

@@ -10,7 +10,7 @@ pub mod validate;
 
 pub use artifact::ArtifactError;
 pub use graph::{
-    text, Input, IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value, ValueId, FORMAT,
-    VERSION,
+    text, Input, IntGraph, IntOp, IntTensor, IntTensors, LookupFunction, QParams, Requant, Value,
+    ValueId, FORMAT, VERSION,
 };
 pub use validate::{Model, OpRef, ValidationError};

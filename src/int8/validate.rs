@@ -82,6 +82,17 @@ pub enum ValidationError {
         shape: Vec<usize>,
         expected: String,
     },
+    #[error(
+        "{op}: a lookup table needs 256 entries in [{qmin}, {qmax}], has {len} in [{lo}, {hi}]"
+    )]
+    Table {
+        op: OpRef,
+        len: usize,
+        lo: i32,
+        hi: i32,
+        qmin: i32,
+        qmax: i32,
+    },
     #[error("{op}: int32 accumulators could overflow ({what} up to {worst})")]
     Overflow { op: OpRef, what: String, worst: i64 },
     #[error("{op}: {found} requantization multipliers for {expected} channels")]
@@ -256,10 +267,43 @@ impl OpCheck<'_> {
         Ok(())
     }
 
+    #[deny(clippy::wildcard_enum_match_arm)]
     fn op(&self, op: &IntOp) -> Result<(), ValidationError> {
         let value = |v: ValueId| &self.graph.values[v];
         let out = value(op.output());
         match op {
+            IntOp::Mul {
+                inputs, requant, ..
+            } => {
+                let (a, b) = (&value(inputs[0]).shape, &value(inputs[1]).shape);
+                if graph::broadcast(a, b).as_ref() != Some(&out.shape) {
+                    return Err(self.shape(
+                        op.output(),
+                        format!(
+                            "has shape {:?}, which is not {a:?} and {b:?} broadcast",
+                            out.shape
+                        ),
+                    ));
+                }
+                self.requant(&[*requant], 1)
+            }
+            IntOp::Lookup { input, table, .. } => {
+                self.expect_shape(*input, &out.shape)?;
+                let q = out.quant;
+                let lo = table.iter().copied().min().map_or(0, i32::from);
+                let hi = table.iter().copied().max().map_or(0, i32::from);
+                if table.len() != 256 || lo < q.qmin || hi > q.qmax {
+                    return Err(ValidationError::Table {
+                        op: self.at.clone(),
+                        len: table.len(),
+                        lo,
+                        hi,
+                        qmin: q.qmin,
+                        qmax: q.qmax,
+                    });
+                }
+                Ok(())
+            }
             IntOp::Quantize { output } => self.expect_shape(*output, &self.graph.input.shape),
             IntOp::Conv2d {
                 input,
@@ -346,11 +390,13 @@ impl OpCheck<'_> {
             }
             IntOp::Reshape { input, output } => {
                 let inp = value(*input);
-                if numel(&inp.shape) != numel(&out.shape) || out.shape.len() != 1 {
+                // To or from a vector: the runtime and TFLite map those between layouts.
+                let vector = out.shape.len() == 1 || inp.shape.len() == 1;
+                if numel(&inp.shape) != numel(&out.shape) || !vector {
                     return Err(self.shape(
                         *output,
                         format!(
-                            "has shape {:?}, but {:?} reshapes only to a vector of as many values",
+                            "has shape {:?}, but {:?} reshapes only to or from a vector of as many values",
                             out.shape, inp.shape
                         ),
                     ));

@@ -19,13 +19,18 @@
 //! | global_avg_pool | `zp_y + requant(Σ (x - zp_x))`, `M = s_x / (H·W·s_y)` (TFLite MEAN) | one rounding, half toward +inf |
 //! | concat | each input `zp_y + requant_i(x - zp_i)`, `M_i = s_i / s_y`; equal parameters copy | one rounding, half toward +inf |
 //! | dropout | the identity | exact |
+//! | sigmoid output | fixed, not observed: scale 1/256, zero point -128 (TFLite LOGISTIC) | exact |
+//! | mul | `zp_y + requant((a - zp_a)(b - zp_b))`, `M = s_a s_b / s_y`, broadcasting a dimension of 1 | one rounding, half toward +inf |
+//! | hardswish, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::diagnostics::Diagnostic;
-use crate::int8::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, Requant, Value};
-use crate::ir::ops::Activation;
+use crate::int8::{
+    self, IntGraph, IntOp, IntTensor, IntTensors, LookupFunction, QParams, Requant, Value,
+};
+use crate::ir::ops::{Activation, RangeSource};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 
 /// A float tensor read from the trained weights (row-major).
@@ -137,6 +142,9 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
         | Op::Reshape { .. }
         | Op::Add { .. }
         | Op::Concat { .. }
+        | Op::Hardswish
+        | Op::Sigmoid
+        | Op::Mul
         | Op::Dropout { .. } => Ok(()),
         Op::BatchNorm { .. } => Err(Refusal {
             what: "a batch_norm that is not folded into a conv2d or dense has no integer kernel"
@@ -145,9 +153,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
             hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads"
                 .into(),
         }),
-        op @ (Op::Hardswish | Op::Sigmoid | Op::Mul | Op::Softmax { .. } | Op::Pad { .. }) => {
-            Err(no_kernel(format!("`{}`", op.name())))
-        }
+        op @ (Op::Softmax { .. } | Op::Pad { .. }) => Err(no_kernel(format!("`{}`", op.name()))),
     }
 }
 
@@ -377,6 +383,9 @@ impl Lowering<'_> {
             | Op::Relu
             | Op::Relu6
             | Op::GlobalAvgPool
+            | Op::Hardswish
+            | Op::Sigmoid
+            | Op::Mul
             | Op::Concat { .. } => {
                 for k in 0..node.inputs.len() {
                     self.int_input(id, k)?;
@@ -416,26 +425,31 @@ impl Lowering<'_> {
                 self.out.ops.push(IntOp::Reshape { input, output });
                 Lowered::Int(output)
             }
-            Op::FakeQuant { spec, .. } => self.fake_quant(id, *spec)?,
+            Op::FakeQuant { spec, range } => self.fake_quant(id, *spec, range)?,
             // Refused by `int8_form` before lowering starts.
-            Op::BatchNorm { .. }
-            | Op::Hardswish
-            | Op::Sigmoid
-            | Op::Mul
-            | Op::Softmax { .. }
-            | Op::Pad { .. } => return Err(self.err(id, "has no integer form")),
+            Op::BatchNorm { .. } | Op::Softmax { .. } | Op::Pad { .. } => {
+                return Err(self.err(id, "has no integer form"))
+            }
         })
     }
 
     /// A fake-quant node fixes the output parameters of the op before it.
-    fn fake_quant(&mut self, id: NodeId, spec: QuantSpec) -> Result<Lowered, LowerError> {
+    fn fake_quant(
+        &mut self,
+        id: NodeId,
+        spec: QuantSpec,
+        range: &RangeSource,
+    ) -> Result<Lowered, LowerError> {
         let node = self.graph.node(id);
-        if spec.scheme != Scheme::Asymmetric && spec.scheme != Scheme::Symmetric {
-            return Err(self.err(id, "unknown activation scheme"));
-        }
-        let min = self.tensor(&format!("{}.min", node.name), &[1])?.data[0];
-        let max = self.tensor(&format!("{}.max", node.name), &[1])?.data[0];
-        let (scale, zp) = spec.params(min, max);
+        let (scale, zp) = match range {
+            // Shared ranges are saved under each node's own name too.
+            RangeSource::Observed | RangeSource::SharedWith(_) => {
+                let min = self.tensor(&format!("{}.min", node.name), &[1])?.data[0];
+                let max = self.tensor(&format!("{}.max", node.name), &[1])?.data[0];
+                spec.params(min, max)
+            }
+            RangeSource::Fixed { scale, zero_point } => (*scale, *zero_point),
+        };
         let (qmin, qmax) = spec.range();
         let quant = QParams {
             scale,
@@ -677,21 +691,80 @@ impl Lowering<'_> {
                 });
                 Ok(output)
             }
+            Op::Hardswish => self.lookup(id, LookupFunction::Hardswish, quant),
+            // `quant` is the fixed range the fake-quant pass gave it.
+            Op::Sigmoid => self.lookup(id, LookupFunction::Sigmoid, quant),
+            Op::Mul => self.mul(id, quant),
             // Lowered in `node`, never pending.
             Op::Input
             | Op::BatchNorm { .. }
-            | Op::Hardswish
-            | Op::Sigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::Flatten
             | Op::Reshape { .. }
-            | Op::Mul
             | Op::Dropout { .. }
             | Op::Softmax { .. }
             | Op::Pad { .. }
             | Op::FakeQuant { .. } => Err(self.err(id, "has no integer form")),
         }
+    }
+
+    /// Emits mul node `id` with output parameters `quant`. An input of lower rank is first
+    /// reshaped with leading 1s (NumPy's alignment from the right), so that both inputs
+    /// have the output's rank in every backend.
+    fn mul(&mut self, id: NodeId, quant: QParams) -> Result<usize, LowerError> {
+        let node = self.graph.node(id);
+        let rank = node.shape.len();
+        let mut inputs = [0; 2];
+        for (k, slot) in inputs.iter_mut().enumerate() {
+            let v = self.int_input(id, k)?;
+            let from = self.out.values[v].clone();
+            *slot = if from.shape.len() < rank {
+                let mut shape = vec![1; rank - from.shape.len()];
+                shape.extend(&from.shape);
+                let lifted =
+                    self.push_value(&format!("{}/rank{rank}", from.name), shape, from.quant);
+                self.out.ops.push(IntOp::Reshape {
+                    input: v,
+                    output: lifted,
+                });
+                lifted
+            } else {
+                v
+            };
+        }
+        let [a, b] = inputs.map(|v| self.out.values[v].quant.scale as f64);
+        let requant = self.multiplier(id, a * b / quant.scale as f64)?;
+        let output = self.push_value(&node.name, node.shape.clone(), quant);
+        self.out.ops.push(IntOp::Mul {
+            name: node.name.clone(),
+            inputs,
+            output,
+            requant,
+        });
+        Ok(output)
+    }
+
+    /// Emits elementwise node `id` as a table of `function` from its input's parameters
+    /// to `quant`.
+    fn lookup(
+        &mut self,
+        id: NodeId,
+        function: LookupFunction,
+        quant: QParams,
+    ) -> Result<usize, LowerError> {
+        let node = self.graph.node(id);
+        let input = self.int_input(id, 0)?;
+        let table = function.table(self.out.values[input].quant, quant);
+        let output = self.push_value(&node.name, node.shape.clone(), quant);
+        self.out.ops.push(IntOp::Lookup {
+            name: node.name.clone(),
+            input,
+            output,
+            function,
+            table,
+        });
+        Ok(output)
     }
 
     /// Emits add node `id` (with its fused activation's clamp) with output parameters `quant`.

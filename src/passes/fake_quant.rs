@@ -5,6 +5,9 @@
 //! and a quantized op that reads a float value gets a fake_quant on that input.
 //! Weight quantization is not a node: conv2d/dense carry their weight spec.
 //!
+//! The value after an op with a fixed output range (sigmoid) gets that range
+//! ([`RangeSource::Fixed`]) instead of an observed one.
+//!
 //! A concat's inputs use the concat's own range ([`shared_ranges`]): TFLite's int8
 //! CONCATENATION requires it, and the join becomes a copy instead of requantizations.
 
@@ -73,11 +76,25 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
     let shared = shared_ranges(graph);
     for id in graph.ids() {
         let source = shared[id.index()];
-        if source != id {
-            let name = graph.node(source).name.clone();
-            if let Op::FakeQuant { range, .. } = &mut graph.nodes[id.index()].op {
-                *range = RangeSource::SharedWith(name);
-            }
+        let fixed = match &graph.node(id).op {
+            Op::FakeQuant { spec, .. } => graph
+                .node(graph.node(id).inputs[0])
+                .op
+                .role()
+                .fixed_output()
+                .map(|f| f.params(*spec)),
+            _ => None,
+        };
+        // A fixed range wins over sharing: it is what the op's int8 kernel requires.
+        let decided = match fixed {
+            Some((scale, zero_point)) => Some(RangeSource::Fixed { scale, zero_point }),
+            None if source != id => Some(RangeSource::SharedWith(graph.node(source).name.clone())),
+            None => None,
+        };
+        if let (Some(decided), Op::FakeQuant { range, .. }) =
+            (decided, &mut graph.nodes[id.index()].op)
+        {
+            *range = decided;
         }
     }
     !after.is_empty()

@@ -89,7 +89,19 @@ enum Step {
     Reshape {
         input: usize,
         output: usize,
-        hwc: Option<(usize, usize, usize)>,
+        /// Per output element (runtime layout), the input element it copies; `None`
+        /// when the layouts agree and the bytes are copied as they are.
+        gather: Option<Vec<u32>>,
+    },
+    Mul {
+        inputs: [usize; 2],
+        output: usize,
+        /// Per output element (runtime layout), the element of each input it reads.
+        gather: [Vec<u32>; 2],
+        zp: [i32; 3],
+        rq: Requant,
+        lo: i32,
+        hi: i32,
     },
     Add {
         inputs: [usize; 2],
@@ -131,6 +143,11 @@ enum Step {
         lo: i32,
         hi: i32,
     },
+    Lookup {
+        input: usize,
+        output: usize,
+        table: Vec<i8>,
+    },
     Concat {
         output: usize,
         /// Runtime-layout blocks per sample: each holds one slice of every part in turn.
@@ -166,6 +183,37 @@ fn runtime_shape(shape: &[usize]) -> Vec<usize> {
     }
 }
 
+/// For each element in the model's row-major order, its offset in the runtime layout.
+fn runtime_offsets(shape: &[usize]) -> Vec<usize> {
+    match shape[..] {
+        [c, h, w] => (0..c * h * w)
+            .map(|i| (i % (h * w)) * c + i / (h * w))
+            .collect(),
+        _ => (0..numel(shape)).collect(),
+    }
+}
+
+/// Per element of `out` (runtime layout), the runtime-layout offset of the element of
+/// `input` it reads under NumPy broadcasting (equal ranks, 1 stretches).
+fn broadcast_gather(input: &[usize], out: &[usize]) -> Vec<u32> {
+    let (from, to) = (runtime_offsets(input), runtime_offsets(out));
+    let mut gather = vec![0u32; to.len()];
+    for (i, &dst) in to.iter().enumerate() {
+        // Row-major index of the same position in `input`, stretched dimensions read 0.
+        let (mut rest, mut src, mut stride) = (i, 0, 1);
+        for (&d, &o) in input.iter().zip(out).rev() {
+            let m = rest % o;
+            rest /= o;
+            if d != 1 {
+                src += m * stride;
+            }
+            stride *= d;
+        }
+        gather[dst] = from[src] as u32;
+    }
+    gather
+}
+
 /// An integer model ready to run: its graph and the execution plan built from it.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -199,7 +247,18 @@ impl Model {
             .iter()
             .map(|op| {
                 let out = value(op.output());
+                #[deny(clippy::wildcard_enum_match_arm)]
                 match op {
+                    IntOp::Lookup {
+                        input,
+                        output,
+                        table,
+                        ..
+                    } => Step::Lookup {
+                        input: *input,
+                        output: *output,
+                        table: table.clone(),
+                    },
                     IntOp::Quantize { output } => {
                         let chw = match out.shape[..] {
                             [c, h, w] => Some((c, h, w)),
@@ -368,16 +427,40 @@ impl Model {
                         }
                     }
                     IntOp::Reshape { input, output } => {
-                        let hwc = match value(*input).shape[..] {
-                            [c, h, w] => Some((h, w, c)),
-                            _ => None,
-                        };
+                        // Row-major order is what a reshape keeps.
+                        let (from, to) = (
+                            runtime_offsets(&value(*input).shape),
+                            runtime_offsets(&out.shape),
+                        );
+                        let mut gather = vec![0u32; to.len()];
+                        for (&f, &t) in from.iter().zip(&to) {
+                            gather[t] = f as u32;
+                        }
+                        let copy = gather.iter().enumerate().all(|(i, &g)| g as usize == i);
                         Step::Reshape {
                             input: *input,
                             output: *output,
-                            hwc,
+                            gather: (!copy).then_some(gather),
                         }
                     }
+                    IntOp::Mul {
+                        inputs,
+                        output,
+                        requant,
+                        ..
+                    } => Step::Mul {
+                        inputs: *inputs,
+                        output: *output,
+                        gather: inputs.map(|i| broadcast_gather(&value(i).shape, &out.shape)),
+                        zp: [
+                            value(inputs[0]).quant.zero_point,
+                            value(inputs[1]).quant.zero_point,
+                            out.quant.zero_point,
+                        ],
+                        rq: *requant,
+                        lo: out.quant.qmin,
+                        hi: out.quant.qmax,
+                    },
                     IntOp::Add {
                         inputs,
                         output,
@@ -589,6 +672,18 @@ impl Model {
     fn step(&self, step: &Step, values: &[Vec<i8>], input: &[f32], n: usize) -> (usize, Vec<i8>) {
         let isa = self.isa;
         match step {
+            // Elementwise, so the layout does not matter.
+            Step::Lookup {
+                input,
+                output,
+                table,
+            } => {
+                let y = values[*input]
+                    .iter()
+                    .map(|&x| table[(x as i32 + 128) as usize])
+                    .collect();
+                (*output, y)
+            }
             Step::Quantize { output, quant, chw } => {
                 let mut y = vec![0i8; n * self.sizes[*output]];
                 match *chw {
@@ -726,19 +821,47 @@ impl Model {
                 }
                 (*output, y)
             }
-            Step::Reshape { input, output, hwc } => {
+            Step::Reshape {
+                input,
+                output,
+                gather,
+            } => {
                 let x = &values[*input];
-                match *hwc {
-                    Some(dims) => {
-                        let per = dims.0 * dims.1 * dims.2;
+                match gather {
+                    Some(gather) => {
+                        let per = gather.len();
                         let mut y = vec![0i8; x.len()];
                         for (x, y) in x.chunks(per).zip(y.chunks_mut(per)) {
-                            hwc_to_chw(x, dims, y);
+                            for (y, &g) in y.iter_mut().zip(gather) {
+                                *y = x[g as usize];
+                            }
                         }
                         (*output, y)
                     }
                     None => (*output, x.clone()),
                 }
+            }
+            Step::Mul {
+                inputs,
+                output,
+                gather,
+                zp,
+                rq,
+                lo,
+                hi,
+            } => {
+                let per = self.sizes[*output];
+                let (pa, pb) = (self.sizes[inputs[0]], self.sizes[inputs[1]]);
+                let (a, b) = (&values[inputs[0]], &values[inputs[1]]);
+                let mut y = vec![0i8; n * per];
+                for (s, y) in y.chunks_mut(per).enumerate() {
+                    let (a, b) = (&a[s * pa..(s + 1) * pa], &b[s * pb..(s + 1) * pb]);
+                    for ((y, &ga), &gb) in y.iter_mut().zip(&gather[0]).zip(&gather[1]) {
+                        let v = (a[ga as usize] as i32 - zp[0]) * (b[gb as usize] as i32 - zp[1]);
+                        *y = (rq.apply(v) + zp[2] as i64).clamp(*lo as i64, *hi as i64) as i8;
+                    }
+                }
+                (*output, y)
             }
             Step::Add {
                 inputs,

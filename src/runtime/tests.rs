@@ -331,3 +331,54 @@ fn concat_that_does_not_fit_is_refused() {
         "{err}"
     );
 }
+
+/// `[C, H, W] * [C, 1, 1]`: each channel times its gate (the channel mean, reshaped),
+/// one fixed-point requantization, rounded half up; the runtime keeps images
+/// channels-last, which the gate's broadcast must follow.
+#[test]
+fn mul_broadcasts_channel_gates_over_the_image() {
+    let mut rng = Lcg(5);
+    let (c, h, w, zp_x) = (3, 2, 4, -5);
+    let (gate_q, out) = (q(1.0 / 8.0, -20), q(0.6, 4));
+    let mean_rq = quantize_multiplier(1.0 / ((h * w) as f64 / 8.0)).unwrap();
+    let mul_rq = quantize_multiplier(1.0 / 8.0 / 0.6f32 as f64).unwrap();
+    let mut g = graph(&[c, h, w], zp_x);
+    let mean = push(&mut g, &[c], gate_q);
+    let gate = push(&mut g, &[c, 1, 1], gate_q);
+    let y = push(&mut g, &[c, h, w], out);
+    g.ops.push(IntOp::GlobalAvgPool {
+        name: "gap".into(),
+        input: 0,
+        output: mean,
+        requant: mean_rq,
+        act_min: -128,
+        act_max: 127,
+    });
+    g.ops.push(IntOp::Reshape {
+        input: mean,
+        output: gate,
+    });
+    g.ops.push(IntOp::Mul {
+        name: "mul".into(),
+        inputs: [0, gate],
+        output: y,
+        requant: mul_rq,
+    });
+    g.output = y;
+    let n = 3;
+    let x: Vec<i32> = (0..n * c * h * w).map(|_| rng.range(-128, 127)).collect();
+    let got = run(g, &x);
+    let half_up = |v: f64| (v + 0.5).floor() as i32;
+    for s in 0..n {
+        for ci in 0..c {
+            let at = |p: usize| x[(s * c + ci) * h * w + p];
+            let sum: i32 = (0..h * w).map(|p| at(p) - zp_x).sum();
+            let g = (half_up(sum as f64 * mean_rq.real()) + gate_q.zero_point).clamp(-128, 127);
+            for p in 0..h * w {
+                let v = (at(p) - zp_x) * (g - gate_q.zero_point);
+                let exact = (half_up(v as f64 * mul_rq.real()) + out.zero_point).clamp(-128, 127);
+                assert_eq!(got[(s * c + ci) * h * w + p] as i32, exact, "channel {ci}");
+            }
+        }
+    }
+}

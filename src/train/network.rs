@@ -7,7 +7,7 @@ use super::observer::{
     clipped_weight_params, fake_quant_weights, fake_quant_weights_with, mse_clip_ratios,
     weight_params, Observer, WeightRange,
 };
-use crate::ir::ops::Activation;
+use crate::ir::ops::{Activation, RangeSource};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
 use crate::recipe::RangeMethod;
 
@@ -163,6 +163,7 @@ pub struct Network {
 
 impl Network {
     /// Creates parameters for every node, named `<node>.weight`, `<bn node>.running_mean`, ...
+    #[deny(clippy::wildcard_enum_match_arm)]
     pub fn new(graph: &Graph, device: tch::Device) -> Network {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -254,11 +255,32 @@ impl Network {
                     *momentum,
                     node.shape.len() == 3,
                 )),
-                Op::FakeQuant { spec, .. } => Layer::FakeQuant {
-                    observer: Observer::new(*spec),
+                Op::FakeQuant { spec, range } => Layer::FakeQuant {
+                    observer: match range {
+                        RangeSource::Fixed { scale, zero_point } => {
+                            Observer::fixed(*spec, *scale, *zero_point)
+                        }
+                        RangeSource::Observed | RangeSource::SharedWith(_) => Observer::new(*spec),
+                    },
                     learned: None,
                 },
-                _ => Layer::None,
+                // No parameters and no observer.
+                Op::Input
+                | Op::Relu
+                | Op::Relu6
+                | Op::Hardswish
+                | Op::Sigmoid
+                | Op::MaxPool2d { .. }
+                | Op::AvgPool2d { .. }
+                | Op::GlobalAvgPool
+                | Op::Flatten
+                | Op::Reshape { .. }
+                | Op::Add { .. }
+                | Op::Mul
+                | Op::Concat { .. }
+                | Op::Dropout { .. }
+                | Op::Softmax { .. }
+                | Op::Pad { .. } => Layer::None,
             })
             .collect();
         let enabled = vec![true; graph.nodes.len()];
@@ -338,7 +360,8 @@ impl Network {
                     *learned_scale =
                         Some(path(&root, &node.name).var_copy("weight_log_scale", &scale.log()));
                 }
-                Layer::FakeQuant { observer, learned } => {
+                // A fixed range is not learned: the int8 kernel requires it as it is.
+                Layer::FakeQuant { observer, learned } if !observer.is_fixed() => {
                     let (scale, zp) = observer.params();
                     let p = path(&root, &node.name);
                     let log_scale = p.var_copy("log_scale", &Tensor::from_slice(&[scale.ln()]));
@@ -415,7 +438,7 @@ impl Network {
     pub fn reset_observers(&mut self) {
         for layer in &mut self.layers {
             if let Layer::FakeQuant { observer, .. } = layer {
-                *observer = Observer::new(observer.spec);
+                *observer = observer.reset();
             }
         }
     }
@@ -465,6 +488,7 @@ impl Network {
                     .expect("inputs come first")
             };
             let quantize = mode == Mode::Quantized && !node.quant.float && self.enabled[i];
+            #[deny(clippy::wildcard_enum_match_arm)]
             let out = match &node.op {
                 Op::Input => xs.shallow_clone(),
                 Op::Conv2d {
@@ -500,7 +524,9 @@ impl Network {
                         input(0),
                         train && (mode == Mode::Float || !self.quant.bn_frozen),
                     ),
-                    _ => unreachable!("batch_norm nodes own a Norm"),
+                    Layer::None | Layer::Linear { .. } | Layer::FakeQuant { .. } => {
+                        unreachable!("batch_norm nodes own a Norm")
+                    }
                 },
                 Op::Relu => activate(input(0).shallow_clone(), Some(Activation::Relu)),
                 Op::MaxPool2d { size, stride } => {

@@ -20,6 +20,9 @@ pub struct Observer {
     seen: bool,
     /// Values kept for percentile / MSE calibration.
     samples: Vec<f32>,
+    /// Scale and zero point fixed by the op before it ([`RangeSource::Fixed`](crate::ir::ops::RangeSource)):
+    /// then nothing is observed, calibrated or restored.
+    fixed: Option<(f32, i64)>,
 }
 
 impl Observer {
@@ -33,6 +36,32 @@ impl Observer {
             max: 0.0,
             seen: false,
             samples: Vec::new(),
+            fixed: None,
+        }
+    }
+
+    /// An observer whose parameters are `scale` and `zero_point` whatever it sees; its
+    /// min and max are the real range those parameters cover.
+    pub fn fixed(spec: QuantSpec, scale: f32, zero_point: i64) -> Observer {
+        let (qmin, qmax) = spec.range();
+        Observer {
+            min: (qmin - zero_point) as f32 * scale,
+            max: (qmax - zero_point) as f32 * scale,
+            seen: true,
+            fixed: Some((scale, zero_point)),
+            ..Observer::new(spec)
+        }
+    }
+
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
+    /// The observer before anything was observed (a fixed one stays fixed).
+    pub fn reset(&self) -> Observer {
+        match self.fixed {
+            Some((scale, zp)) => Observer::fixed(self.spec, scale, zp),
+            None => Observer::new(self.spec),
         }
     }
 
@@ -42,6 +71,9 @@ impl Observer {
 
     /// Min-max when `averaging` is `None`, else a moving average of batch ranges.
     pub fn observe(&mut self, xs: &Tensor, averaging: Option<f32>) {
+        if self.is_fixed() {
+            return;
+        }
         // One fused pass over the tensor (min() then max() is several times slower).
         let (lo, hi) = tch::no_grad(|| {
             let (lo, hi) = xs.aminmax(None, false);
@@ -63,11 +95,17 @@ impl Observer {
 
     /// Sets the range to one saved earlier.
     pub fn restore(&mut self, min: f32, max: f32) {
+        if self.is_fixed() {
+            return;
+        }
         (self.min, self.max, self.seen) = (min, max, true);
     }
 
     /// Keeps an evenly strided subset of `xs` for [`Observer::finish_calibration`].
     pub fn sample(&mut self, xs: &Tensor) {
+        if self.is_fixed() {
+            return;
+        }
         let n = xs.numel();
         let room = SAMPLE_CAP.saturating_sub(self.samples.len());
         if room == 0 || n == 0 {
@@ -118,6 +156,9 @@ impl Observer {
 
     /// Scale and zero point for the observed range.
     pub fn params(&self) -> (f32, i64) {
+        if let Some(fixed) = self.fixed {
+            return fixed;
+        }
         self.spec.params(self.min, self.max)
     }
 

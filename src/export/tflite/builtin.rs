@@ -1,6 +1,8 @@
 //! TFLite's builtin operator codes: the ones qatc writes, and the published names
 //! `qatc inspect` shows.
 
+use crate::int8::LookupFunction;
+
 /// The builtin operators qatc writes, with the operator version their int8 kernels need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Builtin {
@@ -10,7 +12,10 @@ pub(super) enum Builtin {
     Conv2d,
     DepthwiseConv2d,
     FullyConnected,
+    HardSwish,
+    Logistic,
     MaxPool2d,
+    Mul,
     Relu,
     Relu6,
     Reshape,
@@ -37,6 +42,9 @@ impl Builtin {
             Builtin::Transpose => 39,
             Builtin::Mean => 40,
             Builtin::Quantize => 114,
+            Builtin::HardSwish => 117,
+            Builtin::Logistic => 14,
+            Builtin::Mul => 18,
         }
     }
 
@@ -45,8 +53,20 @@ impl Builtin {
         match self {
             Builtin::Conv2d | Builtin::DepthwiseConv2d => 3,
             Builtin::FullyConnected => 4,
-            Builtin::Reshape => 1,
+            Builtin::Reshape | Builtin::HardSwish => 1,
             _ => 2,
+        }
+    }
+}
+
+impl Builtin {
+    /// The builtin that computes a lookup table's function itself.
+    pub(super) fn of_lookup(function: LookupFunction) -> Builtin {
+        match function {
+            LookupFunction::Hardswish => Builtin::HardSwish,
+            // int8 LOGISTIC requires output scale 1/256, zero point -128: the fixed range
+            // the fake-quant pass gives sigmoid.
+            LookupFunction::Sigmoid => Builtin::Logistic,
         }
     }
 }

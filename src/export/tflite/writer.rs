@@ -300,8 +300,42 @@ impl<'a> Writer<'a> {
         ))
     }
 
+    #[deny(clippy::wildcard_enum_match_arm)]
     fn op(&mut self, op: &IntOp) -> Result<(), ExportError> {
         match op {
+            // TFLite broadcasts NHWC shapes; both inputs have the model's rank, so a [C, 1, 1]
+            // is [1, 1, 1, C] there and stretches over H and W alike.
+            IntOp::Mul {
+                name,
+                inputs,
+                output,
+                ..
+            } => {
+                if inputs.iter().any(|v| self.hwc.contains_key(v)) {
+                    return Err(unsupported(format!(
+                        "`{name}` multiplies a flattened image"
+                    )));
+                }
+                let (a, b) = (self.value(inputs[0])?, self.value(inputs[1])?);
+                let y = self.value(*output)?;
+                let options = fb::BuiltinOptions::MulOptions(Box::new(fb::MulOptions {}));
+                self.emit(Builtin::Mul, vec![a, b], vec![y], Some(options));
+            }
+            // TFLite computes the function itself (its own fixed-point kernel or table).
+            IntOp::Lookup {
+                name,
+                input,
+                output,
+                function,
+                ..
+            } => {
+                if self.hwc.contains_key(input) {
+                    return Err(unsupported(format!("`{name}` reads a flattened image")));
+                }
+                let x = self.value(*input)?;
+                let y = self.value(*output)?;
+                self.emit(Builtin::of_lookup(*function), vec![x], vec![y], None);
+            }
             // The model's input: TFLite takes it already quantized.
             IntOp::Quantize { output } => {
                 self.value(*output)?;
@@ -532,8 +566,12 @@ impl<'a> Writer<'a> {
                 let builtin = match act {
                     fb::ActivationFunctionType::Relu => Builtin::Relu,
                     fb::ActivationFunctionType::Relu6 => Builtin::Relu6,
-                    // A change of parameters only: int8 → int8 QUANTIZE requantizes.
-                    _ => Builtin::Quantize,
+                    // A change of parameters only: int8 → int8 QUANTIZE requantizes
+                    // (`fused_activation` gives no other function).
+                    fb::ActivationFunctionType::None
+                    | fb::ActivationFunctionType::ReluN1To1
+                    | fb::ActivationFunctionType::Tanh
+                    | fb::ActivationFunctionType::SignBit => Builtin::Quantize,
                 };
                 let x = self.value(*input)?;
                 let y = self.value(*output)?;
@@ -675,6 +713,13 @@ impl<'a> Writer<'a> {
             }
         } else if self.hwc.contains_key(&input) {
             return Err(unsupported("a reshape of a flattened image"));
+        } else if let [c, h, w] = out_shape[..] {
+            // A vector's order is CHW; NHWC holds the same order only when C or H·W is 1.
+            if c != 1 && h * w != 1 {
+                return Err(unsupported(format!(
+                    "a reshape from {in_shape:?} to {out_shape:?} (only to [C, 1, 1] or [1, H, W])"
+                )));
+            }
         }
         // -1 for the batch: the interpreter may be resized to run many images at once.
         let mut new_shape = nhwc(&out_shape);

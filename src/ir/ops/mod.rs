@@ -64,6 +64,9 @@ pub enum RangeSource {
     /// The range observed at the named fake-quant node: a concat's inputs use the
     /// concat's range, so that the int8 join is a copy (TFLite's CONCATENATION needs it).
     SharedWith(String),
+    /// Fixed by the op before it ([`QuantRole::ComputesFixed`]): nothing is observed, and
+    /// training, lowering and the exporters use exactly these parameters.
+    Fixed { scale: f32, zero_point: i64 },
 }
 
 /// What the fusion pass merged into a conv2d or dense.
@@ -317,6 +320,12 @@ impl fmt::Display for Op {
                 RangeSource::SharedWith(source) => {
                     write!(f, "fake_quant({spec}, range={source})")
                 }
+                RangeSource::Fixed { scale, zero_point } => {
+                    write!(
+                        f,
+                        "fake_quant({spec}, fixed scale={scale:e} zp={zero_point})"
+                    )
+                }
             },
             other => write!(f, "{}()", other.name()),
         }
@@ -413,6 +422,9 @@ pub enum QuantRole {
     Input,
     /// Computes new values: its output gets quantization parameters of its own.
     Computes,
+    /// Computes new values in a range known in advance: its output's parameters are
+    /// fixed, not observed (TFLite's int8 LOGISTIC requires scale 1/256, zero point -128).
+    ComputesFixed(FixedOutput),
     /// Only moves or selects values (windows, reshapes, zero padding): the output keeps
     /// the input's parameters, so `@float` changes nothing.
     MovesValues,
@@ -427,7 +439,10 @@ impl QuantRole {
     pub fn keeps_input_quant(self) -> bool {
         match self {
             QuantRole::MovesValues | QuantRole::Identity => true,
-            QuantRole::Input | QuantRole::Computes | QuantRole::Quantizes => false,
+            QuantRole::Input
+            | QuantRole::Computes
+            | QuantRole::ComputesFixed(_)
+            | QuantRole::Quantizes => false,
         }
     }
 
@@ -437,6 +452,9 @@ impl QuantRole {
             QuantRole::Input => "quantized where a quantized op reads it",
             QuantRole::Computes => {
                 "computes new values: its output gets its own scale and zero point"
+            }
+            QuantRole::ComputesFixed(FixedOutput::UnitInterval) => {
+                "computes values in [0, 1]: its output's scale and zero point are fixed (1/256 and -128 in int8), not observed"
             }
             QuantRole::MovesValues => {
                 "only moves values: keeps its input's scale and zero point (`@float` has no effect)"
@@ -448,7 +466,48 @@ impl QuantRole {
 
     /// `@float` on such an op does not keep the int8 model from being integer-only.
     pub fn float_is_harmless(self) -> bool {
-        self != QuantRole::Computes
+        match self {
+            QuantRole::Computes | QuantRole::ComputesFixed(_) => false,
+            QuantRole::Input
+            | QuantRole::MovesValues
+            | QuantRole::Identity
+            | QuantRole::Quantizes => true,
+        }
+    }
+
+    /// The output range an op fixes, if it fixes one.
+    pub fn fixed_output(self) -> Option<FixedOutput> {
+        match self {
+            QuantRole::ComputesFixed(f) => Some(f),
+            QuantRole::Input
+            | QuantRole::Computes
+            | QuantRole::MovesValues
+            | QuantRole::Identity
+            | QuantRole::Quantizes => None,
+        }
+    }
+}
+
+/// A range an op's output always lies in, whatever its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixedOutput {
+    /// [0, 1] (sigmoid).
+    UnitInterval,
+}
+
+impl FixedOutput {
+    /// The scale and zero point of this range under `spec`. For [0, 1] in asymmetric
+    /// b bits: scale 2^-b and the lowest integer at 0, so 1 is just out of reach (TFLite's
+    /// 1/256 and -128 in int8); symmetric specs span [-1, 1] with zero point 0.
+    pub fn params(self, spec: super::QuantSpec) -> (f32, i64) {
+        let (qmin, qmax) = spec.range();
+        match (self, spec.scheme) {
+            (FixedOutput::UnitInterval, super::Scheme::Asymmetric) => {
+                (((qmax - qmin + 1) as f32).recip(), qmin)
+            }
+            (FixedOutput::UnitInterval, super::Scheme::Symmetric) => ((qmax as f32).recip(), 0),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub const DEF: OpDef = OpDef {
     args: &[],
     doc: "1 / (1 + exp(-x)), elementwise.",
     shape_rule: "unchanged",
-    role: QuantRole::Computes,
+    role: QuantRole::ComputesFixed(FixedOutput::UnitInterval),
     params: Params::None,
     build,
 };
