@@ -201,13 +201,43 @@ pub fn main() -> ExitCode {
 }
 
 fn read_source(path: &Path) -> Result<SourceFile, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(text).map_err(|e| {
-        format!(
+    read_source_file(path).map_err(|e| e.message)
+}
+
+/// Why a source file could not be read: a stable code and a message naming the file.
+struct ReadError {
+    code: &'static str,
+    message: String,
+}
+
+impl ReadError {
+    /// The error as a diagnostic at the start of the file, for `--message-format json`.
+    fn diagnostic(&self) -> crate::diagnostics::Diagnostic {
+        crate::diagnostics::Diagnostic::error(
+            self.code,
+            self.message.clone(),
+            crate::diagnostics::Span::new(0, 0),
+            "",
+        )
+    }
+}
+
+fn read_source_file(path: &Path) -> Result<SourceFile, ReadError> {
+    let text = crate::ir::modules::read_source_bytes(path).map_err(|e| ReadError {
+        code: if crate::ir::modules::is_too_large(&e) {
+            crate::codes::FILE_TOO_LARGE
+        } else {
+            crate::codes::UNREADABLE_FILE
+        },
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let text = String::from_utf8(text).map_err(|e| ReadError {
+        code: crate::codes::UNREADABLE_FILE,
+        message: format!(
             "{} is not UTF-8 text (byte {} is invalid)",
             path.display(),
             e.utf8_error().valid_up_to()
-        )
+        ),
     })?;
     Ok(SourceFile::new(path.display().to_string(), text))
 }
@@ -274,8 +304,30 @@ fn run(command: Command) -> Result<ExitCode, String> {
             color,
         } => {
             let mut failed = false;
+            // Every file is checked, whatever happened to the ones before it.
             for path in &files {
-                let file = read_source(path)?;
+                let file = match read_source_file(path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        failed = true;
+                        match message_format {
+                            MessageFormat::Json => {
+                                let name = path.display().to_string();
+                                let empty = SourceFile::new(name, "");
+                                let d = e.diagnostic();
+                                println!(
+                                    "{}",
+                                    serde_json::to_string(&JsonDiagnostic::new(&empty, &d))
+                                        .expect("diagnostics serialize")
+                                );
+                            }
+                            MessageFormat::Human => {
+                                eprintln!("error[{}]: {}", e.code, e.message)
+                            }
+                        }
+                        continue;
+                    }
+                };
                 let checked = crate::check_source(&file);
                 failed |= checked.has_errors();
                 match message_format {
@@ -426,16 +478,28 @@ fn run(command: Command) -> Result<ExitCode, String> {
 /// `qatc fmt`: formats in place, or with `--check` lists the files that would change.
 fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
     let mut ok = true;
+    // Every file is formatted, whatever happened to the ones before it.
     for path in files {
-        let file = read_source(path)?;
+        let file = match read_source_file(path) {
+            Ok(file) => file,
+            Err(e) => {
+                ok = false;
+                eprintln!("error[{}]: {}", e.code, e.message);
+                continue;
+            }
+        };
         match crate::syntax::fmt::format(&file.text) {
             Ok(formatted) if formatted == file.text => {}
             Ok(_) if check => {
                 ok = false;
                 println!("{} is not formatted", file.name);
             }
-            Ok(formatted) => std::fs::write(path, formatted)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            Ok(formatted) => {
+                if let Err(e) = std::fs::write(path, formatted) {
+                    ok = false;
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                }
+            }
             Err(diagnostics) => {
                 ok = false;
                 eprint!(
@@ -468,6 +532,15 @@ fn run_int8(
     labels: Option<&Path>,
     threads: Option<usize>,
 ) -> Result<ExitCode, String> {
+    // Thousands of threads only thrash the machine: refuse them before loading anything big.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max_threads = cores * crate::limits::THREADS_PER_CORE;
+    if let Some(t) = threads.filter(|&t| t > max_threads) {
+        return Err(format!(
+            "--threads {t} is too many: at most {max_threads} ({} per core, {cores} cores here)",
+            crate::limits::THREADS_PER_CORE
+        ));
+    }
     let model = crate::runtime::load(artifact).map_err(|e| e.to_string())?;
     let (pixels, count, rows, cols) =
         crate::data::read_images(images).map_err(|e| e.to_string())?;

@@ -97,6 +97,8 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
     }
     out.defaults = defaults;
     let mut seen: HashMap<&str, Span> = HashMap::new();
+    // Models with no error of their own whose graph could not be made.
+    let mut dropped = Vec::new();
     for item in &file.items {
         let ast::Item::Model(model) = item else {
             continue;
@@ -119,9 +121,27 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         let clean = !checker.diagnostics[before..]
             .iter()
             .any(Diagnostic::is_error);
-        if let (true, Some(graph)) = (clean, graph) {
-            checker.diagnostics.extend(lints::float_sandwiches(&graph));
-            out.graphs.push(graph);
+        match (clean, graph) {
+            (true, Some(graph)) => {
+                checker.diagnostics.extend(lints::float_sandwiches(&graph));
+                out.graphs.push(graph);
+            }
+            (true, None) => dropped.push(model),
+            (false, _) => {}
+        }
+    }
+    // A model is never dropped silently: if nothing else explains it, say so.
+    if !checker.diagnostics.iter().any(Diagnostic::is_error) && !out_has_errors(&out) {
+        for model in dropped {
+            checker.diagnostics.push(
+                Diagnostic::error(
+                    codes::MODEL_NOT_BUILT,
+                    format!("model `{}` could not be built", model.name.name),
+                    model.name.span,
+                    "no graph was made for this model",
+                )
+                .with_note("this is a bug in qatc: every reason should have its own diagnostic"),
+            );
         }
     }
     out.diagnostics.extend(checker.diagnostics);
@@ -235,6 +255,10 @@ struct GraphBuilder {
     nodes: Vec<Node>,
     names: HashSet<String>,
     next_suffix: HashMap<String, usize>,
+    /// Statements checked for this model, inlined ones included: what inlining costs.
+    statements: usize,
+    /// A resource limit was reported: inline nothing more, report no more limits.
+    limit_hit: bool,
 }
 
 impl GraphBuilder {
@@ -306,32 +330,53 @@ impl Checker<'_> {
     }
 
     fn report(&mut self, ctx: &Ctx, d: Diagnostic) {
-        // Inlined bodies were already checked on their own; only shape errors are new.
-        if ctx.inlined() {
-            if d.code != codes::SHAPE_MISMATCH {
-                return;
-            }
-            let mut d = d;
-            if ctx.module != 0 {
-                // The body lives in another file: point at the call here instead.
-                let (name, site) = *ctx.inlining.last().expect("inlined");
-                let inner = d.primary.message.clone();
-                d.primary = crate::diagnostics::Label {
-                    span: site,
-                    message: format!("in this call of `{name}`"),
-                };
-                // Its other labels point into that file too.
-                d.secondary.clear();
-                d.notes
-                    .insert(0, format!("inside imported block `{name}`: {inner}"));
-            } else {
-                for (name, site) in ctx.inlining.iter().rev() {
-                    d = d.with_label(*site, format!("in this call of `{name}`"));
-                }
-            }
+        // Inlined bodies were already checked on their own; only errors that depend on
+        // the call (its shapes, its `int` arguments, the size it inlines to) are new.
+        if ctx.inlined() && !depends_on_call(d.code) {
+            return;
+        }
+        self.report_at_call(ctx, d);
+    }
+
+    /// Reports an error found in this instance of an inlined body (or in a model),
+    /// with the calls that led to it as labels.
+    fn report_at_call(&mut self, ctx: &Ctx, d: Diagnostic) {
+        if !ctx.inlined() {
             self.diagnostics.push(d);
             return;
         }
+        let mut d = d;
+        if ctx.module != 0 {
+            // The body lives in another file: point at the call here instead.
+            let (name, site) = *ctx.inlining.last().expect("inlined");
+            let inner = d.primary.message.clone();
+            d.primary = crate::diagnostics::Label {
+                span: site,
+                message: format!("in this call of `{name}`"),
+            };
+            // Its other labels point into that file too.
+            d.secondary.clear();
+            d.notes
+                .insert(0, format!("inside imported block `{name}`: {inner}"));
+        } else {
+            for (name, site) in ctx.inlining.iter().rev() {
+                d = d.with_label(*site, format!("in this call of `{name}`"));
+            }
+        }
         self.diagnostics.push(d);
     }
+}
+
+/// Errors that a block checked on its own cannot see, so inlining reports them.
+fn depends_on_call(code: &str) -> bool {
+    [
+        codes::SHAPE_MISMATCH,
+        codes::TENSOR_TOO_LARGE,
+        codes::TOO_MANY_PARAMETERS,
+    ]
+    .contains(&code)
+}
+
+fn out_has_errors(out: &CheckedFile) -> bool {
+    out.has_errors()
 }
