@@ -116,7 +116,12 @@ impl<'a> Checker<'a> {
             None,
             model.span,
         );
-        if inputs.is_empty() {
+        // An `input` with an error of its own was reported already.
+        let declared = model
+            .statements
+            .iter()
+            .any(|s| matches!(s, ast::Statement::Input(_)));
+        if inputs.is_empty() && !declared {
             self.diagnostics.push(
                 Diagnostic::error(
                     codes::INVALID_INPUT_TYPE,
