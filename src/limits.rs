@@ -9,7 +9,8 @@ pub const MAX_NESTING: usize = 64;
 /// Block calls inside block calls while inlining, and `use` chains (E0023).
 pub const MAX_BLOCK_DEPTH: usize = 64;
 
-/// Nodes of one model's graph once every block call is inlined (E0024).
+/// Statements of all models of a file once every block call is inlined, about one
+/// node each (E0024): bounds the time and memory of `check` whatever blocks do.
 pub const MAX_GRAPH_NODES: usize = 100_000;
 
 /// Elements of one value of one sample, batch dimension excluded (E0025): 256 MiB as f32.

@@ -127,6 +127,35 @@ fn hang_block_fan_out_24_deep_is_e0024_not_an_exponential_graph() {
     assert!(d[0].message.contains("100000"), "{}", d[0].message);
 }
 
+#[test]
+fn hang_many_models_each_under_the_limit_share_one_inlining_budget() {
+    // Found by tests/fuzz.rs: 150 models of 4,096 inlined statements each took 20 s.
+    let mut text = String::new();
+    for i in 0..12 {
+        text.push_str(&format!(
+            "block b{i}(x: tensor) {{\n    let a = b{n}(x)\n    let c = b{n}(a)\n    output c\n}}\n",
+            n = i + 1
+        ));
+    }
+    text.push_str("block b12(x: tensor) {\n    let y = relu(x)\n    output y\n}\n");
+    for m in 0..150 {
+        text.push_str(&format!(
+            "model M{m} {{\n    input x: f32[4]\n    let y = b0(x)\n    output y\n}}\n"
+        ));
+    }
+    let checked = within(GUARD, move || {
+        qatc::check_source(&SourceFile::new("many.qat", text))
+    });
+    let built = checked.graphs.len();
+    assert!(built < 30, "{built} models of 4,097 nodes were built");
+    // Every model that was not built says why.
+    let refused = codes(&checked.diagnostics)
+        .iter()
+        .filter(|c| **c == "E0024")
+        .count();
+    assert_eq!(built + refused, 150);
+}
+
 // --- exhaustion ---------------------------------------------------------------------
 
 #[test]

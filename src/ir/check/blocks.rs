@@ -330,7 +330,7 @@ impl<'a> Checker<'a> {
             ));
             return poisoned;
         }
-        if graph.statements > MAX_GRAPH_NODES {
+        if self.statements > MAX_GRAPH_NODES {
             graph.limit_hit = true;
             let d = self.limit_error(
                 ctx,

@@ -193,7 +193,7 @@ impl<'a> Checker<'a> {
         let mut output: Option<Vec<Value>> = None;
         let mut output_seen: Option<Span> = None;
         for statement in statements {
-            graph.statements += 1;
+            self.statements += 1;
             match statement {
                 ast::Statement::Input(input) => {
                     if let Some(b) = block {

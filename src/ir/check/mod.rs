@@ -89,6 +89,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         index: Index::default(),
         file_span,
         let_start: 0,
+        statements: 0,
     };
     checker.recursion(file);
     for item in &file.items {
@@ -255,8 +256,6 @@ struct GraphBuilder {
     nodes: Vec<Node>,
     names: HashSet<String>,
     next_suffix: HashMap<String, usize>,
-    /// Statements checked for this model, inlined ones included: what inlining costs.
-    statements: usize,
     /// A resource limit was reported: inline nothing more, report no more limits.
     limit_hit: bool,
 }
@@ -311,6 +310,8 @@ struct Checker<'a> {
     file_span: Span,
     /// Number of diagnostics before the current `let`, to tell whether it reported any.
     let_start: usize,
+    /// Statements checked in all models of the file, inlined ones included: what inlining costs.
+    statements: usize,
 }
 
 /// The scope of one body (a model, or one instance of a block).
