@@ -328,7 +328,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
                         continue;
                     }
                 };
-                let checked = crate::check_source(&file);
+                let mut checked = crate::check_source(&file);
+                if !checked.has_errors() {
+                    let memory = training_memory(path, &checked.graphs);
+                    checked.diagnostics.extend(memory);
+                }
                 failed |= checked.has_errors();
                 match message_format {
                     MessageFormat::Json => {
@@ -517,6 +521,19 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
     })
 }
 
+/// E0027 for each model too large to train at the batch size of the recipe beside the
+/// file; nothing when there is no recipe, or it has errors (`build` reports those).
+fn training_memory(path: &Path, graphs: &[Graph]) -> Vec<Diagnostic> {
+    let recipe_path = crate::recipe::Recipe::path_for(path);
+    let Ok(recipe) = crate::recipe::Recipe::load(&recipe_path) else {
+        return Vec::new();
+    };
+    graphs
+        .iter()
+        .filter_map(|g| crate::ir::memory::check_training_memory(g, recipe.train.batch_size))
+        .collect()
+}
+
 fn plural_warnings(n: usize) -> String {
     match n {
         0 => String::new(),
@@ -628,6 +645,15 @@ fn prepared(
             .trim_end()
             .to_string()
     })?;
+    // Refuse before libtorch allocates anything.
+    if let Some(d) = crate::ir::memory::check_training_memory(&graph, recipe.train.batch_size) {
+        let file = read_source(&args.file)?;
+        eprint!("{}", render_terminal(&file, &[d], args.color.enabled()));
+        return Err(format!(
+            "{}: one training batch would not fit in memory; nothing was built",
+            args.file.display()
+        ));
+    }
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),

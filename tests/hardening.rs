@@ -4,6 +4,7 @@
 //! error that names no file, a batch that stops early). Tests assert on diagnostics;
 //! the time guard only catches a hang and is far above what a loaded machine needs.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -367,4 +368,23 @@ fn exhaustion_run_refuses_thread_counts_far_above_the_cores() {
         stderr.contains("--threads 100000 is too many"),
         "refused before reading anything: {stderr}"
     );
+}
+
+#[test]
+fn exhaustion_build_refuses_a_model_whose_training_batch_would_not_fit() {
+    let ui = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["qat", "yaml"] {
+        let name = format!("limit_training_memory.{ext}");
+        std::fs::copy(ui.join(&name), dir.path().join(&name)).unwrap();
+    }
+    let out = qatc(dir.path(), &["build", "limit_training_memory.qat"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[E0027]"), "{stderr}");
+    assert!(
+        stderr.contains("limit_training_memory.qat:5:13"),
+        "located: {stderr}"
+    );
+    assert!(!dir.path().join("build").exists(), "nothing was built");
 }
