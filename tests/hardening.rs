@@ -157,6 +157,33 @@ fn hang_many_models_each_under_the_limit_share_one_inlining_budget() {
     assert_eq!(built + refused, 150);
 }
 
+#[test]
+fn hang_graph_passes_are_linear_on_large_graphs() {
+    // Found by tests/fuzz.rs: `qatc graph --stage quantized` on 16,000 nodes took 24 s
+    // (a fake-quant inserted one at a time, a fusion found by a new scan each time).
+    let mut text = String::from(
+        "model Deep {\n    input v: f32[4]\n    let x = dense(v, units = 4)\n    let x = relu(x)\n",
+    );
+    for _ in 1..20_000 {
+        text.push_str("    let x = dense(x, units = 4)\n    let x = relu(x)\n");
+    }
+    text.push_str("    output x\n}\n");
+    let (fused, quantized) = within(GUARD, move || {
+        let mut checked = qatc::check_source(&SourceFile::new("deep.qat", text));
+        assert!(!checked.has_errors());
+        let graph = checked.graphs.pop().unwrap();
+        let fused = qatc::passes::run(graph.clone(), qatc::passes::Stage::Fused);
+        let quantized = qatc::passes::run(graph, qatc::passes::Stage::Quantized);
+        (fused, quantized)
+    });
+    // Every relu fused into its dense; one fake-quant after the input and after each dense.
+    assert_eq!(fused.nodes.len(), 1 + 20_000);
+    assert_eq!(quantized.nodes.len(), 2 * (1 + 20_000));
+    assert!(quantized.nodes[quantized.output.index()]
+        .name
+        .ends_with(".fq"));
+}
+
 // --- exhaustion ---------------------------------------------------------------------
 
 #[test]
