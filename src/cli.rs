@@ -190,6 +190,13 @@ pub enum Emit {
 }
 
 pub fn main() -> ExitCode {
+    // `qatc graph | head` closes stdout early: end quietly, as other Unix tools do,
+    // instead of panicking on the failed write (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -212,8 +219,8 @@ struct ReadError {
 
 impl ReadError {
     /// The error as a diagnostic at the start of the file, for `--message-format json`.
-    fn diagnostic(&self) -> crate::diagnostics::Diagnostic {
-        crate::diagnostics::Diagnostic::error(
+    fn diagnostic(&self) -> Diagnostic {
+        Diagnostic::error(
             self.code,
             self.message.clone(),
             crate::diagnostics::Span::new(0, 0),
@@ -225,14 +232,14 @@ impl ReadError {
 fn read_source_file(path: &Path) -> Result<SourceFile, ReadError> {
     let text = crate::ir::modules::read_source_bytes(path).map_err(|e| ReadError {
         code: if crate::ir::modules::is_too_large(&e) {
-            crate::codes::FILE_TOO_LARGE
+            codes::FILE_TOO_LARGE
         } else {
-            crate::codes::UNREADABLE_FILE
+            codes::UNREADABLE_FILE
         },
         message: format!("cannot read {}: {e}", path.display()),
     })?;
     let text = String::from_utf8(text).map_err(|e| ReadError {
-        code: crate::codes::UNREADABLE_FILE,
+        code: codes::UNREADABLE_FILE,
         message: format!(
             "{} is not UTF-8 text (byte {} is invalid)",
             path.display(),

@@ -415,3 +415,30 @@ fn exhaustion_build_refuses_a_model_whose_training_batch_would_not_fit() {
     );
     assert!(!dir.path().join("build").exists(), "nothing was built");
 }
+
+#[test]
+fn crash_a_closed_stdout_ends_quietly_not_with_a_panic() {
+    // `qatc graph big.qat | head -1`: the reader goes away while qatc still writes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("model Long {\n    input v: f32[4]\n    let x = relu(v)\n");
+    for _ in 0..20_000 {
+        text.push_str("    let x = relu(x)\n");
+    }
+    text.push_str("    output x\n}\n");
+    std::fs::write(dir.path().join("long.qat"), text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .current_dir(dir.path())
+        .args(["graph", "long.qat"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qatc runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

@@ -132,7 +132,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         }
     }
     // A model is never dropped silently: if nothing else explains it, say so.
-    if !checker.diagnostics.iter().any(Diagnostic::is_error) && !out_has_errors(&out) {
+    if !checker.diagnostics.iter().any(Diagnostic::is_error) && !out.has_errors() {
         for model in dropped {
             checker.diagnostics.push(
                 Diagnostic::error(
@@ -376,8 +376,4 @@ fn depends_on_call(code: &str) -> bool {
         codes::TOO_MANY_PARAMETERS,
     ]
     .contains(&code)
-}
-
-fn out_has_errors(out: &CheckedFile) -> bool {
-    out.has_errors()
 }
