@@ -209,7 +209,15 @@ impl<'a> Checker<'a> {
             };
             if !fits {
                 ok = false;
-                let (expected, got) = if expected_int {
+                // `-1` or `10^30` are integers, just not ones an `int` parameter holds.
+                let whole_number = matches!(&arg.value, ast::Expr::Number { text, .. }
+                    if text.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()));
+                let (expected, got) = if expected_int && whole_number {
+                    (
+                        "an integer from 0 to 2^64 - 1",
+                        "out of range (each use of `int` parameters checks its own range too)",
+                    )
+                } else if expected_int {
                     ("an integer", "this is not an integer")
                 } else {
                     ("a tensor", "this is not a tensor")
