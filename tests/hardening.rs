@@ -442,3 +442,27 @@ fn crash_a_closed_stdout_ends_quietly_not_with_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn crash_import_chains_deeper_than_64_are_e0023() {
+    // Loading imports recurses once per file of the chain.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..80 {
+        let body = if i == 79 {
+            "block leaf(x: tensor) {\n    let y = relu(x)\n    output y\n}\n".to_string()
+        } else {
+            format!("use \"f{}.qat\"\n", i + 1)
+        };
+        std::fs::write(dir.path().join(format!("f{i}.qat")), body).unwrap();
+    }
+    let main = format!("use \"f0.qat\"\n{MODEL}");
+    std::fs::write(dir.path().join("main.qat"), &main).unwrap();
+    let path = dir.path().join("main.qat");
+    let checked = within(GUARD, move || {
+        qatc::check_source(&SourceFile::new(path.display().to_string(), main))
+    });
+    // The chain breaks at its 65th link, which makes every file above it fail to import.
+    assert_eq!(codes(&checked.diagnostics), ["E0017"]);
+    let note = checked.diagnostics[0].notes.join(" ");
+    assert!(note.contains("imports nest more than 64 deep"), "{note}");
+}
