@@ -194,6 +194,13 @@ pub enum Emit {
 }
 
 pub fn main() -> ExitCode {
+    // `qatc graph | head` closes stdout early: end quietly, as other Unix tools do,
+    // instead of panicking on the failed write (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -205,13 +212,43 @@ pub fn main() -> ExitCode {
 }
 
 fn read_source(path: &Path) -> Result<SourceFile, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(text).map_err(|e| {
-        format!(
+    read_source_file(path).map_err(|e| e.message)
+}
+
+/// Why a source file could not be read: a stable code and a message naming the file.
+struct ReadError {
+    code: &'static str,
+    message: String,
+}
+
+impl ReadError {
+    /// The error as a diagnostic at the start of the file, for `--message-format json`.
+    fn diagnostic(&self) -> Diagnostic {
+        Diagnostic::error(
+            self.code,
+            self.message.clone(),
+            crate::diagnostics::Span::new(0, 0),
+            "",
+        )
+    }
+}
+
+fn read_source_file(path: &Path) -> Result<SourceFile, ReadError> {
+    let text = crate::ir::modules::read_source_bytes(path).map_err(|e| ReadError {
+        code: if crate::ir::modules::is_too_large(&e) {
+            codes::FILE_TOO_LARGE
+        } else {
+            codes::UNREADABLE_FILE
+        },
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let text = String::from_utf8(text).map_err(|e| ReadError {
+        code: codes::UNREADABLE_FILE,
+        message: format!(
             "{} is not UTF-8 text (byte {} is invalid)",
             path.display(),
             e.utf8_error().valid_up_to()
-        )
+        ),
     })?;
     Ok(SourceFile::new(path.display().to_string(), text))
 }
@@ -278,9 +315,35 @@ fn run(command: Command) -> Result<ExitCode, String> {
             color,
         } => {
             let mut failed = false;
+            // Every file is checked, whatever happened to the ones before it.
             for path in &files {
-                let file = read_source(path)?;
-                let checked = crate::check_source(&file);
+                let file = match read_source_file(path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        failed = true;
+                        match message_format {
+                            MessageFormat::Json => {
+                                let name = path.display().to_string();
+                                let empty = SourceFile::new(name, "");
+                                let d = e.diagnostic();
+                                println!(
+                                    "{}",
+                                    serde_json::to_string(&JsonDiagnostic::new(&empty, &d))
+                                        .expect("diagnostics serialize")
+                                );
+                            }
+                            MessageFormat::Human => {
+                                eprintln!("error[{}]: {}", e.code, e.message)
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let mut checked = crate::check_source(&file);
+                if !checked.has_errors() {
+                    let memory = training_memory(path, &checked.graphs);
+                    checked.diagnostics.extend(memory);
+                }
                 failed |= checked.has_errors();
                 match message_format {
                     MessageFormat::Json => {
@@ -438,16 +501,28 @@ fn run(command: Command) -> Result<ExitCode, String> {
 /// `qatc fmt`: formats in place, or with `--check` lists the files that would change.
 fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
     let mut ok = true;
+    // Every file is formatted, whatever happened to the ones before it.
     for path in files {
-        let file = read_source(path)?;
+        let file = match read_source_file(path) {
+            Ok(file) => file,
+            Err(e) => {
+                ok = false;
+                eprintln!("error[{}]: {}", e.code, e.message);
+                continue;
+            }
+        };
         match crate::syntax::fmt::format(&file.text) {
             Ok(formatted) if formatted == file.text => {}
             Ok(_) if check => {
                 ok = false;
                 println!("{} is not formatted", file.name);
             }
-            Ok(formatted) => std::fs::write(path, formatted)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            Ok(formatted) => {
+                if let Err(e) = std::fs::write(path, formatted) {
+                    ok = false;
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                }
+            }
             Err(diagnostics) => {
                 ok = false;
                 eprint!(
@@ -465,6 +540,19 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
     })
 }
 
+/// E0027 for each model too large to train at the batch size of the recipe beside the
+/// file; nothing when there is no recipe, or it has errors (`build` reports those).
+fn training_memory(path: &Path, graphs: &[Graph]) -> Vec<Diagnostic> {
+    let recipe_path = crate::recipe::Recipe::path_for(path);
+    let Ok(recipe) = crate::recipe::Recipe::load(&recipe_path) else {
+        return Vec::new();
+    };
+    graphs
+        .iter()
+        .filter_map(|g| crate::ir::memory::check_training_memory(g, recipe.train.batch_size))
+        .collect()
+}
+
 fn plural_warnings(n: usize) -> String {
     match n {
         0 => String::new(),
@@ -480,6 +568,15 @@ fn run_int8(
     labels: Option<&Path>,
     threads: Option<usize>,
 ) -> Result<ExitCode, String> {
+    // Thousands of threads only thrash the machine: refuse them before loading anything big.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max_threads = cores * crate::limits::THREADS_PER_CORE;
+    if let Some(t) = threads.filter(|&t| t > max_threads) {
+        return Err(format!(
+            "--threads {t} is too many: at most {max_threads} ({} per core, {cores} cores here)",
+            crate::limits::THREADS_PER_CORE
+        ));
+    }
     let model = crate::runtime::load(artifact).map_err(|e| e.to_string())?;
     let (pixels, count, rows, cols) =
         crate::data::read_images(images).map_err(|e| e.to_string())?;
@@ -567,6 +664,15 @@ fn prepared(
             .trim_end()
             .to_string()
     })?;
+    // Refuse before libtorch allocates anything.
+    if let Some(d) = crate::ir::memory::check_training_memory(&graph, recipe.train.batch_size) {
+        let file = read_source(&args.file)?;
+        eprint!("{}", render_terminal(&file, &[d], args.color.enabled()));
+        return Err(format!(
+            "{}: one training batch would not fit in memory; nothing was built",
+            args.file.display()
+        ));
+    }
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),

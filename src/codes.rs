@@ -22,6 +22,14 @@ pub const WRONG_RESULT_COUNT: &str = "E0019";
 pub const BLOCK_ARGUMENT_TYPE: &str = "E0020";
 pub const NO_TFLITE_FORM: &str = "E0021";
 pub const NO_INT8_FORM: &str = "E0022";
+pub const TOO_DEEP: &str = "E0023";
+pub const GRAPH_TOO_LARGE: &str = "E0024";
+pub const TENSOR_TOO_LARGE: &str = "E0025";
+pub const TOO_MANY_PARAMETERS: &str = "E0026";
+pub const TRAINING_MEMORY: &str = "E0027";
+pub const FILE_TOO_LARGE: &str = "E0028";
+pub const MODEL_NOT_BUILT: &str = "E0029";
+pub const UNREADABLE_FILE: &str = "E0030";
 pub const UNUSED_BINDING: &str = "W0001";
 pub const INEFFECTIVE_ANNOTATION: &str = "W0002";
 pub const FLOAT_SANDWICH: &str = "W0003";
@@ -52,6 +60,14 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
     (WRONG_RESULT_COUNT, "wrong number of results", "A `let` binds a different number of names than the call produces. Ops have one\nresult; a block has as many as its `output` statement names:\n\n    block split(x: tensor) { ... output a, b }\n    let left, right = split(x)\n"),
     (BLOCK_ARGUMENT_TYPE, "block argument of the wrong kind", "A block parameter declared `tensor` got a number, or one declared `int` got a\ntensor:\n\n    block unit(x: tensor, filters: int) { ... }\n    let y = unit(x, filters = x)   // error: `filters` is an int\n"),
     (NO_TFLITE_FORM, "no int8 TFLite form", "`qatc build --emit tflite` checks, before any training, that every op of the\nquantized model becomes an int8 TFLite builtin. It refuses what has no int8\nform at all (see E0022: `@float`, ops without an integer kernel), grouped\n(not depthwise) convolutions, and activations narrower than 8 bits: TFLite's int8\ntensors clamp to the full [-128, 127] range. Weights may be 2 to 8 bits.\n\n    let x = sigmoid(h)      // error[E0021] with --emit tflite\n    let x = relu6(h)        // fine: RELU6\n"),
+    (TOO_DEEP, "nested too deeply", "The file nests deeper than qatc allows: more than 64 brackets (`(`, `[`, `{`)\nopen at once, block calls inside block calls more than 64 deep once inlined,\nor a chain of more than 64 `use` imports. Real models nest a few levels; flatten\nthe structure (bind inner calls with `let`, call blocks from the model).\n"),
+    (GRAPH_TOO_LARGE, "graph too large", "Block calls are inlined into the model, so a block that calls another block twice,\nwhich calls the next one twice, ... doubles the graph at every level. The models of a\nfile may have at most 100,000 nodes (statements) in all once inlined. The error\npoints at the call where the limit was passed.\n"),
+    (TENSOR_TOO_LARGE, "tensor too large", "A value of the model has more than 2^26 (67,108,864) elements per sample (256 MiB\nas f32, before the batch dimension). Training could not allocate it. Use fewer\nfilters, a smaller input, a stride, or pooling before it.\n"),
+    (TOO_MANY_PARAMETERS, "too many parameters", "An op has more than 2^27 (134,217,728) parameters, or the whole model more than\n2^28 (268,435,456): training keeps each with its gradient and optimizer state.\nA `dense` on a large flattened image is the usual cause: pool first.\n"),
+    (TRAINING_MEMORY, "training needs too much memory", "`qatc build` estimates, before training, the memory of one training step: every\nvalue of one batch (forward, gradient, fake-quantized copy) and every parameter\n(weight, gradient, two Adam moments), all f32. Above 16 GiB it refuses to start.\nLower `train.batch_size` in the recipe or make the model smaller.\n"),
+    (FILE_TOO_LARGE, "file too large", "A .qat source file (the one checked, or one imported with `use`) is larger than\n4 MiB, or is not a regular file (e.g. `/dev/zero`). qatc reads at most that much.\n"),
+    (MODEL_NOT_BUILT, "model not built", "A model had no error of its own, yet its graph could not be made: a value it\nneeds comes from a block whose errors are reported on the block. Fix those first.\n"),
+    (UNREADABLE_FILE, "file cannot be read", "`qatc check` or `qatc fmt` could not read a file it was given: it does not exist,\nis not readable, or is not UTF-8 text. The other files are still checked; the\nexit status is 1 at the end.\n"),
     (UNUSED_BINDING, "unused binding", "A value is computed but nothing uses it and it is not an output. Remove it, or\nuse it, or name it as an output.\n"),
     (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, `@float` on an op that only moves values (pooling, flatten, reshape, pad, dropout:\nthey keep their input's quantization), or `@frozen` on an op without parameters.\nThe warning's note names the ops the annotation applies to.\n"),
     (FLOAT_SANDWICH, "float op between quantized ops", "An `@float` op reads a quantized value and feeds a quantized op. The deployed int8\nmodel has to dequantize before it and quantize again after it, which costs time\nand adds rounding error. Keep a whole region in float, or let the op be quantized.\n"),

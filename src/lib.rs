@@ -17,6 +17,7 @@ pub mod diagnostics;
 pub mod export;
 pub mod int8;
 pub mod ir;
+pub mod limits;
 pub mod lower;
 pub mod lsp;
 pub mod passes;

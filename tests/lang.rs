@@ -304,35 +304,3 @@ fn explain_codes_lists_every_code() {
         assert!(listed.contains(&code), "{code} missing:\n{text}");
     }
 }
-
-/// A reader that stops early (`qatc graph big.qat | head -1`) ends qatc quietly, like
-/// any Unix filter: no panic, no exit 101. The graph is larger than a pipe's buffer, so
-/// qatc is still writing when the reader goes away.
-#[test]
-fn closed_stdout_is_not_a_panic() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from("model Big {\n    input image: f32[8]\n    let x0 = relu(image)\n");
-    for i in 1..3000 {
-        text += &format!("    let x{i} = relu(x{})\n", i - 1);
-    }
-    text += "    output x2999\n}\n";
-    let model = dir.path().join("big.qat");
-    std::fs::write(&model, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qatc"))
-        .arg("graph")
-        .arg(&model)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("qatc runs");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.starts_with("graph Big"), "{first}");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_ne!(out.status.code(), Some(101), "{stderr}");
-}

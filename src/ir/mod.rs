@@ -4,6 +4,7 @@
 mod check;
 pub mod dump;
 pub mod index;
+pub mod memory;
 pub mod modules;
 pub mod ops;
 pub mod quant;

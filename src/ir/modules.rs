@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codes;
 use crate::diagnostics::{Diagnostic, Span};
+use crate::limits::{MAX_BLOCK_DEPTH, MAX_SOURCE_BYTES};
 use crate::syntax::{self, ast};
 
 /// Reads source files; the language server supplies one that prefers open editor buffers.
@@ -19,8 +20,48 @@ pub struct FsLoader;
 
 impl Loader for FsLoader {
     fn load(&mut self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        read_source_text(path)
     }
+}
+
+/// Why a source file was not read: it is larger than [`MAX_SOURCE_BYTES`] (or endless, like `/dev/zero`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "it is larger than {} (the limit for .qat files)",
+    crate::limits::format_bytes(MAX_SOURCE_BYTES)
+)]
+pub struct SourceTooLarge;
+
+/// Reads at most [`MAX_SOURCE_BYTES`] of a source file; more is a [`SourceTooLarge`] error.
+pub fn read_source_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let too_large = || std::io::Error::new(std::io::ErrorKind::InvalidData, SourceTooLarge);
+    let file = std::fs::File::open(path)?;
+    // A regular file says its size up front; devices and pipes are read up to the limit.
+    if file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() > MAX_SOURCE_BYTES)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// [`read_source_bytes`] as UTF-8 text.
+pub fn read_source_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_source_bytes(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Whether a read failed because of [`SourceTooLarge`].
+pub fn is_too_large(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<SourceTooLarge>())
 }
 
 /// An imported file: its AST and which modules its own `use`s point to.
@@ -98,9 +139,23 @@ impl Modules {
         if let Some(&i) = self.by_path.get(path) {
             return Ok(i);
         }
+        if stack.len() > MAX_BLOCK_DEPTH {
+            return Err(Diagnostic::error(
+                codes::TOO_DEEP,
+                format!("imports nest more than {MAX_BLOCK_DEPTH} deep"),
+                u.path_span,
+                "this import is one level too many",
+            )
+            .with_help("import the shared files directly instead of through a chain"));
+        }
         let text = loader.load(path).map_err(|e| {
+            let code = if is_too_large(&e) {
+                codes::FILE_TOO_LARGE
+            } else {
+                codes::IMPORT_FAILED
+            };
             Diagnostic::error(
-                codes::IMPORT_FAILED,
+                code,
                 format!("cannot import `{}`", u.path),
                 u.path_span,
                 format!("cannot read {}: {e}", path.display()),

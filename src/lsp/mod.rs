@@ -91,7 +91,7 @@ impl Loader for Overlay<'_> {
     fn load(&mut self, path: &Path) -> std::io::Result<String> {
         match self.open.get(path) {
             Some(text) => Ok(text.to_string()),
-            None => std::fs::read_to_string(path),
+            None => crate::ir::modules::read_source_text(path),
         }
     }
 }

@@ -57,22 +57,37 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
             }
         }
     }
-    // From the back, so that inserting never moves an id still to be used.
-    for &id in after.iter().rev() {
-        let node = graph.node(id);
-        let fq = Node {
+    // One rebuild of the node list (inserting one at a time is quadratic): each fake-quant
+    // goes right after its node, and every later reader of that node reads it instead.
+    let old = std::mem::take(&mut graph.nodes);
+    let mut position = Vec::with_capacity(old.len());
+    let mut value = Vec::with_capacity(old.len());
+    for (i, mut node) in old.into_iter().enumerate() {
+        node.inputs = node.inputs.iter().map(|x| value[x.index()]).collect();
+        let id = NodeId(graph.nodes.len() as u32);
+        let fq = after.contains(&NodeId(i as u32)).then(|| Node {
             name: format!("{}.fq", node.name),
             op: Op::FakeQuant {
                 spec: node.quant.activations,
                 range: RangeSource::Observed,
             },
-            inputs: Vec::new(),
+            inputs: vec![id],
             shape: node.shape.clone(),
             span: node.span,
             quant: node.quant,
-        };
-        graph.insert_after(id, fq);
+        });
+        graph.nodes.push(node);
+        position.push(id);
+        match fq {
+            Some(fq) => {
+                value.push(NodeId(graph.nodes.len() as u32));
+                graph.nodes.push(fq);
+            }
+            None => value.push(id),
+        }
     }
+    graph.inputs = graph.inputs.iter().map(|x| position[x.index()]).collect();
+    graph.output = value[graph.output.index()];
     let shared = shared_ranges(graph);
     for id in graph.ids() {
         let source = shared[id.index()];

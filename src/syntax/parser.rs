@@ -6,6 +6,7 @@ use pest::Parser;
 
 use super::ast::*;
 use crate::diagnostics::{Diagnostic, Span};
+use crate::limits::MAX_NESTING;
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/qat.pest"]
@@ -15,77 +16,248 @@ struct QatParser;
 ///
 /// pest stops at the first error, so on failure the file is cut into top-level items
 /// (at lines starting with an item keyword) and each is parsed on its own: one typo
-/// costs one item, and errors in independent items are all reported.
+/// costs one item, and errors in independent items are all reported. Each chunk is
+/// parsed as its own text, so recovery stays linear in the size of the file.
 pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
+    // The parser and every walk of the AST recurse once per bracket: bound that first.
+    if let Err(d) = nesting(text) {
+        return (
+            File {
+                items: Vec::new(),
+                broken: item_starts(text)
+                    .iter()
+                    .filter_map(|&s| broken_name(&text[s..]))
+                    .collect(),
+            },
+            vec![d],
+        );
+    }
     // Tracking parse attempts slows every parse; it is only needed to explain an error.
     pest::set_error_detail(false);
-    let clean = parse_range(text, 0, text.len());
-    // Detailed attempts give the literal tokens expected at the furthest position.
-    pest::set_error_detail(true);
-    let first_try = match clean {
-        Ok(items) => Ok(items),
-        Err(_) => parse_range(text, 0, text.len()),
-    };
-    match first_try {
-        Ok(items) => (
+    if let Ok(items) = parse_chunk(text, 0) {
+        return (
             File {
                 items,
                 broken: Vec::new(),
             },
             Vec::new(),
-        ),
-        Err(first) => {
-            let starts = item_starts(text);
-            if starts.len() < 2 {
+        );
+    }
+    // Detailed attempts give the literal tokens expected at the furthest position.
+    pest::set_error_detail(true);
+    let starts = item_starts(text);
+    if starts.len() < 2 {
+        let first = match parse_chunk(text, 0) {
+            Ok(items) => {
                 return (
                     File {
-                        items: Vec::new(),
-                        broken: broken_name(text).into_iter().collect(),
+                        items,
+                        broken: Vec::new(),
                     },
-                    vec![first],
-                );
+                    Vec::new(),
+                )
             }
-            let mut file = File {
+            Err(d) => d,
+        };
+        return (
+            File {
                 items: Vec::new(),
-                broken: Vec::new(),
-            };
-            let mut errors = Vec::new();
-            let ends = starts
-                .iter()
-                .skip(1)
-                .copied()
-                .chain(std::iter::once(text.len()));
-            // Text before the first item keyword belongs to the first chunk.
-            for (i, (start, end)) in starts.iter().copied().zip(ends).enumerate() {
-                let start = if i == 0 { 0 } else { start };
-                match parse_range(text, start, end) {
-                    Ok(items) => file.items.extend(items),
-                    Err(d) => {
-                        file.broken.extend(broken_name(&text[start..end]));
-                        errors.push(d);
-                    }
+                broken: broken_name(text).into_iter().collect(),
+            },
+            vec![first],
+        );
+    }
+    let mut file = File {
+        items: Vec::new(),
+        broken: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    let ends = starts
+        .iter()
+        .skip(1)
+        .copied()
+        .chain(std::iter::once(text.len()));
+    // Text before the first item keyword belongs to the first chunk.
+    for (i, (start, end)) in starts.iter().copied().zip(ends).enumerate() {
+        let start = if i == 0 { 0 } else { start };
+        // Most chunks parse: only the broken ones pay for detailed error tracking.
+        pest::set_error_detail(false);
+        let quick = parse_chunk(&text[start..end], start);
+        let parsed = match quick {
+            Ok(items) => Ok(items),
+            Err(_) => {
+                pest::set_error_detail(true);
+                parse_chunk(&text[start..end], start)
+            }
+        };
+        match parsed {
+            Ok(items) => file.items.extend(items),
+            Err(d) => {
+                file.broken.extend(broken_name(&text[start..end]));
+                errors.push(d);
+            }
+        }
+    }
+    (file, errors)
+}
+
+/// E0023 when brackets nest deeper than [`MAX_NESTING`], at the bracket that does.
+/// Brackets in comments and strings do not count.
+fn nesting(text: &str) -> Result<(), Diagnostic> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = text[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |n| i + 2 + n + 2);
+                continue;
+            }
+            b'"' => {
+                i = text[i + 1..]
+                    .find(['"', '\n'])
+                    .map_or(bytes.len(), |n| i + 1 + n);
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::error(
+                        crate::codes::TOO_DEEP,
+                        format!("brackets nest more than {MAX_NESTING} deep"),
+                        Span::new(i, i + 1),
+                        format!("bracket {} opens here", MAX_NESTING + 1),
+                    )
+                    .with_note(format!(
+                        "qatc accepts at most {MAX_NESTING} open `(`, `[` and `{{` at once"
+                    ))
+                    .with_help("bind inner calls with `let` instead of nesting them"));
                 }
             }
-            (file, errors)
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Parses `chunk` (which starts at byte `offset` of the file) with spans that count
+/// from the start of the file.
+fn parse_chunk(chunk: &str, offset: usize) -> Result<Vec<Item>, Diagnostic> {
+    let mut pairs = QatParser::parse(Rule::file, chunk).map_err(|e| {
+        let mut d = syntax_error(chunk, e);
+        d.primary.span = shift(d.primary.span, offset);
+        d
+    })?;
+    let Some(file) = pairs.next() else {
+        return Ok(Vec::new());
+    };
+    let mut items: Vec<Item> = file.into_inner().filter_map(item).collect();
+    if offset != 0 {
+        for item in &mut items {
+            shift_item(item, offset);
+        }
+    }
+    Ok(items)
+}
+
+fn shift(s: Span, by: usize) -> Span {
+    Span::new(s.start + by, s.end + by)
+}
+
+fn shift_item(item: &mut Item, by: usize) {
+    match item {
+        Item::Use(u) => {
+            u.path_span = shift(u.path_span, by);
+            u.span = shift(u.span, by);
+        }
+        Item::QuantDefault(q) => {
+            q.span = shift(q.span, by);
+            for s in &mut q.settings {
+                shift_ident(&mut s.name, by);
+                shift_expr(&mut s.value, by);
+            }
+        }
+        Item::Block(b) => {
+            b.span = shift(b.span, by);
+            shift_ident(&mut b.name, by);
+            for p in &mut b.params {
+                p.span = shift(p.span, by);
+                shift_ident(&mut p.name, by);
+                shift_ident(&mut p.ty, by);
+            }
+            b.statements.iter_mut().for_each(|s| shift_statement(s, by));
+        }
+        Item::Model(m) => {
+            m.span = shift(m.span, by);
+            shift_ident(&mut m.name, by);
+            m.statements.iter_mut().for_each(|s| shift_statement(s, by));
         }
     }
 }
 
-/// Parses `text[start..end]` with spans that count from the start of `text`.
-fn parse_range(text: &str, start: usize, end: usize) -> Result<Vec<Item>, Diagnostic> {
-    // Padding with spaces keeps byte offsets absolute without threading an offset around.
-    let padded;
-    let source = if start == 0 && end == text.len() {
-        text
-    } else {
-        padded = format!("{}{}", " ".repeat(start), &text[start..end]);
-        &padded
-    };
-    let mut pairs = QatParser::parse(Rule::file, source).map_err(|e| syntax_error(source, e))?;
-    let Some(file) = pairs.next() else {
-        return Ok(Vec::new());
-    };
-    Ok(file.into_inner().filter_map(item).collect())
+fn shift_statement(s: &mut Statement, by: usize) {
+    match s {
+        Statement::Input(i) => {
+            i.span = shift(i.span, by);
+            shift_ident(&mut i.name, by);
+            i.ty.span = shift(i.ty.span, by);
+            shift_ident(&mut i.ty.dtype, by);
+            for (_, span) in &mut i.ty.dims {
+                *span = shift(*span, by);
+            }
+        }
+        Statement::Let(l) => {
+            l.span = shift(l.span, by);
+            for a in &mut l.annotations {
+                a.span = shift(a.span, by);
+                shift_ident(&mut a.name, by);
+                a.args.iter_mut().for_each(|a| shift_arg(a, by));
+            }
+            l.names.iter_mut().for_each(|n| shift_ident(n, by));
+            shift_call(&mut l.call, by);
+        }
+        Statement::Output(o) => {
+            o.span = shift(o.span, by);
+            o.names.iter_mut().for_each(|n| shift_ident(n, by));
+        }
+    }
+}
+
+fn shift_ident(i: &mut Ident, by: usize) {
+    i.span = shift(i.span, by);
+}
+
+fn shift_call(c: &mut Call, by: usize) {
+    c.span = shift(c.span, by);
+    shift_ident(&mut c.callee, by);
+    c.args.iter_mut().for_each(|a| shift_arg(a, by));
+}
+
+fn shift_arg(a: &mut Arg, by: usize) {
+    a.span = shift(a.span, by);
+    if let Some(n) = &mut a.name {
+        shift_ident(n, by);
+    }
+    shift_expr(&mut a.value, by);
+}
+
+/// Recursion is bounded by [`nesting`]: an expression nests no deeper than its brackets.
+fn shift_expr(e: &mut Expr, by: usize) {
+    match e {
+        Expr::Call(c) => shift_call(c, by),
+        Expr::Number { span, .. } => *span = shift(*span, by),
+        Expr::Ident(i) => shift_ident(i, by),
+        Expr::List { items, span } => {
+            *span = shift(*span, by);
+            items.iter_mut().for_each(|e| shift_expr(e, by));
+        }
+    }
 }
 
 /// Byte offsets of lines that start (in column 0) with a top-level keyword.

@@ -8,6 +8,7 @@ use crate::codes;
 use crate::diagnostics::{did_you_mean, Diagnostic, Span};
 use crate::ir::index::Target;
 use crate::ir::NodeQuant;
+use crate::limits::{MAX_BLOCK_DEPTH, MAX_GRAPH_NODES};
 use crate::syntax::ast;
 
 impl<'a> Checker<'a> {
@@ -208,7 +209,15 @@ impl<'a> Checker<'a> {
             };
             if !fits {
                 ok = false;
-                let (expected, got) = if expected_int {
+                // `-1` or `10^30` are integers, just not ones an `int` parameter holds.
+                let whole_number = matches!(&arg.value, ast::Expr::Number { text, .. }
+                    if text.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()));
+                let (expected, got) = if expected_int && whole_number {
+                    (
+                        "an integer from 0 to 2^64 - 1",
+                        "out of range (each use of `int` parameters checks its own range too)",
+                    )
+                } else if expected_int {
                     ("an integer", "this is not an integer")
                 } else {
                     ("a tensor", "this is not a tensor")
@@ -304,12 +313,51 @@ impl<'a> Checker<'a> {
             .iter()
             .all(|b| matches!(b, Some((Value::Tensor(Some(_)) | Value::Int(Some(_)), _))));
         let recursive = ctx.inlining.iter().any(|(n, _)| *n == block.def.name.name);
-        if !ok
-            || !known
-            || recursive
-            || self.broken_imports && block.module != 0
-            || ctx.inlining.len() > 64
+        if !ok || !known || recursive || self.broken_imports && block.module != 0 || graph.limit_hit
         {
+            return poisoned;
+        }
+        if ctx.inlining.len() >= MAX_BLOCK_DEPTH {
+            graph.limit_hit = true;
+            let d = self.limit_error(
+                ctx,
+                call,
+                Diagnostic::error(
+                    codes::TOO_DEEP,
+                    format!("block calls nest more than {MAX_BLOCK_DEPTH} deep"),
+                    call.span,
+                    format!(
+                        "this call of `{}` would be level {}",
+                        block.def.name.name,
+                        MAX_BLOCK_DEPTH + 1
+                    ),
+                ),
+            );
+            self.diagnostics.push(d.with_help(
+                "blocks are inlined into the model: call blocks one after another from the model instead of inside each other",
+            ));
+            return poisoned;
+        }
+        if self.statements > MAX_GRAPH_NODES {
+            graph.limit_hit = true;
+            let d = self.limit_error(
+                ctx,
+                call,
+                Diagnostic::error(
+                    codes::GRAPH_TOO_LARGE,
+                    format!(
+                        "the model grows past {MAX_GRAPH_NODES} nodes once its blocks are inlined"
+                    ),
+                    call.span,
+                    format!(
+                        "inlining this call of `{}` passes the limit",
+                        block.def.name.name
+                    ),
+                ),
+            );
+            self.diagnostics.push(d.with_note(
+                "every call of a block copies its body; a block that calls another block twice doubles the graph at each level",
+            ));
             return poisoned;
         }
         let mut inner_scope = Scope::default();
@@ -350,5 +398,27 @@ impl<'a> Checker<'a> {
             Some(values) if values.len() == binding.names.len() => values,
             _ => poisoned,
         }
+    }
+
+    /// A resource limit passed while inlining: reported at the model's outermost call
+    /// (in this file), with the call that passed it as a second label.
+    fn limit_error(&self, ctx: &Ctx, call: &ast::Call, d: Diagnostic) -> Diagnostic {
+        let Some(&(outer, site)) = ctx.inlining.first() else {
+            return d;
+        };
+        let mut d = d;
+        let inner = std::mem::replace(
+            &mut d.primary,
+            crate::diagnostics::Label {
+                span: site,
+                message: format!("in this call of `{outer}`"),
+            },
+        );
+        if ctx.module == 0 && call.span != site {
+            d = d.with_label(inner.span, inner.message);
+        } else {
+            d = d.with_note(inner.message);
+        }
+        d
     }
 }

@@ -8,6 +8,7 @@ use crate::diagnostics::{did_you_mean, Diagnostic, Span};
 use crate::ir::index::{Definition, Target};
 use crate::ir::ops::{self, format_shape};
 use crate::ir::{Graph, NodeId, Op};
+use crate::limits::{MAX_ARG_INT, MAX_MODEL_PARAMETERS, MAX_TENSOR_ELEMENTS};
 use crate::syntax::ast;
 
 impl<'a> Checker<'a> {
@@ -115,7 +116,12 @@ impl<'a> Checker<'a> {
             None,
             model.span,
         );
-        if inputs.is_empty() {
+        // An `input` with an error of its own was reported already.
+        let declared = model
+            .statements
+            .iter()
+            .any(|s| matches!(s, ast::Statement::Input(_)));
+        if inputs.is_empty() && !declared {
             self.diagnostics.push(
                 Diagnostic::error(
                     codes::INVALID_INPUT_TYPE,
@@ -148,6 +154,22 @@ impl<'a> Checker<'a> {
                 _ => return None,
             },
         };
+        let parameters = graph
+            .nodes
+            .iter()
+            .fold(0u64, |n, node| n.saturating_add(node.op.parameter_count()));
+        if parameters > MAX_MODEL_PARAMETERS {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::TOO_MANY_PARAMETERS,
+                    format!("model `{}` has {parameters} parameters", model.name.name),
+                    model.name.span,
+                    format!("more than {MAX_MODEL_PARAMETERS} parameters in one model"),
+                )
+                .with_help("pool or stride before `dense` layers, or use fewer units or filters"),
+            );
+            return None;
+        }
         Some(Graph {
             name: model.name.name.clone(),
             nodes: graph.nodes,
@@ -171,6 +193,7 @@ impl<'a> Checker<'a> {
         let mut output: Option<Vec<Value>> = None;
         let mut output_seen: Option<Span> = None;
         for statement in statements {
+            self.statements += 1;
             match statement {
                 ast::Statement::Input(input) => {
                     if let Some(b) = block {
@@ -368,7 +391,7 @@ impl<'a> Checker<'a> {
             );
         }
         for &(d, span) in &input.ty.dims {
-            if d == 0 || d > 1 << 20 {
+            if d == 0 || d > MAX_ARG_INT as u64 {
                 ok = false;
                 self.diagnostics.push(Diagnostic::error(
                     codes::INVALID_INPUT_TYPE,
@@ -381,9 +404,32 @@ impl<'a> Checker<'a> {
                         }
                     ),
                     span,
-                    "dimensions go from 1 to 1048576",
+                    format!("dimensions go from 1 to {MAX_ARG_INT}"),
                 ));
             }
+        }
+        let elements = super::calls::element_count(
+            &input
+                .ty
+                .dims
+                .iter()
+                .map(|&(d, _)| d as usize)
+                .collect::<Vec<_>>(),
+        );
+        if ok && elements > MAX_TENSOR_ELEMENTS {
+            ok = false;
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::TENSOR_TOO_LARGE,
+                    format!(
+                        "input `{}` has {elements} elements per sample",
+                        input.name.name
+                    ),
+                    input.ty.span,
+                    format!("more than {MAX_TENSOR_ELEMENTS} elements"),
+                )
+                .with_help("use a smaller input; shapes are written without the batch dimension"),
+            );
         }
         let value = ok.then(|| {
             let shape: Vec<usize> = input.ty.dims.iter().map(|&(d, _)| d as usize).collect();

@@ -8,7 +8,10 @@ use crate::codes;
 use crate::diagnostics::{did_you_mean, Diagnostic, Span};
 use crate::ir::index::Target;
 use crate::ir::ops::{self, format_shape, ArgType, ArgValue, Args, OpDef};
-use crate::ir::{NodeId, NodeQuant, Shape};
+use crate::ir::{NodeId, NodeQuant, Op, Shape};
+use crate::limits::{
+    MAX_ARG_INT, MAX_AXIS, MAX_OP_PARAMETERS, MAX_SHAPE_RANK, MAX_TENSOR_ELEMENTS,
+};
 use crate::syntax::ast;
 
 impl Checker<'_> {
@@ -132,6 +135,9 @@ impl Checker<'_> {
             .collect();
         match ops::instantiate(def, &args, &shapes) {
             Ok((op, shape)) => {
+                if !self.within_limits(ctx, call, &op, &shape) {
+                    return None;
+                }
                 let span = if ctx.module == 0 {
                     call.span
                 } else {
@@ -242,16 +248,21 @@ impl Checker<'_> {
                             };
                             match arg_value(&number, arg_def.ty) {
                                 Some(v) => values.push((arg_def.name, v)),
+                                // Only a call gives the value: the block checked on its own could not see this.
                                 None => {
                                     ok = false;
-                                    self.report(
+                                    self.report_at_call(
                                         ctx,
                                         Diagnostic::error(
                                             codes::INVALID_ARGUMENT,
                                             format!("invalid value {v} for `{}`", arg_def.name),
                                             ident.span,
                                             format!("expected {}", arg_def.ty),
-                                        ),
+                                        )
+                                        .with_note(format!(
+                                            "`{}` is an `int` parameter of the block; the call gives it {v}",
+                                            ident.name
+                                        )),
                                     );
                                 }
                             }
@@ -353,7 +364,7 @@ fn arg_value(expr: &ast::Expr, ty: ArgType) -> Option<ArgValue> {
         (ArgType::PositiveInt, ast::Expr::Number { text, .. }) => text
             .parse::<usize>()
             .ok()
-            .filter(|&v| v > 0 && v <= 1 << 20)
+            .filter(|&v| v > 0 && v <= MAX_ARG_INT)
             .map(ArgValue::Int),
         (ArgType::PositiveFloat, ast::Expr::Number { text, .. }) => text
             .parse::<f64>()
@@ -377,12 +388,12 @@ fn arg_value(expr: &ast::Expr, ty: ArgType) -> Option<ArgValue> {
         (ArgType::NonNegativeInt, ast::Expr::Number { text, .. }) => text
             .parse::<usize>()
             .ok()
-            .filter(|&v| v <= 1 << 20)
+            .filter(|&v| v <= MAX_ARG_INT)
             .map(ArgValue::Int),
         (ArgType::Axis, ast::Expr::Number { text, .. }) => text
             .parse::<i64>()
             .ok()
-            .filter(|v| v.abs() <= 16)
+            .filter(|v| v.abs() <= MAX_AXIS)
             .map(ArgValue::Signed),
         (ArgType::Rate, ast::Expr::Number { text, .. }) => text
             .parse::<f64>()
@@ -390,7 +401,7 @@ fn arg_value(expr: &ast::Expr, ty: ArgType) -> Option<ArgValue> {
             .filter(|v| (0.0..1.0).contains(v))
             .map(ArgValue::Float),
         (ArgType::Shape, ast::Expr::List { items, .. })
-            if !items.is_empty() && items.len() <= 8 =>
+            if !items.is_empty() && items.len() <= MAX_SHAPE_RANK =>
         {
             items
                 .iter()
@@ -398,7 +409,7 @@ fn arg_value(expr: &ast::Expr, ty: ArgType) -> Option<ArgValue> {
                     ast::Expr::Number { text, .. } => text
                         .parse::<usize>()
                         .ok()
-                        .filter(|&v| v > 0 && v <= 1 << 20),
+                        .filter(|&v| v > 0 && v <= MAX_ARG_INT),
                     _ => None,
                 })
                 .collect::<Option<Vec<usize>>>()
@@ -406,4 +417,50 @@ fn arg_value(expr: &ast::Expr, ty: ArgType) -> Option<ArgValue> {
         }
         _ => None,
     }
+}
+
+impl Checker<'_> {
+    /// E0025 and E0026 for an op whose result or parameters would not fit in memory.
+    fn within_limits(&mut self, ctx: &Ctx, call: &ast::Call, op: &Op, shape: &Shape) -> bool {
+        let elements = element_count(shape);
+        if elements > MAX_TENSOR_ELEMENTS {
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::TENSOR_TOO_LARGE,
+                    format!(
+                        "`{}` makes a value of {elements} elements per sample",
+                        op.name()
+                    ),
+                    call.span,
+                    format!(
+                        "shape {}: more than {MAX_TENSOR_ELEMENTS} elements",
+                        format_shape(shape)
+                    ),
+                )
+                .with_help("use fewer filters or units, a stride, or pooling before this op"),
+            );
+            return false;
+        }
+        let parameters = op.parameter_count();
+        if parameters > MAX_OP_PARAMETERS {
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::TOO_MANY_PARAMETERS,
+                    format!("`{}` has {parameters} parameters", op.name()),
+                    call.span,
+                    format!("more than {MAX_OP_PARAMETERS} parameters in one op"),
+                )
+                .with_help("pool or stride before a `dense` layer, or use fewer units or filters"),
+            );
+            return false;
+        }
+        true
+    }
+}
+
+/// Elements of one sample of a value of this shape, saturating.
+pub(super) fn element_count(shape: &[usize]) -> u64 {
+    shape.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
 }

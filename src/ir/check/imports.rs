@@ -59,6 +59,7 @@ pub(super) fn namespaces<'a>(
             index: Index::default(),
             file_span: Span::new(0, 0),
             let_start: 0,
+            statements: 0,
         };
         sub.recursion(&m.ast);
         for item in &m.ast.items {

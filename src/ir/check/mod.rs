@@ -89,6 +89,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         index: Index::default(),
         file_span,
         let_start: 0,
+        statements: 0,
     };
     checker.recursion(file);
     for item in &file.items {
@@ -97,6 +98,8 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
     }
     out.defaults = defaults;
     let mut seen: HashMap<&str, Span> = HashMap::new();
+    // Models with no error of their own whose graph could not be made.
+    let mut dropped = Vec::new();
     for item in &file.items {
         let ast::Item::Model(model) = item else {
             continue;
@@ -119,9 +122,27 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         let clean = !checker.diagnostics[before..]
             .iter()
             .any(Diagnostic::is_error);
-        if let (true, Some(graph)) = (clean, graph) {
-            checker.diagnostics.extend(lints::float_sandwiches(&graph));
-            out.graphs.push(graph);
+        match (clean, graph) {
+            (true, Some(graph)) => {
+                checker.diagnostics.extend(lints::float_sandwiches(&graph));
+                out.graphs.push(graph);
+            }
+            (true, None) => dropped.push(model),
+            (false, _) => {}
+        }
+    }
+    // A model is never dropped silently: if nothing else explains it, say so.
+    if !checker.diagnostics.iter().any(Diagnostic::is_error) && !out.has_errors() {
+        for model in dropped {
+            checker.diagnostics.push(
+                Diagnostic::error(
+                    codes::MODEL_NOT_BUILT,
+                    format!("model `{}` could not be built", model.name.name),
+                    model.name.span,
+                    "no graph was made for this model",
+                )
+                .with_note("this is a bug in qatc: every reason should have its own diagnostic"),
+            );
         }
     }
     out.diagnostics.extend(checker.diagnostics);
@@ -235,6 +256,8 @@ struct GraphBuilder {
     nodes: Vec<Node>,
     names: HashSet<String>,
     next_suffix: HashMap<String, usize>,
+    /// A resource limit was reported: inline nothing more, report no more limits.
+    limit_hit: bool,
 }
 
 impl GraphBuilder {
@@ -287,6 +310,8 @@ struct Checker<'a> {
     file_span: Span,
     /// Number of diagnostics before the current `let`, to tell whether it reported any.
     let_start: usize,
+    /// Statements checked in all models of the file, inlined ones included: what inlining costs.
+    statements: usize,
 }
 
 /// The scope of one body (a model, or one instance of a block).
@@ -306,32 +331,49 @@ impl Checker<'_> {
     }
 
     fn report(&mut self, ctx: &Ctx, d: Diagnostic) {
-        // Inlined bodies were already checked on their own; only shape errors are new.
-        if ctx.inlined() {
-            if d.code != codes::SHAPE_MISMATCH {
-                return;
-            }
-            let mut d = d;
-            if ctx.module != 0 {
-                // The body lives in another file: point at the call here instead.
-                let (name, site) = *ctx.inlining.last().expect("inlined");
-                let inner = d.primary.message.clone();
-                d.primary = crate::diagnostics::Label {
-                    span: site,
-                    message: format!("in this call of `{name}`"),
-                };
-                // Its other labels point into that file too.
-                d.secondary.clear();
-                d.notes
-                    .insert(0, format!("inside imported block `{name}`: {inner}"));
-            } else {
-                for (name, site) in ctx.inlining.iter().rev() {
-                    d = d.with_label(*site, format!("in this call of `{name}`"));
-                }
-            }
+        // Inlined bodies were already checked on their own; only errors that depend on
+        // the call (its shapes, its `int` arguments, the size it inlines to) are new.
+        if ctx.inlined() && !depends_on_call(d.code) {
+            return;
+        }
+        self.report_at_call(ctx, d);
+    }
+
+    /// Reports an error found in this instance of an inlined body (or in a model),
+    /// with the calls that led to it as labels.
+    fn report_at_call(&mut self, ctx: &Ctx, d: Diagnostic) {
+        if !ctx.inlined() {
             self.diagnostics.push(d);
             return;
         }
+        let mut d = d;
+        if ctx.module != 0 {
+            // The body lives in another file: point at the call here instead.
+            let (name, site) = *ctx.inlining.last().expect("inlined");
+            let inner = d.primary.message.clone();
+            d.primary = crate::diagnostics::Label {
+                span: site,
+                message: format!("in this call of `{name}`"),
+            };
+            // Its other labels point into that file too.
+            d.secondary.clear();
+            d.notes
+                .insert(0, format!("inside imported block `{name}`: {inner}"));
+        } else {
+            for (name, site) in ctx.inlining.iter().rev() {
+                d = d.with_label(*site, format!("in this call of `{name}`"));
+            }
+        }
         self.diagnostics.push(d);
     }
+}
+
+/// Errors that a block checked on its own cannot see, so inlining reports them.
+fn depends_on_call(code: &str) -> bool {
+    [
+        codes::SHAPE_MISMATCH,
+        codes::TENSOR_TOO_LARGE,
+        codes::TOO_MANY_PARAMETERS,
+    ]
+    .contains(&code)
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use std::fmt;
 
 use super::Shape;
+use crate::limits::{MAX_ARG_INT, MAX_AXIS, MAX_SHAPE_RANK};
 
 mod add;
 mod avg_pool2d;
@@ -236,6 +237,51 @@ impl Op {
         self.def().is_some_and(|d| d.params.has_weights())
     }
 
+    /// Numbers the op holds per model (weights, biases, batch-norm scale, shift and
+    /// running statistics), saturating: the checker compares it with a limit.
+    pub fn parameter_count(&self) -> u64 {
+        let n = |x: usize| x as u64;
+        match self {
+            Op::Conv2d {
+                filters,
+                kernel,
+                groups,
+                in_channels,
+                bias,
+                ..
+            } => n(*filters)
+                .saturating_mul(n(*in_channels / (*groups).max(1)))
+                .saturating_mul(n(*kernel).saturating_mul(n(*kernel)))
+                .saturating_add(if *bias { n(*filters) } else { 0 }),
+            Op::Dense {
+                units,
+                in_features,
+                bias,
+                ..
+            } => n(*units)
+                .saturating_mul(n(*in_features))
+                .saturating_add(if *bias { n(*units) } else { 0 }),
+            Op::BatchNorm { channels, .. } => n(*channels).saturating_mul(4),
+            Op::Input
+            | Op::Relu
+            | Op::Relu6
+            | Op::Hardswish
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Flatten
+            | Op::Reshape { .. }
+            | Op::Add { .. }
+            | Op::Mul
+            | Op::Concat { .. }
+            | Op::Dropout { .. }
+            | Op::Softmax { .. }
+            | Op::Pad { .. }
+            | Op::FakeQuant { .. } => 0,
+        }
+    }
+
     /// Ops whose int8 form keeps the input's scale and zero point (no requantization):
     /// they only move or select values, and zero padding is exact because zero is.
     /// `avg_pool2d` too, as TFLite's AVERAGE_POOL_2D requires: a mean of values on the
@@ -364,9 +410,12 @@ impl ArgType {
 impl fmt::Display for ArgType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ArgType::PositiveInt => write!(f, "a positive integer"),
-            ArgType::NonNegativeInt => write!(f, "an integer of 0 or more"),
-            ArgType::Axis => write!(f, "an axis (an integer; -1 is the last)"),
+            ArgType::PositiveInt => write!(f, "an integer from 1 to {MAX_ARG_INT}"),
+            ArgType::NonNegativeInt => write!(f, "an integer from 0 to {MAX_ARG_INT}"),
+            ArgType::Axis => write!(
+                f,
+                "an axis (an integer from -{MAX_AXIS} to {MAX_AXIS}; -1 is the last)"
+            ),
             ArgType::PositiveFloat => write!(f, "a positive number"),
             ArgType::Fraction => write!(f, "a number between 0 and 1"),
             ArgType::Rate => write!(f, "a number from 0 up to (not including) 1"),
@@ -379,7 +428,10 @@ impl fmt::Display for ArgType {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            ArgType::Shape => write!(f, "a list of positive integers like `[64, 7, 7]`"),
+            ArgType::Shape => write!(
+                f,
+                "a list of 1 to {MAX_SHAPE_RANK} integers from 1 to {MAX_ARG_INT} like `[64, 7, 7]`"
+            ),
         }
     }
 }
