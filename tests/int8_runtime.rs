@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use qatc::diagnostics::SourceFile;
-use qatc::int8::{self, IntOp, IntTensor};
+use qatc::int8::{self, IntOp, IntTensor, ValidationError};
 use qatc::ir::ops::Activation;
 use qatc::ir::{Graph, Op};
 use qatc::lower::{self, F32Tensor, TensorMap};
@@ -755,6 +755,155 @@ fn damaged_artifacts_give_clear_errors() {
     // Missing files.
     let empty = tempfile::tempdir().unwrap();
     expect_load_error(empty.path(), "graph.json");
+}
+
+/// Validates RESIDUAL's lowered graph after `change`; the error it must give.
+fn invalid_after(
+    change: impl FnOnce(&mut int8::IntGraph, &mut int8::IntTensors),
+) -> ValidationError {
+    let (mut g, mut t) = lowered(RESIDUAL).into_parts();
+    change(&mut g, &mut t);
+    int8::Model::validate(g, t).expect_err("the damaged graph must not validate")
+}
+
+/// The first op of `kind` in `g`, to damage.
+fn op_of<'a>(g: &'a mut int8::IntGraph, kind: &str) -> &'a mut IntOp {
+    g.ops.iter_mut().find(|op| op.kind() == kind).unwrap()
+}
+
+/// One test per invariant the README states for the int8 artifact: each field corrupted
+/// alone gives its own error (before, several of these ran with a wrong accuracy).
+#[test]
+fn loader_rejects_every_broken_invariant() {
+    use ValidationError as E;
+    let intact = lowered(RESIDUAL);
+    assert!(int8::Model::validate(intact.graph().clone(), intact.tensors().clone()).is_ok());
+
+    // The output pointing at the quantized input.
+    let e = invalid_after(|g, _| g.output = g.ops[0].output());
+    assert!(matches!(e, E::OutputIsInput { .. }), "{e}");
+    // A requantization multiplier outside [2^30, 2^31).
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { requant, .. } = op_of(g, "conv2d") {
+            requant[0].multiplier = 1;
+        }
+    });
+    assert!(matches!(e, E::RequantRange { multiplier: 1, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Dense { requant, .. } = op_of(g, "dense") {
+            requant[0].shift = 0;
+        }
+    });
+    assert!(matches!(e, E::RequantRange { shift: 0, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Add { multipliers, .. } = op_of(g, "add") {
+            *multipliers = [5, 3];
+        }
+    });
+    assert!(matches!(e, E::RequantRange { multiplier: 5, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Add { multipliers, .. } = op_of(g, "add") {
+            multipliers[1] = -1;
+        }
+    });
+    assert!(matches!(e, E::RequantRange { multiplier: -1, .. }), "{e}");
+    // A clamp that does not keep real 0 (an activation minimum of 127).
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { act_min, .. } = op_of(g, "conv2d") {
+            *act_min = 127;
+        }
+    });
+    assert!(matches!(e, E::Clamp { lo: 127, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Dense {
+            act_min, act_max, ..
+        } = op_of(g, "dense")
+        {
+            (*act_min, *act_max) = (10, -10);
+        }
+    });
+    assert!(
+        matches!(
+            e,
+            E::Clamp {
+                lo: 10,
+                hi: -10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Scales: absurd, zero, negative, not a number; zero point outside the range.
+    for scale in [3e38, 0.0, -0.5, f32::NAN, f32::INFINITY, 1e-40] {
+        let e = invalid_after(|g, _| g.values[0].quant.scale = scale);
+        assert!(matches!(e, E::Quantization { .. }), "scale {scale}: {e}");
+        assert!(e.to_string().contains("scale"), "{e}");
+    }
+    let e = invalid_after(|g, _| g.values[1].quant.zero_point = 200);
+    assert!(e.to_string().contains("zero point"), "{e}");
+    let e = invalid_after(|g, _| (g.values[1].quant.qmin, g.values[1].quant.qmax) = (5, 5));
+    assert!(matches!(e, E::Quantization { .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { weight_scales, .. } = op_of(g, "conv2d") {
+            weight_scales[0] = 3e38;
+        }
+    });
+    assert!(matches!(e, E::WeightScales { .. }), "{e}");
+    // Shapes: a value of absurd size, padding larger than the kernel.
+    let e = invalid_after(|g, _| g.values[1].shape = vec![1 << 21, 1 << 21, 1 << 21]);
+    assert!(matches!(e, E::ValueShape { .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { pad, .. } = op_of(g, "conv2d") {
+            *pad = usize::MAX / 2;
+        }
+    });
+    assert!(matches!(e, E::Shape { .. }), "{e}");
+    // The input quantized other than by the first op, once.
+    let e = invalid_after(|g, _| g.ops.swap(0, 1));
+    assert!(matches!(e, E::InputNotQuantized { .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        let out = g.values.len();
+        g.values.push(g.values[0].clone());
+        g.ops.insert(1, IntOp::Quantize { output: out });
+    });
+    assert!(e.to_string().contains("quantizes it again"), "{e}");
+    // Weights: -128 (no symmetric partner), a tensor no op uses.
+    let e = invalid_after(|g, t| {
+        let IntOp::Conv2d { weight, .. } = op_of(g, "conv2d") else {
+            unreachable!()
+        };
+        if let Some(IntTensor::I8 { data, .. }) = t.get_mut(weight.as_str()) {
+            data[0] = -128;
+        }
+    });
+    assert!(matches!(e, E::WeightRange { found: -128, .. }), "{e}");
+    let e = invalid_after(|_, t| {
+        t.insert(
+            "stray.weight".into(),
+            IntTensor::I8 {
+                shape: vec![1],
+                data: vec![0],
+            },
+        );
+    });
+    assert!(
+        matches!(e, E::UnusedTensor { ref tensor } if tensor == "stray.weight"),
+        "{e}"
+    );
+    // Class names that do not match the outputs.
+    let e = invalid_after(|g, _| g.classes = Some(vec![0, 1, 2]));
+    assert!(matches!(e, E::Classes { classes: 3, .. }), "{e}");
+    let e = invalid_after(|g, _| g.classes = Some(vec![0, 1, 1, 2]));
+    assert!(
+        matches!(
+            e,
+            E::Classes {
+                duplicate: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
