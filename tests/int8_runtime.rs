@@ -906,6 +906,58 @@ fn loader_rejects_every_broken_invariant() {
     );
 }
 
+/// A build killed between writing the int8 weights and the graph used to leave new weights
+/// beside the old graph, which ran with a wrong accuracy; the content hash refuses it.
+#[test]
+fn weights_of_another_build_are_refused() {
+    let model = lowered(CNN);
+    let (g, mut t) = model.clone().into_parts();
+    for tensor in t.values_mut() {
+        if let IntTensor::I8 { data, .. } = tensor {
+            data.iter_mut().for_each(|w| *w = -*w);
+        }
+    }
+    let other = int8::Model::validate(g, t).expect("negated weights are still valid");
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    int8::artifact::save(old.path(), &model).unwrap();
+    int8::artifact::save(new.path(), &other).unwrap();
+    assert_eq!(int8::artifact::read(new.path()).unwrap(), other);
+    let weights = "weights.safetensors";
+    std::fs::copy(new.path().join(weights), old.path().join(weights)).unwrap();
+    expect_load_error(old.path(), "do not belong together");
+
+    // A valid-looking edit of the graph is refused the same way.
+    int8::artifact::save(old.path(), &model).unwrap();
+    let graph_path = old.path().join("graph.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&graph_path).unwrap()).unwrap();
+    let scale = json["values"][0]["quant"]["scale"].as_f64().unwrap();
+    json["values"][0]["quant"]["scale"] = serde_json::json!(scale * 2.0);
+    std::fs::write(&graph_path, json.to_string()).unwrap();
+    expect_load_error(old.path(), "do not belong together");
+    json.as_object_mut().unwrap().remove("content_sha256");
+    std::fs::write(&graph_path, json.to_string()).unwrap();
+    expect_load_error(old.path(), "records no `content_sha256`");
+
+    // Saving over an artifact replaces it whole and leaves nothing else beside it.
+    int8::artifact::save(old.path(), &other).unwrap();
+    assert_eq!(int8::artifact::read(old.path()).unwrap(), other);
+    let parent = old.path().parent().unwrap();
+    let name = old
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.starts_with(".tmp-") || n.starts_with(".old-")) && n.ends_with(&name))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[test]
 fn wrong_input_size_is_an_error_not_a_panic() {
     let model = Model::new(&lowered(CNN));

@@ -165,6 +165,16 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     if let Some(note) = note {
         run.say(&note);
     }
+    for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")] {
+        let removed = report::clean_stale(&dir);
+        if !removed.is_empty() {
+            run.say(&format!(
+                "removed what an interrupted build left in {}: {}",
+                dir.display(),
+                removed.join(", ")
+            ));
+        }
+    }
     let Prepared {
         train,
         test,
@@ -178,6 +188,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let ptq_path = opts.out_dir.join("ptq.safetensors");
     let qat_path = opts.out_dir.join("qat.safetensors");
     let int8_dir = opts.out_dir.join("int8");
+    let report_path = opts.out_dir.join("report.json");
 
     // 1. Float training, from pretrained weights with frozen layers when transferring.
     let mut float = run.initial_network(graph)?;
@@ -204,6 +215,19 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             &mut float_stage.eval_seconds,
         )
         .0;
+    // From here on the artifacts of an earlier build are replaced one by one: its report
+    // goes first, so that a build killed half-way never leaves a report beside files it
+    // does not describe.
+    match std::fs::remove_file(&report_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(BuildError::Write {
+                path: report_path,
+                source,
+            })
+        }
+    }
     save(&float, &float_path)?;
 
     // 2. PTQ: calibrate ranges on training images, then evaluate quantized.
@@ -329,7 +353,6 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         None => (None, None, None),
     };
 
-    let report_path = opts.out_dir.join("report.json");
     let report = Report {
         model: graph.name.clone(),
         quant: report::quant_label(graph),
