@@ -958,6 +958,103 @@ fn weights_of_another_build_are_refused() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// `qatc run` with `args` after the artifact; must fail, naming `needle`.
+fn run_fails(artifact: &std::path::Path, args: &[&str], needle: &str) -> String {
+    let mut all = vec!["run", artifact.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = common::qatc(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "qatc {all:?} must fail:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "qatc {all:?}: `{stderr}` should name `{needle}`"
+    );
+    stderr
+}
+
+/// Images and labels `qatc run` used to accept silently (exit 0 with a meaningless
+/// accuracy) and files it read whole before checking them.
+#[test]
+fn run_refuses_wrong_images_and_labels_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let artifact = d.join("int8");
+    int8::artifact::save(&artifact, &lowered(CNN)).unwrap();
+    let path = |name: &str| d.join(name).display().to_string();
+    let good = path("images");
+    qatc::data::write_images(d.join("images").as_path(), &[0; 784 * 2], 2, 28, 28).unwrap();
+    qatc::data::write_labels(&d.join("labels"), &[3, 7]).unwrap();
+    common::qatc_ok(&[
+        "run",
+        artifact.to_str().unwrap(),
+        "--images",
+        &good,
+        "--labels",
+        &path("labels"),
+    ]);
+
+    // 784×1 has the right size but not the model's geometry.
+    qatc::data::write_images(&d.join("tall"), &[0; 784 * 2], 2, 784, 1).unwrap();
+    let e = run_fails(&artifact, &["--images", &path("tall")], &path("tall"));
+    assert!(e.contains("784x1"), "{e}");
+    // A label the model has no class for.
+    qatc::data::write_labels(&d.join("label200"), &[3, 200]).unwrap();
+    let e = run_fails(
+        &artifact,
+        &["--images", &good, "--labels", &path("label200")],
+        &path("label200"),
+    );
+    assert!(e.contains("200"), "{e}");
+    // No images at all.
+    qatc::data::write_images(&d.join("none"), &[], 0, 28, 28).unwrap();
+    run_fails(&artifact, &["--images", &path("none")], &path("none"));
+    // A header that promises more than any data set: refused before reading the body.
+    let mut huge = Vec::new();
+    for w in [0x0000_0803u32, 1_000_000_000, 1000, 1000] {
+        huge.extend_from_slice(&w.to_be_bytes());
+    }
+    std::fs::write(d.join("huge"), &huge).unwrap();
+    let e = run_fails(&artifact, &["--images", &path("huge")], &path("huge"));
+    assert!(e.contains("more than"), "{e}");
+    // A gzip stream with a valid header and far more data than it promises.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    use std::io::Write;
+    for w in [0x0000_0803u32, 1, 28, 28] {
+        gz.write_all(&w.to_be_bytes()).unwrap();
+    }
+    gz.write_all(&vec![0u8; 8 << 20]).unwrap();
+    std::fs::write(d.join("bomb.gz"), gz.finish().unwrap()).unwrap();
+    run_fails(
+        &artifact,
+        &["--images", &path("bomb.gz")],
+        "truncated or corrupt",
+    );
+    // An endless file: read up to its header, not to the memory limit. (The limit on
+    // the child's memory turns the old read-it-all into a failure, not a stalled machine.)
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 8000000; exec '{}' run '{}' --images /dev/zero",
+            env!("CARGO_BIN_EXE_qatc"),
+            artifact.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("/dev/zero is not an IDX image file: magic number"),
+        "{stderr}"
+    );
+    // Thousands of threads would stall the machine.
+    let e = run_fails(
+        &artifact,
+        &["--images", &good, "--threads", "100000"],
+        "--threads 100000",
+    );
+    assert!(e.contains("256"), "{e}");
+}
+
 #[test]
 fn wrong_input_size_is_an_error_not_a_panic() {
     let model = Model::new(&lowered(CNN));

@@ -41,8 +41,12 @@ pub enum BuildError {
         shape: String,
         classes: usize,
     },
-    #[error("the recipe's class filter leaves no {split} images")]
-    NoData { split: &'static str },
+    #[error("{}: the recipe's classes {classes:?} (and limits) leave none of its {split} images", dir.display())]
+    NoData {
+        split: &'static str,
+        dir: PathBuf,
+        classes: Vec<u8>,
+    },
     #[error("{stage}: the loss became {value} at epoch {epoch}, step {step}; stopping\n  hint: lower the learning rate; the last good weights are in {last_good}")]
     NonFinite {
         stage: &'static str,
@@ -412,10 +416,18 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
     let test_set =
         data::load_split(&dir, Split::Test)?.select(Some(&classes), recipe.data.test_limit);
     if train_set.is_empty() {
-        return Err(BuildError::NoData { split: "training" });
+        return Err(BuildError::NoData {
+            split: "training",
+            dir: dir.clone(),
+            classes,
+        });
     }
     if test_set.is_empty() {
-        return Err(BuildError::NoData { split: "test" });
+        return Err(BuildError::NoData {
+            split: "test",
+            dir: dir.clone(),
+            classes,
+        });
     }
     let shape = input_shape(graph, &train_set)?;
     let out_shape = &graph.node(graph.output).shape;
