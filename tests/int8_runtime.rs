@@ -1055,6 +1055,37 @@ fn run_refuses_wrong_images_and_labels_naming_the_file() {
     assert!(e.contains("256"), "{e}");
 }
 
+/// `qatc inspect` and `qatc export` on damaged files say which file.
+#[test]
+fn inspect_and_export_name_the_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = lowered(CNN);
+    let artifact = dir.path().join("int8");
+    int8::artifact::save(&artifact, &model).unwrap();
+    let weights = artifact.join("weights.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 3]).unwrap();
+    for args in [
+        vec!["inspect", artifact.to_str().unwrap()],
+        vec!["export", artifact.to_str().unwrap(), "--format", "onnx"],
+    ] {
+        let out = common::qatc(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(weights.to_str().unwrap()),
+            "{args:?}: {stderr}"
+        );
+    }
+    let tflite = dir.path().join("model.tflite");
+    let bytes = qatc::export::tflite::to_bytes(&model).unwrap();
+    std::fs::write(&tflite, &bytes[..bytes.len() / 2]).unwrap();
+    let out = common::qatc(&["inspect", tflite.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(tflite.to_str().unwrap()), "{stderr}");
+}
+
 #[test]
 fn wrong_input_size_is_an_error_not_a_panic() {
     let model = Model::new(&lowered(CNN));
