@@ -193,6 +193,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
+        // A rendered diagnostic (a recipe's `error[E0015]: ...` with its source lines)
+        // has its own heading; anything else gets one.
+        Err(message) if message.starts_with("error[") => {
+            eprintln!("{}", message.trim_end());
+            ExitCode::FAILURE
+        }
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE

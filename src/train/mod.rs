@@ -151,9 +151,23 @@ fn epoch_seed(seed: u64, stage: &str, epoch: usize) -> i64 {
 /// Trains, calibrates and fine-tunes the quantized-stage `graph` as the recipe says,
 /// writes the weights and report.json to `opts.out_dir`, and returns the report.
 pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Report, BuildError> {
+    build_in_chain(graph, recipe, opts, &[])
+}
+
+/// How many pretrained models `transfer.build` may chain (a model built from one built from ...).
+const MAX_TRANSFER_CHAIN: usize = 8;
+
+/// [`build`], from within the builds of the pretrained models in `chain` (outermost first).
+fn build_in_chain(
+    graph: &Graph,
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    chain: &[PathBuf],
+) -> Result<Report, BuildError> {
     let started = Instant::now();
+    check_before_training(graph, recipe, opts)?;
     if let Some(transfer) = &recipe.transfer {
-        ensure_pretrained(transfer, opts)?;
+        ensure_pretrained(transfer, opts, chain)?;
     }
     tch::manual_seed(recipe.train.seed as i64);
     let fingerprint = (
@@ -451,10 +465,49 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
     })
 }
 
+/// What can be checked without training: the output directory, and that the recipe's
+/// layer lists name layers of the model. (Data and weights are checked as they are read,
+/// which is also before the first training step.)
+fn check_before_training(
+    graph: &Graph,
+    recipe: &Recipe,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    let out = &opts.out_dir;
+    let not_dir = |why: String| BuildError::Write {
+        path: out.clone(),
+        source: std::io::Error::other(why),
+    };
+    match std::fs::metadata(out) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(not_dir(
+                "it exists and is not a directory (--out names the directory the build writes)"
+                    .into(),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(not_dir(e.to_string())),
+    }
+    std::fs::create_dir_all(out).map_err(|e| not_dir(e.to_string()))?;
+    // Writable: a probe file, written and removed the way every artifact is written.
+    let probe = out.join(".qatc-write-probe");
+    report::write_atomic_bytes(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| not_dir(format!("it is not writable ({e})")))?;
+    if let Some(transfer) = &recipe.transfer {
+        network::check_layers(graph, "transfer.freeze", &transfer.freeze)
+            .and_then(|()| network::check_layers(graph, "transfer.skip", &transfer.skip))
+            .map_err(BuildError::Transfer)?;
+    }
+    Ok(())
+}
+
 /// Builds the pretrained model first when its weights are missing and the recipe says how.
 fn ensure_pretrained(
     transfer: &crate::recipe::TransferConfig,
     opts: &BuildOptions,
+    chain: &[PathBuf],
 ) -> Result<(), BuildError> {
     if transfer.weights.is_file() {
         return Ok(());
@@ -465,6 +518,27 @@ fn ensure_pretrained(
             transfer.weights.display()
         )));
     };
+    // A model whose pretrained model is (eventually) itself would build forever.
+    let canonical = model.canonicalize().unwrap_or_else(|_| model.clone());
+    let shown = |chain: &[PathBuf]| {
+        (chain.iter().chain([&canonical]))
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    if chain.contains(&canonical) {
+        return Err(BuildError::Transfer(format!(
+            "transfer.build is a cycle: {}\n  hint: a pretrained model cannot be built from itself; point `transfer.weights` at existing weights",
+            shown(chain)
+        )));
+    }
+    if chain.len() >= MAX_TRANSFER_CHAIN {
+        return Err(BuildError::Transfer(format!(
+            "transfer.build chains more than {MAX_TRANSFER_CHAIN} pretrained models: {}",
+            shown(chain)
+        )));
+    }
+    let chain: Vec<PathBuf> = chain.iter().cloned().chain([canonical.clone()]).collect();
     let fail = |why: String| {
         BuildError::Transfer(format!(
             "cannot build the pretrained model {}: {why}",
@@ -498,13 +572,14 @@ fn ensure_pretrained(
             model.display()
         );
     }
-    let report = build(
+    let report = build_in_chain(
         &graph,
         &recipe,
         &BuildOptions {
             out_dir,
             ..opts.clone()
         },
+        &chain,
     )?;
     if !opts.quiet {
         eprintln!("{}", report.table());
