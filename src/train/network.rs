@@ -909,7 +909,11 @@ pub fn check_layers(graph: &Graph, list: &str, names: &[String]) -> Result<(), S
         let hint = crate::diagnostics::did_you_mean(unknown, known.iter().copied())
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
-        return Err(format!("{list} names `{unknown}`, which is not a layer of `{}`{hint}\n  layers: {}", graph.name, known.join(", ")));
+        return Err(format!(
+            "{list} names `{unknown}`, which is not a layer of `{}`{hint}\n  layers: {}",
+            graph.name,
+            known.join(", ")
+        ));
     }
     Ok(())
 }
