@@ -59,8 +59,6 @@ pub enum ValidationError {
     },
     #[error("value `{value}` has unsupported shape {shape:?} (1 to 3 non-zero dimensions, at most {} elements)", MAX_VALUE_ELEMENTS)]
     ValueShape { value: String, shape: Vec<usize> },
-    #[error("the graph must begin with the one quantize op that reads the input; {found}")]
-    InputNotQuantized { found: String },
     #[error("the output `{value}` is the quantized input itself: the graph computes nothing")]
     OutputIsInput { value: String },
     #[error("the output `{value}` has shape {shape:?}, but the graph names {classes} classes{}", if *.duplicate { " (some twice)" } else { "" })]
@@ -242,20 +240,6 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
             });
         }
     }
-    // The runtime feeds the float input to the first op, and only to it.
-    let quantizes: Vec<usize> = (graph.ops.iter().enumerate())
-        .filter(|(_, op)| matches!(op, IntOp::Quantize { .. }))
-        .map(|(i, _)| i)
-        .collect();
-    let found = match quantizes[..] {
-        [0] => None,
-        [] => Some("it has no quantize op".to_string()),
-        [0, second, ..] => Some(format!("op {second} quantizes it again")),
-        [first, ..] => Some(format!("its first quantize is op {first}")),
-    };
-    if let Some(found) = found {
-        return Err(ValidationError::InputNotQuantized { found });
-    }
     let count = graph.values.len();
     let mut written = vec![false; count];
     for (i, op) in graph.ops.iter().enumerate() {
@@ -291,7 +275,9 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
         });
     }
     let output = &graph.values[graph.output];
-    if graph.ops[0].output() == graph.output {
+    let quantizes_input =
+        |op: &IntOp| matches!(op, IntOp::Quantize { output } if *output == graph.output);
+    if graph.ops.iter().any(quantizes_input) {
         return Err(ValidationError::OutputIsInput {
             value: output.name.clone(),
         });
