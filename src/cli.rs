@@ -204,6 +204,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
+        // A rendered diagnostic (a recipe's `error[E0015]: ...` with its source lines)
+        // has its own heading; anything else gets one.
+        Err(message) if message.starts_with("error[") => {
+            eprintln!("{}", message.trim_end());
+            ExitCode::FAILURE
+        }
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -580,27 +586,54 @@ fn run_int8(
     let model = crate::runtime::load(artifact).map_err(|e| e.to_string())?;
     let (pixels, count, rows, cols) =
         crate::data::read_images(images).map_err(|e| e.to_string())?;
-    if rows * cols != model.input_len() {
+    let input = &model.graph().input.shape;
+    // Images are one channel, `rows` × `cols`: an [1, H, W] input takes exactly that
+    // geometry, a vector input any of its size.
+    let fits = match input[..] {
+        [1, h, w] => (rows, cols) == (h, w),
+        [f] => rows * cols == f,
+        _ => false,
+    };
+    if !fits {
         return Err(format!(
-            "{} has {rows}x{cols} images; model `{}` takes {:?}",
+            "{} has {rows}x{cols} images; model `{}` takes {input:?}",
             images.display(),
             model.graph().model,
-            model.graph().input.shape
         ));
     }
-    let labels = labels
-        .map(crate::data::read_labels)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    if let Some(l) = &labels {
-        if l.len() != count {
-            return Err(format!(
-                "{} has {count} images but the labels file has {} labels",
-                images.display(),
-                l.len()
-            ));
+    let labels = match labels {
+        Some(path) => {
+            let l = crate::data::read_labels(path).map_err(|e| e.to_string())?;
+            if l.len() != count {
+                return Err(format!(
+                    "{} has {count} images but {} has {} labels",
+                    images.display(),
+                    path.display(),
+                    l.len()
+                ));
+            }
+            // A label the model cannot predict would only count as wrong, silently.
+            let outputs = crate::int8::graph::output_count(model.graph());
+            let known = |label: u8| match &model.graph().classes {
+                Some(classes) => classes.contains(&label),
+                None => (label as usize) < outputs,
+            };
+            if let Some(at) = l.iter().position(|&x| !known(x)) {
+                let classes = match &model.graph().classes {
+                    Some(c) => format!("{c:?}"),
+                    None => format!("0 to {}", outputs.saturating_sub(1)),
+                };
+                return Err(format!(
+                    "{}: label {at} is {}, but model `{}` classifies {classes}",
+                    path.display(),
+                    l[at],
+                    model.graph().model
+                ));
+            }
+            Some(l)
         }
-    }
+        None => None,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .build()

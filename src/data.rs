@@ -39,6 +39,15 @@ pub enum DataError {
     },
     #[error("{path}: {why}")]
     Invalid { path: PathBuf, why: String },
+    #[error("{path}: label {index} is {label}; the dataset's classes are 0 to {}", classes - 1)]
+    Label {
+        path: PathBuf,
+        index: usize,
+        label: u8,
+        classes: u8,
+    },
+    #[error("{path} holds no images (its header says {shape:?} images × rows × columns)")]
+    Empty { path: PathBuf, shape: Vec<usize> },
     #[error("{images} has {n_images} images but {labels} has {n_labels} labels")]
     CountMismatch {
         images: PathBuf,
@@ -129,6 +138,14 @@ pub fn load_split(dir: &Path, split: Split) -> Result<Images, DataError> {
     )?;
     let (pixels, count, rows, cols) = read_images(&images_path)?;
     let labels = read_labels(&labels_path)?;
+    if let Some(at) = labels.iter().position(|&l| l >= CLASSES) {
+        return Err(DataError::Label {
+            path: labels_path,
+            index: at,
+            label: labels[at],
+            classes: CLASSES,
+        });
+    }
     if labels.len() != count {
         return Err(DataError::CountMismatch {
             images: images_path,
@@ -160,44 +177,62 @@ fn find(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, DataError
     })
 }
 
-/// Reads a whole file, un-gzipping it when it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+/// The most bytes an IDX body may hold (the product of its header's dimensions): twenty
+/// times Fashion-MNIST's training images, and checked before any of it is read, so a huge
+/// file or a gzip bomb cannot exhaust memory.
+pub const MAX_IDX_BYTES: usize = 1 << 30;
+
+/// Labels a dataset may have: Fashion-MNIST and MNIST have ten classes, and the models'
+/// outputs are indexed by them.
+pub const CLASSES: u8 = 10;
+
+/// Opens a file for reading, un-gzipping it when it starts with the gzip magic.
+fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    use std::io::BufRead;
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        Ok(out)
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        Box::new(GzDecoder::new(file))
     } else {
-        Ok(raw)
-    }
+        Box::new(file)
+    })
 }
 
-fn header(
-    bytes: &[u8],
+/// Reads an IDX file: its header first (magic, dimensions, the size they promise, checked
+/// against [`MAX_IDX_BYTES`]), then exactly the body it promises.
+fn read_idx(
     path: &Path,
     kind: &'static str,
     magic: u32,
     dims: usize,
-) -> Result<Vec<usize>, DataError> {
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
     let bad = |why: String| DataError::Format {
         path: path.to_path_buf(),
         kind,
         why,
     };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = open_maybe_gz(path)?;
     let need = 4 + 4 * dims;
-    if bytes.len() < need {
+    let mut header = Vec::with_capacity(need);
+    (&mut reader)
+        .take(need as u64)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    if header.len() < need {
         return Err(bad(format!(
             "{} bytes is shorter than its {need}-byte header",
-            bytes.len()
+            header.len()
         )));
     }
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().expect("4 bytes"));
     if word(0) != magic {
         return Err(bad(format!(
             "magic number {:#010x}, expected {magic:#010x}",
@@ -205,28 +240,49 @@ fn header(
         )));
     }
     let shape: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
-    let expected = need + shape.iter().product::<usize>();
-    if bytes.len() != expected {
+    let body = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| {
+            bad(format!(
+                "its header promises {shape:?} bytes, more than the {MAX_IDX_BYTES} an IDX file may hold"
+            ))
+        })?;
+    let mut bytes = Vec::with_capacity(body);
+    reader
+        .take(body as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() != body {
+        let found = if bytes.len() > body {
+            "more".to_string()
+        } else {
+            (need + bytes.len()).to_string()
+        };
         return Err(bad(format!(
-            "header promises {expected} bytes, file has {} (truncated or corrupt)",
-            bytes.len()
+            "header promises {} bytes, file has {found} (truncated or corrupt)",
+            need + body
         )));
     }
-    Ok(shape)
+    Ok((shape, bytes))
 }
 
 /// Reads an IDX3 image file: `(pixels, count, rows, cols)`.
 pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize, usize), DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let shape = header(&bytes, path, "image", 0x0000_0803, 3)?;
-    Ok((bytes[16..].to_vec(), shape[0], shape[1], shape[2]))
+    let (shape, pixels) = read_idx(path, "image", 0x0000_0803, 3)?;
+    if shape.contains(&0) {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            shape,
+        });
+    }
+    Ok((pixels, shape[0], shape[1], shape[2]))
 }
 
 /// Reads an IDX1 label file.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    header(&bytes, path, "label", 0x0000_0801, 1)?;
-    Ok(bytes[8..].to_vec())
+    Ok(read_idx(path, "label", 0x0000_0801, 1)?.1)
 }
 
 /// Writes an IDX3 image file (uncompressed); used by tests and tools to make small sets.

@@ -226,6 +226,96 @@ pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
 }
 
+/// Replaces the directory `path` as a whole: `write` fills a temporary directory beside
+/// it, which then takes its place, so readers see the old files or the new ones, never a
+/// mix. (The old directory is moved aside for the instant between the two renames; a
+/// build killed there leaves it as `.old-*`, which [`clean_stale`] puts back.)
+pub fn replace_dir_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("artifact");
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".tmp-{pid}-{name}"));
+    let old = parent.join(format!(".old-{pid}-{name}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = std::fs::create_dir(&tmp)
+        .and_then(|()| write(&tmp))
+        .and_then(|()| {
+            for entry in std::fs::read_dir(&tmp)? {
+                std::fs::File::open(entry?.path())?.sync_all()?;
+            }
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => {
+                    std::fs::rename(path, &old)?;
+                    std::fs::rename(&tmp, path)?;
+                    let _ = std::fs::remove_dir_all(&old);
+                    Ok(())
+                }
+                Ok(_) => Err(std::io::Error::other("exists and is not a directory")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::rename(&tmp, path),
+                Err(e) => Err(e),
+            }
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Removes what killed writes left in `dir`: the `.tmp-<pid>-*` files and directories of
+/// [`write_atomic`] and [`replace_dir_atomic`] whose process is gone, and puts back a
+/// directory that a killed [`replace_dir_atomic`] had moved aside. Returns the names removed.
+pub fn clean_stale(dir: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((kind, rest)) = name
+            .strip_prefix(".tmp-")
+            .map(|r| ("tmp", r))
+            .or_else(|| name.strip_prefix(".old-").map(|r| ("old", r)))
+        else {
+            continue;
+        };
+        let Some((pid, target)) = rest.split_once('-') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        // A writer that is still running owns its temporary files.
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let target = dir.join(target);
+        if kind == "old" && !target.exists() && std::fs::rename(&path, &target).is_ok() {
+            continue;
+        }
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +335,43 @@ mod tests {
         let failed = write_atomic(&p, |_| Err(std::io::Error::other("boom")));
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
+    }
+
+    #[test]
+    fn directories_are_replaced_whole_and_stale_temporaries_cleaned() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("int8");
+        let fill = |a: &'static [u8], b: &'static [u8]| {
+            move |tmp: &Path| {
+                std::fs::write(tmp.join("a"), a)?;
+                std::fs::write(tmp.join("b"), b)
+            }
+        };
+        replace_dir_atomic(&d, fill(b"a1", b"b1")).unwrap();
+        replace_dir_atomic(&d, fill(b"a2", b"b2")).unwrap();
+        assert_eq!(std::fs::read(d.join("a")).unwrap(), b"a2");
+        // A writer that fails after the first file leaves the old directory whole.
+        let failed = replace_dir_atomic(&d, |tmp| {
+            std::fs::write(tmp.join("a"), b"a3")?;
+            Err(std::io::Error::other("killed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(d.join("b")).unwrap(), b"b2");
+        assert_eq!(std::fs::read(d.join("a")).unwrap(), b"a2");
+        // What killed processes left: temporaries go, a directory moved aside comes back.
+        let dead = u32::MAX - 1;
+        std::fs::write(root.path().join(format!(".tmp-{dead}-report.json")), b"x").unwrap();
+        std::fs::create_dir(root.path().join(format!(".tmp-{dead}-int8"))).unwrap();
+        std::fs::rename(&d, root.path().join(format!(".old-{dead}-int8"))).unwrap();
+        let removed = clean_stale(root.path());
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert_eq!(std::fs::read(d.join("a")).unwrap(), b"a2");
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+        assert_eq!(left.len(), 1);
+        // A file where the directory should be is an error, not a silent overwrite.
+        let f = root.path().join("file");
+        std::fs::write(&f, b"keep").unwrap();
+        assert!(replace_dir_atomic(&f, fill(b"a", b"b")).is_err());
+        assert_eq!(std::fs::read(&f).unwrap(), b"keep");
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use qatc::diagnostics::SourceFile;
-use qatc::int8::{self, IntOp, IntTensor};
+use qatc::int8::{self, IntOp, IntTensor, ValidationError};
 use qatc::ir::ops::{Activation, RangeSource};
 use qatc::ir::{Graph, NodeId, Op};
 use qatc::lower::{self, F32Tensor, TensorMap};
@@ -982,6 +982,326 @@ fn damaged_artifacts_give_clear_errors() {
     // Missing files.
     let empty = tempfile::tempdir().unwrap();
     expect_load_error(empty.path(), "graph.json");
+}
+
+/// Validates RESIDUAL's lowered graph after `change`; the error it must give.
+fn invalid_after(
+    change: impl FnOnce(&mut int8::IntGraph, &mut int8::IntTensors),
+) -> ValidationError {
+    let (mut g, mut t) = lowered(RESIDUAL).into_parts();
+    change(&mut g, &mut t);
+    int8::Model::validate(g, t).expect_err("the damaged graph must not validate")
+}
+
+/// The first op of `kind` in `g`, to damage.
+fn op_of<'a>(g: &'a mut int8::IntGraph, kind: &str) -> &'a mut IntOp {
+    g.ops.iter_mut().find(|op| op.kind() == kind).unwrap()
+}
+
+/// One test per invariant the README states for the int8 artifact: each field corrupted
+/// alone gives its own error (before, several of these ran with a wrong accuracy).
+#[test]
+fn loader_rejects_every_broken_invariant() {
+    use ValidationError as E;
+    let intact = lowered(RESIDUAL);
+    assert!(int8::Model::validate(intact.graph().clone(), intact.tensors().clone()).is_ok());
+
+    // The output pointing at the quantized input.
+    let e = invalid_after(|g, _| g.output = g.ops[0].output());
+    assert!(matches!(e, E::OutputIsInput { .. }), "{e}");
+    // A requantization multiplier outside [2^30, 2^31).
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { requant, .. } = op_of(g, "conv2d") {
+            requant[0].multiplier = 1;
+        }
+    });
+    assert!(matches!(e, E::RequantRange { multiplier: 1, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Dense { requant, .. } = op_of(g, "dense") {
+            requant[0].shift = 0;
+        }
+    });
+    assert!(matches!(e, E::RequantRange { shift: 0, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Add { multipliers, .. } = op_of(g, "add") {
+            *multipliers = [5, 3];
+        }
+    });
+    assert!(matches!(e, E::RequantRange { multiplier: 5, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Add { multipliers, .. } = op_of(g, "add") {
+            multipliers[1] = -1;
+        }
+    });
+    assert!(matches!(e, E::RequantRange { multiplier: -1, .. }), "{e}");
+    // A clamp that does not keep real 0 (an activation minimum of 127).
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { act_min, .. } = op_of(g, "conv2d") {
+            *act_min = 127;
+        }
+    });
+    assert!(matches!(e, E::Clamp { lo: 127, .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Dense {
+            act_min, act_max, ..
+        } = op_of(g, "dense")
+        {
+            (*act_min, *act_max) = (10, -10);
+        }
+    });
+    assert!(
+        matches!(
+            e,
+            E::Clamp {
+                lo: 10,
+                hi: -10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Scales: absurd, zero, negative, not a number; zero point outside the range.
+    for scale in [3e38, 0.0, -0.5, f32::NAN, f32::INFINITY, 1e-40] {
+        let e = invalid_after(|g, _| g.values[0].quant.scale = scale);
+        assert!(matches!(e, E::Quantization { .. }), "scale {scale}: {e}");
+        assert!(e.to_string().contains("scale"), "{e}");
+    }
+    let e = invalid_after(|g, _| g.values[1].quant.zero_point = 200);
+    assert!(e.to_string().contains("zero point"), "{e}");
+    let e = invalid_after(|g, _| (g.values[1].quant.qmin, g.values[1].quant.qmax) = (5, 5));
+    assert!(matches!(e, E::Quantization { .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { weight_scales, .. } = op_of(g, "conv2d") {
+            weight_scales[0] = 3e38;
+        }
+    });
+    assert!(matches!(e, E::WeightScales { .. }), "{e}");
+    // Shapes: a value of absurd size, padding larger than the kernel.
+    let e = invalid_after(|g, _| g.values[1].shape = vec![1 << 21, 1 << 21, 1 << 21]);
+    assert!(matches!(e, E::ValueShape { .. }), "{e}");
+    let e = invalid_after(|g, _| {
+        if let IntOp::Conv2d { pad, .. } = op_of(g, "conv2d") {
+            *pad = usize::MAX / 2;
+        }
+    });
+    assert!(matches!(e, E::Shape { .. }), "{e}");
+    // Weights: -128 (no symmetric partner), a tensor no op uses.
+    let e = invalid_after(|g, t| {
+        let IntOp::Conv2d { weight, .. } = op_of(g, "conv2d") else {
+            unreachable!()
+        };
+        if let Some(IntTensor::I8 { data, .. }) = t.get_mut(weight.as_str()) {
+            data[0] = -128;
+        }
+    });
+    assert!(matches!(e, E::WeightRange { found: -128, .. }), "{e}");
+    let e = invalid_after(|_, t| {
+        t.insert(
+            "stray.weight".into(),
+            IntTensor::I8 {
+                shape: vec![1],
+                data: vec![0],
+            },
+        );
+    });
+    assert!(
+        matches!(e, E::UnusedTensor { ref tensor } if tensor == "stray.weight"),
+        "{e}"
+    );
+    // Class names that do not match the outputs.
+    let e = invalid_after(|g, _| g.classes = Some(vec![0, 1, 2]));
+    assert!(matches!(e, E::Classes { classes: 3, .. }), "{e}");
+    let e = invalid_after(|g, _| g.classes = Some(vec![0, 1, 1, 2]));
+    assert!(
+        matches!(
+            e,
+            E::Classes {
+                duplicate: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+/// A build killed between writing the int8 weights and the graph used to leave new weights
+/// beside the old graph, which ran with a wrong accuracy; the content hash refuses it.
+#[test]
+fn weights_of_another_build_are_refused() {
+    let model = lowered(CNN);
+    let (g, mut t) = model.clone().into_parts();
+    for tensor in t.values_mut() {
+        if let IntTensor::I8 { data, .. } = tensor {
+            data.iter_mut().for_each(|w| *w = -*w);
+        }
+    }
+    let other = int8::Model::validate(g, t).expect("negated weights are still valid");
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    int8::artifact::save(old.path(), &model).unwrap();
+    int8::artifact::save(new.path(), &other).unwrap();
+    assert_eq!(int8::artifact::read(new.path()).unwrap(), other);
+    let weights = "weights.safetensors";
+    std::fs::copy(new.path().join(weights), old.path().join(weights)).unwrap();
+    expect_load_error(old.path(), "do not belong together");
+
+    // A valid-looking edit of the graph is refused the same way.
+    int8::artifact::save(old.path(), &model).unwrap();
+    let graph_path = old.path().join("graph.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&graph_path).unwrap()).unwrap();
+    let scale = json["values"][0]["quant"]["scale"].as_f64().unwrap();
+    json["values"][0]["quant"]["scale"] = serde_json::json!(scale * 2.0);
+    std::fs::write(&graph_path, json.to_string()).unwrap();
+    expect_load_error(old.path(), "do not belong together");
+    json.as_object_mut().unwrap().remove("content_sha256");
+    std::fs::write(&graph_path, json.to_string()).unwrap();
+    expect_load_error(old.path(), "records no `content_sha256`");
+
+    // Saving over an artifact replaces it whole and leaves nothing else beside it.
+    int8::artifact::save(old.path(), &other).unwrap();
+    assert_eq!(int8::artifact::read(old.path()).unwrap(), other);
+    let parent = old.path().parent().unwrap();
+    let name = old
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.starts_with(".tmp-") || n.starts_with(".old-")) && n.ends_with(&name))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `qatc run` with `args` after the artifact; must fail, naming `needle`.
+fn run_fails(artifact: &std::path::Path, args: &[&str], needle: &str) -> String {
+    let mut all = vec!["run", artifact.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = common::qatc(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "qatc {all:?} must fail:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "qatc {all:?}: `{stderr}` should name `{needle}`"
+    );
+    stderr
+}
+
+/// Images and labels `qatc run` used to accept silently (exit 0 with a meaningless
+/// accuracy) and files it read whole before checking them.
+#[test]
+fn run_refuses_wrong_images_and_labels_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let artifact = d.join("int8");
+    int8::artifact::save(&artifact, &lowered(CNN)).unwrap();
+    let path = |name: &str| d.join(name).display().to_string();
+    let good = path("images");
+    qatc::data::write_images(d.join("images").as_path(), &[0; 784 * 2], 2, 28, 28).unwrap();
+    qatc::data::write_labels(&d.join("labels"), &[3, 7]).unwrap();
+    common::qatc_ok(&[
+        "run",
+        artifact.to_str().unwrap(),
+        "--images",
+        &good,
+        "--labels",
+        &path("labels"),
+    ]);
+
+    // 784×1 has the right size but not the model's geometry.
+    qatc::data::write_images(&d.join("tall"), &[0; 784 * 2], 2, 784, 1).unwrap();
+    let e = run_fails(&artifact, &["--images", &path("tall")], &path("tall"));
+    assert!(e.contains("784x1"), "{e}");
+    // A label the model has no class for.
+    qatc::data::write_labels(&d.join("label200"), &[3, 200]).unwrap();
+    let e = run_fails(
+        &artifact,
+        &["--images", &good, "--labels", &path("label200")],
+        &path("label200"),
+    );
+    assert!(e.contains("200"), "{e}");
+    // No images at all.
+    qatc::data::write_images(&d.join("none"), &[], 0, 28, 28).unwrap();
+    run_fails(&artifact, &["--images", &path("none")], &path("none"));
+    // A header that promises more than any data set: refused before reading the body.
+    let mut huge = Vec::new();
+    for w in [0x0000_0803u32, 1_000_000_000, 1000, 1000] {
+        huge.extend_from_slice(&w.to_be_bytes());
+    }
+    std::fs::write(d.join("huge"), &huge).unwrap();
+    let e = run_fails(&artifact, &["--images", &path("huge")], &path("huge"));
+    assert!(e.contains("more than"), "{e}");
+    // A gzip stream with a valid header and far more data than it promises.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    use std::io::Write;
+    for w in [0x0000_0803u32, 1, 28, 28] {
+        gz.write_all(&w.to_be_bytes()).unwrap();
+    }
+    gz.write_all(&vec![0u8; 8 << 20]).unwrap();
+    std::fs::write(d.join("bomb.gz"), gz.finish().unwrap()).unwrap();
+    run_fails(
+        &artifact,
+        &["--images", &path("bomb.gz")],
+        "truncated or corrupt",
+    );
+    // An endless file: read up to its header, not to the memory limit. (The limit on
+    // the child's memory turns the old read-it-all into a failure, not a stalled machine.)
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 8000000; exec '{}' run '{}' --images /dev/zero",
+            env!("CARGO_BIN_EXE_qatc"),
+            artifact.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("/dev/zero is not an IDX image file: magic number"),
+        "{stderr}"
+    );
+    // Thousands of threads would stall the machine.
+    let e = run_fails(
+        &artifact,
+        &["--images", &good, "--threads", "100000"],
+        "--threads 100000",
+    );
+    assert!(e.contains("256"), "{e}");
+}
+
+/// `qatc inspect` and `qatc export` on damaged files say which file.
+#[test]
+fn inspect_and_export_name_the_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = lowered(CNN);
+    let artifact = dir.path().join("int8");
+    int8::artifact::save(&artifact, &model).unwrap();
+    let weights = artifact.join("weights.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 3]).unwrap();
+    for args in [
+        vec!["inspect", artifact.to_str().unwrap()],
+        vec!["export", artifact.to_str().unwrap(), "--format", "onnx"],
+    ] {
+        let out = common::qatc(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(weights.to_str().unwrap()),
+            "{args:?}: {stderr}"
+        );
+    }
+    let tflite = dir.path().join("model.tflite");
+    let bytes = qatc::export::tflite::to_bytes(&model).unwrap();
+    std::fs::write(&tflite, &bytes[..bytes.len() / 2]).unwrap();
+    let out = common::qatc(&["inspect", tflite.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(tflite.to_str().unwrap()), "{stderr}");
 }
 
 #[test]

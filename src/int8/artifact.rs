@@ -9,7 +9,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::graph::{self, IntGraph, IntTensor, IntTensors};
 use super::{Model, ValidationError};
-use crate::report::write_atomic_bytes;
+use crate::report::replace_dir_atomic;
 
 /// Why an artifact cannot be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,55 @@ pub enum ArtifactError {
         path: String,
         source: ValidationError,
     },
+    /// The graph and the weights are valid apiece but were not written together.
+    #[error("{path}: {GRAPH_FILE} and {WEIGHTS_FILE} do not belong together ({why}): the artifact was partly replaced or edited\n  hint: rebuild it with `qatc build`")]
+    Mismatch { path: String, why: String },
+    #[error("cannot read {path}: {size} bytes is more than the {limit} bytes an int8 artifact file may have")]
+    TooLarge { path: String, size: u64, limit: u64 },
+}
+
+/// The largest `graph.json` or `weights.safetensors` read: far above any model qatc
+/// trains, and checked before reading so a huge or endless file cannot exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 31;
+
+/// The field of `graph.json` that holds [`content_hash`] of the graph and its weights.
+const HASH_FIELD: &str = "content_sha256";
+
+/// SHA-256 over the graph (as compact JSON) and the weights file, in hex: it ties the two
+/// files together so that a graph beside another build's weights (or an edited one) is refused.
+fn content_hash(graph: &IntGraph, weights: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(graph).expect("integer graphs serialize"));
+    h.update([0]);
+    h.update(weights);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a whole file after checking its size against [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ArtifactError> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| ArtifactError::Read {
+        path: shown(),
+        why: e.to_string(),
+    })?;
+    let mut bytes = Vec::new();
+    // `take` also bounds files whose size the metadata does not tell (pipes, /dev/zero).
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ArtifactError::Read {
+            path: shown(),
+            why: e.to_string(),
+        })?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ArtifactError::TooLarge {
+            path: shown(),
+            size: bytes.len() as u64,
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
 }
 
 pub const GRAPH_FILE: &str = "graph.json";
@@ -44,7 +93,8 @@ pub fn resolve(path: &Path) -> PathBuf {
     }
 }
 
-/// Writes `dir/graph.json` and `dir/weights.safetensors`.
+/// Writes `dir/graph.json` and `dir/weights.safetensors`, replacing the directory as a
+/// whole; graph.json records the content hash that [`read`] checks.
 pub fn save(dir: &Path, model: &Model) -> Result<(), ArtifactError> {
     let (graph, tensors) = (model.graph(), model.tensors());
     let fail = |path: PathBuf, why: String| ArtifactError::Write {
@@ -77,15 +127,18 @@ pub fn save(dir: &Path, model: &Model) -> Result<(), ArtifactError> {
         .map_err(|e| fail(dir.join(WEIGHTS_FILE), e.to_string()))?;
     let weights = safetensors::serialize(views, &None)
         .map_err(|e| fail(dir.join(WEIGHTS_FILE), e.to_string()))?;
-    let json = serde_json::to_string_pretty(graph).expect("integer graphs serialize") + "\n";
-    for (name, bytes) in [
-        (WEIGHTS_FILE, weights.as_slice()),
-        (GRAPH_FILE, json.as_bytes()),
-    ] {
-        let path = dir.join(name);
-        write_atomic_bytes(&path, bytes).map_err(|e| fail(path, e.to_string()))?;
-    }
-    Ok(())
+    let pretty = serde_json::to_string_pretty(graph).expect("integer graphs serialize");
+    // The hash goes last, after the graph's own fields.
+    let json = format!(
+        "{},\n  \"{HASH_FIELD}\": \"{}\"\n}}\n",
+        pretty.trim_end().trim_end_matches('}').trim_end(),
+        content_hash(graph, &weights)
+    );
+    replace_dir_atomic(dir, |tmp| {
+        std::fs::write(tmp.join(WEIGHTS_FILE), &weights)?;
+        std::fs::write(tmp.join(GRAPH_FILE), json.as_bytes())
+    })
+    .map_err(|e| fail(dir.to_path_buf(), e.to_string()))
 }
 
 /// Reads and validates an artifact directory (or a build directory containing `int8/`).
@@ -97,7 +150,8 @@ pub fn read(dir: &Path) -> Result<Model, ArtifactError> {
         path: shown.clone(),
         why,
     };
-    let text = std::fs::read_to_string(&graph_path).map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8(read_bounded(&graph_path)?)
+        .map_err(|_| fail("not valid JSON (not UTF-8 text)".into()))?;
     // Version first, so that a newer or older file says so instead of failing on a field.
     let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| fail(format!("not valid JSON ({e})")))?;
@@ -117,6 +171,10 @@ pub fn read(dir: &Path) -> Result<Model, ArtifactError> {
             })
         }
     }
+    let recorded = raw
+        .get(HASH_FIELD)
+        .and_then(|h| h.as_str())
+        .map(str::to_string);
     let graph: IntGraph = serde_json::from_value(raw).map_err(|e| fail(e.to_string()))?;
 
     let weights_path = dir.join(WEIGHTS_FILE);
@@ -124,7 +182,7 @@ pub fn read(dir: &Path) -> Result<Model, ArtifactError> {
         path: weights_path.display().to_string(),
         why,
     };
-    let bytes = std::fs::read(&weights_path).map_err(|e| wfail(e.to_string()))?;
+    let bytes = read_bounded(&weights_path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         wfail(format!(
             "not a valid safetensors file, truncated or corrupt? ({e})"
@@ -154,8 +212,20 @@ pub fn read(dir: &Path) -> Result<Model, ArtifactError> {
         };
         tensors.insert(name, t);
     }
-    Model::validate(graph, tensors).map_err(|source| ArtifactError::Invalid {
+    // Validation first, so that damage gets its specific error; then the hash, which
+    // catches a valid graph beside another build's weights and valid-looking edits.
+    let hash = content_hash(&graph, &bytes);
+    let model = Model::validate(graph, tensors).map_err(|source| ArtifactError::Invalid {
         path: dir.display().to_string(),
         source,
+    })?;
+    let why = match recorded {
+        Some(r) if r == hash => return Ok(model),
+        Some(_) => format!("the content hash {GRAPH_FILE} records is not theirs"),
+        None => format!("{GRAPH_FILE} records no `{HASH_FIELD}`; an older qatc wrote it"),
+    };
+    Err(ArtifactError::Mismatch {
+        path: dir.display().to_string(),
+        why,
     })
 }

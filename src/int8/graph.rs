@@ -337,6 +337,14 @@ pub struct IntGraph {
     pub output: ValueId,
 }
 
+/// How many classes the graph's output scores (its element count).
+pub fn output_count(graph: &IntGraph) -> usize {
+    graph
+        .values
+        .get(graph.output)
+        .map_or(0, |v| v.shape.iter().product())
+}
+
 /// A tensor of the integer model, as stored in safetensors.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IntTensor {

@@ -51,10 +51,31 @@ pub enum ValidationError {
     Version { found: u32 },
     #[error("input shape {shape:?} must be [C, H, W] or [F]")]
     InputShape { shape: Vec<usize> },
-    #[error("value `{value}` has invalid quantization {quant:?}")]
-    Quantization { value: String, quant: QParams },
-    #[error("value `{value}` has unsupported shape {shape:?}")]
+    #[error("value `{value}` has invalid quantization {quant:?}: {why}")]
+    Quantization {
+        value: String,
+        quant: QParams,
+        why: &'static str,
+    },
+    #[error("value `{value}` has unsupported shape {shape:?} (1 to 3 non-zero dimensions, at most {} elements)", MAX_VALUE_ELEMENTS)]
     ValueShape { value: String, shape: Vec<usize> },
+    #[error("the output `{value}` is the quantized input itself: the graph computes nothing")]
+    OutputIsInput { value: String },
+    #[error("the output `{value}` has shape {shape:?}, but the graph names {classes} classes{}", if *.duplicate { " (some twice)" } else { "" })]
+    Classes {
+        value: String,
+        shape: Vec<usize>,
+        classes: usize,
+        duplicate: bool,
+    },
+    #[error("tensor `{tensor}` belongs to no op (the weights of another graph?)")]
+    UnusedTensor { tensor: String },
+    #[error("{op}: tensor `{tensor}` holds {found}; symmetric int8 weights are in [-127, 127]")]
+    WeightRange {
+        op: OpRef,
+        tensor: String,
+        found: i8,
+    },
     #[error("{op}: value {value} does not exist ({count} values)")]
     NoSuchValue {
         op: OpRef,
@@ -101,19 +122,22 @@ pub enum ValidationError {
         found: usize,
         expected: usize,
     },
-    #[error("{op}: multiplier {multiplier} with shift {shift} is out of range")]
+    #[error("{op}: multiplier {multiplier} with shift {shift} is out of range (multipliers are 0 or in [2^30, 2^31), shifts in [1, 62])")]
     RequantRange {
         op: OpRef,
         multiplier: i32,
         shift: u32,
     },
-    #[error("{op}: needs {expected} positive weight scales, has {scales:?}")]
+    #[error(
+        "{op}: needs {expected} positive, finite weight scales (at most {}), has {scales:?}",
+        MAX_SCALE
+    )]
     WeightScales {
         op: OpRef,
         expected: usize,
         scales: Vec<f32>,
     },
-    #[error("{op}: clamp [{lo}, {hi}] is outside the range [{qmin}, {qmax}] of value `{value}`")]
+    #[error("{op}: clamp [{lo}, {hi}] of value `{value}` must lie in its range [{qmin}, {qmax}] and contain its zero point {zero_point} (real 0)")]
     Clamp {
         op: OpRef,
         value: String,
@@ -121,6 +145,7 @@ pub enum ValidationError {
         hi: i32,
         qmin: i32,
         qmax: i32,
+        zero_point: i32,
     },
     #[error("the output value {value} is never computed")]
     OutputNotComputed { value: ValueId },
@@ -156,8 +181,38 @@ impl Model {
     }
 }
 
+/// Elements of one value per sample: far above any model that trains, far below what
+/// would exhaust memory when the runtime allocates it for a batch.
+pub const MAX_VALUE_ELEMENTS: usize = 1 << 26;
+
+/// The largest scale a value or weight may have: its int8 range (`255 * scale`) and the
+/// products the lowering forms with other scales stay finite in f32.
+pub const MAX_SCALE: f32 = 1e15;
+
+/// Element count, saturating: a hand-edited shape must fail a comparison, not wrap.
 fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX)
+}
+
+/// Positive, normal, not absurdly large, with a normal reciprocal (the input quantizes with `1 / scale`).
+fn sane_scale(s: f32) -> bool {
+    s.is_normal() && s > 0.0 && s <= MAX_SCALE && (1.0 / s).is_normal()
+}
+
+/// Why `q` is not a valid affine int8 quantization, if it is not.
+fn quant_problem(q: &QParams) -> Option<&'static str> {
+    if !sane_scale(q.scale) {
+        Some("the scale must be a positive normal number of at most 1e15")
+    } else if !(-128 <= q.qmin && q.qmin < q.qmax && q.qmax <= 127) {
+        Some("qmin < qmax must lie in [-128, 127]")
+    } else if !(q.qmin..=q.qmax).contains(&q.zero_point) {
+        Some("the zero point must lie in [qmin, qmax]")
+    } else {
+        None
+    }
 }
 
 fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> {
@@ -172,26 +227,24 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
         });
     }
     let input = &graph.input.shape;
-    if numel(input) == 0 || !matches!(input.len(), 1 | 3) {
+    if numel(input) == 0 || numel(input) > MAX_VALUE_ELEMENTS || !matches!(input.len(), 1 | 3) {
         return Err(ValidationError::InputShape {
             shape: input.clone(),
         });
     }
     for v in &graph.values {
-        let q = &v.quant;
-        let ok = q.scale.is_finite()
-            && q.scale > 0.0
-            && -128 <= q.qmin
-            && q.qmin < q.qmax
-            && q.qmax <= 127
-            && (q.qmin..=q.qmax).contains(&q.zero_point);
-        if !ok {
+        if let Some(why) = quant_problem(&v.quant) {
             return Err(ValidationError::Quantization {
                 value: v.name.clone(),
-                quant: *q,
+                quant: v.quant,
+                why,
             });
         }
-        if v.shape.is_empty() || numel(&v.shape) == 0 || v.shape.len() > 3 {
+        if v.shape.is_empty()
+            || numel(&v.shape) == 0
+            || numel(&v.shape) > MAX_VALUE_ELEMENTS
+            || v.shape.len() > 3
+        {
             return Err(ValidationError::ValueShape {
                 value: v.name.clone(),
                 shape: v.shape.clone(),
@@ -230,6 +283,51 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
     if graph.output >= count || !written[graph.output] {
         return Err(ValidationError::OutputNotComputed {
             value: graph.output,
+        });
+    }
+    let output = &graph.values[graph.output];
+    let quantizes_input =
+        |op: &IntOp| matches!(op, IntOp::Quantize { output } if *output == graph.output);
+    if graph.ops.iter().any(quantizes_input) {
+        return Err(ValidationError::OutputIsInput {
+            value: output.name.clone(),
+        });
+    }
+    if let Some(classes) = &graph.classes {
+        let mut unique = classes.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let duplicate = unique.len() != classes.len();
+        if duplicate || output.shape != [classes.len()] {
+            return Err(ValidationError::Classes {
+                value: output.name.clone(),
+                shape: output.shape.clone(),
+                classes: classes.len(),
+                duplicate,
+            });
+        }
+    }
+    let used: std::collections::BTreeSet<&str> = (graph.ops.iter())
+        .flat_map(|op| match op {
+            IntOp::Conv2d { weight, bias, .. } | IntOp::Dense { weight, bias, .. } => {
+                vec![weight.as_str(), bias.as_str()]
+            }
+            IntOp::Quantize { .. }
+            | IntOp::MaxPool2d { .. }
+            | IntOp::Reshape { .. }
+            | IntOp::Add { .. }
+            | IntOp::Requantize { .. }
+            | IntOp::AvgPool2d { .. }
+            | IntOp::GlobalAvgPool { .. }
+            | IntOp::Concat { .. }
+            | IntOp::Mul { .. }
+            // A lookup's table is part of the op, not a tensor.
+            | IntOp::Lookup { .. } => vec![],
+        })
+        .collect();
+    if let Some(tensor) = tensors.keys().find(|t| !used.contains(t.as_str())) {
+        return Err(ValidationError::UnusedTensor {
+            tensor: tensor.clone(),
         });
     }
     Ok(())
@@ -330,6 +428,8 @@ impl OpCheck<'_> {
                     || g == 0
                     || c % g != 0
                     || out_channels % g != 0
+                    || k > MAX_VALUE_ELEMENTS
+                    || p >= k
                     || h + 2 * p < k
                     || w + 2 * p < k
                 {
@@ -415,11 +515,25 @@ impl OpCheck<'_> {
                 for &i in inputs {
                     self.expect_shape(i, &out.shape)?;
                 }
+                // One shift for both: the larger multiplier is a full one (or both are 0),
+                // the smaller may be anything in [0, larger].
                 let [a, b] = multipliers.map(|multiplier| Requant {
                     multiplier,
                     shift: *shift,
                 });
-                self.requant(&[a, b], 2)?;
+                let (big, small) = if a.multiplier >= b.multiplier {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                self.requant(&[big], 1)?;
+                if small.multiplier < 0 {
+                    return Err(ValidationError::RequantRange {
+                        op: self.at.clone(),
+                        multiplier: small.multiplier,
+                        shift: small.shift,
+                    });
+                }
                 self.clamp(*output, *act_min, *act_max)
             }
             IntOp::Requantize {
@@ -547,7 +661,16 @@ impl OpCheck<'_> {
             expected,
         };
         match self.tensor(weight)? {
-            IntTensor::I8 { shape, data } if shape == w_shape && data.len() == numel(w_shape) => {}
+            IntTensor::I8 { shape, data } if shape == w_shape && data.len() == numel(w_shape) => {
+                // -128 has no symmetric partner, and the overflow bound below assumes |w| <= 127.
+                if data.contains(&-128) {
+                    return Err(ValidationError::WeightRange {
+                        op: self.at.clone(),
+                        tensor: weight.into(),
+                        found: -128,
+                    });
+                }
+            }
             t => return Err(wrong(weight, t, format!("int8 {w_shape:?}"))),
         }
         let b = match self.tensor(bias)? {
@@ -578,10 +701,9 @@ impl OpCheck<'_> {
                 expected,
             });
         }
-        match rq
-            .iter()
-            .find(|r| r.multiplier < 0 || !(1..=62).contains(&r.shift))
-        {
+        match rq.iter().find(|r| {
+            !(r.multiplier == 0 || r.multiplier >= 1 << 30) || !(1..=62).contains(&r.shift)
+        }) {
             Some(r) => Err(ValidationError::RequantRange {
                 op: self.at.clone(),
                 multiplier: r.multiplier,
@@ -592,7 +714,7 @@ impl OpCheck<'_> {
     }
 
     fn scales(&self, scales: &[f32], expected: usize) -> Result<(), ValidationError> {
-        if scales.len() != expected || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        if scales.len() != expected || !scales.iter().all(|s| sane_scale(*s)) {
             return Err(ValidationError::WeightScales {
                 op: self.at.clone(),
                 expected,
@@ -605,7 +727,8 @@ impl OpCheck<'_> {
     fn clamp(&self, output: ValueId, lo: i32, hi: i32) -> Result<(), ValidationError> {
         let out = &self.graph.values[output];
         let q = &out.quant;
-        if lo > hi || lo < q.qmin || hi > q.qmax {
+        // Every clamp the lowering makes keeps real 0: none, a ReLU (at the zero point) or a ReLU6.
+        if lo > q.zero_point || q.zero_point > hi || lo < q.qmin || hi > q.qmax {
             return Err(ValidationError::Clamp {
                 op: self.at.clone(),
                 value: out.name.clone(),
@@ -613,6 +736,7 @@ impl OpCheck<'_> {
                 hi,
                 qmin: q.qmin,
                 qmax: q.qmax,
+                zero_point: q.zero_point,
             });
         }
         Ok(())

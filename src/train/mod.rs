@@ -42,8 +42,12 @@ pub enum BuildError {
         shape: String,
         classes: usize,
     },
-    #[error("the recipe's class filter leaves no {split} images")]
-    NoData { split: &'static str },
+    #[error("{}: the recipe's classes {classes:?} (and limits) leave none of its {split} images", dir.display())]
+    NoData {
+        split: &'static str,
+        dir: PathBuf,
+        classes: Vec<u8>,
+    },
     #[error("{stage}: the loss became {value} at epoch {epoch}, step {step}; stopping\n  hint: lower the learning rate; the last good weights are in {last_good}")]
     NonFinite {
         stage: &'static str,
@@ -148,9 +152,23 @@ fn epoch_seed(seed: u64, stage: &str, epoch: usize) -> i64 {
 /// Trains, calibrates and fine-tunes the quantized-stage `graph` as the recipe says,
 /// writes the weights and report.json to `opts.out_dir`, and returns the report.
 pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Report, BuildError> {
+    build_in_chain(graph, recipe, opts, &[])
+}
+
+/// How many pretrained models `transfer.build` may chain (a model built from one built from ...).
+const MAX_TRANSFER_CHAIN: usize = 8;
+
+/// [`build`], from within the builds of the pretrained models in `chain` (outermost first).
+fn build_in_chain(
+    graph: &Graph,
+    recipe: &Recipe,
+    opts: &BuildOptions,
+    chain: &[PathBuf],
+) -> Result<Report, BuildError> {
     let started = Instant::now();
+    check_before_training(graph, recipe, opts)?;
     if let Some(transfer) = &recipe.transfer {
-        ensure_pretrained(transfer, opts)?;
+        ensure_pretrained(transfer, opts, chain)?;
     }
     tch::manual_seed(recipe.train.seed as i64);
     let fingerprint = (
@@ -166,6 +184,16 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     if let Some(note) = note {
         run.say(&note);
     }
+    for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")] {
+        let removed = report::clean_stale(&dir);
+        if !removed.is_empty() {
+            run.say(&format!(
+                "removed what an interrupted build left in {}: {}",
+                dir.display(),
+                removed.join(", ")
+            ));
+        }
+    }
     let Prepared {
         train,
         test,
@@ -180,6 +208,7 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     let ptq_path = opts.out_dir.join("ptq.safetensors");
     let qat_path = opts.out_dir.join("qat.safetensors");
     let int8_dir = opts.out_dir.join("int8");
+    let report_path = opts.out_dir.join("report.json");
 
     // 1. Float training, from pretrained weights with frozen layers when transferring.
     let mut float = run.initial_network(graph)?;
@@ -206,6 +235,19 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             &mut float_stage.eval_seconds,
         )
         .0;
+    // From here on the artifacts of an earlier build are replaced one by one: its report
+    // goes first, so that a build killed half-way never leaves a report beside files it
+    // does not describe.
+    match std::fs::remove_file(&report_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(BuildError::Write {
+                path: report_path,
+                source,
+            })
+        }
+    }
     save(&float, &float_path)?;
 
     // 2. PTQ: calibrate ranges on training images, then evaluate quantized.
@@ -331,7 +373,6 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
         None => (None, None, None),
     };
 
-    let report_path = opts.out_dir.join("report.json");
     let report = Report {
         model: graph.name.clone(),
         quant: report::quant_label(graph),
@@ -402,7 +443,7 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
         return Err(DataError::Invalid {
             path: dir.clone(),
             why: format!(
-                "data.classes names class {c}, but the data has {count} classes (0 to {})",
+                "data.classes {classes:?} names class {c}, but the data has {count} classes (0 to {})",
                 count.saturating_sub(1)
             ),
         }
@@ -411,10 +452,18 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
     let train_set = sets.train.select(Some(&classes), recipe.data.train_limit);
     let test_set = sets.test.select(Some(&classes), recipe.data.test_limit);
     if train_set.is_empty() {
-        return Err(BuildError::NoData { split: "training" });
+        return Err(BuildError::NoData {
+            split: "training",
+            dir: dir.clone(),
+            classes,
+        });
     }
     if test_set.is_empty() {
-        return Err(BuildError::NoData { split: "test" });
+        return Err(BuildError::NoData {
+            split: "test",
+            dir: dir.clone(),
+            classes,
+        });
     }
     let shape = input_shape(graph, &train_set)?;
     let out_shape = &graph.node(graph.output).shape;
@@ -443,10 +492,49 @@ fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, B
     })
 }
 
+/// What can be checked without training: the output directory, and that the recipe's
+/// layer lists name layers of the model. (Data and weights are checked as they are read,
+/// which is also before the first training step.)
+fn check_before_training(
+    graph: &Graph,
+    recipe: &Recipe,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    let out = &opts.out_dir;
+    let not_dir = |why: String| BuildError::Write {
+        path: out.clone(),
+        source: std::io::Error::other(why),
+    };
+    match std::fs::metadata(out) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(not_dir(
+                "it exists and is not a directory (--out names the directory the build writes)"
+                    .into(),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(not_dir(e.to_string())),
+    }
+    std::fs::create_dir_all(out).map_err(|e| not_dir(e.to_string()))?;
+    // Writable: a probe file, written and removed the way every artifact is written.
+    let probe = out.join(".qatc-write-probe");
+    report::write_atomic_bytes(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| not_dir(format!("it is not writable ({e})")))?;
+    if let Some(transfer) = &recipe.transfer {
+        network::check_layers(graph, "transfer.freeze", &transfer.freeze)
+            .and_then(|()| network::check_layers(graph, "transfer.skip", &transfer.skip))
+            .map_err(BuildError::Transfer)?;
+    }
+    Ok(())
+}
+
 /// Builds the pretrained model first when its weights are missing and the recipe says how.
 fn ensure_pretrained(
     transfer: &crate::recipe::TransferConfig,
     opts: &BuildOptions,
+    chain: &[PathBuf],
 ) -> Result<(), BuildError> {
     if transfer.weights.is_file() {
         return Ok(());
@@ -457,6 +545,27 @@ fn ensure_pretrained(
             transfer.weights.display()
         )));
     };
+    // A model whose pretrained model is (eventually) itself would build forever.
+    let canonical = model.canonicalize().unwrap_or_else(|_| model.clone());
+    let shown = |chain: &[PathBuf]| {
+        (chain.iter().chain([&canonical]))
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    if chain.contains(&canonical) {
+        return Err(BuildError::Transfer(format!(
+            "transfer.build is a cycle: {}\n  hint: a pretrained model cannot be built from itself; point `transfer.weights` at existing weights",
+            shown(chain)
+        )));
+    }
+    if chain.len() >= MAX_TRANSFER_CHAIN {
+        return Err(BuildError::Transfer(format!(
+            "transfer.build chains more than {MAX_TRANSFER_CHAIN} pretrained models: {}",
+            shown(chain)
+        )));
+    }
+    let chain: Vec<PathBuf> = chain.iter().cloned().chain([canonical.clone()]).collect();
     let fail = |why: String| {
         BuildError::Transfer(format!(
             "cannot build the pretrained model {}: {why}",
@@ -490,13 +599,14 @@ fn ensure_pretrained(
             model.display()
         );
     }
-    let report = build(
+    let report = build_in_chain(
         &graph,
         &recipe,
         &BuildOptions {
             out_dir,
             ..opts.clone()
         },
+        &chain,
     )?;
     if !opts.quiet {
         eprintln!("{}", report.table());

@@ -387,21 +387,7 @@ impl Network {
     /// Freezes layers by binding name (a fused batch norm by its own name): their
     /// parameters get no gradient and batch norms keep their running statistics.
     pub fn freeze(&mut self, names: &[String]) -> Result<(), String> {
-        let mut known: Vec<&str> = Vec::new();
-        for node in &self.graph.nodes {
-            known.push(&node.name);
-            if let Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } = &node.op {
-                if let Some(bn) = &epilogue.batch_norm {
-                    known.push(&bn.name);
-                }
-            }
-        }
-        if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
-            let hint = crate::diagnostics::did_you_mean(unknown, known.iter().copied())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            return Err(format!("transfer.freeze names `{unknown}`, which is not a layer of `{}`{hint}\n  layers: {}", self.graph.name, known.join(", ")));
-        }
+        check_layers(&self.graph, "transfer.freeze", names)?;
         self.frozen = names.to_vec();
         let frozen = |name: &str| names.iter().any(|n| n == name);
         for (node, layer) in self.graph.nodes.iter().zip(self.layers.iter_mut()) {
@@ -931,6 +917,31 @@ pub fn images_to_tensor(pixels: &[u8], shape: &[usize], device: tch::Device) -> 
         .view(dims.as_slice())
         .to_device(device)
         / 255.0
+}
+
+/// Checks that every name a recipe list (`transfer.freeze`, `transfer.skip`) gives is a
+/// layer of the model: binding names, and a fused batch norm by its own name.
+pub fn check_layers(graph: &Graph, list: &str, names: &[String]) -> Result<(), String> {
+    let mut known: Vec<&str> = Vec::new();
+    for node in &graph.nodes {
+        known.push(&node.name);
+        if let Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } = &node.op {
+            if let Some(bn) = &epilogue.batch_norm {
+                known.push(&bn.name);
+            }
+        }
+    }
+    if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+        let hint = crate::diagnostics::did_you_mean(unknown, known.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "{list} names `{unknown}`, which is not a layer of `{}`{hint}\n  layers: {}",
+            graph.name,
+            known.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

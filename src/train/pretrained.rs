@@ -34,7 +34,19 @@ pub fn load(
             name.split('.').next() == Some(layer.as_str()) || name.starts_with(&format!("{layer}."))
         })
     };
+    super::network::check_layers(&net.graph, "transfer.skip", skip)?;
     let ours = net.vs.variables();
+    if let Some(unknown) = map.keys().find(|k| !ours.contains_key(k.as_str())) {
+        let mut tensors: Vec<&str> = ours.keys().map(String::as_str).collect();
+        tensors.sort_unstable();
+        let hint = crate::diagnostics::did_you_mean(unknown, tensors.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "transfer.map renames `{unknown}`, which is not a tensor of the model{hint}\n  tensors: {}",
+            tensors.join(", ")
+        ));
+    }
     let mut names: Vec<&String> = ours.keys().filter(|n| !skipped(n)).collect();
     names.sort();
     let mut missing = Vec::new();

@@ -54,19 +54,47 @@ pub enum ReadError {
     },
     #[error("not a TFLite model: {0}\n  hint: `.tflite` files start with a FlatBuffer whose identifier is TFL3")]
     Format(String),
+    /// [`ReadError::Format`] of a file, which it names.
+    #[error("{path} is not a TFLite model: {why}\n  hint: `.tflite` files start with a FlatBuffer whose identifier is TFL3")]
+    FileFormat { path: String, why: String },
+    #[error("cannot read {path}: it is larger than the {limit} bytes a FlatBuffer can address")]
+    TooLarge { path: String, limit: u64 },
 }
+
+/// FlatBuffers address at most 2 GiB; a larger (or endless) file is refused before it is read whole.
+pub const MAX_FILE_BYTES: u64 = 1 << 31;
 
 /// Whether `bytes` carry TFLite's file identifier.
 pub fn is_tflite(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[4..8] == IDENTIFIER
 }
 
+/// Reads a `.tflite` file: its identifier first, then at most [`MAX_FILE_BYTES`].
 pub fn read_file(path: &Path) -> Result<TfliteModel, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
-        path: path.display().to_string(),
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let io = |source| ReadError::Io {
+        path: shown.clone(),
         source,
-    })?;
-    read(&bytes)
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    (&mut file).take(8).read_to_end(&mut bytes).map_err(io)?;
+    if is_tflite(&bytes) {
+        file.take(MAX_FILE_BYTES - 8 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(ReadError::TooLarge {
+                path: shown,
+                limit: MAX_FILE_BYTES,
+            });
+        }
+    }
+    read(&bytes).map_err(|e| match e {
+        ReadError::Format(why) => ReadError::FileFormat { path: shown, why },
+        other => other,
+    })
 }
 
 /// Reads a `.tflite` FlatBuffer (verified by planus; nothing is trusted).
