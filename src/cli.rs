@@ -105,6 +105,10 @@ pub struct ModelArgs {
     /// No progress bars or stage messages; only the final table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Training progress on stderr: `auto` (bars on a terminal, one line per epoch
+    /// otherwise), `text` (one line per epoch) or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 }
@@ -145,6 +149,13 @@ pub struct SensitivityArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MessageFormat {
     Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
     Json,
 }
 
@@ -559,7 +570,12 @@ fn prepared(
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
-        quiet: args.quiet,
+        log: match (args.quiet, args.log_format) {
+            (true, _) => crate::train::progress::Log::Quiet,
+            (false, LogFormat::Auto) => crate::train::progress::Log::auto(),
+            (false, LogFormat::Text) => crate::train::progress::Log::Lines,
+            (false, LogFormat::Json) => crate::train::progress::Log::Json,
+        },
         resume: false,
         emit_onnx: false,
         emit_tflite: false,

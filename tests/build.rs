@@ -497,3 +497,125 @@ fn sensitivity_measures_every_quantized_layer() {
         "{stdout}"
     );
 }
+
+fn tiny_recipe(dir: &Path) -> String {
+    write_recipe(
+        dir,
+        &format!(
+            "data:\n  dir: {}\n  train_limit: 300\n  test_limit: 100\ntrain:\n  epochs: 2\n  learning_rate: 0.002\n  seed: 5\nqat:\n  epochs: 1\n  learning_rate: 0.0002\nptq:\n  calibration_samples: 100\n",
+            data_dir().display()
+        ),
+    )
+}
+
+#[test]
+fn piped_log_has_one_line_per_epoch_and_evaluation_and_history_in_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path());
+    let out = tmp.path().join("out");
+    // Output captured by a pipe: stderr is not a terminal, so no bars.
+    let (_, log) = common::qatc_ok(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!log.contains('\r') && !log.contains('\x1b'), "{log}");
+    let epoch_lines: Vec<&str> = log.lines().filter(|l| l.contains(" epoch ")).collect();
+    let heads: Vec<&str> = epoch_lines
+        .iter()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "float epoch 1/2",
+            "float epoch 2/2",
+            "control epoch 1/1",
+            "QAT epoch 1/1"
+        ],
+        "{log}"
+    );
+    for line in &epoch_lines {
+        for part in [
+            "loss ",
+            "train accuracy ",
+            "test accuracy ",
+            "images/s",
+            " s",
+        ] {
+            assert!(line.contains(part), "{line:?} lacks {part:?}");
+        }
+    }
+    assert!(epoch_lines[3].contains("ranges moved"), "{log}");
+    for stage in ["float", "PTQ", "control", "QAT"] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{stage} test: accuracy"))),
+            "no evaluation line for {stage}:\n{log}"
+        );
+    }
+
+    let report = report_of(&out);
+    let history = |stage: &str| report[stage]["history"].as_array().cloned();
+    assert_eq!(history("float").unwrap().len(), 2);
+    assert_eq!(history("qat").unwrap().len(), 1);
+    assert!(history("ptq").is_none(), "PTQ does not train");
+    let last_float = &history("float").unwrap()[1];
+    // The last epoch's validation is the stage's own test evaluation.
+    assert_eq!(last_float["val_accuracy"], report["float"]["accuracy"]);
+    assert_eq!(last_float["learning_rate"], 0.002);
+    assert!(last_float["train_loss"].as_f64().unwrap() > 0.0);
+    assert!(history("qat").unwrap()[0]["range_movement"]
+        .as_f64()
+        .is_some());
+    assert!(last_float.get("range_movement").is_none());
+    let env = &report["environment"];
+    assert_eq!(env["qatc_version"], env!("CARGO_PKG_VERSION"));
+    assert!(env["threads"].as_u64().unwrap() >= 1);
+    assert_eq!(env["device"], "cpu");
+}
+
+#[test]
+fn json_log_is_one_object_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path());
+    let out = tmp.path().join("out");
+    let (_, log) = common::qatc_ok(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let epochs: Vec<(String, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "epoch")
+        .map(|e| {
+            (
+                e["stage"].as_str().unwrap().to_string(),
+                e["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [("float", 1), ("float", 2), ("control", 1), ("QAT", 1)]
+        .map(|(s, e)| (s.to_string(), e))
+        .to_vec();
+    assert_eq!(epochs, expected);
+    let report = report_of(&out);
+    let qat_eval = events
+        .iter()
+        .find(|e| e["event"] == "evaluation" && e["stage"] == "QAT")
+        .expect("a QAT evaluation event");
+    assert_eq!(qat_eval["accuracy"], report["qat"]["accuracy"]);
+    assert!(events.iter().all(|e| e["event"].is_string()));
+}
