@@ -72,6 +72,19 @@ pub enum Command {
         #[arg(long, value_name = "wXaY")]
         quant: Option<BitWidths>,
     },
+    /// Per layer: output shape, parameters, MACs, weight and activation bits, bytes in
+    /// float and in int8; totals, and what fusion merged.
+    Summary {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Bit widths for everything that uses the file's defaults, e.g. `w4a8`.
+        #[arg(long, value_name = "wXaY")]
+        quant: Option<BitWidths>,
+        /// `text` (a table) or `json`.
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
     Explain { code: String },
     /// Rewrite .qat files in the canonical layout (comments are kept).
@@ -149,6 +162,12 @@ pub struct SensitivityArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MessageFormat {
     Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Text,
     Json,
 }
 
@@ -358,6 +377,23 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Summary {
+            file,
+            model,
+            quant,
+            format,
+        } => {
+            let graph = checked_graph(&file, model.as_deref(), quant, Color::Auto)?;
+            let summary = model_summary(graph);
+            match format {
+                SummaryFormat::Text => print!("{}", summary.text()),
+                SummaryFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("summaries serialize")
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Explain { code } => {
             if code == "ops" {
                 for op in ops::OPS {
@@ -432,6 +468,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The summary of a checked model (before the passes), as `qatc summary` prints it.
+fn model_summary(parsed: Graph) -> crate::summary::Summary {
+    let quantized = passes::run(parsed.clone(), Stage::Quantized);
+    crate::summary::summarize(&parsed, &quantized)
 }
 
 /// `qatc fmt`: formats in place, or with `--check` lists the files that would change.
@@ -556,6 +598,7 @@ fn prepared(
     args: &ModelArgs,
 ) -> Result<(Graph, crate::recipe::Recipe, crate::train::BuildOptions), String> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
+    let summary = model_summary(graph.clone());
     let recipe_path = args
         .recipe
         .clone()
@@ -567,15 +610,17 @@ fn prepared(
             .to_string()
     })?;
     let quantized = passes::run(graph, Stage::Quantized);
+    let log = match (args.quiet, args.log_format) {
+        (true, _) => crate::train::progress::Log::Quiet,
+        (false, LogFormat::Auto) => crate::train::progress::Log::auto(),
+        (false, LogFormat::Text) => crate::train::progress::Log::Lines,
+        (false, LogFormat::Json) => crate::train::progress::Log::Json,
+    };
+    crate::train::progress::Progress { log }.summary(&summary);
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
-        log: match (args.quiet, args.log_format) {
-            (true, _) => crate::train::progress::Log::Quiet,
-            (false, LogFormat::Auto) => crate::train::progress::Log::auto(),
-            (false, LogFormat::Text) => crate::train::progress::Log::Lines,
-            (false, LogFormat::Json) => crate::train::progress::Log::Json,
-        },
+        log,
         resume: false,
         emit_onnx: false,
         emit_tflite: false,

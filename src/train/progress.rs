@@ -91,6 +91,19 @@ impl Progress {
         }
     }
 
+    /// The model summary, before training starts.
+    pub fn summary(&self, summary: &crate::summary::Summary) {
+        match self.log {
+            Log::Quiet => {}
+            Log::Bars | Log::Lines => eprint!("{}", summary.text()),
+            Log::Json => {
+                let mut value = serde_json::to_value(summary).expect("summaries serialize");
+                value["event"] = "summary".into();
+                json_line(value);
+            }
+        }
+    }
+
     /// Starts an epoch of `steps` batches.
     pub fn epoch(&self, stage: &str, epoch: usize, epochs: usize, steps: u64) -> EpochProgress {
         let bar = match self.log {

@@ -233,6 +233,55 @@ impl Op {
         self.def().is_some_and(|d| d.params.has_weights())
     }
 
+    /// The shape of the op's weight tensor, for ops that have one.
+    pub fn weight_shape(&self) -> Option<Shape> {
+        match self {
+            Op::Conv2d {
+                filters,
+                in_channels,
+                groups,
+                kernel,
+                ..
+            } => Some(conv2d::weight_shape(
+                *filters,
+                *in_channels,
+                *groups,
+                *kernel,
+            )),
+            Op::Dense {
+                units, in_features, ..
+            } => Some(dense::weight_shape(*units, *in_features)),
+            Op::Input
+            | Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Relu6
+            | Op::Hardswish
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Flatten
+            | Op::Reshape { .. }
+            | Op::Add { .. }
+            | Op::Mul
+            | Op::Concat { .. }
+            | Op::Dropout { .. }
+            | Op::Softmax { .. }
+            | Op::Pad { .. }
+            | Op::FakeQuant { .. } => None,
+        }
+    }
+
+    /// Multiply-accumulates per image of a node with this op and `output` shape; only
+    /// the linear ops count (pooling, adds and activations are not MACs).
+    pub fn macs(&self, output: &Shape) -> u64 {
+        match (self, self.weight_shape()) {
+            (Op::Conv2d { .. }, Some(weight)) => conv2d::macs(&weight, output),
+            (Op::Dense { .. }, Some(weight)) => dense::macs(&weight),
+            _ => 0,
+        }
+    }
+
     /// Ops whose int8 form keeps the input's scale and zero point (no requantization):
     /// they only move or select values, and zero padding is exact because zero is.
     /// `avg_pool2d` too, as TFLite's AVERAGE_POOL_2D requires: a mean of values on the
