@@ -85,6 +85,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         format: SummaryFormat,
     },
+    /// Print the default training recipe, every key commented; `--out FILE` writes it
+    /// there instead (never over an existing file), ready to edit.
+    Recipe {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
     Explain { code: String },
     /// Rewrite .qat files in the canonical layout (comments are kept).
@@ -394,6 +400,22 @@ fn run(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Recipe { out } => match out {
+            None => {
+                print!("{}", crate::recipe::DEFAULT_RECIPE);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(path) if path.exists() => Err(format!(
+                "{} already exists; not overwriting it\n  hint: choose another --out, or remove the file first",
+                path.display()
+            )),
+            Some(path) => {
+                crate::report::write_atomic_bytes(&path, crate::recipe::DEFAULT_RECIPE.as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Explain { code } => {
             if code == "ops" {
                 for op in ops::OPS {
@@ -599,24 +621,33 @@ fn prepared(
 ) -> Result<(Graph, crate::recipe::Recipe, crate::train::BuildOptions), String> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
     let summary = model_summary(graph.clone());
-    let recipe_path = args
-        .recipe
-        .clone()
-        .unwrap_or_else(|| crate::recipe::Recipe::path_for(&args.file));
-    let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| {
-        e.rendered
-            .trim_start_matches("error: ")
-            .trim_end()
-            .to_string()
-    })?;
-    let quantized = passes::run(graph, Stage::Quantized);
     let log = match (args.quiet, args.log_format) {
         (true, _) => crate::train::progress::Log::Quiet,
         (false, LogFormat::Auto) => crate::train::progress::Log::auto(),
         (false, LogFormat::Text) => crate::train::progress::Log::Lines,
         (false, LogFormat::Json) => crate::train::progress::Log::Json,
     };
-    crate::train::progress::Progress { log }.summary(&summary);
+    let progress = crate::train::progress::Progress { log };
+    let beside = crate::recipe::Recipe::path_for(&args.file);
+    let recipe = match &args.recipe {
+        // Only the recipe that goes with the model is optional; one named must exist.
+        None if !beside.exists() => {
+            progress.message(&format!(
+                "no recipe at {}: using the default recipe (see it with `qatc recipe`; `qatc recipe --out {}` writes it there to edit)",
+                beside.display(),
+                beside.display()
+            ));
+            crate::recipe::Recipe::default()
+        }
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside)).map_err(|e| {
+            e.rendered
+                .trim_start_matches("error: ")
+                .trim_end()
+                .to_string()
+        })?,
+    };
+    let quantized = passes::run(graph, Stage::Quantized);
+    progress.summary(&summary);
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,

@@ -161,13 +161,38 @@ fn missing_recipe_and_missing_data_say_how_to_fix_them() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m.qat");
     std::fs::copy(seed_model(), &model).unwrap();
-    let run = qatc(&["build", model.to_str().unwrap()]);
+    // A recipe named on the command line must exist.
+    let missing = tmp.path().join("missing.yaml");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        missing.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1));
     assert!(
-        stderr.contains("m.yaml") && stderr.contains("--recipe"),
+        stderr.contains("missing.yaml") && stderr.contains("--recipe"),
         "{stderr}"
     );
+
+    // Without one beside the model, the default recipe is used, and said so; here the
+    // data it points at ($QATC_FASHION_MNIST) is missing, so nothing trains.
+    let run = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args(["build", model.to_str().unwrap(), "--out"])
+        .arg(tmp.path().join("d"))
+        .env("QATC_FASHION_MNIST", tmp.path().join("nowhere"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no recipe at")
+            && stderr.contains("m.yaml")
+            && stderr.contains("using the default recipe"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("train-images-idx3-ubyte"), "{stderr}");
 
     let recipe = write_recipe(
         tmp.path(),
@@ -618,4 +643,47 @@ fn json_log_is_one_object_per_line() {
         .expect("a QAT evaluation event");
     assert_eq!(qat_eval["accuracy"], report["qat"]["accuracy"]);
     assert!(events.iter().all(|e| e["event"].is_string()));
+}
+
+#[test]
+fn printed_default_recipe_is_a_recipe_build_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.yaml");
+    let (stdout, _) = common::qatc_ok(&["recipe"]);
+    let (wrote, _) = common::qatc_ok(&["recipe", "--out", path.to_str().unwrap()]);
+    assert!(wrote.contains("m.yaml"), "{wrote}");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written, stdout);
+    assert!(
+        written.contains("learning_rate:") && written.contains("# "),
+        "{written}"
+    );
+    // It is never written over an existing file.
+    let again = qatc(&["recipe", "--out", path.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // Edited to a tiny run, `build` trains with it.
+    let edited = written
+        .replace("  # train_limit: 5000", "  train_limit: 200")
+        .replace("  # test_limit: 1000", "  test_limit: 100")
+        .replace("  epochs: 3", "  epochs: 1")
+        .replace(
+            "  # dir: /usr/share/datasets/fashion-mnist",
+            &format!("  dir: {}", data_dir().display()),
+        );
+    assert_ne!(edited, written);
+    std::fs::write(&path, edited).unwrap();
+    let model = tmp.path().join("m.qat");
+    std::fs::copy(seed_model(), &model).unwrap();
+    let out = tmp.path().join("out");
+    common::qatc_ok(&[
+        "build",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let report = report_of(&out);
+    assert_eq!(report["data"]["train_images"], 200);
+    assert_eq!(report["float"]["epochs"], 1);
 }
