@@ -91,6 +91,15 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Combine the report.json of several builds into one comparison page
+    /// (e.g. `qatc report build/*/report.json`).
+    Report {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// The page to write.
+        #[arg(long, default_value = "comparison.html")]
+        out: PathBuf,
+    },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`), or list ops with `qatc explain ops`.
     Explain { code: String },
     /// Rewrite .qat files in the canonical layout (comments are kept).
@@ -400,6 +409,26 @@ fn run(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report { reports, out } => {
+            let mut loaded = Vec::new();
+            for path in &reports {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let report: crate::report::Report = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{} is not a qatc report.json: {e}", path.display()))?;
+                // A build directory's name tells builds of one model apart (build/w4a4/...).
+                let label = path
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map_or_else(|| report.model.clone(), |d| d.to_string_lossy().into_owned());
+                loaded.push((label, report));
+            }
+            let page = crate::report::html::comparison_page(&loaded);
+            crate::report::write_atomic_bytes(&out, page.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Recipe { out } => match out {
             None => {
                 print!("{}", crate::recipe::DEFAULT_RECIPE);
@@ -655,6 +684,7 @@ fn prepared(
         resume: false,
         emit_onnx: false,
         emit_tflite: false,
+        summary: Some(summary),
     };
     Ok((quantized, recipe, opts))
 }
@@ -704,7 +734,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
     let a = &report.artifacts;
-    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite]
+    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
         .into_iter()
         .flatten()
         .map(String::as_str)

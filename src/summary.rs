@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ir::ops::{format_shape, QuantRole};
 use crate::ir::{Granularity, Graph, NodeId, Op, Shape};
@@ -15,7 +15,7 @@ const F32_BYTES: u64 = 4;
 const I32_BYTES: u64 = 4;
 
 /// One node of the quantized graph (fake-quant nodes are shown as activation bits).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Layer {
     pub name: String,
     /// The op with what fusion merged into it, e.g. `conv2d+batch_norm+relu`.
@@ -39,7 +39,7 @@ pub struct Layer {
 }
 
 /// The whole model's summary.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub model: String,
     pub layers: Vec<Layer>,

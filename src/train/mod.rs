@@ -88,6 +88,8 @@ pub struct BuildOptions {
     pub emit_onnx: bool,
     /// Also write `model.tflite` (the QAT int8 model as TensorFlow Lite).
     pub emit_tflite: bool,
+    /// The model summary, kept in report.json and report.html.
+    pub summary: Option<crate::summary::Summary>,
 }
 
 pub fn device(name: &str) -> Result<Device, BuildError> {
@@ -336,6 +338,8 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
     };
 
     let report_path = opts.out_dir.join("report.json");
+    let html_path = opts.out_dir.join("report.html");
+    let confusion = confusion(&test, &qat_predictions, classes.len());
     let report = Report {
         model: graph.name.clone(),
         quant: report::quant_label(graph),
@@ -360,13 +364,31 @@ pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Repo
             int8,
             onnx,
             tflite,
+            html: Some(html_path.display().to_string()),
         },
         notes,
+        summary: opts.summary.clone(),
+        confusion: Some(confusion),
         environment: Some(environment(opts.device)),
     };
     report::write_atomic_bytes(&report_path, report.to_json().as_bytes()).map_err(|source| {
         BuildError::Write {
             path: report_path,
+            source,
+        }
+    })?;
+    // A sensitivity analysis run earlier into the same directory joins the page.
+    let sensitivity = std::fs::read(opts.out_dir.join("sensitivity.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let page = report::html::build_page(
+        &report,
+        Some(&crate::ir::dump::text(graph)),
+        sensitivity.as_ref(),
+    );
+    report::write_atomic_bytes(&html_path, page.as_bytes()).map_err(|source| {
+        BuildError::Write {
+            path: html_path,
             source,
         }
     })?;
@@ -597,6 +619,21 @@ fn predict(
             .sum()
     });
     (correct as f64 / data.len().max(1) as f64, predictions)
+}
+
+/// `counts[true][predicted]` over the test set.
+fn confusion(test: &Batches, predictions: &[i64], classes: usize) -> Vec<Vec<u64>> {
+    let labels = Vec::<i64>::try_from(&test.labels.to_device(Device::Cpu)).unwrap_or_default();
+    let mut counts = vec![vec![0u64; classes]; classes];
+    for (&truth, &predicted) in labels.iter().zip(predictions) {
+        if let Some(cell) = counts
+            .get_mut(truth as usize)
+            .and_then(|row| row.get_mut(predicted as usize))
+        {
+            *cell += 1;
+        }
+    }
+    counts
 }
 
 /// How far the activation ranges moved between two snapshots: the mean over nodes of

@@ -1,4 +1,7 @@
-//! What `qatc build` measured, as a table for people and report.json for tools.
+//! What `qatc build` measured, as a table for people, report.json for tools and
+//! report.html ([`html`]) to look at.
+
+pub mod html;
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +30,13 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Files written, relative paths as given on the command line.
     pub artifacts: Artifacts,
+    /// The model summary (sizes and costs per layer), as printed at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::summary::Summary>,
+    /// QAT's test predictions: `confusion[true][predicted]` counts, classes in
+    /// `data.classes` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Vec<Vec<u64>>>,
     /// Where the build ran (absent in reports written before qatc recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
@@ -116,6 +126,9 @@ pub struct Artifacts {
     /// `model.tflite`, when `--emit tflite` asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tflite: Option<String>,
+    /// `report.html`: this report's figures, one self-contained page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
 }
 
 impl Report {
