@@ -426,9 +426,12 @@ fn sensitivity_bars(s: &serde_json::Value) -> String {
     })
 }
 
+/// One accuracy of a report, if it has it.
+type Metric = fn(&Report) -> Option<f64>;
+
 /// Accuracy per build: one line per stage across the builds (a bit-width sweep).
 fn sweep_chart(reports: &[(String, Report)]) -> String {
-    let metrics: [(&str, fn(&Report) -> Option<f64>); 5] = [
+    let metrics: [(&str, Metric); 5] = [
         ("float", |r| Some(r.float.accuracy)),
         ("PTQ", |r| Some(r.ptq.accuracy)),
         ("control", |r| Some(r.control.accuracy)),
