@@ -102,15 +102,11 @@ pub fn build_page(
 
 /// One page comparing builds, e.g. the same model at several bit widths.
 pub fn comparison_page(reports: &[(String, Report)]) -> String {
-    let mut body = String::from("<h1>Comparison</h1>\n<table id=\"comparison\"><tr><th>build</th><th>model</th><th>quant</th><th>float</th><th>PTQ</th><th>control</th><th>QAT</th><th>QAT int8</th><th>int8 bytes</th></tr>\n");
+    let mut body = String::from("<h1>Comparison</h1>\n<table id=\"comparison\"><tr><th>build</th><th>model</th><th>quant</th><th>float</th><th>PTQ</th><th>control</th><th>QAT</th><th>QAT int8</th></tr>\n");
     for (label, r) in reports {
-        let int8_bytes = r
-            .summary
-            .as_ref()
-            .map_or("-".to_string(), |s| s.int8_bytes.to_string());
         let _ = writeln!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(label),
             esc(&r.model),
             esc(&r.quant),
@@ -119,7 +115,6 @@ pub fn comparison_page(reports: &[(String, Report)]) -> String {
             pct(r.control.accuracy),
             pct(r.qat.accuracy),
             r.qat.int8_accuracy.map_or("-".to_string(), pct),
-            int8_bytes
         );
     }
     body.push_str("</table>\n");
