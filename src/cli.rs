@@ -72,6 +72,34 @@ pub enum Command {
         #[arg(long, value_name = "wXaY")]
         quant: Option<BitWidths>,
     },
+    /// Per layer: output shape, parameters, MACs, weight and activation bits, bytes in
+    /// float and in int8; totals, and what fusion merged.
+    Summary {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Bit widths for everything that uses the file's defaults, e.g. `w4a8`.
+        #[arg(long, value_name = "wXaY")]
+        quant: Option<BitWidths>,
+        /// `text` (a table) or `json`.
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
+    /// Print the default training recipe, every key commented; `--out FILE` writes it
+    /// there instead (never over an existing file), ready to edit.
+    Recipe {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Combine the report.json of several builds into one comparison page
+    /// (e.g. `qatc report build/*/report.json`).
+    Report {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// The page to write.
+        #[arg(long, default_value = "comparison.html")]
+        out: PathBuf,
+    },
     /// Explain a diagnostic code (e.g. `qatc explain E0007`); `qatc explain codes` lists
     /// every code, `qatc explain ops` every op.
     Explain {
@@ -109,6 +137,10 @@ pub struct ModelArgs {
     /// No progress bars or stage messages; only the final table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Training progress on stderr: `auto` (bars on a terminal, one line per epoch
+    /// otherwise), `text` (one line per epoch) or `json` (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 }
@@ -149,6 +181,19 @@ pub struct SensitivityArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MessageFormat {
     Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
     Json,
 }
 
@@ -420,6 +465,59 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Summary {
+            file,
+            model,
+            quant,
+            format,
+        } => {
+            let graph = checked_graph(&file, model.as_deref(), quant, Color::Auto)?;
+            let summary = model_summary(graph);
+            match format {
+                SummaryFormat::Text => print!("{}", summary.text()),
+                SummaryFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("summaries serialize")
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { reports, out } => {
+            let mut loaded = Vec::new();
+            for path in &reports {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let report: crate::report::Report = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{} is not a qatc report.json: {e}", path.display()))?;
+                // A build directory's name tells builds of one model apart (build/w4a4/...).
+                let label = path
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map_or_else(|| report.model.clone(), |d| d.to_string_lossy().into_owned());
+                loaded.push((label, report));
+            }
+            let page = crate::report::html::comparison_page(&loaded);
+            crate::report::write_atomic_bytes(&out, page.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recipe { out } => match out {
+            None => {
+                print!("{}", crate::recipe::DEFAULT_RECIPE);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(path) if path.exists() => Err(format!(
+                "{} already exists; not overwriting it\n  hint: choose another --out, or remove the file first",
+                path.display()
+            )),
+            Some(path) => {
+                crate::report::write_atomic_bytes(&path, crate::recipe::DEFAULT_RECIPE.as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Explain { code } => {
             if code == "ops" {
                 for op in ops::OPS {
@@ -502,6 +600,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The summary of a checked model (before the passes), as `qatc summary` prints it.
+fn model_summary(parsed: Graph) -> crate::summary::Summary {
+    let quantized = passes::run(parsed.clone(), Stage::Quantized);
+    crate::summary::summarize(&parsed, &quantized)
 }
 
 /// `qatc fmt`: formats in place, or with `--check` lists the files that would change.
@@ -687,16 +791,32 @@ fn prepared(
     args: &ModelArgs,
 ) -> Result<(Graph, crate::recipe::Recipe, crate::train::BuildOptions), String> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
-    let recipe_path = args
-        .recipe
-        .clone()
-        .unwrap_or_else(|| crate::recipe::Recipe::path_for(&args.file));
-    let recipe = crate::recipe::Recipe::load(&recipe_path).map_err(|e| {
-        e.rendered
-            .trim_start_matches("error: ")
-            .trim_end()
-            .to_string()
-    })?;
+    let summary = model_summary(graph.clone());
+    let log = match (args.quiet, args.log_format) {
+        (true, _) => crate::train::progress::Log::Quiet,
+        (false, LogFormat::Auto) => crate::train::progress::Log::auto(),
+        (false, LogFormat::Text) => crate::train::progress::Log::Lines,
+        (false, LogFormat::Json) => crate::train::progress::Log::Json,
+    };
+    let progress = crate::train::progress::Progress { log };
+    let beside = crate::recipe::Recipe::path_for(&args.file);
+    let recipe = match &args.recipe {
+        // Only the recipe that goes with the model is optional; one named must exist.
+        None if !beside.exists() => {
+            progress.message(&format!(
+                "no recipe at {}: using the default recipe (see it with `qatc recipe`; `qatc recipe --out {}` writes it there to edit)",
+                beside.display(),
+                beside.display()
+            ));
+            crate::recipe::Recipe::default()
+        }
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside)).map_err(|e| {
+            e.rendered
+                .trim_start_matches("error: ")
+                .trim_end()
+                .to_string()
+        })?,
+    };
     // Refuse before libtorch allocates anything.
     if let Some(d) = crate::ir::memory::check_training_memory(&graph, recipe.train.batch_size) {
         let file = read_source(&args.file)?;
@@ -707,13 +827,15 @@ fn prepared(
         ));
     }
     let quantized = passes::run(graph, Stage::Quantized);
+    progress.summary(&summary);
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
-        quiet: args.quiet,
+        log,
         resume: false,
         emit_onnx: false,
         emit_tflite: false,
+        summary: Some(summary),
     };
     Ok((quantized, recipe, opts))
 }
@@ -763,7 +885,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
     let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());
     let a = &report.artifacts;
-    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite]
+    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
         .into_iter()
         .flatten()
         .map(String::as_str)

@@ -4,7 +4,7 @@
 //! (checked, shape-inferred graph) → [`passes`] (fusion, fake-quant insertion) →
 //! `train` (libtorch: float training, PTQ calibration, QAT) → [`lower`] (to the integer-only
 //! graph) → [`int8`] (that graph, its validation and its artifact format) → [`runtime`]
-//! (int8 kernels, no libtorch) → [`export`] (ONNX, TFLite); [`report`].
+//! (int8 kernels, no libtorch) → [`export`] (ONNX, TFLite); [`report`], and [`summary`] (sizes and costs per layer).
 //! [`diagnostics`] and [`cli`] sit beside them.
 
 // Diagnostics travel in `Result::Err` by value: they are made only on the error path,
@@ -24,6 +24,7 @@ pub mod passes;
 pub mod recipe;
 pub mod report;
 pub mod runtime;
+pub mod summary;
 pub mod syntax;
 #[cfg(feature = "train")]
 pub mod train;

@@ -8,11 +8,50 @@ use serde::{Deserialize, Serialize};
 use crate::codes;
 use crate::diagnostics::{render_terminal, Diagnostic, SourceFile, Span};
 
+/// The default recipe with a comment on every key: what `qatc recipe` prints and what
+/// `qatc build` uses when a model has no recipe. Its values are the serde defaults
+/// below (a test keeps the two the same).
+pub const DEFAULT_RECIPE: &str = r#"# qatc's default training recipe: what `qatc build` uses when a model has no recipe
+# beside it. Save it as <model>.yaml (`qatc recipe --out model.yaml`), edit, build again.
+# Every key may be left out; it then takes the value shown here.
+data:
+  format: idx                               # idx, folder (dir/<class>/*.png|jpg|…), cifar or numpy (.npz)
+  # dir: /usr/share/datasets/fashion-mnist  # the data; for idx the default is $QATC_FASHION_MNIST, else Debian's path
+  # val_split: 0.2                          # folder without train/ and val/: share held out for validation
+  # classes: [0, 1, 2, 3, 4]                # keep only these classes; default: all of them
+  # train_limit: 5000                       # use at most this many training images; default: all
+  # test_limit: 1000                        # evaluate on at most this many test images; default: all
+train:                     # float training
+  epochs: 3
+  batch_size: 64
+  optimizer: adam          # adam, or sgd (momentum 0.9)
+  learning_rate: 0.001
+  seed: 0                  # the same seed gives the same numbers
+qat:                       # fine-tuning with fake quantization (the control trains as long in float)
+  epochs: 1
+  learning_rate: 0.0001
+  weight_range: mse        # min_max or mse: how weight ranges are chosen each step
+  learn_ranges: false      # learn the scales (LSQ-style) instead of observing them
+  range_learning_rate: 0.001
+  freeze_bn_after: 0.0     # epochs before batch norm statistics freeze (0: frozen from the start)
+  # freeze_observers_after: 0.5  # epochs after which activation observers stop; default: never
+  init_observer: mse       # min_max, percentile or mse: how QAT's starting activation ranges are calibrated
+ptq:                       # post-training calibration
+  calibration_samples: 1000  # training images the activation ranges are observed on
+  observer: min_max        # min_max, percentile or mse
+  percentile: 99.99        # kept by `observer: percentile`
+  weight_range: min_max    # min_max or mse
+# transfer:                # start from pretrained weights; see examples/fashion/transfer.yaml
+#   weights: ../../build/FashionBackbone/float.safetensors
+#   freeze: [stem]
+"#;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     #[serde(default)]
     pub data: DataConfig,
+    #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]
     pub qat: QatConfig,
@@ -76,14 +115,41 @@ pub enum Optimizer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    #[serde(default = "default_epochs")]
     pub epochs: usize,
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     #[serde(default = "default_optimizer")]
     pub optimizer: Optimizer,
+    #[serde(default = "default_lr")]
     pub learning_rate: f64,
     #[serde(default)]
     pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            optimizer: default_optimizer(),
+            learning_rate: default_lr(),
+            seed: 0,
+        }
+    }
+}
+
+impl Default for Recipe {
+    /// The recipe of a model without one: [`DEFAULT_RECIPE`].
+    fn default() -> Self {
+        Recipe {
+            data: DataConfig::default(),
+            train: TrainConfig::default(),
+            qat: QatConfig::default(),
+            ptq: PtqConfig::default(),
+            transfer: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -201,6 +267,12 @@ pub enum WeightRangeKind {
     Mse,
 }
 
+fn default_epochs() -> usize {
+    3
+}
+fn default_lr() -> f64 {
+    1e-3
+}
 fn default_batch_size() -> usize {
     64
 }
@@ -453,6 +525,32 @@ mod tests {
         assert_eq!(r.train.batch_size, 64);
         assert_eq!(r.qat.epochs, 1);
         assert_eq!(r.ptq.calibration_samples, 1000);
+    }
+
+    #[test]
+    fn the_printed_default_recipe_is_the_default() {
+        let printed = Recipe::parse("default.yaml", DEFAULT_RECIPE).unwrap();
+        assert_eq!(printed, Recipe::default());
+        // Every key left out takes the same value.
+        assert_eq!(
+            Recipe::parse("empty.yaml", "{}").unwrap(),
+            Recipe::default()
+        );
+        // And every key of the serialized recipe is in the printed one (commented or not).
+        let all = serde_json::to_value(Recipe::default()).unwrap();
+        for (section, keys) in all.as_object().unwrap() {
+            assert!(DEFAULT_RECIPE.contains(&format!("{section}:")), "{section}");
+            for key in keys
+                .as_object()
+                .map(|k| k.keys().collect())
+                .unwrap_or(Vec::new())
+            {
+                assert!(
+                    DEFAULT_RECIPE.contains(&format!(" {key}:")),
+                    "{section}.{key} is not in DEFAULT_RECIPE"
+                );
+            }
+        }
     }
 
     #[test]

@@ -161,13 +161,38 @@ fn missing_recipe_and_missing_data_say_how_to_fix_them() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m.qat");
     std::fs::copy(seed_model(), &model).unwrap();
-    let run = qatc(&["build", model.to_str().unwrap()]);
+    // A recipe named on the command line must exist.
+    let missing = tmp.path().join("missing.yaml");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        missing.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1));
     assert!(
-        stderr.contains("m.yaml") && stderr.contains("--recipe"),
+        stderr.contains("missing.yaml") && stderr.contains("--recipe"),
         "{stderr}"
     );
+
+    // Without one beside the model, the default recipe is used, and said so; here the
+    // data it points at ($QATC_FASHION_MNIST) is missing, so nothing trains.
+    let run = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args(["build", model.to_str().unwrap(), "--out"])
+        .arg(tmp.path().join("d"))
+        .env("QATC_FASHION_MNIST", tmp.path().join("nowhere"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no recipe at")
+            && stderr.contains("m.yaml")
+            && stderr.contains("using the default recipe"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("train-images-idx3-ubyte"), "{stderr}");
 
     let recipe = write_recipe(
         tmp.path(),
@@ -496,4 +521,169 @@ fn sensitivity_measures_every_quantized_layer() {
             || stdout.contains("No single layer"),
         "{stdout}"
     );
+}
+
+fn tiny_recipe(dir: &Path) -> String {
+    write_recipe(
+        dir,
+        &format!(
+            "data:\n  dir: {}\n  train_limit: 300\n  test_limit: 100\ntrain:\n  epochs: 2\n  learning_rate: 0.002\n  seed: 5\nqat:\n  epochs: 1\n  learning_rate: 0.0002\nptq:\n  calibration_samples: 100\n",
+            data_dir().display()
+        ),
+    )
+}
+
+#[test]
+fn piped_log_has_one_line_per_epoch_and_evaluation_and_history_in_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path());
+    let out = tmp.path().join("out");
+    // Output captured by a pipe: stderr is not a terminal, so no bars.
+    let (_, log) = common::qatc_ok(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!log.contains('\r') && !log.contains('\x1b'), "{log}");
+    let epoch_lines: Vec<&str> = log.lines().filter(|l| l.contains(" epoch ")).collect();
+    let heads: Vec<&str> = epoch_lines
+        .iter()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "float epoch 1/2",
+            "float epoch 2/2",
+            "control epoch 1/1",
+            "QAT epoch 1/1"
+        ],
+        "{log}"
+    );
+    for line in &epoch_lines {
+        for part in [
+            "loss ",
+            "train accuracy ",
+            "test accuracy ",
+            "images/s",
+            " s",
+        ] {
+            assert!(line.contains(part), "{line:?} lacks {part:?}");
+        }
+    }
+    assert!(epoch_lines[3].contains("ranges moved"), "{log}");
+    for stage in ["float", "PTQ", "control", "QAT"] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{stage} test: accuracy"))),
+            "no evaluation line for {stage}:\n{log}"
+        );
+    }
+
+    let report = report_of(&out);
+    let history = |stage: &str| report[stage]["history"].as_array().cloned();
+    assert_eq!(history("float").unwrap().len(), 2);
+    assert_eq!(history("qat").unwrap().len(), 1);
+    assert!(history("ptq").is_none(), "PTQ does not train");
+    let last_float = &history("float").unwrap()[1];
+    // The last epoch's validation is the stage's own test evaluation.
+    assert_eq!(last_float["val_accuracy"], report["float"]["accuracy"]);
+    assert_eq!(last_float["learning_rate"], 0.002);
+    assert!(last_float["train_loss"].as_f64().unwrap() > 0.0);
+    assert!(history("qat").unwrap()[0]["range_movement"]
+        .as_f64()
+        .is_some());
+    assert!(last_float.get("range_movement").is_none());
+    let env = &report["environment"];
+    assert_eq!(env["qatc_version"], env!("CARGO_PKG_VERSION"));
+    assert!(env["threads"].as_u64().unwrap() >= 1);
+    assert_eq!(env["device"], "cpu");
+}
+
+#[test]
+fn json_log_is_one_object_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path());
+    let out = tmp.path().join("out");
+    let (_, log) = common::qatc_ok(&[
+        "build",
+        &seed_model(),
+        "--recipe",
+        &recipe,
+        "--out",
+        out.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let epochs: Vec<(String, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "epoch")
+        .map(|e| {
+            (
+                e["stage"].as_str().unwrap().to_string(),
+                e["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [("float", 1), ("float", 2), ("control", 1), ("QAT", 1)]
+        .map(|(s, e)| (s.to_string(), e))
+        .to_vec();
+    assert_eq!(epochs, expected);
+    let report = report_of(&out);
+    let qat_eval = events
+        .iter()
+        .find(|e| e["event"] == "evaluation" && e["stage"] == "QAT")
+        .expect("a QAT evaluation event");
+    assert_eq!(qat_eval["accuracy"], report["qat"]["accuracy"]);
+    assert!(events.iter().all(|e| e["event"].is_string()));
+}
+
+#[test]
+fn printed_default_recipe_is_a_recipe_build_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.yaml");
+    let (stdout, _) = common::qatc_ok(&["recipe"]);
+    let (wrote, _) = common::qatc_ok(&["recipe", "--out", path.to_str().unwrap()]);
+    assert!(wrote.contains("m.yaml"), "{wrote}");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written, stdout);
+    assert!(
+        written.contains("learning_rate:") && written.contains("# "),
+        "{written}"
+    );
+    // It is never written over an existing file.
+    let again = qatc(&["recipe", "--out", path.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // Edited to a tiny run, `build` trains with it.
+    let edited = written
+        .replace("  # train_limit: 5000", "  train_limit: 200")
+        .replace("  # test_limit: 1000", "  test_limit: 100")
+        .replace("  epochs: 3", "  epochs: 1")
+        .replace(
+            "  # dir: /usr/share/datasets/fashion-mnist",
+            &format!("  dir: {}", data_dir().display()),
+        );
+    assert_ne!(edited, written);
+    std::fs::write(&path, edited).unwrap();
+    let model = tmp.path().join("m.qat");
+    std::fs::copy(seed_model(), &model).unwrap();
+    let out = tmp.path().join("out");
+    common::qatc_ok(&[
+        "build",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let report = report_of(&out);
+    assert_eq!(report["data"]["train_images"], 200);
+    assert_eq!(report["float"]["epochs"], 1);
 }

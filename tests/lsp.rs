@@ -121,6 +121,22 @@ fn language_server_publishes_diagnostics_and_answers_hover_and_completion() {
     let text = hover["contents"]["value"].as_str().unwrap();
     assert!(text.contains("[8, 26, 26]"), "{text}");
     assert!(text.contains("int8"), "{text}");
+    // Hover on the model's name: its summary.
+    let hover = c.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": URI}, "position": {"line": 0, "character": 6}}),
+    );
+    let text = hover["contents"]["value"].as_str().unwrap();
+    for part in [
+        "model `M`",
+        "params",
+        "MACs",
+        "int8 bytes",
+        "[8, 26, 26]",
+        "total",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
     // Hover on the op name: its documentation.
     let hover = c.request(
         "textDocument/hover",

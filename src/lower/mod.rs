@@ -541,7 +541,7 @@ impl Lowering<'_> {
                     ));
                 }
                 // Grouped (depthwise when groups = channels): each filter sees its group's channels.
-                let w_shape = vec![*filters, *in_channels / *groups, *kernel, *kernel];
+                let w_shape = node.op.weight_shape().expect("conv2d has weights");
                 let (wq, bq, requant, weight_scales) = self.linear(
                     id,
                     &w_shape,
@@ -587,7 +587,7 @@ impl Lowering<'_> {
                         ),
                     ));
                 }
-                let w_shape = vec![*units, *in_features];
+                let w_shape = node.op.weight_shape().expect("dense has weights");
                 let (wq, bq, requant, weight_scales) = self.linear(
                     id,
                     &w_shape,

@@ -200,7 +200,22 @@ impl Server {
             };
             (r.span, text)
         } else if let Some(d) = index.definition_at(offset) {
-            (d.span, d.detail.clone())
+            let model = doc.checked.graphs.iter().find(|g| {
+                d.global && g.name == d.name && d.detail == format!("model `{}`", g.name)
+            });
+            match model {
+                // A model's name shows its summary: sizes and costs before training.
+                Some(graph) => {
+                    let quantized =
+                        crate::passes::run(graph.clone(), crate::passes::Stage::Quantized);
+                    let summary = crate::summary::summarize(graph, &quantized);
+                    (
+                        d.span,
+                        format!("{}\n\n```text\n{}```", d.detail, summary.text()),
+                    )
+                }
+                None => (d.span, d.detail.clone()),
+            }
         } else {
             return None;
         };

@@ -27,6 +27,9 @@ pub struct StageProgress {
     pub epochs_done: usize,
     pub images: i64,
     pub seconds: f64,
+    /// The finished epochs, so that a resumed build's report has the whole history.
+    #[serde(default)]
+    pub history: Vec<report::Epoch>,
 }
 
 pub struct Checkpoints {
@@ -164,6 +167,7 @@ pub fn stage_from(progress: &StageProgress, epochs: usize) -> Stage {
         epochs,
         train_seconds: progress.seconds,
         train_images_per_second: progress.images as f64 / progress.seconds.max(1e-9),
+        history: progress.history.clone(),
         ..Default::default()
     }
 }

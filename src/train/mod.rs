@@ -5,6 +5,7 @@ mod checkpoint;
 mod network;
 mod observer;
 pub mod pretrained;
+pub mod progress;
 pub mod sensitivity;
 
 pub use network::{images_to_tensor, Mode, Network, QuantState, RANGE_GROUP};
@@ -13,15 +14,15 @@ pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::data::{self, DataError, Images};
 use crate::ir::ops::format_shape;
 use crate::ir::Graph;
 use crate::recipe::{Optimizer, RangeMethod, Recipe, WeightRangeKind};
-use crate::report::{self, Artifacts, DataSummary, Report, Stage};
+use crate::report::{self, Artifacts, DataSummary, Environment, Epoch, Report, Stage};
 use checkpoint::{Checkpoints, StageProgress};
+use progress::{Log, Progress};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -84,14 +85,16 @@ pub enum BuildError {
 pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub device: Device,
-    /// Hide progress bars and stage messages.
-    pub quiet: bool,
+    /// How progress is shown on stderr.
+    pub log: Log,
     /// Continue from the checkpoints of an interrupted build in `out_dir`.
     pub resume: bool,
     /// Also write `model.onnx` (the QAT int8 model as ONNX).
     pub emit_onnx: bool,
     /// Also write `model.tflite` (the QAT int8 model as TensorFlow Lite).
     pub emit_tflite: bool,
+    /// The model summary, kept in report.json and report.html.
+    pub summary: Option<crate::summary::Summary>,
 }
 
 pub fn device(name: &str) -> Result<Device, BuildError> {
@@ -136,6 +139,7 @@ impl Batches {
 
 struct Run<'a> {
     recipe: &'a Recipe,
+    progress: Progress,
     opts: &'a BuildOptions,
     /// Per-epoch checkpoints (builds have them, sensitivity analysis does not).
     checkpoints: Option<std::cell::RefCell<Checkpoints>>,
@@ -178,6 +182,7 @@ fn build_in_chain(
     let (checkpoints, note) = Checkpoints::open(&opts.out_dir, fingerprint, opts.resume);
     let run = Run {
         recipe,
+        progress: Progress { log: opts.log },
         opts,
         checkpoints: Some(std::cell::RefCell::new(checkpoints)),
     };
@@ -222,6 +227,7 @@ fn build_in_chain(
         "float",
         &mut float,
         &train,
+        &test,
         Mode::Float,
         recipe.train.epochs,
         recipe.train.learning_rate,
@@ -285,6 +291,7 @@ fn build_in_chain(
         "control",
         &mut control,
         &train,
+        &test,
         Mode::Float,
         recipe.qat.epochs,
         recipe.qat.learning_rate,
@@ -322,6 +329,7 @@ fn build_in_chain(
         "QAT",
         &mut qat,
         &train,
+        &test,
         Mode::Quantized,
         recipe.qat.epochs,
         recipe.qat.learning_rate,
@@ -373,6 +381,8 @@ fn build_in_chain(
         None => (None, None, None),
     };
 
+    let html_path = opts.out_dir.join("report.html");
+    let confusion = confusion(&test, &qat_predictions, classes.len());
     let report = Report {
         model: graph.name.clone(),
         quant: report::quant_label(graph),
@@ -398,12 +408,31 @@ fn build_in_chain(
             int8,
             onnx,
             tflite,
+            html: Some(html_path.display().to_string()),
         },
         notes,
+        summary: opts.summary.clone(),
+        confusion: Some(confusion),
+        environment: Some(environment(opts.device)),
     };
     report::write_atomic_bytes(&report_path, report.to_json().as_bytes()).map_err(|source| {
         BuildError::Write {
             path: report_path,
+            source,
+        }
+    })?;
+    // A sensitivity analysis run earlier into the same directory joins the page.
+    let sensitivity = std::fs::read(opts.out_dir.join("sensitivity.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let page = report::html::build_page(
+        &report,
+        Some(&crate::ir::dump::text(graph)),
+        sensitivity.as_ref(),
+    );
+    report::write_atomic_bytes(&html_path, page.as_bytes()).map_err(|source| {
+        BuildError::Write {
+            path: html_path,
             source,
         }
     })?;
@@ -592,13 +621,12 @@ fn ensure_pretrained(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    if !opts.quiet {
-        eprintln!(
-            "{} is missing: building {} first",
-            transfer.weights.display(),
-            model.display()
-        );
-    }
+    let progress = Progress { log: opts.log };
+    progress.message(&format!(
+        "{} is missing: building {} first",
+        transfer.weights.display(),
+        model.display()
+    ));
     let report = build_in_chain(
         &graph,
         &recipe,
@@ -608,9 +636,7 @@ fn ensure_pretrained(
         },
         &chain,
     )?;
-    if !opts.quiet {
-        eprintln!("{}", report.table());
-    }
+    progress.message(&report.table());
     if transfer.weights.is_file() {
         Ok(())
     } else {
@@ -709,6 +735,107 @@ fn batches<'a>(
     })
 }
 
+/// Accuracy on `data` and the predicted class index of every image, in batches of
+/// 1000; `on_batch` sees each batch's size. Changes nothing in `net`.
+fn predict(
+    net: &mut Network,
+    data: &Batches,
+    mode: Mode,
+    mut on_batch: impl FnMut(i64),
+) -> (f64, Vec<i64>) {
+    let mut predictions = Vec::with_capacity(data.len() as usize);
+    let correct: i64 = tch::no_grad(|| {
+        batches(data, 1000, None)
+            .map(|(xs, ys)| {
+                let predicted = net.forward(&xs, mode, false).argmax(-1, false);
+                let hits = predicted.eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+                predictions.extend(
+                    Vec::<i64>::try_from(&predicted.to_device(Device::Cpu)).unwrap_or_default(),
+                );
+                on_batch(xs.size()[0]);
+                hits
+            })
+            .sum()
+    });
+    (correct as f64 / data.len().max(1) as f64, predictions)
+}
+
+/// `counts[true][predicted]` over the test set.
+fn confusion(test: &Batches, predictions: &[i64], classes: usize) -> Vec<Vec<u64>> {
+    let labels = Vec::<i64>::try_from(&test.labels.to_device(Device::Cpu)).unwrap_or_default();
+    let mut counts = vec![vec![0u64; classes]; classes];
+    for (&truth, &predicted) in labels.iter().zip(predictions) {
+        if let Some(cell) = counts
+            .get_mut(truth as usize)
+            .and_then(|row| row.get_mut(predicted as usize))
+        {
+            *cell += 1;
+        }
+    }
+    counts
+}
+
+/// How far the activation ranges moved between two snapshots: the mean over nodes of
+/// (|Δmin| + |Δmax|) / width at the start.
+fn range_movement(before: &[(f32, f32)], after: &[(f32, f32)]) -> f64 {
+    let moved: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(&(lo0, hi0), &(lo1, hi1))| {
+            let width = ((hi0 - lo0) as f64).max(1e-12);
+            ((lo1 - lo0).abs() as f64 + (hi1 - hi0).abs() as f64) / width
+        })
+        .collect();
+    moved.iter().sum::<f64>() / moved.len().max(1) as f64
+}
+
+/// The software and machine of this build, for report.json.
+fn environment(device: Device) -> Environment {
+    Environment {
+        qatc_version: env!("CARGO_PKG_VERSION").to_string(),
+        libtorch_version: option_env!("QATC_LIBTORCH_VERSION")
+            .unwrap_or("unknown")
+            .to_string(),
+        threads: tch::get_num_threads().max(0) as usize,
+        cpu_features: cpu_features(),
+        device: format!("{device:?}").to_lowercase(),
+    }
+}
+
+fn cpu_features() -> Vec<String> {
+    #[allow(unused_mut)]
+    let mut found: Vec<String> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! detect {
+            ($($f:tt),*) => {$(
+                if std::is_x86_feature_detected!($f) {
+                    found.push($f.to_string());
+                }
+            )*};
+        }
+        detect!(
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "avx512f",
+            "avx512bw",
+            "avx512vnni"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            found.push("neon".to_string());
+        }
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            found.push("dotprod".to_string());
+        }
+    }
+    found
+}
+
 fn save(net: &Network, path: &Path) -> Result<(), BuildError> {
     let tensors = net.named_tensors();
     report::write_atomic(path, |tmp| {
@@ -752,23 +879,7 @@ impl Run<'_> {
     }
 
     fn say(&self, line: &str) {
-        if !self.opts.quiet {
-            eprintln!("{line}");
-        }
-    }
-
-    fn bar(&self, len: u64, label: String) -> ProgressBar {
-        if self.opts.quiet {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(label);
-        bar
+        self.progress.message(line);
     }
 
     /// Trains `net` for `epochs` in `mode`, checkpointing after every epoch and, on
@@ -779,6 +890,7 @@ impl Run<'_> {
         stage: &'static str,
         net: &mut Network,
         data: &Batches,
+        validation: &Batches,
         mode: Mode,
         epochs: usize,
         lr: f64,
@@ -787,6 +899,7 @@ impl Run<'_> {
             epochs_done: 0,
             images: 0,
             seconds: 0.0,
+            history: Vec::new(),
         };
         if let Some(cp) = &self.checkpoints {
             if let Some(restored) = cp.borrow().restore(stage, net)? {
@@ -827,10 +940,12 @@ impl Run<'_> {
             tch::manual_seed(epoch_seed(self.recipe.train.seed, stage, epoch));
             let started = Instant::now();
             let order = Tensor::randperm(data.len(), (Kind::Int64, data.images.device()));
-            let bar = self.bar(steps as u64, format!("{stage} {epoch}/{epochs}"));
-            let mut loss_sum = 0.0;
+            let mut bar = self.progress.epoch(stage, epoch, epochs, steps as u64);
+            let ranges_before = (mode == Mode::Quantized).then(|| net.activation_ranges());
+            let (mut loss_sum, mut correct, mut images) = (0.0, 0i64, 0i64);
             for (step, (xs, ys)) in batches(data, batch, Some(&order)).enumerate() {
-                let loss = net.forward(&xs, mode, true).cross_entropy_for_logits(&ys);
+                let logits = net.forward(&xs, mode, true);
+                let loss = logits.cross_entropy_for_logits(&ys);
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     bar.abandon();
@@ -856,14 +971,33 @@ impl Run<'_> {
                     net.quant.observers_frozen = true;
                 }
                 loss_sum += value;
-                done.images += xs.size()[0];
-                bar.inc(1);
-                if step % 20 == 0 {
-                    bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
-                }
+                let n = xs.size()[0];
+                correct += logits
+                    .argmax(-1, false)
+                    .eq_tensor(&ys)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+                images += n;
+                done.images += n;
+                bar.step(value, n as u64);
             }
-            bar.finish_with_message(format!("loss {:.4}", loss_sum / steps as f64));
-            done.seconds += started.elapsed().as_secs_f64();
+            let seconds = started.elapsed().as_secs_f64();
+            bar.validating();
+            let val_accuracy = predict(net, validation, mode, |_| {}).0;
+            let record = Epoch {
+                epoch,
+                train_loss: loss_sum / steps as f64,
+                train_accuracy: correct as f64 / images.max(1) as f64,
+                val_accuracy,
+                learning_rate: lr,
+                images_per_second: images as f64 / seconds.max(1e-9),
+                seconds,
+                range_movement: ranges_before
+                    .map(|before| range_movement(&before, &net.activation_ranges())),
+            };
+            self.progress.epoch_done(stage, epochs, bar, &record);
+            done.history.push(record);
+            done.seconds += seconds;
             done.epochs_done = epoch;
             if let Some(cp) = &self.checkpoints {
                 cp.borrow_mut().save(stage, net, done.clone())?;
@@ -882,24 +1016,13 @@ impl Run<'_> {
         seconds: &mut f64,
     ) -> (f64, Vec<i64>) {
         let started = Instant::now();
-        let bar = self.bar(((data.len() + 999) / 1000) as u64, format!("{stage} eval"));
-        let mut predictions = Vec::with_capacity(data.len() as usize);
-        let correct: i64 = tch::no_grad(|| {
-            batches(data, 1000, None)
-                .map(|(xs, ys)| {
-                    let predicted = net.forward(&xs, mode, false).argmax(-1, false);
-                    let hits = predicted.eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
-                    predictions.extend(
-                        Vec::<i64>::try_from(&predicted.to_device(Device::Cpu)).unwrap_or_default(),
-                    );
-                    bar.inc(1);
-                    hits
-                })
-                .sum()
-        });
-        let accuracy = correct as f64 / data.len() as f64;
-        bar.finish_with_message(format!("accuracy {:.2}%", accuracy * 100.0));
+        let bar = self
+            .progress
+            .evaluation(stage, ((data.len() + 999) / 1000) as u64);
+        let (accuracy, predictions) = predict(net, data, mode, |_| bar.inc(1));
         *seconds = started.elapsed().as_secs_f64();
+        self.progress
+            .evaluation_done(stage, bar, data.len() as usize, accuracy, *seconds);
         (accuracy, predictions)
     }
 

@@ -339,6 +339,26 @@ impl Network {
         }
     }
 
+    /// The current range of every fake-quant node that has one (observed or learned).
+    pub fn activation_ranges(&self) -> Vec<(f32, f32)> {
+        self.layers
+            .iter()
+            .filter_map(|layer| match layer {
+                Layer::FakeQuant {
+                    learned: Some(r),
+                    observer,
+                } => Some(learned_min_max(r, observer.spec)),
+                Layer::FakeQuant {
+                    learned: None,
+                    observer,
+                } => observer
+                    .is_initialized()
+                    .then_some((observer.min, observer.max)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Turns the current ranges into trainable parameters (variable group [`RANGE_GROUP`]):
     /// per-channel weight scales and per-tensor activation scales and zero points.
     pub fn learn_ranges(&mut self) {

@@ -67,6 +67,7 @@ pub fn analyze(
     tch::manual_seed(recipe.train.seed as i64);
     let run = Run {
         recipe,
+        progress: super::Progress { log: opts.log },
         opts,
         checkpoints: None,
     };
@@ -90,6 +91,7 @@ pub fn analyze(
                 "float",
                 &mut net,
                 &train,
+                &test,
                 Mode::Float,
                 recipe.train.epochs,
                 recipe.train.learning_rate,

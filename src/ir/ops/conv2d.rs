@@ -63,3 +63,15 @@ fn build(args: &Args, inputs: &[&Shape]) -> Result<(Op, Shape), ShapeError> {
     };
     Ok((op, vec![filters, oh, ow]))
 }
+
+/// The weight tensor's shape: `[filters, in_channels / groups, kernel, kernel]`.
+pub fn weight_shape(filters: usize, in_channels: usize, groups: usize, kernel: usize) -> Shape {
+    // groups is at least 1 once checked; max(1) keeps a limit check before that safe.
+    vec![filters, in_channels / groups.max(1), kernel, kernel]
+}
+
+/// Multiply-accumulates per image: one weight tap per output value.
+pub fn macs(weight: &Shape, output: &Shape) -> u64 {
+    let taps: usize = weight[1..].iter().product();
+    (output.iter().product::<usize>() * taps) as u64
+}

@@ -41,3 +41,13 @@ fn build(args: &Args, inputs: &[&Shape]) -> Result<(Op, Shape), ShapeError> {
     };
     Ok((op, vec![units]))
 }
+
+/// The weight tensor's shape: `[units, in_features]` (PyTorch's layout).
+pub fn weight_shape(units: usize, in_features: usize) -> Shape {
+    vec![units, in_features]
+}
+
+/// Multiply-accumulates per image: one per weight.
+pub fn macs(weight: &Shape) -> u64 {
+    weight.iter().product::<usize>() as u64
+}

@@ -237,32 +237,26 @@ impl Op {
         self.def().is_some_and(|d| d.params.has_weights())
     }
 
-    /// Numbers the op holds per model (weights, biases, batch-norm scale, shift and
-    /// running statistics), saturating: the checker compares it with a limit.
-    pub fn parameter_count(&self) -> u64 {
-        let n = |x: usize| x as u64;
+    /// The shape of the op's weight tensor, for ops that have one.
+    pub fn weight_shape(&self) -> Option<Shape> {
         match self {
             Op::Conv2d {
                 filters,
-                kernel,
-                groups,
                 in_channels,
-                bias,
+                groups,
+                kernel,
                 ..
-            } => n(*filters)
-                .saturating_mul(n(*in_channels / (*groups).max(1)))
-                .saturating_mul(n(*kernel).saturating_mul(n(*kernel)))
-                .saturating_add(if *bias { n(*filters) } else { 0 }),
+            } => Some(conv2d::weight_shape(
+                *filters,
+                *in_channels,
+                *groups,
+                *kernel,
+            )),
             Op::Dense {
-                units,
-                in_features,
-                bias,
-                ..
-            } => n(*units)
-                .saturating_mul(n(*in_features))
-                .saturating_add(if *bias { n(*units) } else { 0 }),
-            Op::BatchNorm { channels, .. } => n(*channels).saturating_mul(4),
+                units, in_features, ..
+            } => Some(dense::weight_shape(*units, *in_features)),
             Op::Input
+            | Op::BatchNorm { .. }
             | Op::Relu
             | Op::Relu6
             | Op::Hardswish
@@ -278,7 +272,38 @@ impl Op {
             | Op::Dropout { .. }
             | Op::Softmax { .. }
             | Op::Pad { .. }
-            | Op::FakeQuant { .. } => 0,
+            | Op::FakeQuant { .. } => None,
+        }
+    }
+
+    /// Numbers the op holds per model (weights, biases, batch-norm scale, shift and
+    /// running statistics), saturating: the checker compares it with a limit.
+    pub fn parameter_count(&self) -> u64 {
+        let weights = self.weight_shape().map_or(0, |w| {
+            w.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+        });
+        let extra = match self {
+            Op::Conv2d {
+                filters,
+                bias: true,
+                ..
+            } => *filters,
+            Op::Dense {
+                units, bias: true, ..
+            } => *units,
+            Op::BatchNorm { channels, .. } => channels.saturating_mul(4),
+            _ => 0,
+        };
+        weights.saturating_add(extra as u64)
+    }
+
+    /// Multiply-accumulates per image of a node with this op and `output` shape; only
+    /// the linear ops count (pooling, adds and activations are not MACs).
+    pub fn macs(&self, output: &Shape) -> u64 {
+        match (self, self.weight_shape()) {
+            (Op::Conv2d { .. }, Some(weight)) => conv2d::macs(&weight, output),
+            (Op::Dense { .. }, Some(weight)) => dense::macs(&weight),
+            _ => 0,
         }
     }
 

@@ -1,4 +1,7 @@
-//! What `qatc build` measured, as a table for people and report.json for tools.
+//! What `qatc build` measured, as a table for people, report.json for tools and
+//! report.html ([`html`]) to look at.
+
+pub mod html;
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +30,51 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Files written, relative paths as given on the command line.
     pub artifacts: Artifacts,
+    /// The model summary (sizes and costs per layer), as printed at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::summary::Summary>,
+    /// QAT's test predictions: `confusion[true][predicted]` counts, classes in
+    /// `data.classes` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Vec<Vec<u64>>>,
+    /// Where the build ran (absent in reports written before qatc recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+}
+
+/// The software and machine a build ran on, so that timings can be compared fairly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Environment {
+    pub qatc_version: String,
+    /// The libtorch the binary was built against (its `build-version`), or `unknown`.
+    pub libtorch_version: String,
+    /// libtorch's intra-op threads.
+    pub threads: usize,
+    /// SIMD features of the CPU that matter to libtorch and the int8 kernels.
+    pub cpu_features: Vec<String>,
+    /// `cpu` or `cuda`.
+    pub device: String,
+}
+
+/// One training epoch of one stage, as recorded in report.json's `history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Epoch {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean cross-entropy over the epoch's training batches.
+    pub train_loss: f64,
+    /// Fraction of training images classified right while training (weights still moving).
+    pub train_accuracy: f64,
+    /// Test-set accuracy after the epoch in the stage's training mode; for watching
+    /// convergence only (no epoch is chosen by it).
+    pub val_accuracy: f64,
+    pub learning_rate: f64,
+    pub images_per_second: f64,
+    pub seconds: f64,
+    /// QAT only: mean change of the activation ranges over the epoch, relative to each
+    /// range's width at its start (0 = the ranges stood still).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_movement: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -75,6 +123,9 @@ pub struct Stage {
     pub int8_agreement: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_eval_seconds: Option<f64>,
+    /// One entry per training epoch (empty for PTQ).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Epoch>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -94,6 +145,9 @@ pub struct Artifacts {
     /// `model.tflite`, when `--emit tflite` asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tflite: Option<String>,
+    /// `report.html`: this report's figures, one self-contained page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
 }
 
 impl Report {
