@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# The report test renders report.html in a real browser; only the tests need one.
+bash scripts/setup-chromium.sh >/dev/null || echo "warning: no chromium; the report test says so (and fails under CI=true)" >&2
 cargo test --release --locked --all-targets "$@"
