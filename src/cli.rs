@@ -827,7 +827,6 @@ fn prepared(
         ));
     }
     let quantized = passes::run(graph, Stage::Quantized);
-    progress.summary(&summary);
     let opts = crate::train::BuildOptions {
         out_dir: PathBuf::from("build").join(&quantized.name),
         device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
@@ -881,6 +880,10 @@ fn build(args: BuildArgs) -> Result<ExitCode, String> {
                 if problems.len() == 1 { "" } else { "s" }
             ));
         }
+    }
+    // The summary once the model is known to build (a refused one gets only its errors).
+    if let Some(summary) = &opts.summary {
+        crate::train::progress::Progress { log: opts.log }.summary(summary);
     }
     let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
     println!("{}", report.table());

@@ -219,6 +219,25 @@ impl Builder {
         )
     }
 
+    /// A com.microsoft QLinear binary op (QLinearAdd, QLinearMul): each input is
+    /// `(value, name of its scale and zero point, parameters)`, then the output's.
+    fn qlinear_binary(
+        &mut self,
+        op_type: &str,
+        inputs: [(&String, &String, &QParams); 2],
+        (out, out_q): (&String, &QParams),
+        output: String,
+    ) -> String {
+        let mut args = Vec::with_capacity(8);
+        for (value, params, q) in inputs {
+            let (s, z) = self.qparams(params, q);
+            args.extend([value.clone(), s, z]);
+        }
+        let (sy, zy) = self.qparams(out, out_q);
+        args.extend([sy, zy]);
+        self.node(op_type, "com.microsoft", args, output, vec![])
+    }
+
     fn node(
         &mut self,
         op_type: &str,
@@ -483,24 +502,14 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
             IntOp::Mul { inputs, .. } => {
                 // Both inputs have the output's rank: ONNX's broadcasting stretches the 1s.
                 let (qa, qb) = (graph.values[inputs[0]].quant, graph.values[inputs[1]].quant);
-                let (sa, za) = b.qparams(&format!("{out}_a"), &qa);
-                let (sb, zb) = b.qparams(&format!("{out}_b"), &qb);
-                let (sy, zy) = b.qparams(out, &out_q);
-                b.node(
+                b.qlinear_binary(
                     "QLinearMul",
-                    "com.microsoft",
-                    vec![
-                        names[inputs[0]].clone(),
-                        sa,
-                        za,
-                        names[inputs[1]].clone(),
-                        sb,
-                        zb,
-                        sy,
-                        zy,
+                    [
+                        (&names[inputs[0]], &format!("{out}_a"), &qa),
+                        (&names[inputs[1]], &format!("{out}_b"), &qb),
                     ],
+                    (out, &out_q),
                     out.clone(),
-                    vec![],
                 );
             }
             IntOp::Add {
@@ -510,24 +519,14 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
                 ..
             } => {
                 let (qa, qb) = (graph.values[inputs[0]].quant, graph.values[inputs[1]].quant);
-                let (sa, za) = b.qparams(&names[inputs[0]], &qa);
-                let (sb, zb) = b.qparams(&format!("{}_b", names[inputs[1]]), &qb);
-                let (sy, zy) = b.qparams(out, &out_q);
-                let y = b.node(
+                let y = b.qlinear_binary(
                     "QLinearAdd",
-                    "com.microsoft",
-                    vec![
-                        names[inputs[0]].clone(),
-                        sa,
-                        za,
-                        names[inputs[1]].clone(),
-                        sb,
-                        zb,
-                        sy,
-                        zy,
+                    [
+                        (&names[inputs[0]], &names[inputs[0]], &qa),
+                        (&names[inputs[1]], &format!("{}_b", names[inputs[1]]), &qb),
                     ],
+                    (out, &out_q),
                     format!("{out}_add"),
-                    vec![],
                 );
                 clamp(&mut b, y, out, *act_min, *act_max);
             }
