@@ -2,6 +2,7 @@
 //! quantization-aware fine-tuning (QAT) and the control run, as `qatc build` does them.
 
 mod checkpoint;
+mod dataset;
 mod network;
 mod observer;
 pub mod pretrained;
@@ -22,6 +23,7 @@ use crate::ir::Graph;
 use crate::recipe::{Optimizer, RangeMethod, Recipe, WeightRangeKind};
 use crate::report::{self, Artifacts, DataSummary, Environment, Epoch, Report, Stage};
 use checkpoint::{Checkpoints, StageProgress};
+use dataset::{batches, prepare, Batches, Prepared};
 use progress::{Log, Progress};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,38 +104,6 @@ pub fn device(name: &str) -> Result<Device, BuildError> {
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         "cuda" => Err(BuildError::NoCuda),
         _ => Ok(Device::Cpu),
-    }
-}
-
-/// A data split as tensors on the device, labels remapped to 0..classes.
-struct Batches {
-    images: Tensor,
-    labels: Tensor,
-}
-
-impl Batches {
-    fn new(set: &Images, shape: &[usize], classes: &[u8], device: Device) -> Batches {
-        let labels: Vec<i64> = set
-            .labels
-            .iter()
-            .map(|l| classes.iter().position(|c| c == l).expect("filtered") as i64)
-            .collect();
-        Batches {
-            images: images_to_tensor(&set.pixels, shape, device),
-            labels: Tensor::from_slice(&labels).to_device(device),
-        }
-    }
-
-    fn len(&self) -> i64 {
-        self.labels.size()[0]
-    }
-
-    fn head(&self, n: i64) -> Batches {
-        let n = n.min(self.len());
-        Batches {
-            images: self.images.narrow(0, 0, n),
-            labels: self.labels.narrow(0, 0, n),
-        }
     }
 }
 
@@ -439,88 +409,6 @@ fn build_in_chain(
     Ok(report)
 }
 
-/// The data of a build, as tensors on the device.
-struct Prepared {
-    train: Batches,
-    test: Batches,
-    /// The test images as bytes, for the int8 runtime.
-    test_set: Images,
-    calibration: Batches,
-    classes: Vec<u8>,
-    /// The names of `classes`, in order.
-    class_names: Vec<String>,
-    dir: PathBuf,
-}
-
-fn prepare(graph: &Graph, recipe: &Recipe, device: Device) -> Result<Prepared, BuildError> {
-    let dir = recipe.data_dir();
-    let input = &graph.node(graph.inputs[0]).shape;
-    let val_split = recipe.data.val_split.unwrap_or(0.2);
-    let sets = data::load(
-        recipe.data.format,
-        &dir,
-        input,
-        val_split,
-        recipe.train.seed,
-    )?;
-    let count = sets.class_names.len();
-    let classes: Vec<u8> = match &recipe.data.classes {
-        Some(classes) => classes.clone(),
-        None => (0..count).map(|c| c as u8).collect(),
-    };
-    if let Some(c) = classes.iter().find(|&&c| c as usize >= count) {
-        return Err(DataError::Invalid {
-            path: dir.clone(),
-            why: format!(
-                "data.classes {classes:?} names class {c}, but the data has {count} classes (0 to {})",
-                count.saturating_sub(1)
-            ),
-        }
-        .into());
-    }
-    let train_set = sets.train.select(Some(&classes), recipe.data.train_limit);
-    let test_set = sets.test.select(Some(&classes), recipe.data.test_limit);
-    if train_set.is_empty() {
-        return Err(BuildError::NoData {
-            split: "training",
-            dir: dir.clone(),
-            classes,
-        });
-    }
-    if test_set.is_empty() {
-        return Err(BuildError::NoData {
-            split: "test",
-            dir: dir.clone(),
-            classes,
-        });
-    }
-    let shape = input_shape(graph, &train_set)?;
-    let out_shape = &graph.node(graph.output).shape;
-    if out_shape.len() != 1 || out_shape[0] < classes.len() {
-        return Err(BuildError::OutputShape {
-            model: graph.name.clone(),
-            shape: format_shape(out_shape),
-            classes: classes.len(),
-        });
-    }
-    let train = Batches::new(&train_set, &shape, &classes, device);
-    let test = Batches::new(&test_set, &shape, &classes, device);
-    let calibration = train.head(recipe.ptq.calibration_samples as i64);
-    let class_names = classes
-        .iter()
-        .map(|&c| sets.class_names[c as usize].clone())
-        .collect();
-    Ok(Prepared {
-        train,
-        test,
-        test_set,
-        calibration,
-        classes,
-        class_names,
-        dir,
-    })
-}
-
 /// What can be checked without training: the output directory, and that the recipe's
 /// layer lists name layers of the model. (Data and weights are checked as they are read,
 /// which is also before the first training step.)
@@ -647,24 +535,6 @@ fn ensure_pretrained(
     }
 }
 
-fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
-    let expected = &graph.node(graph.inputs[0]).shape;
-    let (channels, rows, cols) = (set.channels, set.rows, set.cols);
-    let flat = channels * rows * cols;
-    let fits = expected.as_slice() == [channels, rows, cols] || expected.as_slice() == [flat];
-    if !fits {
-        return Err(BuildError::InputShape {
-            model: graph.name.clone(),
-            expected: format_shape(expected),
-            channels,
-            rows,
-            cols,
-            flat,
-        });
-    }
-    Ok(expected.clone())
-}
-
 /// Post-training quantization as the recipe's `ptq` section says.
 fn calibrate(net: &mut Network, data: &Batches, recipe: &Recipe) {
     net.quant.weight_range = weight_range(recipe.ptq.weight_range);
@@ -708,31 +578,6 @@ fn weight_range(kind: WeightRangeKind) -> WeightRange {
         WeightRangeKind::MinMax => WeightRange::MinMax,
         WeightRangeKind::Mse => WeightRange::Mse,
     }
-}
-
-fn batches<'a>(
-    data: &'a Batches,
-    size: i64,
-    order: Option<&Tensor>,
-) -> impl Iterator<Item = (Tensor, Tensor)> + 'a {
-    let n = data.len();
-    let order = order.map(Tensor::shallow_clone);
-    (0..n).step_by(size as usize).map(move |start| {
-        let len = size.min(n - start);
-        match &order {
-            Some(idx) => {
-                let idx = idx.narrow(0, start, len);
-                (
-                    data.images.index_select(0, &idx),
-                    data.labels.index_select(0, &idx),
-                )
-            }
-            None => (
-                data.images.narrow(0, start, len),
-                data.labels.narrow(0, start, len),
-            ),
-        }
-    })
 }
 
 /// Accuracy on `data` and the predicted class index of every image, in batches of
