@@ -178,11 +178,11 @@ fn accuracy_table(r: &Report) -> String {
     for (name, s) in stages(r) {
         let _ = writeln!(
             out,
-            "<tr><td>{name}</td><td class=\"acc\">{}</td><td>{:+.2}</td><td>{}</td><td>{:.0}</td></tr>",
+            "<tr><td>{name}</td><td class=\"acc\">{}</td><td>{:+.2}</td><td>{}</td><td>{}</td></tr>",
             pct(s.accuracy),
             (s.accuracy - r.float.accuracy) * 100.0,
             s.epochs,
-            s.train_images_per_second
+            s.training_speed()
         );
     }
     for (name, s) in [("PTQ int8", &r.ptq), ("QAT int8", &r.qat)] {

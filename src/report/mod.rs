@@ -128,6 +128,17 @@ pub struct Stage {
     pub history: Vec<Epoch>,
 }
 
+impl Stage {
+    /// Training images per second as shown in tables: `-` for a stage that did not train.
+    pub fn training_speed(&self) -> String {
+        if self.train_images_per_second > 0.0 {
+            format!("{:.0}", self.train_images_per_second)
+        } else {
+            "-".into()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Artifacts {
     pub float: String,
@@ -170,11 +181,7 @@ impl Report {
         ));
         let row = |name: &str, s: &Stage| {
             let delta = (s.accuracy - self.float.accuracy) * 100.0;
-            let speed = if s.train_images_per_second > 0.0 {
-                format!("{:.0}", s.train_images_per_second)
-            } else {
-                "-".into()
-            };
+            let speed = s.training_speed();
             format!(
                 "{name:<28} {:>8.2}% {:>+8.2} {:>7} {:>12}\n",
                 s.accuracy * 100.0,
