@@ -232,4 +232,6 @@ pub enum Emit {
     Text,
     Dot,
     Json,
+    /// A picture laid out by qatc itself (no Graphviz needed), blocks framed.
+    Svg,
 }

@@ -161,6 +161,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     Emit::Text => dump::text(&graph),
                     Emit::Dot => dump::dot(&graph),
                     Emit::Json => dump::json(&graph) + "\n",
+                    Emit::Svg => crate::ir::svg::svg(&graph) + "\n",
                 }
             );
             Ok(ExitCode::SUCCESS)

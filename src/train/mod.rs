@@ -397,11 +397,7 @@ fn build_in_chain(
     let sensitivity = std::fs::read(opts.out_dir.join("sensitivity.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let page = report::html::build_page(
-        &report,
-        Some(&crate::ir::dump::text(graph)),
-        sensitivity.as_ref(),
-    );
+    let page = report::html::build_page(&report, Some(graph), sensitivity.as_ref());
     report::write_atomic_bytes(&html_path, page.as_bytes()).map_err(|source| {
         BuildError::Write {
             path: html_path,

@@ -386,6 +386,7 @@ impl<'a> Checker<'a> {
             inlining: ctx.inlining.clone(),
         };
         inner.inlining.push((block.def.name.name.as_str(), site));
+        let caller = graph.enter_block(&binding.names[0].name, &block.def.name.name);
         let (_, output) = self.body(
             graph,
             &mut inner,
@@ -394,6 +395,7 @@ impl<'a> Checker<'a> {
             Some(block.def),
             block.def.span,
         );
+        graph.current_block = caller;
         match output {
             Some(values) if values.len() == binding.names.len() => values,
             _ => poisoned,

@@ -175,6 +175,7 @@ impl<'a> Checker<'a> {
             nodes: graph.nodes,
             inputs,
             output,
+            blocks: graph.blocks,
         })
     }
 
