@@ -368,10 +368,17 @@ fn body(p: Pair<Rule>) -> Vec<Statement> {
             Some(match s.as_rule() {
                 Rule::input_decl => Statement::Input(input_decl(s)?),
                 Rule::let_binding => Statement::Let(let_binding(s)?),
-                Rule::output_decl => Statement::Output(OutputDecl {
-                    span: s.as_span().into(),
-                    names: s.into_inner().map(ident).collect(),
-                }),
+                Rule::output_decl => {
+                    let start = s.as_span().start();
+                    let names: Vec<Ident> = s.into_inner().map(ident).collect();
+                    // pest's span runs on over the whitespace and comments it skipped
+                    // looking for another `, name`: end at the last name.
+                    let end = names.last().map_or(start, |n| n.span.end);
+                    Statement::Output(OutputDecl {
+                        span: Span::new(start, end),
+                        names,
+                    })
+                }
                 _ => return None,
             })
         })
