@@ -44,8 +44,13 @@ pub enum Command {
         threads: Option<usize>,
     },
     /// Print an int8 artifact's integer graph (scales, zero points, clamps, multipliers),
-    /// or a `.tflite` file's tensors, quantization parameters and operators.
-    Inspect { artifact: PathBuf },
+    /// a TFLite file's tensors, quantization parameters and operators, or an ONNX
+    /// model's inputs, outputs and nodes. Which one is told by the content, not the name.
+    Inspect {
+        /// An int8 artifact directory (or the build directory holding `int8/`), a
+        /// `.tflite` or an `.onnx` file.
+        artifact: PathBuf,
+    },
     /// Convert an int8 artifact to another format.
     Export {
         artifact: PathBuf,

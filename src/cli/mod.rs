@@ -267,14 +267,23 @@ fn run(command: Command) -> Result<ExitCode, String> {
             threads,
         } => run::run_int8(&artifact, &images, labels.as_deref(), threads),
         Command::Inspect { artifact } => {
-            if artifact.is_file() || artifact.extension().is_some_and(|e| e == "tflite") {
-                let model =
-                    crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
-                print!("{}", crate::export::tflite::text(&model));
-                return Ok(ExitCode::SUCCESS);
+            use crate::export::inspect::{self, ModelFile};
+            match inspect::detect(&artifact).map_err(|e| e.to_string())? {
+                ModelFile::Tflite => {
+                    let model =
+                        crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
+                    print!("{}", crate::export::tflite::text(&model));
+                }
+                ModelFile::Onnx => {
+                    let model = inspect::read_onnx(&artifact)
+                        .map_err(|why| format!("{}: {why}", artifact.display()))?;
+                    print!("{}", inspect::onnx_text(&model));
+                }
+                ModelFile::Int8Artifact(dir) => {
+                    let model = crate::int8::artifact::read(&dir).map_err(|e| e.to_string())?;
+                    print!("{}", crate::int8::text(model.graph(), model.tensors()));
+                }
             }
-            let model = crate::int8::artifact::read(&artifact).map_err(|e| e.to_string())?;
-            print!("{}", crate::int8::text(model.graph(), model.tensors()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {

@@ -107,6 +107,7 @@ pub mod proto {
 
     /// `TensorProto.DataType` values used here.
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
     pub const INT8: i32 = 3;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
