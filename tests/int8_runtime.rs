@@ -441,10 +441,11 @@ fn folded(node: &qatc::ir::Node, p: &TensorMap) -> (Vec<f32>, Vec<f32>, Option<A
         let g = |s: &str| p[&format!("{}.{s}", bn.name)].data.clone();
         let (gamma, beta, mean, var) =
             (g("weight"), g("bias"), g("running_mean"), g("running_var"));
+        // The one batch-norm fold rule, as training and the weight reader use it.
         for r in 0..o {
-            let f = gamma[r] / (var[r] + bn.eps as f32).sqrt();
+            let f = qatc::ir::ops::fold_factor(&gamma[r], &var[r], bn.eps);
             w[r * per..(r + 1) * per].iter_mut().for_each(|x| *x *= f);
-            b[r] = b[r] * f + (beta[r] - mean[r] * f);
+            b[r] = qatc::ir::ops::folded_bias(bias.then_some(&b[r]), &beta[r], &mean[r], &f);
         }
     }
     (w, b, epilogue.activation)

@@ -245,7 +245,7 @@ fn build_in_chain(
     let ptq_int8 = run.int8(
         "PTQ",
         graph,
-        &ptq_path,
+        &ptq.quantized_params(),
         &test_set,
         &classes,
         &ptq_predictions,
@@ -318,7 +318,7 @@ fn build_in_chain(
     let qat_int8 = run.int8(
         "QAT",
         graph,
-        &qat_path,
+        &qat.quantized_params(),
         &test_set,
         &classes,
         &qat_predictions,
@@ -743,25 +743,24 @@ impl Run<'_> {
         (accuracy, predictions)
     }
 
-    /// Lowers the saved weights to int8, evaluates the test set with the integer
+    /// Lowers the quantized parameters to int8, evaluates the test set with the integer
     /// runtime, and records its accuracy and argmax agreement with fake quantization.
     #[allow(clippy::too_many_arguments)]
     fn int8(
         &self,
         stage: &str,
         graph: &Graph,
-        weights: &Path,
+        params: &crate::quantized::QuantizedParams,
         test: &Images,
         classes: &[u8],
         fake_quant: &[i64],
         into: &mut Stage,
     ) -> Result<crate::int8::Model, BuildError> {
         let started = Instant::now();
-        let tensors = crate::lower::read_f32_safetensors(weights)?;
         let keep = (classes.len() < 10
             || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
         .then(|| classes.to_vec());
-        let int8_model = crate::lower::lower(graph, &tensors, keep)?;
+        let int8_model = crate::lower::lower_params(graph, params, keep)?;
         let model = crate::runtime::Model::new(&int8_model);
         let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
         let n = test.len().max(1) as f64;

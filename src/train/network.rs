@@ -9,6 +9,7 @@ use super::observer::{
 };
 use crate::ir::ops::{Activation, RangeSource};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
+use crate::quantized::{channel_scales, LinearParams, QuantizedParams};
 use crate::recipe::RangeMethod;
 
 mod layers;
@@ -125,7 +126,7 @@ impl Norm {
 
     /// Per-channel factor gamma / sigma from running statistics.
     fn factor(&self) -> Tensor {
-        &self.weight / (&self.running_var + self.eps).sqrt()
+        crate::ir::ops::fold_factor(&self.weight, &self.running_var, self.eps)
     }
 }
 
@@ -599,6 +600,63 @@ impl Network {
             };
             Some((w, folded_bias(bias.as_ref(), norm.as_ref()), scale))
         })
+    }
+
+    /// What lowering consumes: per quantized conv2d and dense the weights and bias with
+    /// batch norm folded as the fake-quant forward folds them, and the weight scales it
+    /// used; per fake-quant node the activation range it used.
+    pub fn quantized_params(&self) -> QuantizedParams {
+        let floats = |t: &Tensor| {
+            Vec::<f32>::try_from(
+                &t.to_device(tch::Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .flatten(0, -1),
+            )
+            .expect("a float tensor converts to f32s")
+        };
+        let mut params = QuantizedParams::default();
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            match &self.layers[self.range_source[i].index()] {
+                Layer::FakeQuant { observer, learned } => {
+                    let range = match learned {
+                        Some(r) => Some(learned_min_max(r, observer.spec)),
+                        None => observer
+                            .is_initialized()
+                            .then_some((observer.min, observer.max)),
+                    };
+                    // A fixed range is the op's, in the graph.
+                    let fixed = matches!(
+                        node.op,
+                        Op::FakeQuant {
+                            range: RangeSource::Fixed { .. },
+                            ..
+                        }
+                    );
+                    if let (Some(range), false) = (range, fixed) {
+                        params.ranges.insert(node.name.clone(), range);
+                    }
+                }
+                Layer::Linear { .. } if !node.quant.float => {
+                    if let Some((w, b, scale)) = self.folded(NodeId(i as u32)) {
+                        let out = w.size()[0] as usize;
+                        params.linear.insert(
+                            node.name.clone(),
+                            LinearParams {
+                                weight: floats(&w),
+                                bias: b.as_ref().map_or_else(|| vec![0.0; out], floats),
+                                weight_scales: channel_scales(
+                                    node.quant.weights,
+                                    &floats(&scale),
+                                    out,
+                                ),
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        params
     }
 
     /// Named tensors to save: all parameters and statistics, the ranges of every

@@ -26,6 +26,8 @@ mod reshape;
 mod sigmoid;
 mod softmax;
 
+pub use batch_norm::{fold_factor, folded_bias};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Padding {
