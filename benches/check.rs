@@ -131,10 +131,15 @@ fn language_server(lines: usize, runs: usize) {
         );
         assert_eq!(hints.as_array().map(Vec::len), Some(lines - 4));
     });
+    let parse = best(runs, || {
+        let (file, errors) = qatc::syntax::parse(&text);
+        assert!(errors.is_empty() && !file.items.is_empty());
+    });
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "  {lines:>6} lines: diagnostics after an edit {:>8.2} ms, outline {:>8.2} ms, completion {:>6.2} ms, inlay hints {:>7.2} ms",
+        "  {lines:>6} lines: diagnostics after an edit {:>7.2} ms (parsing alone {:>6.2} ms), outline {:>6.2} ms, completion {:>6.2} ms, inlay hints {:>6.2} ms",
         ms(diagnostics),
+        ms(parse),
         ms(outline),
         ms(completion),
         ms(hints)

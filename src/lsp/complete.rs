@@ -211,8 +211,8 @@ impl Server {
     /// their item is broken) and those of the files it imports.
     fn blocks(&self, doc: &Document) -> Vec<BlockInfo> {
         let text = doc.text.as_str();
-        let (file, _) = syntax::parse(text);
-        let mut out: Vec<BlockInfo> = blocks_of(&file, "this file");
+        let file = &doc.ast;
+        let mut out: Vec<BlockInfo> = blocks_of(file, "this file");
         for (name, params) in scanned_headers(text) {
             if !out.iter().any(|b| b.name == name) {
                 out.push(BlockInfo {

@@ -83,6 +83,8 @@ pub fn run_stdio() -> Result<(), String> {
 
 struct Document {
     text: Text,
+    /// Kept for the outline and completion, which would otherwise parse again.
+    ast: crate::syntax::ast::File,
     checked: CheckedFile,
     /// Every file its checking read through `use`, directly or not (normalized paths).
     imports: Vec<PathBuf>,
@@ -149,10 +151,12 @@ impl Server {
     fn check(&self, uri: &lsp::Url, text: String) -> Document {
         let file = SourceFile::new(file_name(uri), text);
         let mut overlay = self.overlay();
-        let checked = crate::check_source_with(&file, &mut overlay);
+        let (ast, syntax_errors) = crate::syntax::parse(&file.text);
+        let checked = crate::check_parsed_with(&file, &ast, syntax_errors, &mut overlay);
         let imports = overlay.loaded;
         Document {
             text: Text::new(file),
+            ast,
             checked,
             imports,
         }
@@ -278,7 +282,12 @@ impl Server {
             )),
         };
         match result {
-            Ok(value) => Response::new_ok(id, value),
+            // Not `Response::new_ok`, which would serialize the value a second time.
+            Ok(value) => Response {
+                id,
+                result: Some(value),
+                error: None,
+            },
             Err((code, message)) => error_response(id, code, message),
         }
     }

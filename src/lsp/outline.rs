@@ -4,12 +4,12 @@ use lsp_types as lsp;
 
 use super::Server;
 use crate::diagnostics::Span;
-use crate::syntax::{self, ast};
+use crate::syntax::ast;
 
 impl Server {
     pub(super) fn symbols(&self, uri: &lsp::Url) -> Option<lsp::DocumentSymbolResponse> {
         let doc = self.documents.get(uri)?;
-        let (file, _) = syntax::parse(doc.text.as_str());
+        let file = &doc.ast;
         let text = &doc.text;
         #[allow(deprecated)] // `deprecated` is a required field of the struct
         let symbol =
