@@ -111,7 +111,7 @@ items = request("textDocument/completion", at(11, 38))
 show("completion at `    let y = conv2d(feat, filters = 4, |` (arguments)",
      [(i["label"], i.get("detail")) for i in items if i["kind"] == 5])
 help = request("textDocument/signatureHelp", at(11, 38))
-show("signatureHelp there", {"label": help["signatures"][0]["label"], "activeParameter": help["activeParameter"]})
+show("signatureHelp there", {"label": help["signatures"][0]["label"], "activeParameter": help.get("activeParameter")})
 
 change(text, 6)
 edit = request("textDocument/rename", {**at(9, 9), "newName": "flattened"})

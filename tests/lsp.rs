@@ -362,6 +362,10 @@ fn completion_on_unfinished_lines_offers_bindings_ops_blocks_and_arguments() {
     c.diagnostics();
     let got = labels(&c.request("textDocument/completion", position(11, 28)));
     assert!(got.contains(&"filters".to_string()), "{got:?}");
+    assert!(
+        !got.contains(&"x".to_string()),
+        "x is given by position: {got:?}"
+    );
     c.close();
 }
 
@@ -386,6 +390,18 @@ fn signature_help_marks_the_argument_being_typed() {
         range[1].as_u64().unwrap() as usize,
     );
     assert_eq!(&label[start..end], "kernel");
+    // After the last comma: the first named argument not given yet.
+    let typing = BLOCKS.replace(
+        "    output logits\n",
+        "    let y = conv2d(feat, filters = 4, \n    output logits\n",
+    );
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": URI, "version": 2}, "contentChanges": [{"text": typing}]}),
+    );
+    c.diagnostics();
+    let help = c.request("textDocument/signatureHelp", position(11, 38));
+    assert_eq!(help["activeParameter"], 2, "kernel: {help}");
 
     // A block call's first (positional) parameter.
     let typing = BLOCKS.replace(
@@ -394,7 +410,7 @@ fn signature_help_marks_the_argument_being_typed() {
     );
     c.notify(
         "textDocument/didChange",
-        json!({"textDocument": {"uri": URI, "version": 2}, "contentChanges": [{"text": typing}]}),
+        json!({"textDocument": {"uri": URI, "version": 3}, "contentChanges": [{"text": typing}]}),
     );
     c.diagnostics();
     let help = c.request("textDocument/signatureHelp", position(11, 20));

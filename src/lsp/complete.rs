@@ -57,11 +57,10 @@ impl Server {
                     items.push(lsp::CompletionItem {
                         label: a.name.to_string(),
                         kind: Some(lsp::CompletionItemKind::FIELD),
-                        detail: Some(format!(
-                            "{} (default: {})",
-                            a.ty,
-                            a.default.unwrap_or("required")
-                        )),
+                        detail: Some(match a.default {
+                            Some(d) => format!("{} (default: {d})", a.ty),
+                            None => format!("{} (required)", a.ty),
+                        }),
                         documentation: Some(lsp::Documentation::String(a.doc.to_string())),
                         insert_text: Some(format!("{} = ", a.name)),
                         sort_text: Some(format!("0{}", a.name)),
@@ -69,7 +68,14 @@ impl Server {
                     });
                 }
             } else if let Some(b) = blocks.iter().find(|b| b.name == call.name) {
-                for (name, ty) in b.params.iter().filter(|(n, _)| !given.contains(n.as_str())) {
+                // Parameters filled by position are given too.
+                let (position, _) = current_argument(&before[call.args_start..]);
+                let remaining = b
+                    .params
+                    .iter()
+                    .skip(position)
+                    .filter(|(n, _)| !given.contains(n.as_str()));
+                for (name, ty) in remaining {
                     items.push(lsp::CompletionItem {
                         label: name.clone(),
                         kind: Some(lsp::CompletionItemKind::FIELD),
@@ -186,11 +192,18 @@ impl Server {
             });
         }
         label.push(')');
+        let name_of = |p: &str| p.split([' ', ':']).next().unwrap_or("").to_string();
+        let given = given_names(args);
         let active = match current {
-            Some(name) => params
+            Some(name) => params.iter().position(|(p, _)| name_of(p) == name),
+            None if position < positional => Some(position),
+            // Past the positional ones: the first named argument not given yet.
+            None => params
                 .iter()
-                .position(|(p, _)| p.split([' ', ':']).next() == Some(name)),
-            None => (position < positional).then_some(position),
+                .enumerate()
+                .skip(positional.min(params.len()))
+                .find(|(_, (p, _))| !given.contains(name_of(p).as_str()))
+                .map(|(i, _)| i),
         };
         Some(lsp::SignatureHelp {
             signatures: vec![lsp::SignatureInformation {
