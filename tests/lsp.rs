@@ -525,6 +525,23 @@ fn rename_and_references_cover_bindings_and_blocks_across_importers() {
         "{in_main}"
     );
 
+    // A block parameter, from a named argument in the importer.
+    let edit = c.request(
+        "textDocument/rename",
+        json!({"textDocument": {"uri": URI}, "position": {"line": 3, "character": 31}, "newName": "width"}),
+    );
+    let in_lib = apply(lib, edit["changes"][lib_uri].as_array().unwrap());
+    assert!(
+        in_lib.starts_with("block conv_bn(x: tensor, width: int)"),
+        "{in_lib}"
+    );
+    assert!(
+        in_lib.contains("conv2d(x, filters = width, kernel = 3)"),
+        "{in_lib}"
+    );
+    let in_main = apply(&main, edit["changes"][URI].as_array().unwrap());
+    assert!(in_main.contains("conv_bn(image, width = 8)"), "{in_main}");
+
     // Invalid names are refused, built-in ops cannot be renamed.
     let answer = c.request_message(
         "textDocument/rename",

@@ -384,9 +384,11 @@ fn names_before(before: &str) -> Vec<String> {
         let line = strip_comment(line).trim();
         if let Some(rest) = keyword(line, "let").or_else(|| {
             // `@quant(...) let x = ...`
-            line.starts_with('@')
-                .then(|| line.find(" let ").map(|n| line[n + 5..].trim_start()))
-                .flatten()
+            if line.starts_with('@') {
+                line.find(" let ").map(|n| line[n + 5..].trim_start())
+            } else {
+                None
+            }
         }) {
             if let Some((lhs, _)) = rest.split_once('=') {
                 for n in lhs.split(',') {

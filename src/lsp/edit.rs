@@ -48,8 +48,8 @@ impl Server {
         let mut spans = vec![def];
         spans.extend(home.checked.index.references_to(def).map(|r| r.span));
         let mut out = vec![(uri, spans)];
-        // Blocks are visible to importers too.
-        if definition.global {
+        // Blocks (and their parameters, named in calls) are visible to importers too.
+        {
             let path = normalize(Path::new(&home.text.file.name));
             for (u, d) in &self.documents {
                 let spans: Vec<Span> = d

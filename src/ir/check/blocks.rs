@@ -148,7 +148,20 @@ impl<'a> Checker<'a> {
                     p
                 }
                 Some(name) => match params.iter().position(|p| p.name.name == name.name) {
-                    Some(p) => p,
+                    Some(p) => {
+                        // `filters = 8` names the parameter: rename and hover follow it.
+                        let span = params[p].name.span;
+                        let target = if block.module == 0 {
+                            Target::Local(span)
+                        } else {
+                            Target::External {
+                                path: self.modules.list[block.module - 1].path.clone(),
+                                span,
+                            }
+                        };
+                        self.reference(ctx, name.span, target);
+                        p
+                    }
                     None => {
                         ok = false;
                         let mut d = Diagnostic::error(
