@@ -647,5 +647,22 @@ fn quick_fixes_replace_misspelled_names_and_add_missing_arguments() {
         json!({"textDocument": {"uri": URI, "version": 3}, "contentChanges": [{"text": fixed}]}),
     );
     assert_eq!(c.diagnostics(), Vec::<Value>::new());
+
+    // A misspelled annotation: the fix keeps the `@`.
+    let annotated = fixed.replace("    let f = flatten(x)", "    @flaot let f = flatten(x)");
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": URI, "version": 4}, "contentChanges": [{"text": annotated}]}),
+    );
+    let diagnostics = c.diagnostics();
+    let actions = c.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": URI}, "range": diagnostics[0]["range"], "context": {"diagnostics": diagnostics}}),
+    );
+    let fixed = apply(
+        &annotated,
+        actions[0]["edit"]["changes"][URI].as_array().unwrap(),
+    );
+    assert!(fixed.contains("    @float let f = flatten(x)"), "{fixed}");
     c.close();
 }

@@ -152,7 +152,11 @@ impl Checker<'_> {
                     )
                     .with_note("bindings accept `@float`, `@frozen` and `@quant(...)`");
                     if let Some(s) = did_you_mean(other, ["float", "frozen", "quant"]) {
-                        d = d.with_help(format!("did you mean `@{s}`?"));
+                        d = d.with_help(format!("did you mean `@{s}`?")).with_fix(
+                            format!("replace with `@{s}`"),
+                            ann.name.span,
+                            s,
+                        );
                     }
                     self.report(ctx, d);
                 }
