@@ -28,6 +28,7 @@ impl<'a> Checker<'a> {
             detail: format!("```qat\n{}\n```", block.signature()),
             scope: self.file_span,
             global: true,
+            hint: None,
         });
         for p in &b.params {
             let value = match p.ty.name.as_str() {
@@ -41,7 +42,7 @@ impl<'a> Checker<'a> {
                         "expected `tensor` or `int`",
                     );
                     if let Some(s) = did_you_mean(other, ["tensor", "int"]) {
-                        d = d.with_help(format!("did you mean `{s}`?"));
+                        d = d.with_suggestion(p.ty.span, s);
                     }
                     self.diagnostics.push(d);
                     Value::Tensor(None)
@@ -107,6 +108,7 @@ impl<'a> Checker<'a> {
             detail: format!("model `{}`", model.name.name),
             scope: self.file_span,
             global: true,
+            hint: None,
         });
         let (inputs, outputs) = self.body(
             &mut graph,
@@ -334,7 +336,7 @@ impl<'a> Checker<'a> {
             "not defined before this use",
         );
         if let Some(s) = did_you_mean(&name.name, scope.bindings.keys().map(String::as_str)) {
-            d = d.with_help(format!("did you mean `{s}`?"));
+            d = d.with_suggestion(name.span, s);
         }
         self.report(ctx, d);
         None
@@ -489,9 +491,9 @@ impl<'a> Checker<'a> {
         if let Some(block) = block {
             let quant = self.annotations(ctx, binding, None);
             let values = self.block_call(graph, ctx, scope, binding, block, quant);
+            let call_detail = self.block_call_detail(graph, scope, block, call);
             for (n, v) in binding.names.iter().zip(values) {
-                let detail = self.value_detail(graph, &n.name, v);
-                self.define_index(ctx, n.span, &n.name, detail, item_span);
+                self.define_value_index(ctx, graph, n, v, item_span, Some(&call_detail));
                 self.define(ctx, scope, n, v);
             }
             return;
@@ -522,8 +524,7 @@ impl<'a> Checker<'a> {
                 .with_note("only blocks can have several results"),
             );
         }
-        let detail = self.value_detail(graph, &name.name, Value::Tensor(value));
-        self.define_index(ctx, name.span, &name.name, detail, item_span);
+        self.define_value_index(ctx, graph, name, Value::Tensor(value), item_span, None);
         self.define(ctx, scope, name, Value::Tensor(value));
         for extra in &binding.names[1..] {
             self.define(ctx, scope, extra, Value::Tensor(None));

@@ -434,6 +434,23 @@ impl ArgType {
     }
 }
 
+impl ArgType {
+    /// A valid value to start from, which a quick fix inserts for a missing argument.
+    pub fn example(self) -> &'static str {
+        match self {
+            ArgType::PositiveInt => "1",
+            ArgType::NonNegativeInt => "0",
+            ArgType::Axis => "-1",
+            ArgType::PositiveFloat => "1.0",
+            ArgType::Fraction => "0.5",
+            ArgType::Rate => "0.1",
+            ArgType::Bool => "false",
+            ArgType::Choice(choices) => choices.first().copied().unwrap_or(""),
+            ArgType::Shape => "[1]",
+        }
+    }
+}
+
 impl fmt::Display for ArgType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
