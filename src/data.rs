@@ -6,6 +6,7 @@
 mod cifar;
 mod fit;
 mod folder;
+pub mod inputs;
 mod numpy;
 mod source;
 

@@ -437,6 +437,7 @@ fn litert_lookup(
         version: int8::VERSION,
         model: "Lookup".into(),
         classes: None,
+        class_names: None,
         input: int8::Input {
             name: "x".into(),
             shape: vec![256],

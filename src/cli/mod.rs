@@ -259,12 +259,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
         Command::Build(args) => build::build(args),
         Command::Sensitivity(args) => build::sensitivity(args),
-        Command::Run {
-            artifact,
-            images,
-            labels,
-            threads,
-        } => run::run_int8(&artifact, &images, labels.as_deref(), threads),
+        Command::Run(args) => run::run(args),
         Command::Inspect { artifact } => {
             if artifact.is_file() || artifact.extension().is_some_and(|e| e == "tflite") {
                 let model =

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use super::fit::{fit_image, Target};
 use super::{DataError, Images};
 
-const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
+/// File extensions read as images (any case).
+pub(super) const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
 
 /// Images a folder holds, one list per class.
 struct Listing {
@@ -102,14 +103,7 @@ fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing,
         let mut in_class = Vec::new();
         for entry in std::fs::read_dir(dir.join(class))? {
             let path = entry?.path();
-            let is_image = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            let hidden = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if is_image && !hidden && path.is_file() {
+            if is_image_name(&path) && path.is_file() {
                 in_class.push((label, path));
             }
         }
@@ -159,22 +153,7 @@ fn decode(listing: &Listing, target: Target) -> Result<Images, DataError> {
     let decoded: Vec<Vec<u8>> = listing
         .files
         .par_iter()
-        .map(|(_, path)| {
-            let bad = |why: String| DataError::Invalid {
-                path: path.clone(),
-                why,
-            };
-            let image = image::ImageReader::open(path)
-                .map_err(|source| DataError::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .with_guessed_format()
-                .map_err(|e| bad(format!("cannot read: {e}")))?
-                .decode()
-                .map_err(|e| bad(format!("is not a readable image: {e}")))?;
-            Ok(fit_image(&image, target))
-        })
+        .map(|(_, path)| decode_file(path, target))
         .collect::<Result<_, DataError>>()?;
     Ok(Images {
         pixels: decoded.concat(),
@@ -183,4 +162,34 @@ fn decode(listing: &Listing, target: Target) -> Result<Images, DataError> {
         rows: target.rows,
         cols: target.cols,
     })
+}
+
+/// Whether `path` names an image file by its extension (hidden files never do).
+pub(super) fn is_image_name(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    !hidden
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// One image file decoded and fitted to `target`; an error names the file.
+pub(super) fn decode_file(path: &Path, target: Target) -> Result<Vec<u8>, DataError> {
+    let bad = |why: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        why,
+    };
+    let image = image::ImageReader::open(path)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .decode()
+        .map_err(|e| bad(format!("is not a readable image: {e}")))?;
+    Ok(fit_image(&image, target))
 }

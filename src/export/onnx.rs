@@ -49,6 +49,16 @@ pub mod proto {
         pub graph: Option<GraphProto>,
         #[prost(message, repeated, tag = "8")]
         pub opset_import: Vec<OperatorSetIdProto>,
+        #[prost(message, repeated, tag = "14")]
+        pub metadata_props: Vec<StringStringEntryProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -671,6 +681,15 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
                 version: 1,
             },
         ],
+        // The name of each output, as a JSON array (ONNX Runtime: `modelmeta.custom_metadata_map`).
+        metadata_props: graph
+            .class_names
+            .iter()
+            .map(|names| StringStringEntryProto {
+                key: "labels".into(),
+                value: serde_json::to_string(names).expect("strings serialize"),
+            })
+            .collect(),
     })
 }
 

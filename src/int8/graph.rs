@@ -330,6 +330,10 @@ pub struct IntGraph {
     /// The dataset label of each output index when the recipe selected classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<u8>>,
+    /// The name of each output index (folder names, CIFAR's names, or the numbers), so
+    /// `qatc run` and the exports can say "sneaker" instead of 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
     pub input: Input,
     pub values: Vec<Value>,
     /// In execution order; every op writes a value no earlier op wrote.
@@ -385,6 +389,9 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
     );
     if let Some(classes) = &graph.classes {
         let _ = writeln!(out, "  output classes: {classes:?}");
+    }
+    if let Some(names) = &graph.class_names {
+        let _ = writeln!(out, "  class names: {}", names.join(", "));
     }
     let val = |v: ValueId| {
         let x = &graph.values[v];

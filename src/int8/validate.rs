@@ -68,6 +68,14 @@ pub enum ValidationError {
         classes: usize,
         duplicate: bool,
     },
+    #[error(
+        "the output `{value}` scores {outputs} classes, but the graph has {names} class names"
+    )]
+    ClassNames {
+        value: String,
+        outputs: usize,
+        names: usize,
+    },
     #[error("tensor `{tensor}` belongs to no op (the weights of another graph?)")]
     UnusedTensor { tensor: String },
     #[error("{op}: tensor `{tensor}` holds {found}; symmetric int8 weights are in [-127, 127]")]
@@ -164,6 +172,13 @@ impl Model {
 
     pub fn tensors(&self) -> &IntTensors {
         &self.tensors
+    }
+
+    /// The same model with a name for each output class (checked like everything else).
+    pub fn with_class_names(self, names: Vec<String>) -> Result<Model, ValidationError> {
+        let (mut graph, tensors) = self.into_parts();
+        graph.class_names = Some(names);
+        Model::validate(graph, tensors)
     }
 
     /// Gives the parts back (to change them and validate again).
@@ -304,6 +319,16 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
                 shape: output.shape.clone(),
                 classes: classes.len(),
                 duplicate,
+            });
+        }
+    }
+    if let Some(names) = &graph.class_names {
+        let outputs = output.shape.iter().product::<usize>();
+        if names.len() != outputs {
+            return Err(ValidationError::ClassNames {
+                value: output.name.clone(),
+                outputs,
+                names: names.len(),
             });
         }
     }

@@ -204,6 +204,7 @@ pub fn lower(
             version: int8::VERSION,
             model: graph.name.clone(),
             classes,
+            class_names: None,
             input: int8::Input {
                 name: input_node.name.clone(),
                 shape: input_node.shape.clone(),

@@ -33,6 +33,7 @@ fn graph(shape: &[usize], zp: i32) -> IntGraph {
         version: int8::VERSION,
         model: "t".into(),
         classes: None,
+        class_names: None,
         input: Input {
             name: "x".into(),
             shape: shape.to_vec(),

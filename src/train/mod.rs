@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod dataset;
+pub mod infer;
 mod network;
 mod observer;
 mod preflight;
@@ -326,6 +327,15 @@ fn build_in_chain(
     );
     let (int8, onnx, tflite) = match skip_unlowerable(qat_int8, &mut notes)? {
         Some(int8_model) => {
+            // The artifact and its exports say which class each output is by name.
+            let outputs = crate::int8::graph::output_count(int8_model.graph());
+            let int8_model = if class_names.len() == outputs {
+                int8_model
+                    .with_class_names(class_names.clone())
+                    .map_err(crate::lower::LowerError::from)?
+            } else {
+                int8_model
+            };
             crate::int8::artifact::save(&int8_dir, &int8_model)?;
             let onnx_path = opts.out_dir.join("model.onnx");
             let onnx = if opts.emit_onnx {

@@ -75,13 +75,21 @@ pub fn to_bytes(model: &int8::Model) -> Result<Vec<u8>, ExportError> {
             name: Some("main".into()),
         }]),
         description: Some(format!(
-            "qatc {}: int8 model {}{}",
+            "qatc {}: int8 model {}{}{}",
             env!("CARGO_PKG_VERSION"),
             graph.model,
             // The recipe selected classes: say which dataset label each output is.
             graph.classes.as_ref().map_or(String::new(), |c| format!(
                 "; output i is dataset class {c:?}[i]"
-            ))
+            )),
+            // What an app shows for output i: the names as a JSON array.
+            graph
+                .class_names
+                .as_ref()
+                .map_or(String::new(), |names| format!(
+                    "; labels: {}",
+                    serde_json::to_string(names).expect("strings serialize")
+                ))
         )),
         buffers: Some(w.buffers),
     };
