@@ -21,6 +21,7 @@ data:
   # classes: [0, 1, 2, 3, 4]                # keep only these classes; default: all of them
   # train_limit: 5000                       # use at most this many training images; default: all
   # test_limit: 1000                        # evaluate on at most this many test images; default: all
+  # normalize: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}  # per channel, x = (pixel/255 - mean) / std; kept in every artifact
 train:                     # float training
   epochs: 3
   batch_size: 64
@@ -103,6 +104,10 @@ pub struct DataConfig {
     pub train_limit: Option<usize>,
     /// Evaluate on at most this many test images.
     pub test_limit: Option<usize>,
+    /// Per-channel normalization of `pixel / 255`, used in training, calibration and
+    /// evaluation and stored in the int8 artifact (whose exports take raw pixels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<crate::preprocess::Normalize>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -462,6 +467,11 @@ impl Recipe {
         }
         if let Some(l) = self.data.test_limit {
             positive("data", "test_limit", l)?;
+        }
+        if let Some(n) = &self.data.normalize {
+            // The channel count is checked against the model when the data is read.
+            n.check(n.mean.len())
+                .map_err(|why| ("data", "normalize", why))?;
         }
         Ok(())
     }

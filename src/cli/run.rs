@@ -127,8 +127,24 @@ fn run_checkpoint(
         super::Color::Auto,
     )?;
     let graph = crate::passes::run(graph, crate::passes::Stage::Quantized);
-    let mut checkpoint = crate::train::infer::Checkpoint::load(&graph, weights)?;
     let shape = graph.node(graph.inputs[0]).shape.clone();
+    // The recipe the checkpoint was trained with says how its inputs were normalized.
+    let beside = crate::recipe::Recipe::path_for(&args.artifact);
+    let recipe = match &args.recipe {
+        None if !beside.exists() => crate::recipe::Recipe::default(),
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside))
+            .map_err(|e| e.rendered.trim_end().to_string())?,
+    };
+    let channels = crate::preprocess::channels(&shape);
+    let normalize = match recipe.data.normalize {
+        Some(n) => {
+            n.check(channels)
+                .map_err(|why| format!("data.normalize of the recipe: {why}"))?;
+            n
+        }
+        None => crate::preprocess::Normalize::identity(channels),
+    };
+    let mut checkpoint = crate::train::infer::Checkpoint::load(&graph, weights, normalize)?;
     let inputs = inputs::read(paths, &shape, args.labels.as_deref()).map_err(|e| e.to_string())?;
     let outputs: usize = graph.node(graph.output).shape.iter().product();
     let values = checkpoint.logits(&inputs.images.pixels);

@@ -76,6 +76,8 @@ pub enum ValidationError {
         outputs: usize,
         names: usize,
     },
+    #[error("the input's normalization does not fit its shape {shape:?}: {why}")]
+    Normalize { shape: Vec<usize>, why: String },
     #[error("tensor `{tensor}` belongs to no op (the weights of another graph?)")]
     UnusedTensor { tensor: String },
     #[error("{op}: tensor `{tensor}` holds {found}; symmetric int8 weights are in [-127, 127]")]
@@ -178,6 +180,16 @@ impl Model {
     pub fn with_class_names(self, names: Vec<String>) -> Result<Model, ValidationError> {
         let (mut graph, tensors) = self.into_parts();
         graph.class_names = Some(names);
+        Model::validate(graph, tensors)
+    }
+
+    /// The same model taking raw `uint8` pixels normalized as `normalize` says.
+    pub fn with_normalize(
+        self,
+        normalize: crate::preprocess::Normalize,
+    ) -> Result<Model, ValidationError> {
+        let (mut graph, tensors) = self.into_parts();
+        graph.input.normalize = Some(normalize);
         Model::validate(graph, tensors)
     }
 
@@ -321,6 +333,13 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
                 duplicate,
             });
         }
+    }
+    if let Some(n) = &graph.input.normalize {
+        n.check(crate::preprocess::channels(&graph.input.shape))
+            .map_err(|why| ValidationError::Normalize {
+                shape: graph.input.shape.clone(),
+                why,
+            })?;
     }
     if let Some(names) = &graph.class_names {
         let outputs = output.shape.iter().product::<usize>();

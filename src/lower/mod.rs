@@ -208,6 +208,7 @@ pub fn lower(
             input: int8::Input {
                 name: input_node.name.clone(),
                 shape: input_node.shape.clone(),
+                normalize: None,
             },
             values: Vec::new(),
             ops: Vec::new(),

@@ -37,6 +37,7 @@ fn graph(shape: &[usize], zp: i32) -> IntGraph {
         input: Input {
             name: "x".into(),
             shape: shape.to_vec(),
+            normalize: None,
         },
         values: vec![Value {
             name: "x".into(),

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use super::{images_to_tensor, Mode, Network};
+use super::{normalized_images_to_tensor, Mode, Network};
 use crate::ir::Graph;
+use crate::preprocess::Normalize;
 
 /// A quantized-stage network with a checkpoint's weights, and how to run it: with fake
 /// quantization when the file holds activation ranges (`<node>.min` / `.max`, written
@@ -15,11 +16,13 @@ use crate::ir::Graph;
 pub struct Checkpoint {
     net: Network,
     mode: Mode,
+    normalize: Normalize,
 }
 
 impl Checkpoint {
-    /// Loads `weights` (a safetensors file `qatc build` wrote) into the network of `graph`.
-    pub fn load(graph: &Graph, weights: &Path) -> Result<Checkpoint, String> {
+    /// Loads `weights` (a safetensors file `qatc build` wrote) into the network of `graph`,
+    /// whose inputs are normalized as `normalize` says (the recipe's, as in training).
+    pub fn load(graph: &Graph, weights: &Path, normalize: Normalize) -> Result<Checkpoint, String> {
         let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(weights)
             .map_err(|e| format!("cannot read weights {}: {e}", weights.display()))?
             .into_iter()
@@ -38,7 +41,11 @@ impl Checkpoint {
         } else {
             Mode::Float
         };
-        Ok(Checkpoint { net, mode })
+        Ok(Checkpoint {
+            net,
+            mode,
+            normalize,
+        })
     }
 
     /// `"float"` or `"fake-quant"`: how [`Checkpoint::logits`] runs.
@@ -55,7 +62,7 @@ impl Checkpoint {
         let per = shape.iter().product::<usize>();
         let mut out = Vec::new();
         for chunk in pixels.chunks(256 * per) {
-            let xs = images_to_tensor(chunk, &shape, Device::Cpu);
+            let xs = normalized_images_to_tensor(chunk, &shape, &self.normalize, Device::Cpu);
             let ys = tch::no_grad(|| self.net.forward(&xs, self.mode, false));
             let ys = ys.to_kind(Kind::Float).flatten(0, -1);
             out.extend(Vec::<f32>::try_from(&ys).expect("float outputs"));

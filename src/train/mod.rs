@@ -11,7 +11,9 @@ pub mod pretrained;
 pub mod progress;
 pub mod sensitivity;
 
-pub use network::{images_to_tensor, Mode, Network, QuantState, RANGE_GROUP};
+pub use network::{
+    images_to_tensor, normalized_images_to_tensor, Mode, Network, QuantState, RANGE_GROUP,
+};
 pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 
 use std::path::{Path, PathBuf};
@@ -775,7 +777,10 @@ impl Run<'_> {
         let keep = (classes.len() < 10
             || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
         .then(|| classes.to_vec());
-        let int8_model = crate::lower::lower(graph, &tensors, keep)?;
+        // Built from images: the artifact takes raw pixels, normalized as in training.
+        let int8_model = crate::lower::lower(graph, &tensors, keep)?
+            .with_normalize(dataset::normalize(self.recipe, graph)?)
+            .map_err(crate::lower::LowerError::from)?;
         let model = crate::runtime::Model::new(&int8_model);
         let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
         let n = test.len().max(1) as f64;
