@@ -318,3 +318,67 @@ fn normalization_that_does_not_fit_the_input_is_refused_naming_it() {
     );
     let _: PathBuf = recipe;
 }
+
+/// Two builds that differ only in `train.augment`, with a learning rate so small that
+/// training leaves the weights (almost) where the seed put them: the training loss sees
+/// the augmented images, while evaluation (same accuracy to the image) and calibration
+/// (same ranges) see the images as they are.
+#[test]
+fn augmentation_changes_training_batches_but_never_calibration_or_evaluation() {
+    const PLAIN: &str = "
+quant default {
+    weights = int8(symmetric, per_channel)
+    activations = int8(asymmetric, per_tensor)
+}
+model Plain {
+    input image: f32[3, 16, 16]
+    let x = conv2d(image, filters = 8, kernel = 3, padding = same)
+    let x = relu(x)
+    let x = max_pool2d(x, size = 2)
+    let x = flatten(x)
+    let logits = dense(x, units = 10)
+    output logits
+}
+";
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("clothes");
+    fashion_folder(&root, 12, 8);
+    let model = write(tmp.path(), "plain.qat", PLAIN);
+    let build = |name: &str, augment: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let recipe = format!(
+            "data:\n  format: folder\n  dir: {}\ntrain:\n  epochs: 1\n  batch_size: 16\n  optimizer: sgd\n  learning_rate: 1.0e-12\n  seed: 4\n{augment}qat:\n  epochs: 1\n  learning_rate: 1.0e-12\nptq:\n  calibration_samples: 80\n",
+            root.display()
+        );
+        let (out, _, report) = common::build_emitting(&model, &recipe, &dir, "onnx");
+        let ranges = qatc::lower::read_f32_safetensors(&out.join("ptq.safetensors")).unwrap();
+        (report, ranges)
+    };
+    let (plain, plain_ranges) = build("plain", "");
+    let (augmented, augmented_ranges) = build(
+        "augmented",
+        "  augment: {flip: true, crop_padding: 3, resized_crop: [0.3, 0.7]}\n",
+    );
+    let loss = |r: &qatc::report::Report| r.float.history[0].train_loss;
+    assert!(
+        (loss(&plain) - loss(&augmented)).abs() > 1e-4,
+        "training saw the same images: loss {} vs {}",
+        loss(&plain),
+        loss(&augmented)
+    );
+    assert_eq!(plain.float.accuracy, augmented.float.accuracy, "evaluation");
+    assert_eq!(plain.ptq.accuracy, augmented.ptq.accuracy, "evaluation");
+    let mut compared = 0;
+    for (name, t) in &plain_ranges {
+        if name.ends_with(".min") || name.ends_with(".max") {
+            let (a, b) = (t.data[0], augmented_ranges[name].data[0]);
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+                "calibration range {name}: {a} vs {b}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "{compared} ranges");
+}

@@ -126,6 +126,21 @@ pub(super) fn prepare(
             classes: classes.len(),
         });
     }
+    let augments = recipe
+        .train
+        .augment
+        .as_ref()
+        .is_some_and(super::augment::active);
+    if augments && shape.len() != 3 {
+        return Err(DataError::Invalid {
+            path: "train.augment".into(),
+            why: format!(
+                "crops and flips images, but model `{}` takes a flat {shape:?}",
+                graph.name
+            ),
+        }
+        .into());
+    }
     let normalize = normalize(recipe, graph)?;
     let train = Batches::new(&train_set, &shape, &classes, &normalize, device);
     let test = Batches::new(&test_set, &shape, &classes, &normalize, device);

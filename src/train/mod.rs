@@ -1,6 +1,7 @@
 //! Training with libtorch: float training, post-training calibration (PTQ),
 //! quantization-aware fine-tuning (QAT) and the control run, as `qatc build` does them.
 
+mod augment;
 mod checkpoint;
 mod dataset;
 pub mod infer;
@@ -677,6 +678,14 @@ impl Run<'_> {
             let ranges_before = (mode == Mode::Quantized).then(|| net.activation_ranges());
             let (mut loss_sum, mut correct, mut images) = (0.0, 0i64, 0i64);
             for (step, (xs, ys)) in batches(data, batch, Some(&order)).enumerate() {
+                // Training batches only: calibration and evaluation never come here.
+                let xs = match &self.recipe.train.augment {
+                    Some(a) if augment::active(a) => {
+                        let seed = epoch_seed(self.recipe.train.seed, stage, epoch) as u64;
+                        augment::apply(a, &xs, seed ^ (step as u64).wrapping_mul(0x9e37_79b9))
+                    }
+                    _ => xs,
+                };
                 let logits = net.forward(&xs, mode, true);
                 let loss = logits.cross_entropy_for_logits(&ys);
                 let value = loss.double_value(&[]);
