@@ -55,6 +55,9 @@ pub fn load(
         let all = list(root, None).map_err(io(root))??;
         split(all, val_split, seed)
     };
+    // Listed class by class; mixed in a seeded order so that `train_limit` and
+    // `test_limit` (the first N images) take every class, not the first few.
+    let (train, test) = (mixed(train, seed), mixed(test, seed));
     let classes = train.classes.clone();
     if train.files.is_empty() {
         return Err(DataError::Invalid {
@@ -136,6 +139,16 @@ fn split(all: Listing, val_split: f64, seed: u64) -> (Listing, Listing) {
     (listing(train), listing(val))
 }
 
+/// The listing's files in the order of a hash of the seed and each path: reproducible,
+/// classes interleaved.
+fn mixed(mut listing: Listing, seed: u64) -> Listing {
+    listing.files.sort_by(|(_, a), (_, b)| {
+        let key = |p: &PathBuf| unit_hash(seed ^ 0x5eed, p.to_string_lossy().as_bytes());
+        key(a).total_cmp(&key(b)).then_with(|| a.cmp(b))
+    });
+    listing
+}
+
 /// A hash of `(seed, bytes)` mapped to [0, 1): FNV-1a, then a SplitMix64 finalizer.
 fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
@@ -148,15 +161,29 @@ fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Decodes every image (in parallel) and fits it to the model input.
+/// Decodes every image (in parallel) and fits it to the model input, or reads the
+/// pixels from the on-disk cache when the same files were decoded before.
 fn decode(listing: &Listing, target: Target) -> Result<Images, DataError> {
-    let decoded: Vec<Vec<u8>> = listing
-        .files
-        .par_iter()
-        .map(|(_, path)| decode_file(path, target))
-        .collect::<Result<_, DataError>>()?;
+    let paths: Vec<PathBuf> = listing.files.iter().map(|(_, p)| p.clone()).collect();
+    let len = paths.len() * target.channels * target.rows * target.cols;
+    let cache = super::cache::path(&paths, target);
+    let cached = cache.as_deref().and_then(|c| super::cache::read(c, len));
+    let pixels = match cached {
+        Some(pixels) => pixels,
+        None => {
+            let decoded: Vec<Vec<u8>> = paths
+                .par_iter()
+                .map(|path| decode_file(path, target))
+                .collect::<Result<_, DataError>>()?;
+            let pixels = decoded.concat();
+            if let Some(c) = &cache {
+                super::cache::write(c, &pixels);
+            }
+            pixels
+        }
+    };
     Ok(Images {
-        pixels: decoded.concat(),
+        pixels,
         labels: listing.files.iter().map(|(label, _)| *label).collect(),
         channels: target.channels,
         rows: target.rows,
