@@ -21,6 +21,7 @@ pub mod limits;
 pub mod lower;
 pub mod lsp;
 pub mod passes;
+pub mod preprocess;
 pub mod quantized;
 pub mod recipe;
 pub mod report;

@@ -104,7 +104,11 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
         "--images",
         images.to_str().unwrap(),
     ]);
-    let predicted: Vec<usize> = predictions.lines().map(|l| l.parse().unwrap()).collect();
+    // `path:index  class  probability` per image.
+    let predicted: Vec<usize> = predictions
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(predicted.len(), 300);
     let (accuracy, _) = qatc_ok(&[
         "run",

@@ -30,19 +30,11 @@ pub enum Command {
     Build(BuildArgs),
     /// Quantize one layer at a time and measure what each costs; suggests layers to keep in float.
     Sensitivity(SensitivityArgs),
-    /// Run an int8 artifact (build/<Model>/int8) on IDX images: predictions, or accuracy with --labels.
-    Run {
-        artifact: PathBuf,
-        /// IDX3 image file, gzipped or not (e.g. t10k-images-idx3-ubyte.gz).
-        #[arg(long)]
-        images: PathBuf,
-        /// IDX1 label file: print the accuracy instead of one prediction per line.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-    },
+    /// Classify images: an int8 artifact with the integer runtime (no libtorch), or a
+    /// `.qat` model with a checkpoint (`--weights`) through libtorch. Prints
+    /// `path  class  probability` per image; folders of class subfolders also give the
+    /// accuracy and a confusion matrix.
+    Run(RunArgs),
     /// Print an int8 artifact's integer graph (scales, zero points, clamps, multipliers),
     /// a TFLite file's tensors, quantization parameters and operators, or an ONNX
     /// model's inputs, outputs and nodes. Which one is told by the content, not the name.
@@ -161,6 +153,52 @@ pub struct BuildArgs {
     /// (model.tflite) of the QAT int8 model; repeat for both. `tflite` is checked before training.
     #[arg(long, value_enum)]
     pub emit: Vec<ExportFormat>,
+}
+
+/// Arguments of `qatc run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// An int8 artifact (build/<Model>/int8, or build/<Model>), or a .qat file with --weights.
+    pub artifact: PathBuf,
+    /// Image files (png, jpg, jpeg, bmp, webp), folders of them (`dir/<class>/*.png`: the
+    /// subfolder names the true class), IDX3 image files or .npy arrays.
+    pub inputs: Vec<PathBuf>,
+    /// An IDX3 image file, gzipped or not (the same as naming it among the inputs).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// IDX1 or .npy labels of the one IDX or .npy input: adds the accuracy.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// A checkpoint `qatc build` wrote (float.safetensors, ptq.safetensors, qat.safetensors)
+    /// for the .qat model: run it with libtorch (fake quantization when it has ranges).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Which model of the .qat file (required when it has several).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training recipe of the .qat model (its preprocessing); defaults to the model file with .yaml.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Classes to print per image, most probable first.
+    #[arg(long, default_value_t = 1)]
+    pub top: usize,
+    /// `text` (aligned columns), `json` (one document) or `csv`.
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    pub format: RunFormat,
+    /// Print every output value (float logits, or the int8 model's dequantized outputs)
+    /// instead of classes.
+    #[arg(long)]
+    pub logits: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 /// Arguments of `qatc sensitivity`.

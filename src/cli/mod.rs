@@ -260,12 +260,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
         Command::Build(args) => build::build(args),
         Command::Sensitivity(args) => build::sensitivity(args),
-        Command::Run {
-            artifact,
-            images,
-            labels,
-            threads,
-        } => run::run_int8(&artifact, &images, labels.as_deref(), threads),
+        Command::Run(args) => run::run(args),
         Command::Inspect { artifact } => {
             use crate::export::inspect::{self, ModelFile};
             match inspect::detect(&artifact).map_err(|e| e.to_string())? {

@@ -174,9 +174,11 @@ pub fn lower_params(
             version: int8::VERSION,
             model: graph.name.clone(),
             classes,
+            class_names: None,
             input: int8::Input {
                 name: input_node.name.clone(),
                 shape: input_node.shape.clone(),
+                normalize: None,
             },
             values: Vec::new(),
             ops: Vec::new(),

@@ -793,6 +793,29 @@ pub fn images_to_tensor(pixels: &[u8], shape: &[usize], device: tch::Device) -> 
         / 255.0
 }
 
+/// [`images_to_tensor`], then normalized per channel: `(p / 255 - mean[c]) / std[c]`, the
+/// same f32 operations as [`crate::preprocess::Normalize::apply`] (the int8 runtime's).
+pub fn normalized_images_to_tensor(
+    pixels: &[u8],
+    shape: &[usize],
+    normalize: &crate::preprocess::Normalize,
+    device: tch::Device,
+) -> Tensor {
+    let x = images_to_tensor(pixels, shape, device);
+    if normalize.is_identity() {
+        return x;
+    }
+    // [1, C, 1, 1] against [N, C, H, W]; [1, 1] against a flat [N, F].
+    let mut dims = vec![1i64; shape.len() + 1];
+    dims[1] = normalize.mean.len() as i64;
+    let per = |v: &[f32]| {
+        Tensor::from_slice(v)
+            .view(dims.as_slice())
+            .to_device(device)
+    };
+    (x - per(&normalize.mean)) / per(&normalize.std)
+}
+
 /// Checks that every name a recipe list (`transfer.freeze`, `transfer.skip`) gives is a
 /// layer of the model: binding names, and a fused batch norm by its own name.
 pub fn check_layers(graph: &Graph, list: &str, names: &[String]) -> Result<(), String> {
