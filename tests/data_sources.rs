@@ -397,6 +397,7 @@ fn empty_and_single_class_folders_are_refused_and_broken_images_can_be_skipped()
         val_split: 0.2,
         seed: 0,
         skip_bad: true,
+        progress: false,
     };
     let sets = data::load_with(Format::Folder, root, &[1, 4, 4], &options).unwrap();
     assert_eq!(sets.train.len(), 6, "the broken image is left out");

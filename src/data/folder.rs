@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use super::fit::{fit_image, Target};
-use super::{DataError, Images};
+use super::{DataError, Images, LoadOptions};
 
 /// File extensions read as images (any case).
 pub(super) const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
@@ -36,10 +37,14 @@ pub struct Skipped {
 pub fn load(
     root: &Path,
     target: Target,
-    val_split: f64,
-    seed: u64,
-    skip_bad: bool,
+    options: &LoadOptions,
 ) -> Result<(Images, Images, Vec<String>, Skipped), DataError> {
+    let LoadOptions {
+        val_split,
+        seed,
+        skip_bad,
+        progress,
+    } = *options;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
@@ -108,8 +113,14 @@ pub fn load(
         not_images: train.ignored + test.ignored,
         ..Default::default()
     };
-    let train = decode(&train, target, skip_bad.then_some(&mut skipped))?;
-    let test = decode(&test, target, skip_bad.then_some(&mut skipped))?;
+    let bar = |what: &str| progress.then(|| what.to_string());
+    let train = decode(
+        &train,
+        target,
+        skip_bad.then_some(&mut skipped),
+        bar("train"),
+    )?;
+    let test = decode(&test, target, skip_bad.then_some(&mut skipped), bar("val"))?;
     Ok((train, test, classes, skipped))
 }
 
@@ -213,11 +224,13 @@ fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
 
 /// Decodes every image (in parallel) and fits it to the model input, or reads the
 /// pixels from the on-disk cache when the same files were decoded before. With
-/// `skipped`, images that do not decode are left out and counted there.
+/// `skipped`, images that do not decode are left out and counted there. With `bar`, a
+/// progress bar so labelled counts the decoded files.
 fn decode(
     listing: &Listing,
     target: Target,
     skipped: Option<&mut Skipped>,
+    bar: Option<String>,
 ) -> Result<Images, DataError> {
     let paths: Vec<PathBuf> = listing.files.iter().map(|(_, p)| p.clone()).collect();
     let len = paths.len() * target.channels * target.rows * target.cols;
@@ -227,10 +240,28 @@ fn decode(
     let pixels = match cached {
         Some(pixels) => pixels,
         None => {
+            let bar = match bar {
+                Some(label) => {
+                    let bar = ProgressBar::new(paths.len() as u64);
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "decoding {msg:>5} {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
+                    ) {
+                        bar.set_style(style);
+                    }
+                    bar.set_message(label);
+                    bar
+                }
+                None => ProgressBar::hidden(),
+            };
             let decoded: Vec<Result<Vec<u8>, DataError>> = paths
                 .par_iter()
-                .map(|path| decode_file(path, target))
+                .map(|path| {
+                    let image = decode_file(path, target);
+                    bar.inc(1);
+                    image
+                })
                 .collect();
+            bar.finish_and_clear();
             let mut pixels = Vec::with_capacity(len);
             let mut kept = Vec::with_capacity(labels.len());
             let mut bad = 0;

@@ -41,6 +41,8 @@ pub struct LoadOptions {
     pub seed: u64,
     /// Leave out (and count) images that do not decode instead of failing.
     pub skip_bad: bool,
+    /// Draw a bar on stderr while image files are decoded (for a terminal).
+    pub progress: bool,
 }
 
 /// Loads `path` as `format` says and fits every image to `input` (`[C, H, W]`; a flat
@@ -56,7 +58,7 @@ pub fn load(
     let options = LoadOptions {
         val_split,
         seed,
-        skip_bad: false,
+        ..LoadOptions::default()
     };
     load_with(format, path, input, &options)
 }
@@ -87,8 +89,7 @@ pub fn load_with(
                     "image files need a model input of [C, H, W] with 1 or 3 channels, not {input:?}"
                 ),
             })?;
-            let (train, test, names, skipped) =
-                folder::load(path, target, val_split, seed, options.skip_bad)?;
+            let (train, test, names, skipped) = folder::load(path, target, options)?;
             if skipped.not_images > 0 {
                 notes.push(format!(
                     "{}: skipped {} files that are not images",

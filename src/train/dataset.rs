@@ -77,6 +77,7 @@ pub(super) fn prepare(
     graph: &Graph,
     recipe: &Recipe,
     device: Device,
+    log: Log,
 ) -> Result<Prepared, BuildError> {
     let dir = recipe.data_dir();
     let input = &graph.node(graph.inputs[0]).shape;
@@ -85,6 +86,7 @@ pub(super) fn prepare(
         val_split,
         seed: recipe.train.seed,
         skip_bad: recipe.data.skip_bad,
+        progress: log == Log::Bars,
     };
     let sets = data::load_with(recipe.data.format, &dir, input, &options)?;
     let count = sets.class_names.len();

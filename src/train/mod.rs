@@ -184,7 +184,7 @@ fn build_in_chain(
         class_names,
         dir,
         notes: data_notes,
-    } = prepare(graph, recipe, opts.device)?;
+    } = prepare(graph, recipe, opts.device, opts.log)?;
     for note in &data_notes {
         run.say(note);
     }

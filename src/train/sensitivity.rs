@@ -76,7 +76,7 @@ pub fn analyze(
         test,
         calibration,
         ..
-    } = prepare(graph, recipe, opts.device)?;
+    } = prepare(graph, recipe, opts.device, opts.log)?;
     let mut net = match weights {
         Some(path) => {
             let mut net = Network::new(graph, opts.device);
