@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
-cargo run --release --locked --quiet --example make_folder -- build/fashion-folder "${1:-500}" "${2:-200}"
+cargo run --release --locked --quiet --example make_folder -- build/fashion-folder "${1:-1000}" "${2:-200}"

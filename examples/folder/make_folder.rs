@@ -2,9 +2,9 @@
 //! `OUT/train/<class>/*.png|jpg` and `OUT/val/<class>/…`, 32×32 colour images.
 //!
 //! What it is, honestly: Fashion-MNIST's grey 28×28 clothes, scaled to 32×32 and
-//! coloured (a seeded random garment colour on a seeded random background), half saved
-//! as PNG and half as JPEG. Real pictures of clothes, but not photographs: the colours
-//! carry no information about the class.
+//! coloured (a seeded random dark garment colour on a seeded random light background,
+//! like product photos), half saved as PNG and half as JPEG. Real pictures of clothes,
+//! but not photographs: the colours carry no information about the class.
 //!
 //! `cargo run --release --example make_folder -- OUT [TRAIN_PER_CLASS] [VAL_PER_CLASS]`
 
@@ -41,6 +41,17 @@ impl Rng {
         let v = self.next();
         [0, 8, 16].map(|s| ((v >> s) & 0xff) as f32)
     }
+
+    /// A random colour whose luminance (Rec. 601) lies in `range`: garments stay darker
+    /// than backgrounds, so every image keeps its shape's contrast.
+    fn colour_in(&mut self, range: std::ops::Range<f32>) -> [f32; 3] {
+        loop {
+            let c = self.colour();
+            if range.contains(&(0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2])) {
+                return c;
+            }
+        }
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -68,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let class_dir = out.join(name).join(NAMES[label]);
             std::fs::create_dir_all(&class_dir)?;
-            let (fg, bg) = (rng.colour(), rng.colour());
+            let (fg, bg) = (rng.colour_in(0.0..110.0), rng.colour_in(150.0..256.0));
             let grey = set.image(i);
             let rgb = RgbImage::from_fn(set.cols as u32, set.rows as u32, |x, y| {
                 let a = grey[y as usize * set.cols + x as usize] as f32 / 255.0;

@@ -70,7 +70,6 @@ pub fn load_with(
     input: &[usize],
     options: &LoadOptions,
 ) -> Result<DataSets, DataError> {
-    let (val_split, seed) = (options.val_split, options.seed);
     let mut notes = Vec::new();
     let target = Target::from_shape(input);
     let (train, test, class_names) = match format {
