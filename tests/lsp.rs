@@ -666,3 +666,39 @@ fn quick_fixes_replace_misspelled_names_and_add_missing_arguments() {
     assert!(fixed.contains("    @float let f = flatten(x)"), "{fixed}");
     c.close();
 }
+
+#[test]
+fn quick_fixes_turn_a_pytorch_style_line_into_qatc() {
+    const PORTED: &str = "model Ported {\n    input image: f32[3, 8, 8]\n    let c = conv2d(image, in_channels = 3, out_channels = 4, kernel_size = 3, padding = 1)\n    let g = GlobalAveragePooling2D(c)\n    let f = Linear(g, out_features = 10)\n    output f\n}\n";
+    let (mut c, mut diagnostics) = Client::open(URI, PORTED);
+    // One error per foreign word, none of them a follow-on ("needs the argument").
+    assert_eq!(diagnostics.len(), 6, "{diagnostics:?}");
+    let mut text = PORTED.to_string();
+    // Each round applies the first quick fix; the foreign words give way one by one.
+    for version in 2.. {
+        if diagnostics.is_empty() {
+            break;
+        }
+        assert!(version < 20, "quick fixes do not converge: {text}");
+        let actions = c.request(
+            "textDocument/codeAction",
+            json!({"textDocument": {"uri": URI}, "range": diagnostics[0]["range"], "context": {"diagnostics": diagnostics}}),
+        );
+        text = apply(
+            &text,
+            actions[0]["edit"]["changes"][URI].as_array().unwrap(),
+        );
+        c.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": URI, "version": version}, "contentChanges": [{"text": text}]}),
+        );
+        diagnostics = c.diagnostics();
+    }
+    assert!(
+        text.contains("let c = conv2d(image, filters = 4, kernel = 3, padding = same)"),
+        "{text}"
+    );
+    assert!(text.contains("let g = global_avg_pool(c)"), "{text}");
+    assert!(text.contains("let f = dense(g, units = 10)"), "{text}");
+    c.close();
+}

@@ -244,7 +244,7 @@ fn decode(
                 Some(label) => {
                     let bar = ProgressBar::new(paths.len() as u64);
                     if let Ok(style) = ProgressStyle::with_template(
-                        "decoding {msg:>5} {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
+                        "decoding {msg:>5} {bar:30} {pos}/{len} images  {elapsed} (eta {eta})",
                     ) {
                         bar.set_style(style);
                     }

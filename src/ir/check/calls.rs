@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Checker, Ctx, GraphBuilder, Scope, Value};
+use super::{vocabulary, Checker, Ctx, GraphBuilder, Scope, Value};
 use crate::codes;
 use crate::diagnostics::{did_you_mean, Diagnostic, Span};
 use crate::ir::index::Target;
@@ -71,7 +71,9 @@ impl Checker<'_> {
                 "not an op or block qatc knows",
             );
             let blocks: Vec<&str> = self.namespaces[ctx.module].keys().copied().collect();
-            if let Some(s) = did_you_mean(
+            if let Some((to, note)) = vocabulary::op(&call.callee.name) {
+                d = d.with_suggestion(call.callee.span, to).with_note(note);
+            } else if let Some(s) = did_you_mean(
                 &call.callee.name,
                 ops::OPS
                     .iter()
@@ -201,7 +203,16 @@ impl Checker<'_> {
                     name.span,
                     "unknown argument",
                 );
-                if let Some(s) = did_you_mean(&name.name, def.args.iter().map(|a| a.name)) {
+                let foreign = vocabulary::argument(&name.name, def.args.iter().map(|a| a.name));
+                if let Some(Ok((to, note))) = foreign {
+                    suggested.push(to);
+                    d = d.with_suggestion(name.span, to).with_note(note);
+                } else if let Some(Err(why)) = foreign {
+                    d = d.with_help(format!("remove it: {why}"));
+                    if let Some(span) = removal_span(call, arg) {
+                        d = d.with_fix(format!("remove `{}`", name.name), span, "");
+                    }
+                } else if let Some(s) = did_you_mean(&name.name, def.args.iter().map(|a| a.name)) {
                     suggested.push(s);
                     d = d.with_suggestion(name.span, s);
                 } else if def.args.is_empty() {
@@ -305,6 +316,24 @@ impl Checker<'_> {
                     {
                         if let Some(s) = did_you_mean(&i.name, choices.iter().copied()) {
                             d = d.with_suggestion(i.span, s);
+                        }
+                    }
+                    // PyTorch's numeric padding, as the choice it means.
+                    if let ("padding", ast::Expr::Number { text, span }) =
+                        (arg_def.name, &arg.value)
+                    {
+                        if let Ok(n) = text.parse::<u64>() {
+                            let kernel = named_number(call, &["kernel", "kernel_size"]);
+                            let dilation =
+                                named_number(call, &["dilation", "dilation_rate"]).unwrap_or(1);
+                            match vocabulary::padding(n, kernel, dilation) {
+                                Ok(choice) => {
+                                    d = d.with_suggestion(*span, choice).with_note(format!(
+                                    "`padding = {n}` (PyTorch's style) pads like `{choice}` here"
+                                ))
+                                }
+                                Err(help) => d = d.with_help(help),
+                            }
                         }
                     }
                     self.report(ctx, d);
@@ -486,4 +515,28 @@ impl Checker<'_> {
 /// Elements of one sample of a value of this shape, saturating.
 pub(super) fn element_count(shape: &[usize]) -> u64 {
     shape.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+}
+
+/// The literal number given to the first of `names` in `call`, if any.
+fn named_number(call: &ast::Call, names: &[&str]) -> Option<u64> {
+    call.args.iter().find_map(|a| match (&a.name, &a.value) {
+        (Some(n), ast::Expr::Number { text, .. }) if names.contains(&n.name.as_str()) => {
+            text.parse().ok()
+        }
+        _ => None,
+    })
+}
+
+/// The text to delete to remove `arg` from `call`, with the comma that joins it to its
+/// neighbour (the next one's, or else the previous one's).
+fn removal_span(call: &ast::Call, arg: &ast::Arg) -> Option<Span> {
+    let i = call.args.iter().position(|a| std::ptr::eq(a, arg))?;
+    match (
+        call.args.get(i + 1),
+        i.checked_sub(1).map(|p| &call.args[p]),
+    ) {
+        (Some(next), _) => Some(Span::new(arg.span.start, next.span.start)),
+        (None, Some(previous)) => Some(Span::new(previous.span.end, arg.span.end)),
+        (None, None) => Some(arg.span),
+    }
 }

@@ -15,6 +15,7 @@ mod calls;
 mod imports;
 mod indexing;
 mod lints;
+mod vocabulary;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
