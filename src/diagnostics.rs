@@ -1,10 +1,14 @@
 //! Diagnostics as data: every stage reports problems as [`Diagnostic`] values,
 //! and only the edges (terminal, JSON, language server) decide how to show them.
 
+mod long_lines;
+
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term;
 use serde::Serialize;
+
+use long_lines::CutFile;
 
 /// A byte range in one source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -140,20 +144,18 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    fn to_codespan(&self) -> cs::Diagnostic<()> {
+    /// The codespan form, with spans placed in the rendered text by `at`.
+    fn to_codespan(&self, at: impl Fn(Span) -> std::ops::Range<usize>) -> cs::Diagnostic<()> {
         let severity = match self.severity {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
         };
         let mut labels =
-            vec![
-                cs::Label::primary((), self.primary.span.start..self.primary.span.end)
-                    .with_message(&self.primary.message),
-            ];
+            vec![cs::Label::primary((), at(self.primary.span)).with_message(&self.primary.message)];
         labels.extend(
-            self.secondary.iter().map(|l| {
-                cs::Label::secondary((), l.span.start..l.span.end).with_message(&l.message)
-            }),
+            self.secondary
+                .iter()
+                .map(|l| cs::Label::secondary((), at(l.span)).with_message(&l.message)),
         );
         let mut notes: Vec<String> = self.notes.iter().map(|n| format!("note: {n}")).collect();
         if let Some(help) = &self.help {
@@ -209,9 +211,15 @@ pub fn render_terminal(file: &SourceFile, diagnostics: &[Diagnostic], color: boo
             &mut plain
         };
         for d in diagnostics {
+            let spans: Vec<Span> = std::iter::once(d.primary.span)
+                .chain(d.secondary.iter().map(|l| l.span))
+                .collect();
             // Writing into a Vec cannot fail; a span outside the file would be a compiler bug.
-            term::emit(writer, &config, &files, &d.to_codespan())
-                .expect("diagnostic spans lie inside the file");
+            match CutFile::new(&file.name, &file.text, &spans) {
+                Some(cut) => term::emit(writer, &config, &cut, &d.to_codespan(|s| cut.span(s))),
+                None => term::emit(writer, &config, &files, &d.to_codespan(|s| s.start..s.end)),
+            }
+            .expect("diagnostic spans lie inside the file");
         }
     }
     String::from_utf8_lossy(&out).into_owned()

@@ -472,3 +472,24 @@ fn crash_import_chains_deeper_than_64_are_e0023() {
     let note = checked.diagnostics[0].notes.join(" ");
     assert!(note.contains("imports nest more than 64 deep"), "{note}");
 }
+
+#[test]
+fn bad_message_a_200_kb_line_is_shown_cut_around_the_error_with_its_true_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let padding = " ".repeat(200_000);
+    let text = format!(
+        "model M {{\n    input image: f32[1, 28, 28]\n    let x = flatten(image)\n    let y = dense(x, units = 10,{padding}foo = 3)\n    output y\n}}\n"
+    );
+    std::fs::write(dir.path().join("long.qat"), &text).unwrap();
+    let out = qatc(dir.path(), &["check", "long.qat"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.len() < 2_000, "echoed {} bytes", stderr.len());
+    let column = text.lines().nth(3).unwrap().find("foo").unwrap() + 1;
+    assert!(stderr.contains(&format!("long.qat:4:{column}")), "{stderr}");
+    assert!(
+        stderr.contains("…") && stderr.contains("foo = 3)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("^^^ unknown argument"), "{stderr}");
+}
