@@ -348,8 +348,8 @@ impl Server {
                 children,
             };
         let bindings = |statements: &[ast::Statement]| -> Vec<lsp::DocumentSymbol> {
-            statements
-                .iter()
+            flatten(statements)
+                .into_iter()
                 .flat_map(|s| match s {
                     ast::Statement::Input(i) => vec![symbol(
                         &i.name.name,
@@ -373,7 +373,16 @@ impl Server {
                             )
                         })
                         .collect(),
-                    ast::Statement::Output(_) => Vec::new(),
+                    ast::Statement::IntLet(l) => vec![symbol(
+                        &l.name.name,
+                        Some("int".into()),
+                        lsp::SymbolKind::VARIABLE,
+                        l.span,
+                        l.name.span,
+                        None,
+                    )],
+                    // Flattened: the branches' statements come in their place.
+                    ast::Statement::If(_) | ast::Statement::Output(_) => Vec::new(),
                 })
                 .collect()
         };
@@ -473,4 +482,19 @@ fn to_json<T: serde::Serialize>(value: T) -> serde_json::Value {
 
 fn error_response(id: RequestId, message: String) -> Response {
     Response::new_err(id, lsp_server::ErrorCode::InvalidParams as i32, message)
+}
+
+/// The statements of a body with the branches of each `if` in its place, in source order.
+fn flatten(statements: &[ast::Statement]) -> Vec<&ast::Statement> {
+    let mut out = Vec::new();
+    for s in statements {
+        out.push(s);
+        if let ast::Statement::If(i) = s {
+            out.extend(flatten(&i.then));
+            if let Some(o) = &i.otherwise {
+                out.extend(flatten(o));
+            }
+        }
+    }
+    out
 }

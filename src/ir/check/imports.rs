@@ -60,6 +60,7 @@ pub(super) fn namespaces<'a>(
             file_span: Span::new(0, 0),
             let_start: 0,
             statements: 0,
+            call_details: HashMap::new(),
         };
         sub.recursion(&m.ast);
         for item in &m.ast.items {

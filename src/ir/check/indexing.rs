@@ -56,6 +56,8 @@ impl Checker<'_> {
             ),
             Value::Int(Some(v)) => format!("`{name}: int = {v}`"),
             Value::Int(None) => format!("`{name}: int`"),
+            Value::Op(Some(op)) => format!("`{name}: op = {op}`"),
+            Value::Op(None) => format!("`{name}: op`"),
         }
     }
 }

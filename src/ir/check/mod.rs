@@ -14,6 +14,7 @@ mod bodies;
 mod calls;
 mod imports;
 mod indexing;
+mod ints;
 mod lints;
 
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         file_span,
         let_start: 0,
         statements: 0,
+        call_details: HashMap::new(),
     };
     checker.recursion(file);
     for item in &file.items {
@@ -132,7 +134,11 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         }
     }
     // A model is never dropped silently: if nothing else explains it, say so.
-    if !checker.diagnostics.iter().any(Diagnostic::is_error) && !out.has_errors() {
+    // A block or model that did not parse explains itself (its syntax error).
+    if !checker.diagnostics.iter().any(Diagnostic::is_error)
+        && !out.has_errors()
+        && file.broken.is_empty()
+    {
         for model in dropped {
             checker.diagnostics.push(
                 Diagnostic::error(
@@ -199,7 +205,10 @@ impl BlockRef<'_> {
             .def
             .params
             .iter()
-            .map(|p| format!("{}: {}", p.name.name, p.ty.name))
+            .map(|p| match &p.default {
+                Some(d) => format!("{}: {} = {d}", p.name.name, p.ty.name),
+                None => format!("{}: {}", p.name.name, p.ty.name),
+            })
             .collect();
         let results = self.results();
         format!(
@@ -222,8 +231,12 @@ enum Value {
     Tensor(Option<NodeId>),
     /// `None`: a block's `int` parameter while the block is checked on its own.
     Int(Option<usize>),
+    /// An op passed to a block's `op` parameter (`act = relu6`), by name; `None`:
+    /// a parameter without a default while the block is checked on its own.
+    Op(Option<&'static str>),
 }
 
+#[derive(Clone)]
 struct Binding {
     value: Value,
     span: Span,
@@ -312,12 +325,17 @@ struct Checker<'a> {
     let_start: usize,
     /// Statements checked in all models of the file, inlined ones included: what inlining costs.
     statements: usize,
+    /// The parameters a block call in this file was inlined with (`cout = 24, act = relu6`),
+    /// by the span of the first name it binds: hover text.
+    call_details: HashMap<Span, String>,
 }
 
 /// The scope of one body (a model, or one instance of a block).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Scope {
     bindings: HashMap<String, Binding>,
+    /// Names bound in some branches of an `if` above but not all: not usable after it.
+    conditional: HashMap<String, Span>,
 }
 
 impl Checker<'_> {
