@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs a .tflite model in the LiteRT interpreter (ai-edge-litert from PyPI).
 
-  litert.py run MODEL INPUTS OUTPUTS   int8 inputs (raw, N x input size) -> int8 outputs (raw)
+  litert.py run MODEL INPUTS OUTPUTS   int8 inputs, or uint8 pixels when the model takes them
+                                       (raw, N x input size, NHWC) -> int8 outputs (raw)
   litert.py accuracy MODEL IMAGES LABELS   IDX files (gzipped or not): prints the accuracy
   litert.py bench MODEL THREADS        prints latency_us=.. (batch 1) throughput=.. (images/s, batch 256)
 
@@ -36,10 +37,11 @@ def interpreter(model, batch, threads=1):
 def run(model, inputs, outputs):
     probe, inp, _ = interpreter(model, 1)
     per = int(np.prod(inp["shape"][1:]))
-    data = np.fromfile(inputs, dtype=np.int8)
+    # int8 inputs (already quantized), or raw uint8 pixels for a model built from images.
+    data = np.fromfile(inputs, dtype=inp["dtype"])
     n = data.size // per
     it, inp, out = interpreter(model, n)
-    assert inp["dtype"] == np.int8, inp["dtype"]
+    assert inp["dtype"] in (np.int8, np.uint8), inp["dtype"]
     it.set_tensor(inp["index"], data.reshape([n] + list(inp["shape"][1:])))
     it.invoke()
     it.get_tensor(out["index"]).astype(np.int8).tofile(outputs)
@@ -60,6 +62,14 @@ def accuracy(model, images, labels):
     x = idx(images).astype(np.float32) / np.float32(255)
     y = idx(labels)
     it, inp, out = interpreter(model, len(x))
+    if inp["dtype"] == np.uint8:
+        # A model built from images takes the raw pixels.
+        it.set_tensor(inp["index"], idx(images).reshape([len(x)] + list(inp["shape"][1:])))
+        it.invoke()
+        predicted = it.get_tensor(out["index"]).argmax(axis=1)
+        correct = int((predicted == y).sum())
+        print(f"accuracy={correct / len(y):.6f} ({correct}/{len(y)})")
+        return
     scale, zp = inp["quantization"]
     inv = np.float32(1) / np.float32(scale)
     q = np.clip(np.rint(x * inv) + zp, -128, 127).astype(np.int8)

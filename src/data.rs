@@ -3,9 +3,11 @@
 //! submodules; [`load`] picks the source a recipe names and fits every image to the
 //! model's input. No libtorch here: the runtime and tools use it too.
 
+mod cache;
 mod cifar;
 mod fit;
 mod folder;
+pub mod inputs;
 mod numpy;
 mod source;
 

@@ -50,6 +50,18 @@ pub struct Diagnostic {
     pub secondary: Vec<Label>,
     pub notes: Vec<String>,
     pub help: Option<String>,
+    /// An edit that fixes the problem, which editors offer as a quick fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<Fix>,
+}
+
+/// Replacing `span` with `replacement` fixes a diagnostic (an empty span inserts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fix {
+    /// What the editor's menu shows, e.g. "replace with `filters`".
+    pub title: String,
+    pub span: Span,
+    pub replacement: String,
 }
 
 impl Diagnostic {
@@ -70,6 +82,7 @@ impl Diagnostic {
             secondary: Vec::new(),
             notes: Vec::new(),
             help: None,
+            fix: None,
         }
     }
 
@@ -101,6 +114,26 @@ impl Diagnostic {
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
+    }
+
+    pub fn with_fix(
+        mut self,
+        title: impl Into<String>,
+        span: Span,
+        replacement: impl Into<String>,
+    ) -> Self {
+        self.fix = Some(Fix {
+            title: title.into(),
+            span,
+            replacement: replacement.into(),
+        });
+        self
+    }
+
+    /// A did-you-mean: `suggestion` as the help, and replacing `span` with it as the fix.
+    pub fn with_suggestion(self, span: Span, suggestion: &str) -> Self {
+        self.with_help(format!("did you mean `{suggestion}`?"))
+            .with_fix(format!("replace with `{suggestion}`"), span, suggestion)
     }
 
     pub fn is_error(&self) -> bool {

@@ -21,6 +21,8 @@ pub mod limits;
 pub mod lower;
 pub mod lsp;
 pub mod passes;
+pub mod preprocess;
+pub mod quantized;
 pub mod recipe;
 pub mod report;
 pub mod runtime;
@@ -43,7 +45,18 @@ pub fn check_source_with(
     loader: &mut dyn ir::modules::Loader,
 ) -> ir::CheckedFile {
     let (ast, syntax_errors) = syntax::parse(&file.text);
-    let mut checked = ir::check_file_at(&ast, std::path::Path::new(&file.name), loader);
+    check_parsed_with(file, &ast, syntax_errors, loader)
+}
+
+/// [`check_source_with`] for a file already parsed into `ast` with `syntax_errors`
+/// (the language server keeps the AST for its outline and completion).
+pub fn check_parsed_with(
+    file: &SourceFile,
+    ast: &syntax::ast::File,
+    syntax_errors: Vec<Diagnostic>,
+    loader: &mut dyn ir::modules::Loader,
+) -> ir::CheckedFile {
+    let mut checked = ir::check_file_at(ast, std::path::Path::new(&file.name), loader);
     if !syntax_errors.is_empty() {
         // Whatever the broken items would have defined is missing: NO_MODEL would only repeat that.
         checked.diagnostics.retain(|d| d.code != codes::NO_MODEL);

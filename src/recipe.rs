@@ -21,12 +21,14 @@ data:
   # classes: [0, 1, 2, 3, 4]                # keep only these classes; default: all of them
   # train_limit: 5000                       # use at most this many training images; default: all
   # test_limit: 1000                        # evaluate on at most this many test images; default: all
+  # normalize: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}  # per channel, x = (pixel/255 - mean) / std; kept in every artifact
 train:                     # float training
   epochs: 3
   batch_size: 64
   optimizer: adam          # adam, or sgd (momentum 0.9)
   learning_rate: 0.001
   seed: 0                  # the same seed gives the same numbers
+  # augment: {flip: true, crop_padding: 4, resized_crop: [0.6, 1.0]}  # training images only; none by default
 qat:                       # fine-tuning with fake quantization (the control trains as long in float)
   epochs: 1
   learning_rate: 0.0001
@@ -103,6 +105,10 @@ pub struct DataConfig {
     pub train_limit: Option<usize>,
     /// Evaluate on at most this many test images.
     pub test_limit: Option<usize>,
+    /// Per-channel normalization of `pixel / 255`, used in training, calibration and
+    /// evaluation and stored in the int8 artifact (whose exports take raw pixels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<crate::preprocess::Normalize>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +131,25 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     #[serde(default)]
     pub seed: u64,
+    /// Augmentation of training batches (float, control and QAT training; never
+    /// calibration or evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentConfig>,
+}
+
+/// Random changes to each training image, seeded by `train.seed`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Mirror left-right with probability 1/2.
+    #[serde(default)]
+    pub flip: bool,
+    /// Pad by this many pixels and cut a random window of the input size.
+    #[serde(default)]
+    pub crop_padding: usize,
+    /// Crop a random share of the area in [lo, hi] (aspect 3/4 to 4/3) and scale it back.
+    #[serde(default)]
+    pub resized_crop: Option<[f64; 2]>,
 }
 
 impl Default for TrainConfig {
@@ -135,6 +160,7 @@ impl Default for TrainConfig {
             optimizer: default_optimizer(),
             learning_rate: default_lr(),
             seed: 0,
+            augment: None,
         }
     }
 }
@@ -462,6 +488,22 @@ impl Recipe {
         }
         if let Some(l) = self.data.test_limit {
             positive("data", "test_limit", l)?;
+        }
+        if let Some([lo, hi]) = self.train.augment.as_ref().and_then(|a| a.resized_crop) {
+            if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+                return Err((
+                    "train",
+                    "augment",
+                    format!(
+                        "resized_crop must be [lo, hi] with 0 < lo <= hi <= 1, got [{lo}, {hi}]"
+                    ),
+                ));
+            }
+        }
+        if let Some(n) = &self.data.normalize {
+            // The channel count is checked against the model when the data is read.
+            n.check(n.mean.len())
+                .map_err(|why| ("data", "normalize", why))?;
         }
         Ok(())
     }

@@ -43,30 +43,67 @@ fn image_folders_with_train_and_val_are_read_in_every_encoding_and_fitted() {
 
     let sets = data::load(Format::Folder, root, &[3, 16, 16], 0.2, 0).unwrap();
     assert_eq!(sets.class_names, ["blue", "grey", "red"]);
-    assert_eq!(sets.train.labels, [0, 1, 1, 2, 2]);
+    // Classes come interleaved in a seeded order (so limits take every class).
+    let mut labels = sets.train.labels.clone();
+    labels.sort();
+    assert_eq!(labels, [0, 1, 1, 2, 2]);
     assert_eq!(sets.test.labels, [2]);
     assert_eq!(
         (sets.train.channels, sets.train.rows, sets.train.cols),
         (3, 16, 16)
     );
+    let of = |label: u8| -> Vec<&[u8]> {
+        (0..sets.train.len())
+            .filter(|&i| sets.train.labels[i] == label)
+            .map(|i| sets.train.image(i))
+            .collect()
+    };
     // A solid colour stays that colour through decoding, resizing and cropping
     // (JPEG within its rounding), planes in R, G, B order.
-    let red_png = sets.train.image(3);
+    let reds = of(2);
     assert!(
-        red_png[..256].iter().all(|&v| v == 250),
-        "{:?}",
-        &red_png[..8]
+        reds.iter()
+            .any(|r| r[..256].iter().all(|&v| v == 250) && r[256..].iter().all(|&v| v == 0)),
+        "the red PNG is exact"
     );
-    assert!(red_png[256..].iter().all(|&v| v == 0));
-    let red_jpg = sets.train.image(4);
-    assert!(red_jpg[..256].iter().all(|&v| v.abs_diff(250) <= 8));
-    let blue = sets.train.image(0);
+    assert!(reds
+        .iter()
+        .all(|r| r[..256].iter().all(|&v| v.abs_diff(250) <= 8)));
+    let blue = of(0)[0];
     assert!(blue[512..].iter().all(|&v| v == 250) && blue[..512].iter().all(|&v| v == 0));
 
     // The same folder for a grey model: one channel.
     let grey = data::load(Format::Folder, root, &[1, 8, 8], 0.2, 0).unwrap();
     assert_eq!(grey.train.image_len(), 64);
-    assert!(grey.train.image(1).iter().all(|&v| v == 100));
+    let grey_image = (0..grey.train.len())
+        .find(|&i| grey.train.labels[i] == 1)
+        .unwrap();
+    assert!(grey.train.image(grey_image).iter().all(|&v| v == 100));
+}
+
+/// A folder is listed class by class; `train_limit` (the first N images) must still see
+/// every class, so the images come in a seeded, mixed order.
+#[test]
+fn the_first_images_of_a_folder_come_from_every_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    for class in ["a", "b", "c", "d"] {
+        for i in 0..30 {
+            save_solid(
+                &tmp.path().join(format!("train/{class}/{i}.png")),
+                4,
+                4,
+                [9; 3],
+            );
+        }
+        save_solid(&tmp.path().join(format!("val/{class}/x.png")), 4, 4, [9; 3]);
+    }
+    let sets = data::load(Format::Folder, tmp.path(), &[1, 4, 4], 0.2, 0).unwrap();
+    let first = sets.train.select(None, Some(20));
+    for label in 0..4u8 {
+        assert!(first.labels.contains(&label), "{:?}", first.labels);
+    }
+    let again = data::load(Format::Folder, tmp.path(), &[1, 4, 4], 0.2, 0).unwrap();
+    assert_eq!(again.train.labels, sets.train.labels, "reproducible");
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{data_dir, qatc_ok};
+use common::{data_dir, qatc, qatc_ok};
 use qatc::data::{self, Split};
 use qatc::report::Report;
 
@@ -104,7 +104,11 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
         "--images",
         images.to_str().unwrap(),
     ]);
-    let predicted: Vec<usize> = predictions.lines().map(|l| l.parse().unwrap()).collect();
+    // `path:index  class  probability` per image.
+    let predicted: Vec<usize> = predictions
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(predicted.len(), 300);
     let (accuracy, _) = qatc_ok(&[
         "run",
@@ -139,6 +143,35 @@ fn build_reports_int8_accuracy_and_onnx_runtime_agrees() {
     assert_eq!(
         std::fs::read(&exported).unwrap(),
         std::fs::read(&onnx).unwrap()
+    );
+
+    // `qatc inspect` tells the formats apart by content, whatever the file is called.
+    let renamed = tmp.path().join("model.bin");
+    std::fs::copy(&exported, &renamed).unwrap();
+    let (listing, _) = qatc_ok(&["inspect", renamed.to_str().unwrap()]);
+    assert!(
+        listing.starts_with("ONNX model `") && listing.contains("QLinearConv ("),
+        "{listing}"
+    );
+    let tflite = tmp.path().join("model.data");
+    qatc_ok(&[
+        "export",
+        int8_dir.to_str().unwrap(),
+        "--format",
+        "tflite",
+        "--out",
+        tflite.to_str().unwrap(),
+    ]);
+    let (listing, _) = qatc_ok(&["inspect", tflite.to_str().unwrap()]);
+    assert!(listing.starts_with("tflite model"), "{listing}");
+    let truncated = tmp.path().join("truncated.onnx");
+    std::fs::write(&truncated, &std::fs::read(&exported).unwrap()[..100]).unwrap();
+    let out = qatc(&["inspect", truncated.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("truncated.onnx is not a model qatc reads") && !stderr.contains("panicked"),
+        "{stderr}"
     );
 
     // ONNX Runtime against qatc's runtime on the same images.

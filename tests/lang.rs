@@ -168,10 +168,20 @@ fn fmt_is_idempotent_and_keeps_comments_on_every_example_and_corpus_file() {
         formatted_any += 1;
         let twice = qatc::syntax::fmt::format(&once).expect("formatted output parses");
         assert_eq!(once, twice, "{}: fmt is not idempotent", path.display());
+        // Every comment, `//` and `/* */`, in order.
         let comments = |s: &str| {
-            s.lines()
-                .filter_map(|l| l.find("//").map(|i| l[i..].trim().to_string()))
-                .collect::<Vec<_>>()
+            let mut out = Vec::new();
+            let mut rest = s;
+            while let Some(at) = rest.find("//").into_iter().chain(rest.find("/*")).min() {
+                let end = if rest[at..].starts_with("//") {
+                    rest[at..].find('\n').map_or(rest.len(), |n| at + n)
+                } else {
+                    rest[at..].find("*/").map_or(rest.len(), |n| at + n + 2)
+                };
+                out.push(rest[at..end].trim().to_string());
+                rest = &rest[end..];
+            }
+            out
         };
         assert_eq!(
             comments(&text),
@@ -184,6 +194,56 @@ fn fmt_is_idempotent_and_keeps_comments_on_every_example_and_corpus_file() {
         assert_eq!(codes(&text), codes(&once), "{}", path.display());
     }
     assert!(formatted_any >= 40, "only {formatted_any} files parsed");
+}
+
+/// Every `.qat` in the repository is in `qatc fmt`'s layout (the diagnostics fixtures
+/// under tests/ui keep their text: their goldens point at lines and columns).
+#[test]
+fn every_qat_file_in_the_repository_is_formatted() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !["target", "ui", "node_modules", ".git"].contains(&name.as_str()) {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".qat") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["examples", "tests", "benches", "editors"] {
+        if root().join(dir).is_dir() {
+            walk(&root().join(dir), &mut files);
+        }
+    }
+    assert!(files.len() >= 20, "{files:?}");
+    let unformatted: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            qatc::syntax::fmt::format(&text).is_ok_and(|f| f != text)
+        })
+        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    assert!(
+        unformatted.is_empty(),
+        "not formatted (run `qatc fmt` on them): {unformatted:?}"
+    );
+}
+
+/// Comments stay with what they annotate: trailing ones on their line, a `/* */`
+/// inline before its argument, and `//` comments among a call's arguments keep the
+/// call across lines, one argument per line.
+#[test]
+fn fmt_keeps_comments_attached() {
+    let source = "model M {\n    input image: f32[1, 28, 28]\n    let x = conv2d(image,  // the input\n        filters = 8, // eight\n        // a leading comment\n        kernel = 3, padding = same) // after the call\n    let y = dense(flatten(x), /* ten */ units = 10)\n    output y // the end\n}\n";
+    let expected = "model M {\n    input image: f32[1, 28, 28]\n    let x = conv2d(\n        image,  // the input\n        filters = 8,  // eight\n        // a leading comment\n        kernel = 3,\n        padding = same\n    )  // after the call\n    let y = dense(flatten(x), /* ten */ units = 10)\n    output y  // the end\n}\n";
+    let formatted = qatc::syntax::fmt::format(source).unwrap();
+    assert_eq!(formatted, expected);
+    assert_eq!(qatc::syntax::fmt::format(&formatted).unwrap(), formatted);
 }
 
 #[test]

@@ -34,15 +34,40 @@ fn tiny_build(dir: &Path) -> PathBuf {
     out
 }
 
+/// The node names of a model file's quantized graph, as `qatc graph` lists them.
+fn quantized_node_names(model: &str) -> Vec<String> {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join(model);
+    let json: serde_json::Value =
+        serde_json::from_str(&qatc_ok(&["graph", model.to_str().unwrap(), "--emit", "json"]).0)
+            .unwrap();
+    let names: Vec<String> = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.len() > 5);
+    names
+}
+
 /// Nothing on the page is fetched: no scripts, stylesheets, images or frames by URL.
 fn assert_self_contained(html: &str) {
-    for forbidden in [
-        "<script", "<link", "<img", "<iframe", "src=", "href=", "url(", "@import",
-    ] {
+    for forbidden in ["<script", "<link", "<img", "<iframe", "src=", "@import"] {
         assert!(
             !html.contains(forbidden),
             "report.html contains {forbidden:?}"
         );
+    }
+    // References stay inside the page (the graph's arrow heads and edge paths).
+    for reference in ["href=\"", "url("] {
+        for (at, _) in html.match_indices(reference) {
+            let target = &html[at + reference.len()..];
+            assert!(
+                target.starts_with('#'),
+                "report.html refers outside itself: {}",
+                &target[..target.len().min(60)]
+            );
+        }
     }
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
 }
@@ -106,8 +131,8 @@ fn build_writes_a_self_contained_report_html_that_a_browser_renders() {
         Some(out.join("report.html").to_str().unwrap())
     );
     assert_self_contained(&html);
-    // The accuracy bars, the loss and the per-epoch accuracy curves.
-    assert_eq!(html.matches("<svg").count(), 3, "{html}");
+    // The accuracy bars, the loss and the per-epoch accuracy curves, the graph.
+    assert_eq!(html.matches("<svg").count(), 4, "{html}");
     for id in [
         "accuracies",
         "accuracy",
@@ -115,6 +140,7 @@ fn build_writes_a_self_contained_report_html_that_a_browser_renders() {
         "val-accuracy",
         "confusion",
         "history",
+        "graph",
     ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "no #{id}");
     }
@@ -138,6 +164,10 @@ fn build_writes_a_self_contained_report_html_that_a_browser_renders() {
     };
     let (dom, screenshot) = render(browser, &out.join("report.html"), tmp.path());
     assert!(dom.contains("<svg"), "{dom}");
+    // The picture of the quantized graph has a shape for every node.
+    for name in quantized_node_names("examples/fashion/cnn.qat") {
+        assert!(dom.contains(&format!("data-node=\"{name}\"")), "{name}");
+    }
     for stage in [&report.float, &report.ptq, &report.control, &report.qat] {
         assert!(
             dom.contains(&format!("{:.2}%", stage.accuracy * 100.0)),

@@ -485,3 +485,43 @@ fn every_model_at_every_stage_matches_its_golden_dump() {
         failures.join("\n")
     );
 }
+
+/// `qatc graph --emit dot` of the quantized graph, with its block-call clusters, for
+/// the examples that call blocks (one of them binds two calls to the same name).
+/// Goldens in tests/dot/; bless as above.
+#[test]
+fn dot_graphs_with_block_clusters_match_their_goldens() {
+    let bless = std::env::var_os("QATC_BLESS").is_some();
+    let mut failures = Vec::new();
+    for (file, model) in [
+        ("examples/fashion/resnet.qat", "FashionResNet"),
+        ("examples/fashion/se.qat", "FashionSE"),
+        ("examples/fashion/mobilenet.qat", "FashionMobileNet"),
+    ] {
+        let path = root().join(file);
+        let source = SourceFile::new(file, std::fs::read_to_string(&path).unwrap());
+        let checked = qatc::check_source(&source);
+        assert!(!checked.has_errors(), "{file}: {:?}", checked.diagnostics);
+        let graph = checked
+            .graphs
+            .into_iter()
+            .find(|g| g.name == model)
+            .unwrap();
+        let calls = graph.blocks.len();
+        assert!(calls > 0, "{file} calls blocks");
+        let dot = dump::dot(&passes::run(graph, Stage::Quantized));
+        // One cluster per block call.
+        assert_eq!(dot.matches("subgraph cluster_").count(), calls, "{file}");
+        let golden = root().join("tests/dot").join(format!("{model}.dot"));
+        if bless {
+            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+            std::fs::write(&golden, &dot).unwrap();
+        } else if std::fs::read_to_string(&golden).ok().as_deref() != Some(dot.as_str()) {
+            failures.push(golden.display().to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "dot graphs differ from (or lack) their goldens: {failures:?}; after an intended change: QATC_BLESS=1 cargo test --release --locked --test stages"
+    );
+}

@@ -107,7 +107,19 @@ fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors)
             _ => None,
         })
         .unwrap();
-    assert_eq!(file.inputs, vec![tensor(&graph.values[input].name) as i32]);
+    // A model built from images takes raw uint8 pixels, quantized (and normalized) inside.
+    let pixels = graph.input.normalize.as_ref().map(|n| {
+        let t = &file.tensors[tensor("pixels")];
+        assert_eq!(t.dtype, "uint8");
+        assert_eq!(t.shape, nhwc(&graph.input.shape));
+        assert_eq!((t.scales[0], t.zero_points[0]), (1.0 / 255.0, 0));
+        n.is_identity()
+    });
+    let input_tensor = match pixels {
+        Some(_) => tensor("pixels"),
+        None => tensor(&graph.values[input].name),
+    };
+    assert_eq!(file.inputs, vec![input_tensor as i32]);
     assert_eq!(
         file.outputs,
         vec![tensor(&graph.values[graph.output].name) as i32]
@@ -125,7 +137,11 @@ fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors)
         .iter()
         .flat_map(|op| -> Vec<&str> {
             match op {
-                IntOp::Quantize { .. } => vec![],
+                IntOp::Quantize { .. } => match pixels {
+                    Some(true) => vec!["QUANTIZE"],
+                    Some(false) => vec!["QUANTIZE", "DEPTHWISE_CONV_2D"],
+                    None => vec![],
+                },
                 IntOp::Conv2d { groups, .. } if *groups > 1 => vec!["DEPTHWISE_CONV_2D"],
                 IntOp::Conv2d { .. } => vec!["CONV_2D"],
                 IntOp::Dense { .. } => vec!["FULLY_CONNECTED"],
@@ -335,7 +351,14 @@ fn check_model_within(model: &Path, differ_percent: usize) {
     // The int8 image both runtimes start from: qatc's quantize step, HWC = CHW for one channel.
     let q = model.input_quant();
     let inputs: Vec<i8> = x.iter().map(|&v| q.quantize(v)).collect();
-    let theirs = litert_outputs(&file, &inputs, tmp.path());
+    // A model built from images takes the raw pixels (HWC = CHW for one channel).
+    let theirs = match &int8_model.graph().input.normalize {
+        Some(_) => {
+            let bytes: Vec<i8> = test.pixels.iter().map(|&p| p as i8).collect();
+            litert_outputs(&file, &bytes, tmp.path())
+        }
+        None => litert_outputs(&file, &inputs, tmp.path()),
+    };
     assert_eq!(theirs.len(), ours.len());
     let worst = ours
         .iter()
@@ -437,9 +460,11 @@ fn litert_lookup(
         version: int8::VERSION,
         model: "Lookup".into(),
         classes: None,
+        class_names: None,
         input: int8::Input {
             name: "x".into(),
             shape: vec![256],
+            normalize: None,
         },
         values: vec![value("x", x), value("y", y)],
         ops: vec![

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use super::fit::{fit_image, Target};
 use super::{DataError, Images};
 
-const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
+/// File extensions read as images (any case).
+pub(super) const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
 
 /// Images a folder holds, one list per class.
 struct Listing {
@@ -54,6 +55,9 @@ pub fn load(
         let all = list(root, None).map_err(io(root))??;
         split(all, val_split, seed)
     };
+    // Listed class by class; mixed in a seeded order so that `train_limit` and
+    // `test_limit` (the first N images) take every class, not the first few.
+    let (train, test) = (mixed(train, seed), mixed(test, seed));
     let classes = train.classes.clone();
     if train.files.is_empty() {
         return Err(DataError::Invalid {
@@ -102,14 +106,7 @@ fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing,
         let mut in_class = Vec::new();
         for entry in std::fs::read_dir(dir.join(class))? {
             let path = entry?.path();
-            let is_image = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            let hidden = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if is_image && !hidden && path.is_file() {
+            if is_image_name(&path) && path.is_file() {
                 in_class.push((label, path));
             }
         }
@@ -142,6 +139,16 @@ fn split(all: Listing, val_split: f64, seed: u64) -> (Listing, Listing) {
     (listing(train), listing(val))
 }
 
+/// The listing's files in the order of a hash of the seed and each path: reproducible,
+/// classes interleaved.
+fn mixed(mut listing: Listing, seed: u64) -> Listing {
+    listing.files.sort_by(|(_, a), (_, b)| {
+        let key = |p: &PathBuf| unit_hash(seed ^ 0x5eed, p.to_string_lossy().as_bytes());
+        key(a).total_cmp(&key(b)).then_with(|| a.cmp(b))
+    });
+    listing
+}
+
 /// A hash of `(seed, bytes)` mapped to [0, 1): FNV-1a, then a SplitMix64 finalizer.
 fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
@@ -154,33 +161,62 @@ fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Decodes every image (in parallel) and fits it to the model input.
+/// Decodes every image (in parallel) and fits it to the model input, or reads the
+/// pixels from the on-disk cache when the same files were decoded before.
 fn decode(listing: &Listing, target: Target) -> Result<Images, DataError> {
-    let decoded: Vec<Vec<u8>> = listing
-        .files
-        .par_iter()
-        .map(|(_, path)| {
-            let bad = |why: String| DataError::Invalid {
-                path: path.clone(),
-                why,
-            };
-            let image = image::ImageReader::open(path)
-                .map_err(|source| DataError::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .with_guessed_format()
-                .map_err(|e| bad(format!("cannot read: {e}")))?
-                .decode()
-                .map_err(|e| bad(format!("is not a readable image: {e}")))?;
-            Ok(fit_image(&image, target))
-        })
-        .collect::<Result<_, DataError>>()?;
+    let paths: Vec<PathBuf> = listing.files.iter().map(|(_, p)| p.clone()).collect();
+    let len = paths.len() * target.channels * target.rows * target.cols;
+    let cache = super::cache::path(&paths, target);
+    let cached = cache.as_deref().and_then(|c| super::cache::read(c, len));
+    let pixels = match cached {
+        Some(pixels) => pixels,
+        None => {
+            let decoded: Vec<Vec<u8>> = paths
+                .par_iter()
+                .map(|path| decode_file(path, target))
+                .collect::<Result<_, DataError>>()?;
+            let pixels = decoded.concat();
+            if let Some(c) = &cache {
+                super::cache::write(c, &pixels);
+            }
+            pixels
+        }
+    };
     Ok(Images {
-        pixels: decoded.concat(),
+        pixels,
         labels: listing.files.iter().map(|(label, _)| *label).collect(),
         channels: target.channels,
         rows: target.rows,
         cols: target.cols,
     })
+}
+
+/// Whether `path` names an image file by its extension (hidden files never do).
+pub(super) fn is_image_name(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    !hidden
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// One image file decoded and fitted to `target`; an error names the file.
+pub(super) fn decode_file(path: &Path, target: Target) -> Result<Vec<u8>, DataError> {
+    let bad = |why: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        why,
+    };
+    let image = image::ImageReader::open(path)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .decode()
+        .map_err(|e| bad(format!("is not a readable image: {e}")))?;
+    Ok(fit_image(&image, target))
 }

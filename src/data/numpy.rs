@@ -15,14 +15,7 @@ use super::{DataError, Images};
 pub fn load(path: &Path) -> Result<(Images, Images), DataError> {
     let read = |name: &str| -> Result<Array, DataError> {
         if path.is_dir() {
-            let file = path.join(format!("{name}.npy"));
-            let bytes = std::fs::File::open(&file).map_err(|source| DataError::Io {
-                path: file.clone(),
-                source,
-            })?;
-            let npy = NpyFile::new(std::io::BufReader::new(bytes))
-                .map_err(|e| invalid(&file, format!("is not a .npy array: {e}")))?;
-            Array::read(npy, &file)
+            open_npy(&path.join(format!("{name}.npy")))
         } else {
             let mut archive = NpzArchive::open(path)
                 .map_err(|e| invalid(path, format!("is not an .npz archive: {e}")))?;
@@ -99,6 +92,32 @@ impl Array {
     }
 
     fn into_images(self, labels: Array) -> Result<Images, DataError> {
+        let mut images = self.into_unlabelled()?;
+        let n = images.len();
+        let label_values: Vec<i64> = match labels.values {
+            Values::Ints(v) => v,
+            Values::Bytes(b) => b.into_iter().map(i64::from).collect(),
+            Values::Floats(_) => {
+                return Err(invalid(&labels.place, "labels must be integers".into()))
+            }
+        };
+        let label_count_ok = matches!(labels.shape[..], [m] | [m, 1] if m == n);
+        if !label_count_ok {
+            return Err(invalid(
+                &labels.place,
+                format!("has shape {:?} but there are {n} images", labels.shape),
+            ));
+        }
+        images.labels = label_values
+            .iter()
+            .map(|&l| u8::try_from(l))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| invalid(&labels.place, "labels must be between 0 and 255".into()))?;
+        Ok(images)
+    }
+
+    /// The images of this array, with label 0 each (the caller sets the labels).
+    fn into_unlabelled(self) -> Result<Images, DataError> {
         let (n, rows, cols, channels) = match self.shape[..] {
             [n, h, w] => (n, h, w, 1),
             [n, h, w, c @ (1 | 3 | 4)] => (n, h, w, c),
@@ -130,25 +149,6 @@ impl Array {
                 ))
             }
         };
-        let label_values: Vec<i64> = match labels.values {
-            Values::Ints(v) => v,
-            Values::Bytes(b) => b.into_iter().map(i64::from).collect(),
-            Values::Floats(_) => {
-                return Err(invalid(&labels.place, "labels must be integers".into()))
-            }
-        };
-        let label_count_ok = matches!(labels.shape[..], [m] | [m, 1] if m == n);
-        if !label_count_ok {
-            return Err(invalid(
-                &labels.place,
-                format!("has shape {:?} but there are {n} images", labels.shape),
-            ));
-        }
-        let labels_u8 = label_values
-            .iter()
-            .map(|&l| u8::try_from(l))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| invalid(&labels.place, "labels must be between 0 and 255".into()))?;
         // Alpha carries no class information: drop it, keep RGB.
         let per = rows * cols;
         let kept = if channels == 4 { 3 } else { channels };
@@ -166,12 +166,50 @@ impl Array {
         }
         Ok(Images {
             pixels,
-            labels: labels_u8,
+            labels: vec![0; n],
             channels: kept,
             rows,
             cols,
         })
     }
+}
+
+/// Opens one `.npy` file.
+fn open_npy(file: &Path) -> Result<Array, DataError> {
+    let bytes = std::fs::File::open(file).map_err(|source| DataError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let npy = NpyFile::new(std::io::BufReader::new(bytes))
+        .map_err(|e| invalid(file, format!("is not a .npy array: {e}")))?;
+    Array::read(npy, file)
+}
+
+/// The images of one `.npy` file (uint8 `[N, H, W]` / `[N, H, W, C]`, or float32 in
+/// [0, 1]), each labelled 0.
+pub fn read_images(file: &Path) -> Result<Images, DataError> {
+    open_npy(file)?.into_unlabelled()
+}
+
+/// Integer labels `[N]` or `[N, 1]` from one `.npy` file.
+pub fn read_labels(file: &Path) -> Result<Vec<u8>, DataError> {
+    let labels = open_npy(file)?;
+    let values: Vec<i64> = match labels.values {
+        Values::Ints(v) => v,
+        Values::Bytes(b) => b.into_iter().map(i64::from).collect(),
+        Values::Floats(_) => return Err(invalid(file, "labels must be integers".into())),
+    };
+    if !matches!(labels.shape[..], [_] | [_, 1]) {
+        return Err(invalid(
+            file,
+            format!("has shape {:?}; labels are [N] or [N, 1]", labels.shape),
+        ));
+    }
+    values
+        .iter()
+        .map(|&l| u8::try_from(l))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| invalid(file, "labels must be between 0 and 255".into()))
 }
 
 fn read_ints<R: Read>(npy: NpyFile<R>, kind: TypeChar, size: u64) -> std::io::Result<Vec<i64>> {

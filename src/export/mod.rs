@@ -1,5 +1,6 @@
 //! Export of the integer graph to other formats.
 
+pub mod inspect;
 pub mod onnx;
 pub mod tflite;
 

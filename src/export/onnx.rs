@@ -49,6 +49,16 @@ pub mod proto {
         pub graph: Option<GraphProto>,
         #[prost(message, repeated, tag = "8")]
         pub opset_import: Vec<OperatorSetIdProto>,
+        #[prost(message, repeated, tag = "14")]
+        pub metadata_props: Vec<StringStringEntryProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -107,6 +117,7 @@ pub mod proto {
 
     /// `TensorProto.DataType` values used here.
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
     pub const INT8: i32 = 3;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
@@ -277,6 +288,47 @@ fn tensor_type(elem_type: i32, batch: &str, shape: &[usize]) -> Option<TypeProto
     })
 }
 
+/// The graph input and what turns it into the float the quantize op takes: for a model
+/// built from images, raw `uint8` pixels `Cast` to float, `Div` 255, then `Sub` mean and
+/// `Div` std per channel (f32, the int8 runtime's order of operations); otherwise the float
+/// input itself. Returns the name of that float.
+fn input(b: &mut Builder, input: &int8::Input) -> String {
+    let Some(normalize) = &input.normalize else {
+        b.graph.input.push(ValueInfoProto {
+            name: "input".into(),
+            r#type: tensor_type(FLOAT, "N", &input.shape),
+        });
+        return "input".into();
+    };
+    b.graph.input.push(ValueInfoProto {
+        name: "pixels".into(),
+        r#type: tensor_type(UINT8, "N", &input.shape),
+    });
+    let x = b.node(
+        "Cast",
+        "",
+        vec!["pixels".into()],
+        "pixels_f32".into(),
+        vec![int("to", FLOAT as i64)],
+    );
+    let divisor = b.f32s(
+        "pixel_divisor".into(),
+        &[],
+        &[crate::preprocess::PIXEL_DIVISOR],
+    );
+    let x = b.node("Div", "", vec![x, divisor], "scaled".into(), vec![]);
+    if normalize.is_identity() {
+        return x;
+    }
+    // [1, C, 1, 1] against [N, C, H, W]; [1, 1] against a flat [N, F].
+    let mut dims = vec![1usize; input.shape.len() + 1];
+    dims[1] = normalize.mean.len();
+    let mean = b.f32s("mean".into(), &dims, &normalize.mean);
+    let std = b.f32s("std".into(), &dims, &normalize.std);
+    let x = b.node("Sub", "", vec![x, mean], "centred".into(), vec![]);
+    b.node("Div", "", vec![x, std], "normalized".into(), vec![])
+}
+
 /// Builds the ONNX model of a validated integer model.
 pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
     let (graph, tensors) = (model.graph(), model.tensors());
@@ -295,11 +347,7 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
         },
         counter: 0,
     };
-    let input_name = "input".to_string();
-    b.graph.input.push(ValueInfoProto {
-        name: input_name.clone(),
-        r#type: tensor_type(FLOAT, "N", &graph.input.shape),
-    });
+    let input_name = input(&mut b, &graph.input);
     let names: Vec<String> = graph
         .values
         .iter()
@@ -657,8 +705,15 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
         producer_name: "qatc".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: format!(
-            "{}: int8 model (QOperator form) exported by qatc; input f32 [N, ...] in [0, 1]",
-            graph.model
+            "{}: int8 model (QOperator form) exported by qatc; {}",
+            graph.model,
+            match &graph.input.normalize {
+                Some(n) => format!(
+                    "input `pixels` u8 [N, ...] raw, normalized inside as (p / 255 - {:?}) / {:?}",
+                    n.mean, n.std
+                ),
+                None => "input f32 [N, ...] in [0, 1]".into(),
+            }
         ),
         graph: Some(b.graph),
         opset_import: vec![
@@ -671,6 +726,15 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
                 version: 1,
             },
         ],
+        // The name of each output, as a JSON array (ONNX Runtime: `modelmeta.custom_metadata_map`).
+        metadata_props: graph
+            .class_names
+            .iter()
+            .map(|names| StringStringEntryProto {
+                key: "labels".into(),
+                value: serde_json::to_string(names).expect("strings serialize"),
+            })
+            .collect(),
     })
 }
 

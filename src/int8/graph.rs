@@ -74,6 +74,10 @@ pub struct Input {
     pub name: String,
     /// Per sample, e.g. `[1, 28, 28]`; values are expected in [0, 1] (pixel / 255).
     pub shape: Vec<usize>,
+    /// Set when the model was built from images: it takes raw `uint8` pixels, normalized
+    /// as here before the quantize op (so the exports take raw pixels too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<crate::preprocess::Normalize>,
 }
 
 /// Index into [`IntGraph::values`].
@@ -330,6 +334,10 @@ pub struct IntGraph {
     /// The dataset label of each output index when the recipe selected classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<u8>>,
+    /// The name of each output index (folder names, CIFAR's names, or the numbers), so
+    /// `qatc run` and the exports can say "sneaker" instead of 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
     pub input: Input,
     pub values: Vec<Value>,
     /// In execution order; every op writes a value no earlier op wrote.
@@ -378,13 +386,27 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
         "int8 graph {} (format {} v{})\n",
         graph.model, graph.format, graph.version
     );
-    let _ = writeln!(
-        out,
-        "  input {}: f32{:?} in [0, 1]",
-        graph.input.name, graph.input.shape
-    );
+    match &graph.input.normalize {
+        Some(n) => {
+            let _ = writeln!(
+                out,
+                "  input {}: u8{:?} pixels, x = (p / 255 - {:?}) / {:?}",
+                graph.input.name, graph.input.shape, n.mean, n.std
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  input {}: f32{:?} in [0, 1]",
+                graph.input.name, graph.input.shape
+            );
+        }
+    }
     if let Some(classes) = &graph.classes {
         let _ = writeln!(out, "  output classes: {classes:?}");
+    }
+    if let Some(names) = &graph.class_names {
+        let _ = writeln!(out, "  class names: {}", names.join(", "));
     }
     let val = |v: ValueId| {
         let x = &graph.values[v];

@@ -68,6 +68,16 @@ pub enum ValidationError {
         classes: usize,
         duplicate: bool,
     },
+    #[error(
+        "the output `{value}` scores {outputs} classes, but the graph has {names} class names"
+    )]
+    ClassNames {
+        value: String,
+        outputs: usize,
+        names: usize,
+    },
+    #[error("the input's normalization does not fit its shape {shape:?}: {why}")]
+    Normalize { shape: Vec<usize>, why: String },
     #[error("tensor `{tensor}` belongs to no op (the weights of another graph?)")]
     UnusedTensor { tensor: String },
     #[error("{op}: tensor `{tensor}` holds {found}; symmetric int8 weights are in [-127, 127]")]
@@ -164,6 +174,23 @@ impl Model {
 
     pub fn tensors(&self) -> &IntTensors {
         &self.tensors
+    }
+
+    /// The same model with a name for each output class (checked like everything else).
+    pub fn with_class_names(self, names: Vec<String>) -> Result<Model, ValidationError> {
+        let (mut graph, tensors) = self.into_parts();
+        graph.class_names = Some(names);
+        Model::validate(graph, tensors)
+    }
+
+    /// The same model taking raw `uint8` pixels normalized as `normalize` says.
+    pub fn with_normalize(
+        self,
+        normalize: crate::preprocess::Normalize,
+    ) -> Result<Model, ValidationError> {
+        let (mut graph, tensors) = self.into_parts();
+        graph.input.normalize = Some(normalize);
+        Model::validate(graph, tensors)
     }
 
     /// Gives the parts back (to change them and validate again).
@@ -304,6 +331,23 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
                 shape: output.shape.clone(),
                 classes: classes.len(),
                 duplicate,
+            });
+        }
+    }
+    if let Some(n) = &graph.input.normalize {
+        n.check(crate::preprocess::channels(&graph.input.shape))
+            .map_err(|why| ValidationError::Normalize {
+                shape: graph.input.shape.clone(),
+                why,
+            })?;
+    }
+    if let Some(names) = &graph.class_names {
+        let outputs = output.shape.iter().product::<usize>();
+        if names.len() != outputs {
+            return Err(ValidationError::ClassNames {
+                value: output.name.clone(),
+                outputs,
+                names: names.len(),
             });
         }
     }

@@ -36,6 +36,8 @@ pub struct Definition {
     pub scope: Span,
     /// Blocks: callable anywhere in the file, before or after their definition.
     pub global: bool,
+    /// `let` bindings: the inferred shape and quantization, shown inline after the name.
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +64,25 @@ impl Index {
     /// The definition at exactly this span.
     pub fn definition(&self, span: Span) -> Option<&Definition> {
         self.definitions.iter().find(|d| d.span == span)
+    }
+
+    /// Every place that names the definition at `def` (uses only, not the definition).
+    pub fn references_to(&self, def: Span) -> impl Iterator<Item = &Reference> {
+        self.references
+            .iter()
+            .filter(move |r| r.target == Target::Local(def))
+    }
+
+    /// The definition a name at `offset` stands for: its own, or the one it refers to.
+    pub fn definition_for(&self, offset: usize) -> Option<&Definition> {
+        match self.reference_at(offset) {
+            Some(Reference {
+                target: Target::Local(def),
+                ..
+            }) => self.definition(*def),
+            Some(_) => None,
+            None => self.definition_at(offset),
+        }
     }
 
     /// Names visible at a byte offset: definitions in the enclosing item that come before it.

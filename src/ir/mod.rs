@@ -8,6 +8,7 @@ pub mod memory;
 pub mod modules;
 pub mod ops;
 pub mod quant;
+pub mod svg;
 
 pub use check::{check_file, check_file_at, CheckedFile, QuantDefaults};
 pub use ops::Op;
@@ -51,6 +52,32 @@ pub struct Node {
     #[serde(skip)]
     pub span: Span,
     pub quant: NodeQuant,
+    /// The innermost block call this node was inlined from; `None` at the model's
+    /// top level. A fake quantization belongs to the call of the value it quantizes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockCallId>,
+}
+
+/// One inlined block call, e.g. `let stage1 = res_block(x, 16)`: what `qatc graph
+/// --emit dot|svg` and report.html frame. Node names alone cannot say it: a binding
+/// used again (`let x = f(x)` twice) reuses its name prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockCall {
+    /// The binding the call's result goes to (`stage1`).
+    pub binding: String,
+    /// The block called (`res_block`).
+    pub block: String,
+    /// The call whose body makes this call; `None` when the model makes it.
+    pub parent: Option<BlockCallId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct BlockCallId(pub u32);
+
+impl BlockCallId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +86,9 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     pub inputs: Vec<NodeId>,
     pub output: NodeId,
+    /// Every block call inlined into the graph, callers before the calls they make.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<BlockCall>,
 }
 
 impl Graph {

@@ -61,13 +61,13 @@ impl QuantSpec {
         let (min, max) = (min.min(0.0), max.max(0.0));
         match self.scheme {
             Scheme::Symmetric => {
-                let bound = min.abs().max(max.abs());
-                let scale = if bound > 0.0 {
-                    bound / qmax as f32
+                // An empty range gets scale 1 (weights, which have no such case, keep the rule's floor).
+                let scale = if min.abs().max(max.abs()) > 0.0 {
+                    symmetric_scale(&min, &max, qmax)
                 } else {
                     1.0
                 };
-                (scale.max(f32::EPSILON), 0)
+                (scale, 0)
             }
             Scheme::Asymmetric => {
                 let scale = if max > min {
@@ -81,6 +81,65 @@ impl QuantSpec {
             }
         }
     }
+}
+
+/// The arithmetic the quantization rules use, so that one definition of each rule runs
+/// on f32 (reading trained weights, lowering) and on libtorch tensors (the fake-quant
+/// forward, implemented in `train`) with the same f32 operations in the same order.
+pub trait Arith: Sized {
+    fn add(&self, other: &Self) -> Self;
+    fn sub(&self, other: &Self) -> Self;
+    fn mul(&self, other: &Self) -> Self;
+    fn div(&self, other: &Self) -> Self;
+    fn add_scalar(&self, x: f64) -> Self;
+    fn div_scalar(&self, x: f64) -> Self;
+    fn sqrt(&self) -> Self;
+    fn abs(&self) -> Self;
+    fn maximum(&self, other: &Self) -> Self;
+    fn clamp_min(&self, x: f64) -> Self;
+}
+
+impl Arith for f32 {
+    fn add(&self, other: &f32) -> f32 {
+        self + other
+    }
+    fn sub(&self, other: &f32) -> f32 {
+        self - other
+    }
+    fn mul(&self, other: &f32) -> f32 {
+        self * other
+    }
+    fn div(&self, other: &f32) -> f32 {
+        self / other
+    }
+    // libtorch adds and divides a float tensor by a scalar in f32.
+    fn add_scalar(&self, x: f64) -> f32 {
+        self + x as f32
+    }
+    fn div_scalar(&self, x: f64) -> f32 {
+        self / x as f32
+    }
+    fn sqrt(&self) -> f32 {
+        f32::sqrt(*self)
+    }
+    fn abs(&self) -> f32 {
+        f32::abs(*self)
+    }
+    fn maximum(&self, other: &f32) -> f32 {
+        self.max(*other)
+    }
+    fn clamp_min(&self, x: f64) -> f32 {
+        self.max(x as f32)
+    }
+}
+
+/// The symmetric scale of a range `[lo, hi]` that contains 0: `max(|lo|, hi) / qmax`,
+/// at least `f32::EPSILON`. The one definition of the symmetric weight-scale rule.
+pub fn symmetric_scale<T: Arith>(lo: &T, hi: &T, qmax: i64) -> T {
+    lo.abs()
+        .maximum(hi)
+        .div_scalar(qmax as f64)
+        .clamp_min(f32::EPSILON as f64)
 }
 
 impl fmt::Display for QuantSpec {

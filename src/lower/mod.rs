@@ -23,29 +23,19 @@
 //! | mul | `zp_y + requant((a - zp_a)(b - zp_b))`, `M = s_a s_b / s_y`, broadcasting a dimension of 1 | one rounding, half toward +inf |
 //! | hardswish, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use crate::int8::{
     self, IntGraph, IntOp, IntTensor, IntTensors, LookupFunction, QParams, Requant, Value,
 };
 use crate::ir::ops::{Activation, RangeSource};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
+use crate::quantized::{ParamsError, QuantizedParams};
 
 mod feasibility;
 mod linear;
 
 pub use feasibility::{check, int8_form, Refusal};
 
-/// A float tensor read from the trained weights (row-major).
-#[derive(Debug, Clone, PartialEq)]
-pub struct F32Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-/// Float tensors by name, as `train` saves them.
-pub type TensorMap = HashMap<String, F32Tensor>;
+pub use crate::quantized::{read_f32_safetensors, F32Tensor, TensorMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
@@ -53,52 +43,12 @@ pub enum LowerError {
     NoInt8Form { node: String, refusal: Refusal },
     #[error("cannot lower `{node}`: {why}")]
     Graph { node: String, why: String },
-    #[error("the weights lack tensor `{name}`\n  hint: were they written by `qatc build` for this model (after calibration or QAT)?")]
-    MissingTensor { name: String },
-    #[error("tensor `{name}` has shape {got:?}, the model needs {expected:?}")]
-    TensorShape {
-        name: String,
-        got: Vec<usize>,
-        expected: Vec<usize>,
-    },
-    #[error("tensor `{name}` holds a non-finite value")]
-    NonFinite { name: String },
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error("the quantized parameters lack {what} of `{node}`\n  hint: were they trained by `qatc build` for this model (after calibration or QAT)?")]
+    MissingParams { node: String, what: &'static str },
     #[error("lowering made an invalid int8 graph (a bug in qatc): {0}")]
     Invalid(#[from] int8::ValidationError),
-    #[error("cannot read weights {path}: {why}")]
-    Read { path: String, why: String },
-}
-
-/// Reads every f32 tensor of a safetensors file (other dtypes are an error).
-pub fn read_f32_safetensors(path: &Path) -> Result<TensorMap, LowerError> {
-    let read = |why: String| LowerError::Read {
-        path: path.display().to_string(),
-        why,
-    };
-    let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read(e.to_string()))?;
-    let mut out = TensorMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(read(format!(
-                "tensor `{name}` is {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.insert(
-            name,
-            F32Tensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// Splits a positive real factor into a fixed-point multiplier and right shift.
@@ -162,19 +112,29 @@ enum Lowered {
 
 struct Lowering<'a> {
     graph: &'a Graph,
-    tensors: &'a TensorMap,
+    params: &'a QuantizedParams,
     out: IntGraph,
     out_tensors: IntTensors,
     lowered: Vec<Option<Lowered>>,
 }
 
-/// Lowers a quantized-stage graph with its trained tensors (`<node>.weight`, batch-norm
-/// statistics, `<fake_quant node>.min/.max`) to a validated integer model.
+/// Lowers a quantized-stage graph with its trained state as saved (see
+/// [`QuantizedParams::from_tensors`]) to a validated integer model.
 pub fn lower(
     graph: &Graph,
     tensors: &TensorMap,
     classes: Option<Vec<u8>>,
 ) -> Result<int8::Model, LowerError> {
+    lowerable(graph)?;
+    lower_params(
+        graph,
+        &QuantizedParams::from_tensors(graph, tensors)?,
+        classes,
+    )
+}
+
+/// The graph's one input, once every node has an int8 form.
+fn lowerable(graph: &Graph) -> Result<NodeId, LowerError> {
     let [input] = graph.inputs.as_slice() else {
         return Err(LowerError::Graph {
             node: graph.name.clone(),
@@ -185,28 +145,40 @@ pub fn lower(
         });
     };
     // Say what has no int8 form before complaining about anything else.
-    if let Some((node, refusal)) = graph
+    match graph
         .nodes
         .iter()
         .find_map(|n| int8_form(n).err().map(|r| (n, r)))
     {
-        return Err(LowerError::NoInt8Form {
+        Some((node, refusal)) => Err(LowerError::NoInt8Form {
             node: node.name.clone(),
             refusal,
-        });
+        }),
+        None => Ok(*input),
     }
-    let input_node = graph.node(*input);
+}
+
+/// Lowers a quantized-stage graph with its quantized parameters to a validated integer model.
+pub fn lower_params(
+    graph: &Graph,
+    params: &QuantizedParams,
+    classes: Option<Vec<u8>>,
+) -> Result<int8::Model, LowerError> {
+    let input = lowerable(graph)?;
+    let input_node = graph.node(input);
     let mut l = Lowering {
         graph,
-        tensors,
+        params,
         out: IntGraph {
             format: int8::FORMAT.into(),
             version: int8::VERSION,
             model: graph.name.clone(),
             classes,
+            class_names: None,
             input: int8::Input {
                 name: input_node.name.clone(),
                 shape: input_node.shape.clone(),
+                normalize: None,
             },
             values: Vec::new(),
             ops: Vec::new(),
@@ -238,28 +210,6 @@ impl Lowering<'_> {
             node: self.graph.node(id).name.clone(),
             why: why.into(),
         }
-    }
-
-    fn tensor(&self, name: &str, expected: &[usize]) -> Result<&F32Tensor, LowerError> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| LowerError::MissingTensor { name: name.into() })?;
-        let numel: usize = expected.iter().product();
-        // Observer ranges may be saved as [1] or as scalars.
-        let same = t.shape == expected
-            || (expected.len() <= 1 && t.shape.iter().product::<usize>() == numel);
-        if !same || t.data.len() != numel {
-            return Err(LowerError::TensorShape {
-                name: name.into(),
-                got: t.shape.clone(),
-                expected: expected.to_vec(),
-            });
-        }
-        if t.data.iter().any(|x| !x.is_finite()) {
-            return Err(LowerError::NonFinite { name: name.into() });
-        }
-        Ok(t)
     }
 
     fn int_input(&self, id: NodeId, k: usize) -> Result<usize, LowerError> {
@@ -356,10 +306,13 @@ impl Lowering<'_> {
     ) -> Result<Lowered, LowerError> {
         let node = self.graph.node(id);
         let (scale, zp) = match range {
-            // Shared ranges are saved under each node's own name too.
             RangeSource::Observed | RangeSource::SharedWith(_) => {
-                let min = self.tensor(&format!("{}.min", node.name), &[1])?.data[0];
-                let max = self.tensor(&format!("{}.max", node.name), &[1])?.data[0];
+                let &(min, max) = self.params.ranges.get(&node.name).ok_or_else(|| {
+                    LowerError::MissingParams {
+                        node: node.name.clone(),
+                        what: "the activation range",
+                    }
+                })?;
                 spec.params(min, max)
             }
             RangeSource::Fixed { scale, zero_point } => (*scale, *zero_point),
@@ -429,7 +382,7 @@ impl Lowering<'_> {
                 stride,
                 pad,
                 in_channels,
-                bias,
+                bias: _,
                 padding: _,
                 epilogue,
                 dilation,
@@ -456,14 +409,7 @@ impl Lowering<'_> {
                 }
                 // Grouped (depthwise when groups = channels): each filter sees its group's channels.
                 let w_shape = node.op.weight_shape().expect("conv2d has weights");
-                let (wq, bq, requant, weight_scales) = self.linear(
-                    id,
-                    &w_shape,
-                    *bias,
-                    epilogue.batch_norm.as_ref(),
-                    input,
-                    quant,
-                )?;
+                let (wq, bq, requant, weight_scales) = self.linear(id, &w_shape, input, quant)?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
                 self.out.ops.push(IntOp::Conv2d {
@@ -488,7 +434,7 @@ impl Lowering<'_> {
             Op::Dense {
                 units,
                 in_features,
-                bias,
+                bias: _,
                 epilogue,
             } => {
                 let input = self.int_input(id, 0)?;
@@ -502,14 +448,7 @@ impl Lowering<'_> {
                     ));
                 }
                 let w_shape = node.op.weight_shape().expect("dense has weights");
-                let (wq, bq, requant, weight_scales) = self.linear(
-                    id,
-                    &w_shape,
-                    *bias,
-                    epilogue.batch_norm.as_ref(),
-                    input,
-                    quant,
-                )?;
+                let (wq, bq, requant, weight_scales) = self.linear(id, &w_shape, input, quant)?;
                 let output = self.push_value(&node.name, node.shape.clone(), quant);
                 let (weight, bias_name) = self.put_weights(&node.name, w_shape, wq, bq);
                 self.out.ops.push(IntOp::Dense {

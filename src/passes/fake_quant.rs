@@ -75,6 +75,7 @@ pub fn insert_fake_quant(graph: &mut Graph) -> bool {
             shape: node.shape.clone(),
             span: node.span,
             quant: node.quant,
+            block: node.block,
         });
         graph.nodes.push(node);
         position.push(id);

@@ -20,11 +20,11 @@ const SERIES_COLORS: [RGBColor; 5] = [
 /// Chart size in pixels.
 const WIDE: (u32, u32) = (720, 320);
 
-/// The page of one build. `graph` is the quantized graph's listing; `sensitivity`
-/// the build directory's sensitivity.json, when there is one.
+/// The page of one build. `graph` is the quantized graph (drawn, and listed);
+/// `sensitivity` the build directory's sensitivity.json, when there is one.
 pub fn build_page(
     report: &Report,
-    graph: Option<&str>,
+    graph: Option<&crate::ir::Graph>,
     sensitivity: Option<&serde_json::Value>,
 ) -> String {
     let mut body = String::new();
@@ -79,8 +79,13 @@ pub fn build_page(
         );
     }
     if let Some(graph) = graph {
-        body.push_str("<h2>Quantized graph</h2>\n");
-        let _ = writeln!(body, "<pre class=\"graph\">{}</pre>", esc(graph));
+        body.push_str("<h2>Quantized graph</h2>\n<p class=\"meta\">Each block call is framed and labelled by its binding; fake quantizations are yellow, <code>@float</code> ops grey.</p>\n");
+        body.push_str(&figure("graph", &crate::ir::svg::svg(graph)));
+        let _ = writeln!(
+            body,
+            "<details><summary>as text</summary><pre class=\"graph\">{}</pre></details>",
+            esc(&crate::ir::dump::text(graph))
+        );
     }
     if let Some(s) = sensitivity {
         body.push_str("<h2>Sensitivity</h2>\n");
@@ -132,7 +137,7 @@ fn page(title: &str, body: &str) -> String {
 
 fn figure(id: &str, svg: &str) -> String {
     // Drop the XML declaration if any: the SVG is inline.
-    let svg = svg.trim_start_matches(|c| c != '<');
+    let svg = svg.find("<svg").map_or(svg, |at| &svg[at..]);
     format!("<figure id=\"{id}\">{svg}</figure>\n")
 }
 

@@ -106,10 +106,15 @@ impl Model {
         Ok(out)
     }
 
-    /// Like [`Model::run`] on 8-bit pixels, scaled to [0, 1] as training does (`p / 255`).
+    /// Like [`Model::run`] on raw 8-bit pixels, preprocessed exactly as training did:
+    /// the graph's normalization, or `p / 255` when it has none.
     pub fn run_pixels(&self, pixels: &[u8]) -> Result<Vec<i8>, RuntimeError> {
-        let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
-        self.run(&x)
+        let shape = &self.graph.input.shape;
+        let normalize = match &self.graph.input.normalize {
+            Some(n) => n.clone(),
+            None => crate::preprocess::Normalize::identity(crate::preprocess::channels(shape)),
+        };
+        self.run(&normalize.pixels(pixels, crate::preprocess::per_channel(shape)))
     }
 
     /// The index of the largest output of each sample (the first one on ties, as libtorch).

@@ -33,9 +33,11 @@ fn graph(shape: &[usize], zp: i32) -> IntGraph {
         version: int8::VERSION,
         model: "t".into(),
         classes: None,
+        class_names: None,
         input: Input {
             name: "x".into(),
             shape: shape.to_vec(),
+            normalize: None,
         },
         values: vec![Value {
             name: "x".into(),

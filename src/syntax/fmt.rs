@@ -41,11 +41,8 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
                 for s in &q.settings {
                     let span = Span::new(s.name.span.start, s.value.span().end);
                     p.leading_comments(span.start, INDENT);
-                    p.line(
-                        INDENT,
-                        &format!("{} = {}", s.name.name, p.expr(&s.value)),
-                        span,
-                    );
+                    let value = p.expr(&s.value, 0);
+                    p.line(INDENT, &format!("{} = {value}", s.name.name), span);
                 }
                 p.close(q.span);
             }
@@ -54,7 +51,7 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
                     .params
                     .iter()
                     .map(|x| match &x.default {
-                        Some(d) => format!("{}: {} = {}", x.name.name, x.ty.name, p.expr(d)),
+                        Some(d) => format!("{}: {} = {}", x.name.name, x.ty.name, p.expr(d, 0)),
                         None => format!("{}: {}", x.name.name, x.ty.name),
                     })
                     .collect();
@@ -294,7 +291,7 @@ impl Printer<'_> {
                     self.if_statement(i, depth);
                     continue;
                 }
-                Statement::IntLet(l) => format!("let {} = {}", l.name.name, self.expr(&l.value)),
+                Statement::IntLet(l) => format!("let {} = {}", l.name.name, self.expr(&l.value, 0)),
                 Statement::Input(i) => {
                     let dims: Vec<&str> =
                         i.ty.dims
@@ -319,11 +316,8 @@ impl Printer<'_> {
                         t.push('\n');
                     }
                     let names: Vec<&str> = l.names.iter().map(|n| n.name.as_str()).collect();
-                    t.push_str(&format!(
-                        "let {} = {}",
-                        names.join(", "),
-                        self.call(&l.call)
-                    ));
+                    let call = self.call(&l.call, 0);
+                    t.push_str(&format!("let {} = {call}", names.join(", ")));
                     t
                 }
                 Statement::Output(o) => format!(
@@ -339,18 +333,125 @@ impl Printer<'_> {
         }
     }
 
-    fn call(&self, c: &Call) -> String {
-        c.to_string()
+    /// A call on one line; across lines, one argument per line, when a `//` comment
+    /// sits among its arguments (so that each comment stays with its argument).
+    /// Block comments stay inline, before the argument they precede.
+    fn call(&mut self, c: &Call, depth: usize) -> String {
+        let multiline = self.comments[self.next..]
+            .iter()
+            .take_while(|k| k.span.start < c.span.end)
+            .any(|k| k.span.start > c.callee.span.end && self.is_line_comment(k));
+        let mut parts: Vec<(String, Vec<String>)> = Vec::new();
+        for (i, a) in c.args.iter().enumerate() {
+            let mut part = String::new();
+            // Comments before this argument: trailing the previous one when on its line.
+            while let Some(k) = self.take_comment_before(a.span.start) {
+                let text = self.src[k.start..k.end].trim_end().to_string();
+                let on_previous_line =
+                    i > 0 && !self.src[c.args[i - 1].span.end..k.start].contains('\n') && multiline;
+                match parts.last_mut() {
+                    Some((_, trailing)) if on_previous_line => trailing.push(text),
+                    _ if multiline && text.starts_with("//") => {
+                        // A `//` comment on its own line before the argument.
+                        part.push_str(&text);
+                        part.push('\n');
+                    }
+                    _ => {
+                        part.push_str(&text);
+                        part.push(' ');
+                    }
+                }
+            }
+            match &a.name {
+                Some(n) => {
+                    let value = self.expr(&a.value, depth + 1);
+                    part.push_str(&format!("{} = {value}", n.name));
+                }
+                None => part.push_str(&self.expr(&a.value, depth + 1)),
+            }
+            parts.push((part, Vec::new()));
+        }
+        // Comments after the last argument, before `)`.
+        let mut closing = Vec::new();
+        while let Some(k) = self.take_comment_before(c.span.end) {
+            let text = self.src[k.start..k.end].trim_end().to_string();
+            match parts.last_mut() {
+                Some((_, trailing))
+                    if multiline
+                        && !self.src[c.args[c.args.len() - 1].span.end..k.start].contains('\n') =>
+                {
+                    trailing.push(text)
+                }
+                _ => closing.push(text),
+            }
+        }
+        if !multiline {
+            let mut args: Vec<String> = parts.into_iter().map(|(p, _)| p).collect();
+            if !closing.is_empty() {
+                let last = args.pop().unwrap_or_default();
+                args.push(format!("{last} {}", closing.join(" ")).trim().to_string());
+            }
+            return format!("{}({})", c.callee.name, args.join(", "));
+        }
+        let inner = INDENT.repeat(depth + 1);
+        let mut out = format!("{}(\n", c.callee.name);
+        let count = parts.len();
+        for (i, (part, trailing)) in parts.into_iter().enumerate() {
+            for (j, line) in part.lines().enumerate() {
+                if j > 0 {
+                    out.push('\n');
+                }
+                out.push_str(&inner);
+                out.push_str(line);
+            }
+            if i + 1 < count {
+                out.push(',');
+            }
+            for comment in trailing {
+                out.push_str("  ");
+                out.push_str(&comment);
+            }
+            out.push('\n');
+        }
+        for comment in closing {
+            out.push_str(&inner);
+            out.push_str(&comment);
+            out.push('\n');
+        }
+        out.push_str(&INDENT.repeat(depth));
+        out.push(')');
+        out
     }
 
-    fn args(&self, args: &[Arg]) -> String {
+    fn is_line_comment(&self, c: &Comment) -> bool {
+        self.src[c.span.start..].starts_with("//")
+    }
+
+    /// The next comment, when it starts before `pos`; it counts as printed.
+    fn take_comment_before(&mut self, pos: usize) -> Option<Span> {
+        let c = self
+            .comments
+            .get(self.next)
+            .filter(|c| c.span.start < pos)?;
+        self.next += 1;
+        Some(c.span)
+    }
+
+    fn args(&mut self, args: &[Arg]) -> String {
         args.iter()
-            .map(Arg::to_string)
+            .map(|a| match &a.name {
+                Some(n) => format!("{} = {}", n.name, self.expr(&a.value, 0)),
+                None => self.expr(&a.value, 0),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    fn expr(&self, e: &Expr) -> String {
-        e.to_string()
+    fn expr(&mut self, e: &Expr, depth: usize) -> String {
+        match e {
+            // Calls keep the comments among their arguments; the rest prints as written.
+            Expr::Call(c) => self.call(c, depth),
+            other => other.to_string(),
+        }
     }
 }

@@ -104,25 +104,9 @@ pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
 /// E0023 when brackets nest deeper than [`MAX_NESTING`], at the bracket that does.
 /// Brackets in comments and strings do not count.
 fn nesting(text: &str) -> Result<(), Diagnostic> {
-    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = text[i + 2..]
-                    .find("*/")
-                    .map_or(bytes.len(), |n| i + 2 + n + 2);
-                continue;
-            }
-            b'"' => {
-                i = text[i + 1..]
-                    .find(['"', '\n'])
-                    .map_or(bytes.len(), |n| i + 1 + n);
-            }
+    for (i, b) in super::delimiters::scan(text).brackets {
+        match b {
             b'(' | b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
@@ -138,10 +122,8 @@ fn nesting(text: &str) -> Result<(), Diagnostic> {
                     .with_help("bind inner calls with `let` instead of nesting them"));
                 }
             }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            _ => depth = depth.saturating_sub(1),
         }
-        i += 1;
     }
     Ok(())
 }
@@ -150,8 +132,11 @@ fn nesting(text: &str) -> Result<(), Diagnostic> {
 /// from the start of the file.
 fn parse_chunk(chunk: &str, offset: usize) -> Result<Vec<Item>, Diagnostic> {
     let mut pairs = QatParser::parse(Rule::file, chunk).map_err(|e| {
-        let mut d = syntax_error(chunk, e);
+        let mut d = super::delimiters::explain(chunk, syntax_error(chunk, e));
         d.primary.span = shift(d.primary.span, offset);
+        for label in &mut d.secondary {
+            label.span = shift(label.span, offset);
+        }
         d
     })?;
     let Some(file) = pairs.next() else {
@@ -430,10 +415,17 @@ fn body(p: Pair<Rule>) -> Vec<Statement> {
                         span,
                     })
                 }
-                Rule::output_decl => Statement::Output(OutputDecl {
-                    span: s.as_span().into(),
-                    names: s.into_inner().map(ident).collect(),
-                }),
+                Rule::output_decl => {
+                    let start = s.as_span().start();
+                    let names: Vec<Ident> = s.into_inner().map(ident).collect();
+                    // pest's span runs on over the whitespace and comments it skipped
+                    // looking for another `, name`: end at the last name.
+                    let end = names.last().map_or(start, |n| n.span.end);
+                    Statement::Output(OutputDecl {
+                        span: Span::new(start, end),
+                        names,
+                    })
+                }
                 _ => return None,
             })
         })

@@ -2,6 +2,23 @@
 //! against the model's input and output, and cut into batches.
 
 use super::*;
+use crate::preprocess::Normalize;
+
+/// The recipe's `data.normalize`, checked against the model input, or none (`p / 255`).
+pub(super) fn normalize(recipe: &Recipe, graph: &Graph) -> Result<Normalize, DataError> {
+    let shape = &graph.node(graph.inputs[0]).shape;
+    let channels = crate::preprocess::channels(shape);
+    match &recipe.data.normalize {
+        Some(n) => {
+            n.check(channels).map_err(|why| DataError::Invalid {
+                path: "data.normalize".into(),
+                why: format!("{why} (model `{}` takes {shape:?})", graph.name),
+            })?;
+            Ok(n.clone())
+        }
+        None => Ok(Normalize::identity(channels)),
+    }
+}
 
 /// A data split as tensors on the device, labels remapped to 0..classes.
 pub(super) struct Batches {
@@ -10,14 +27,20 @@ pub(super) struct Batches {
 }
 
 impl Batches {
-    pub(super) fn new(set: &Images, shape: &[usize], classes: &[u8], device: Device) -> Batches {
+    pub(super) fn new(
+        set: &Images,
+        shape: &[usize],
+        classes: &[u8],
+        normalize: &Normalize,
+        device: Device,
+    ) -> Batches {
         let labels: Vec<i64> = set
             .labels
             .iter()
             .map(|l| classes.iter().position(|c| c == l).expect("filtered") as i64)
             .collect();
         Batches {
-            images: images_to_tensor(&set.pixels, shape, device),
+            images: normalized_images_to_tensor(&set.pixels, shape, normalize, device),
             labels: Tensor::from_slice(&labels).to_device(device),
         }
     }
@@ -103,8 +126,24 @@ pub(super) fn prepare(
             classes: classes.len(),
         });
     }
-    let train = Batches::new(&train_set, &shape, &classes, device);
-    let test = Batches::new(&test_set, &shape, &classes, device);
+    let augments = recipe
+        .train
+        .augment
+        .as_ref()
+        .is_some_and(super::augment::active);
+    if augments && shape.len() != 3 {
+        return Err(DataError::Invalid {
+            path: "train.augment".into(),
+            why: format!(
+                "crops and flips images, but model `{}` takes a flat {shape:?}",
+                graph.name
+            ),
+        }
+        .into());
+    }
+    let normalize = normalize(recipe, graph)?;
+    let train = Batches::new(&train_set, &shape, &classes, &normalize, device);
+    let test = Batches::new(&test_set, &shape, &classes, &normalize, device);
     let calibration = train.head(recipe.ptq.calibration_samples as i64);
     let class_names = classes
         .iter()

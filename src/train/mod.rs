@@ -1,8 +1,10 @@
 //! Training with libtorch: float training, post-training calibration (PTQ),
 //! quantization-aware fine-tuning (QAT) and the control run, as `qatc build` does them.
 
+mod augment;
 mod checkpoint;
 mod dataset;
+pub mod infer;
 mod network;
 mod observer;
 mod preflight;
@@ -10,7 +12,9 @@ pub mod pretrained;
 pub mod progress;
 pub mod sensitivity;
 
-pub use network::{images_to_tensor, Mode, Network, QuantState, RANGE_GROUP};
+pub use network::{
+    images_to_tensor, normalized_images_to_tensor, Mode, Network, QuantState, RANGE_GROUP,
+};
 pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 
 use std::path::{Path, PathBuf};
@@ -245,7 +249,7 @@ fn build_in_chain(
     let ptq_int8 = run.int8(
         "PTQ",
         graph,
-        &ptq_path,
+        &ptq.quantized_params(),
         &test_set,
         &classes,
         &ptq_predictions,
@@ -318,7 +322,7 @@ fn build_in_chain(
     let qat_int8 = run.int8(
         "QAT",
         graph,
-        &qat_path,
+        &qat.quantized_params(),
         &test_set,
         &classes,
         &qat_predictions,
@@ -326,6 +330,15 @@ fn build_in_chain(
     );
     let (int8, onnx, tflite) = match skip_unlowerable(qat_int8, &mut notes)? {
         Some(int8_model) => {
+            // The artifact and its exports say which class each output is by name.
+            let outputs = crate::int8::graph::output_count(int8_model.graph());
+            let int8_model = if class_names.len() == outputs {
+                int8_model
+                    .with_class_names(class_names.clone())
+                    .map_err(crate::lower::LowerError::from)?
+            } else {
+                int8_model
+            };
             crate::int8::artifact::save(&int8_dir, &int8_model)?;
             let onnx_path = opts.out_dir.join("model.onnx");
             let onnx = if opts.emit_onnx {
@@ -397,11 +410,7 @@ fn build_in_chain(
     let sensitivity = std::fs::read(opts.out_dir.join("sensitivity.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let page = report::html::build_page(
-        &report,
-        Some(&crate::ir::dump::text(graph)),
-        sensitivity.as_ref(),
-    );
+    let page = report::html::build_page(&report, Some(graph), sensitivity.as_ref());
     report::write_atomic_bytes(&html_path, page.as_bytes()).map_err(|source| {
         BuildError::Write {
             path: html_path,
@@ -665,6 +674,14 @@ impl Run<'_> {
             let ranges_before = (mode == Mode::Quantized).then(|| net.activation_ranges());
             let (mut loss_sum, mut correct, mut images) = (0.0, 0i64, 0i64);
             for (step, (xs, ys)) in batches(data, batch, Some(&order)).enumerate() {
+                // Training batches only: calibration and evaluation never come here.
+                let xs = match &self.recipe.train.augment {
+                    Some(a) if augment::active(a) => {
+                        let seed = epoch_seed(self.recipe.train.seed, stage, epoch) as u64;
+                        augment::apply(a, &xs, seed ^ (step as u64).wrapping_mul(0x9e37_79b9))
+                    }
+                    _ => xs,
+                };
                 let logits = net.forward(&xs, mode, true);
                 let loss = logits.cross_entropy_for_logits(&ys);
                 let value = loss.double_value(&[]);
@@ -747,25 +764,27 @@ impl Run<'_> {
         (accuracy, predictions)
     }
 
-    /// Lowers the saved weights to int8, evaluates the test set with the integer
+    /// Lowers the quantized parameters to int8, evaluates the test set with the integer
     /// runtime, and records its accuracy and argmax agreement with fake quantization.
     #[allow(clippy::too_many_arguments)]
     fn int8(
         &self,
         stage: &str,
         graph: &Graph,
-        weights: &Path,
+        params: &crate::quantized::QuantizedParams,
         test: &Images,
         classes: &[u8],
         fake_quant: &[i64],
         into: &mut Stage,
     ) -> Result<crate::int8::Model, BuildError> {
         let started = Instant::now();
-        let tensors = crate::lower::read_f32_safetensors(weights)?;
         let keep = (classes.len() < 10
             || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
         .then(|| classes.to_vec());
-        let int8_model = crate::lower::lower(graph, &tensors, keep)?;
+        // Built from images: the artifact takes raw pixels, normalized as in training.
+        let int8_model = crate::lower::lower_params(graph, params, keep)?
+            .with_normalize(dataset::normalize(self.recipe, graph)?)
+            .map_err(crate::lower::LowerError::from)?;
         let model = crate::runtime::Model::new(&int8_model);
         let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
         let n = test.len().max(1) as f64;

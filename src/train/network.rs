@@ -9,6 +9,7 @@ use super::observer::{
 };
 use crate::ir::ops::{Activation, RangeSource};
 use crate::ir::{Graph, NodeId, Op, QuantSpec, Scheme};
+use crate::quantized::{channel_scales, LinearParams, QuantizedParams};
 use crate::recipe::RangeMethod;
 
 mod layers;
@@ -125,7 +126,7 @@ impl Norm {
 
     /// Per-channel factor gamma / sigma from running statistics.
     fn factor(&self) -> Tensor {
-        &self.weight / (&self.running_var + self.eps).sqrt()
+        crate::ir::ops::fold_factor(&self.weight, &self.running_var, self.eps)
     }
 }
 
@@ -601,6 +602,63 @@ impl Network {
         })
     }
 
+    /// What lowering consumes: per quantized conv2d and dense the weights and bias with
+    /// batch norm folded as the fake-quant forward folds them, and the weight scales it
+    /// used; per fake-quant node the activation range it used.
+    pub fn quantized_params(&self) -> QuantizedParams {
+        let floats = |t: &Tensor| {
+            Vec::<f32>::try_from(
+                &t.to_device(tch::Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .flatten(0, -1),
+            )
+            .expect("a float tensor converts to f32s")
+        };
+        let mut params = QuantizedParams::default();
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            match &self.layers[self.range_source[i].index()] {
+                Layer::FakeQuant { observer, learned } => {
+                    let range = match learned {
+                        Some(r) => Some(learned_min_max(r, observer.spec)),
+                        None => observer
+                            .is_initialized()
+                            .then_some((observer.min, observer.max)),
+                    };
+                    // A fixed range is the op's, in the graph.
+                    let fixed = matches!(
+                        node.op,
+                        Op::FakeQuant {
+                            range: RangeSource::Fixed { .. },
+                            ..
+                        }
+                    );
+                    if let (Some(range), false) = (range, fixed) {
+                        params.ranges.insert(node.name.clone(), range);
+                    }
+                }
+                Layer::Linear { .. } if !node.quant.float => {
+                    if let Some((w, b, scale)) = self.folded(NodeId(i as u32)) {
+                        let out = w.size()[0] as usize;
+                        params.linear.insert(
+                            node.name.clone(),
+                            LinearParams {
+                                weight: floats(&w),
+                                bias: b.as_ref().map_or_else(|| vec![0.0; out], floats),
+                                weight_scales: channel_scales(
+                                    node.quant.weights,
+                                    &floats(&scale),
+                                    out,
+                                ),
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        params
+    }
+
     /// Named tensors to save: all parameters and statistics, the ranges of every
     /// fake-quant node (`<node>.min` / `.max`) and the weight scales used
     /// (`<node>.weight_scale`), so that lowering reproduces the quantized model exactly.
@@ -733,6 +791,29 @@ pub fn images_to_tensor(pixels: &[u8], shape: &[usize], device: tch::Device) -> 
         .view(dims.as_slice())
         .to_device(device)
         / 255.0
+}
+
+/// [`images_to_tensor`], then normalized per channel: `(p / 255 - mean[c]) / std[c]`, the
+/// same f32 operations as [`crate::preprocess::Normalize::apply`] (the int8 runtime's).
+pub fn normalized_images_to_tensor(
+    pixels: &[u8],
+    shape: &[usize],
+    normalize: &crate::preprocess::Normalize,
+    device: tch::Device,
+) -> Tensor {
+    let x = images_to_tensor(pixels, shape, device);
+    if normalize.is_identity() {
+        return x;
+    }
+    // [1, C, 1, 1] against [N, C, H, W]; [1, 1] against a flat [N, F].
+    let mut dims = vec![1i64; shape.len() + 1];
+    dims[1] = normalize.mean.len() as i64;
+    let per = |v: &[f32]| {
+        Tensor::from_slice(v)
+            .view(dims.as_slice())
+            .to_device(device)
+    };
+    (x - per(&normalize.mean)) / per(&normalize.std)
 }
 
 /// Checks that every name a recipe list (`transfer.freeze`, `transfer.skip`) gives is a

@@ -3,6 +3,7 @@
 
 use tch::{Kind, Tensor};
 
+use crate::ir::quant::symmetric_scale;
 use crate::ir::{Granularity, QuantSpec, Scheme};
 use crate::recipe::RangeMethod;
 
@@ -199,7 +200,7 @@ fn range_params(lo: &Tensor, hi: &Tensor, spec: QuantSpec) -> (Tensor, Tensor) {
     let (qmin, qmax) = spec.range();
     match spec.scheme {
         Scheme::Symmetric => {
-            let scale = (lo.abs().maximum(hi) / qmax as f64).clamp_min(f32::EPSILON as f64);
+            let scale = symmetric_scale(lo, hi, qmax);
             let zp = scale.zeros_like();
             (scale, zp)
         }

@@ -49,7 +49,10 @@ pub fn to_bytes(model: &int8::Model) -> Result<Vec<u8>, ExportError> {
             _ => None,
         })
         .ok_or_else(|| unsupported("the integer graph has no quantize op for its input"))?;
-    let input = w.value(input)?;
+    let input = match w.pixels {
+        Some(pixels) => pixels,
+        None => w.value(input)?,
+    };
     if w.hwc.contains_key(&graph.output) {
         return Err(unsupported("the output is a flattened image"));
     }
@@ -75,13 +78,21 @@ pub fn to_bytes(model: &int8::Model) -> Result<Vec<u8>, ExportError> {
             name: Some("main".into()),
         }]),
         description: Some(format!(
-            "qatc {}: int8 model {}{}",
+            "qatc {}: int8 model {}{}{}",
             env!("CARGO_PKG_VERSION"),
             graph.model,
             // The recipe selected classes: say which dataset label each output is.
             graph.classes.as_ref().map_or(String::new(), |c| format!(
                 "; output i is dataset class {c:?}[i]"
-            ))
+            )),
+            // What an app shows for output i: the names as a JSON array.
+            graph
+                .class_names
+                .as_ref()
+                .map_or(String::new(), |names| format!(
+                    "; labels: {}",
+                    serde_json::to_string(names).expect("strings serialize")
+                ))
         )),
         buffers: Some(w.buffers),
     };
@@ -113,6 +124,8 @@ struct Writer<'a> {
     value_tensor: HashMap<ValueId, i32>,
     /// Flattened images whose elements are in NHWC order, with their `[C, H, W]`.
     hwc: HashMap<ValueId, [usize; 3]>,
+    /// The raw `uint8` pixel input, for a model built from images.
+    pixels: Option<i32>,
 }
 
 /// `[C, H, W]` → `[1, H, W, C]`, `[F]` → `[1, F]`.
@@ -186,6 +199,7 @@ impl<'a> Writer<'a> {
             operators: Vec::new(),
             value_tensor: HashMap::new(),
             hwc: HashMap::new(),
+            pixels: None,
         }
     }
 
@@ -300,6 +314,91 @@ impl<'a> Writer<'a> {
         ))
     }
 
+    /// A `uint8` NHWC input of raw pixels (scale 1/255, zero point 0: real `p / 255`)
+    /// into the int8 input tensor `y`: `QUANTIZE` requantizes it when there is nothing to
+    /// normalize; otherwise `QUANTIZE` to int8 at the same scale (`p - 128`, exact), then a
+    /// 1×1 `DEPTHWISE_CONV_2D` whose weight `1 / std[c]` and bias `-mean[c] / std[c]` give
+    /// `(p / 255 - mean[c]) / std[c]`, requantized to `y`'s parameters. Returns the input.
+    fn normalize_pixels(
+        &mut self,
+        normalize: &crate::preprocess::Normalize,
+        y: i32,
+    ) -> Result<i32, ExportError> {
+        let shape = self.graph.input.shape.clone();
+        let divisor = crate::preprocess::PIXEL_DIVISOR;
+        let pixels_q = |zero_point: i64| {
+            Box::new(fb::QuantizationParameters {
+                scale: Some(vec![1.0 / divisor]),
+                zero_point: Some(vec![zero_point]),
+                ..Default::default()
+            })
+        };
+        let pixels = self.tensor(
+            "pixels".into(),
+            nhwc(&shape),
+            fb::TensorType::Uint8,
+            None,
+            Some(pixels_q(0)),
+        );
+        if normalize.is_identity() {
+            self.emit(Builtin::Quantize, vec![pixels], vec![y], None);
+            return Ok(pixels);
+        }
+        let [c, _, _] = shape[..] else {
+            return Err(unsupported(format!(
+                "normalizing the flat input {shape:?} (only [C, H, W] images are normalized in TFLite)"
+            )));
+        };
+        let shifted = self.tensor(
+            "pixels/int8".into(),
+            nhwc(&shape),
+            fb::TensorType::Int8,
+            None,
+            Some(pixels_q(-128)),
+        );
+        self.emit(Builtin::Quantize, vec![pixels], vec![shifted], None);
+        // Weight 127 at scale (1 / std) / 127 is 1 / std exactly (up to f32).
+        let scales: Vec<f32> = normalize.std.iter().map(|s| 1.0 / s / 127.0).collect();
+        let weight = self.tensor(
+            "normalize/weight".into(),
+            vec![1, 1, 1, c as i32],
+            fb::TensorType::Int8,
+            Some(vec![127u8; c]),
+            Some(per_channel(scales.clone(), 3)),
+        );
+        let s_in = 1.0 / divisor;
+        let bias: Vec<i32> = (0..c)
+            .map(|ch| {
+                let real = -(normalize.mean[ch] as f64) / normalize.std[ch] as f64;
+                (real / (s_in as f64 * scales[ch] as f64)).round() as i32
+            })
+            .collect();
+        let bias_t = self.tensor(
+            "normalize/bias".into(),
+            vec![c as i32],
+            fb::TensorType::Int32,
+            Some(bias.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Some(per_channel(scales.iter().map(|s| s * s_in).collect(), 0)),
+        );
+        let options =
+            fb::BuiltinOptions::DepthwiseConv2DOptions(Box::new(fb::DepthwiseConv2DOptions {
+                padding: fb::Padding::Valid,
+                stride_w: 1,
+                stride_h: 1,
+                depth_multiplier: 1,
+                fused_activation_function: fb::ActivationFunctionType::None,
+                dilation_w_factor: 1,
+                dilation_h_factor: 1,
+            }));
+        self.emit(
+            Builtin::DepthwiseConv2d,
+            vec![shifted, weight, bias_t],
+            vec![y],
+            Some(options),
+        );
+        Ok(pixels)
+    }
+
     #[deny(clippy::wildcard_enum_match_arm)]
     fn op(&mut self, op: &IntOp) -> Result<(), ExportError> {
         match op {
@@ -336,9 +435,12 @@ impl<'a> Writer<'a> {
                 let y = self.value(*output)?;
                 self.emit(Builtin::of_lookup(*function), vec![x], vec![y], None);
             }
-            // The model's input: TFLite takes it already quantized.
+            // The model's input: raw pixels for a model built from images, else already quantized.
             IntOp::Quantize { output } => {
-                self.value(*output)?;
+                let y = self.value(*output)?;
+                if let Some(normalize) = &self.graph.input.normalize {
+                    self.pixels = Some(self.normalize_pixels(normalize, y)?);
+                }
             }
             IntOp::Conv2d {
                 name,

@@ -112,7 +112,7 @@ impl Checker<'_> {
                             )
                             .with_note("`@quant` accepts `weights` and `activations`");
                             if let Some(s) = did_you_mean(&name.name, ["weights", "activations"]) {
-                                d = d.with_help(format!("did you mean `{s}`?"));
+                                d = d.with_suggestion(name.span, s);
                             }
                             self.report(ctx, d);
                             continue;
@@ -152,7 +152,11 @@ impl Checker<'_> {
                     )
                     .with_note("bindings accept `@float`, `@frozen` and `@quant(...)`");
                     if let Some(s) = did_you_mean(other, ["float", "frozen", "quant"]) {
-                        d = d.with_help(format!("did you mean `@{s}`?"));
+                        d = d.with_help(format!("did you mean `@{s}`?")).with_fix(
+                            format!("replace with `@{s}`"),
+                            ann.name.span,
+                            s,
+                        );
                     }
                     self.report(ctx, d);
                 }
@@ -194,7 +198,7 @@ pub(super) fn quant_defaults(file: &ast::File, diagnostics: &mut Vec<Diagnostic>
                 )
                 .with_note("`quant default` accepts `weights` and `activations`");
                 if let Some(s) = did_you_mean(name, ["weights", "activations"]) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
+                    d = d.with_suggestion(setting.name.span, s);
                 }
                 diagnostics.push(d);
                 continue;
@@ -314,7 +318,7 @@ fn quant_spec(expr: &ast::Expr, role: Role) -> Result<QuantSpec, Diagnostic> {
             other => {
                 let mut d = invalid(word.span, format!("unknown quantization option `{other}`"));
                 if let Some(s) = did_you_mean(other, QUANT_WORDS.iter().copied()) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
+                    d = d.with_suggestion(word.span, s);
                 }
                 return Err(d);
             }

@@ -148,7 +148,20 @@ impl<'a> Checker<'a> {
                     p
                 }
                 Some(name) => match params.iter().position(|p| p.name.name == name.name) {
-                    Some(p) => p,
+                    Some(p) => {
+                        // `filters = 8` names the parameter: rename and hover follow it.
+                        let span = params[p].name.span;
+                        let target = if block.module == 0 {
+                            Target::Local(span)
+                        } else {
+                            Target::External {
+                                path: self.modules.list[block.module - 1].path.clone(),
+                                span,
+                            }
+                        };
+                        self.reference(ctx, name.span, target);
+                        p
+                    }
                     None => {
                         ok = false;
                         let mut d = Diagnostic::error(
@@ -163,7 +176,7 @@ impl<'a> Checker<'a> {
                         if let Some(s) =
                             did_you_mean(&name.name, params.iter().map(|p| p.name.name.as_str()))
                         {
-                            d = d.with_help(format!("did you mean `{s}`?"));
+                            d = d.with_suggestion(name.span, s);
                         } else {
                             d = d.with_note(block.signature());
                         }
@@ -284,6 +297,17 @@ impl<'a> Checker<'a> {
                     format!("`{}` is missing", p.name.name),
                 )
                 .with_note(block.signature());
+                // An int gets a number to edit; a tensor, a name that may already be bound.
+                let value = if p.ty.name == "int" {
+                    "1"
+                } else {
+                    p.name.name.as_str()
+                };
+                d = d.with_fix(
+                    format!("add `{} = {value}`", p.name.name),
+                    super::calls::insertion_point(call),
+                    super::calls::insert_argument(call, &p.name.name, value),
+                );
                 if block.module == 0 {
                     d = d.with_label(p.span, "declared here");
                 }
@@ -426,6 +450,7 @@ impl<'a> Checker<'a> {
             self.call_details
                 .insert(binding.names[0].span, given.join(", "));
         }
+        let caller = graph.enter_block(&binding.names[0].name, &block.def.name.name);
         let (_, output) = self.body(
             graph,
             &mut inner,
@@ -434,6 +459,7 @@ impl<'a> Checker<'a> {
             Some(block.def),
             block.def.span,
         );
+        graph.current_block = caller;
         match output {
             Some(values) if values.len() == binding.names.len() => values,
             _ => poisoned,

@@ -28,6 +28,7 @@ impl<'a> Checker<'a> {
             detail: format!("```qat\n{}\n```", block.signature()),
             scope: self.file_span,
             global: true,
+            hint: None,
         });
         let graph = GraphBuilder::default();
         for p in &b.params {
@@ -69,7 +70,7 @@ impl<'a> Checker<'a> {
                         "expected `tensor`, `int` or `op`",
                     );
                     if let Some(s) = did_you_mean(other, ["tensor", "int", "op"]) {
-                        d = d.with_help(format!("did you mean `{s}`?"));
+                        d = d.with_suggestion(p.ty.span, s);
                     }
                     self.diagnostics.push(d);
                     Value::Tensor(None)
@@ -135,6 +136,7 @@ impl<'a> Checker<'a> {
             detail: format!("model `{}`", model.name.name),
             scope: self.file_span,
             global: true,
+            hint: None,
         });
         let (inputs, outputs) = self.body(
             &mut graph,
@@ -203,6 +205,7 @@ impl<'a> Checker<'a> {
             nodes: graph.nodes,
             inputs,
             output,
+            blocks: graph.blocks,
         })
     }
 
@@ -376,7 +379,7 @@ impl<'a> Checker<'a> {
                 ));
         } else if let Some(s) = did_you_mean(&name.name, scope.bindings.keys().map(String::as_str))
         {
-            d = d.with_help(format!("did you mean `{s}`?"));
+            d = d.with_suggestion(name.span, s);
         }
         self.report(ctx, d);
         None
@@ -578,13 +581,9 @@ impl<'a> Checker<'a> {
         if let Some(block) = block {
             let quant = self.annotations(ctx, binding, None);
             let values = self.block_call(graph, ctx, scope, binding, block, quant);
-            let given = self.call_details.get(&name.span).cloned();
+            let call_detail = self.block_call_detail(graph, scope, block, call);
             for (n, v) in binding.names.iter().zip(values) {
-                let mut detail = self.value_detail(graph, &n.name, v);
-                if let Some(given) = &given {
-                    detail.push_str(&format!("\n\n`{}({given})`", block.def.name.name));
-                }
-                self.define_index(ctx, n.span, &n.name, detail, item_span);
+                self.define_value_index(ctx, graph, n, v, item_span, Some(&call_detail));
                 self.define(ctx, scope, n, v);
             }
             return;
@@ -615,8 +614,7 @@ impl<'a> Checker<'a> {
                 .with_note("only blocks can have several results"),
             );
         }
-        let detail = self.value_detail(graph, &name.name, Value::Tensor(value));
-        self.define_index(ctx, name.span, &name.name, detail, item_span);
+        self.define_value_index(ctx, graph, name, Value::Tensor(value), item_span, None);
         self.define(ctx, scope, name, Value::Tensor(value));
         for extra in &binding.names[1..] {
             self.define(ctx, scope, extra, Value::Tensor(None));

@@ -85,7 +85,7 @@ impl Checker<'_> {
                     .map(|o| o.name)
                     .chain(blocks.iter().copied()),
             ) {
-                d = d.with_help(format!("did you mean `{s}`?"));
+                d = d.with_suggestion(call.callee.span, s);
             } else {
                 d = d.with_note(format!(
                     "ops: {}",
@@ -211,7 +211,7 @@ impl Checker<'_> {
                 );
                 if let Some(s) = did_you_mean(&name.name, def.args.iter().map(|a| a.name)) {
                     suggested.push(s);
-                    d = d.with_help(format!("did you mean `{s}`?"));
+                    d = d.with_suggestion(name.span, s);
                 } else if def.args.is_empty() {
                     d = d.with_note(format!("`{}` takes no named arguments", def.name));
                 } else {
@@ -349,7 +349,7 @@ impl Checker<'_> {
                         (arg_def.ty, &arg.value)
                     {
                         if let Some(s) = did_you_mean(&i.name, choices.iter().copied()) {
-                            d = d.with_help(format!("did you mean `{s}`?"));
+                            d = d.with_suggestion(i.span, s);
                         }
                     }
                     self.report(ctx, d);
@@ -376,7 +376,12 @@ impl Checker<'_> {
                         .with_help(format!(
                             "add `{} = ...`: {} ({})",
                             arg_def.name, arg_def.doc, arg_def.ty
-                        )),
+                        ))
+                        .with_fix(
+                            format!("add `{} = {}`", arg_def.name, arg_def.ty.example()),
+                            insertion_point(call),
+                            insert_argument(call, arg_def.name, arg_def.ty.example()),
+                        ),
                     );
                 }
                 // A default that names another argument (stride = size) is resolved by the op.
@@ -388,6 +393,24 @@ impl Checker<'_> {
             }
         }
         ok.then_some(Args(values))
+    }
+}
+
+/// Where a missing argument goes: after the last one, or inside empty parentheses.
+pub(super) fn insertion_point(call: &ast::Call) -> Span {
+    let at = call
+        .args
+        .last()
+        .map_or(call.span.end.saturating_sub(1), |a| a.span.end);
+    Span::new(at, at)
+}
+
+/// The text that adds `name = value` at [`insertion_point`].
+pub(super) fn insert_argument(call: &ast::Call, name: &str, value: &str) -> String {
+    if call.args.is_empty() {
+        format!("{name} = {value}")
+    } else {
+        format!(", {name} = {value}")
     }
 }
 

@@ -1,9 +1,10 @@
 //! The editor index: definitions, references and hover text recorded while checking.
 
-use super::{Checker, Ctx, GraphBuilder, Value};
+use super::{BlockRef, Checker, Ctx, GraphBuilder, Scope, Value};
 use crate::diagnostics::Span;
 use crate::ir::index::{Definition, Reference, Target};
 use crate::ir::ops::format_shape;
+use crate::syntax::ast;
 
 impl Checker<'_> {
     pub(super) fn define_index(
@@ -21,8 +22,109 @@ impl Checker<'_> {
                 detail,
                 scope,
                 global: false,
+                hint: None,
             });
         }
+    }
+
+    /// Indexes a name bound by `let`: hover text, and the inlay hint with its shape and
+    /// quantization. `block` is the hover text of the block call that computed it, if any.
+    pub(super) fn define_value_index(
+        &mut self,
+        ctx: &Ctx,
+        graph: &GraphBuilder,
+        name: &ast::Ident,
+        value: Value,
+        scope: Span,
+        block: Option<&str>,
+    ) {
+        if ctx.inlined() || ctx.module != 0 {
+            return;
+        }
+        let mut detail = self.value_detail(graph, &name.name, value);
+        if let Some(call) = block {
+            // The first line (name and shape) stays; the block replaces its last inner op.
+            let (head, rest) = detail.split_once("\n\n").unwrap_or((&detail, ""));
+            let head = head.split(" = ").next().unwrap_or(head);
+            detail = format!("{head}\n\n{call}\n\n{rest}");
+        }
+        let hint = match value {
+            Value::Tensor(Some(id)) => {
+                let node = &graph.nodes[id.index()];
+                let quant = if node.quant.float {
+                    "float".to_string()
+                } else if node.op.has_weights() {
+                    format!(
+                        "W{}A{}",
+                        node.quant.weights.bits, node.quant.activations.bits
+                    )
+                } else {
+                    format!("A{}", node.quant.activations.bits)
+                };
+                Some(format!("{} {quant}", format_shape(&node.shape)))
+            }
+            Value::Tensor(None) | Value::Int(_) | Value::Op(_) => None,
+        };
+        self.index.definitions.push(Definition {
+            span: name.span,
+            name: name.name.clone(),
+            detail,
+            scope,
+            global: false,
+            hint,
+        });
+    }
+
+    /// Hover text for a block call: the block's signature and what it was called with.
+    pub(super) fn block_call_detail(
+        &self,
+        graph: &GraphBuilder,
+        scope: &Scope,
+        block: BlockRef,
+        call: &ast::Call,
+    ) -> String {
+        let args: Vec<String> = call
+            .args
+            .iter()
+            .map(|a| {
+                let value = match &a.value {
+                    ast::Expr::Ident(i) => match scope.bindings.get(&i.name).map(|b| b.value) {
+                        Some(Value::Tensor(Some(id))) => format!(
+                            "{}: f32{}",
+                            i.name,
+                            format_shape(&graph.nodes[id.index()].shape)
+                        ),
+                        Some(Value::Int(Some(v))) => format!("{} = {v}", i.name),
+                        _ => i.name.clone(),
+                    },
+                    ast::Expr::Number { text, .. } => text.clone(),
+                    ast::Expr::Call(c) => format!("{}(...)", c.callee.name),
+                    ast::Expr::List { .. } => "[...]".to_string(),
+                    other @ (ast::Expr::Str { .. } | ast::Expr::Binary { .. }) => other.to_string(),
+                };
+                match &a.name {
+                    Some(n) => format!("`{} = {value}`", n.name),
+                    None => format!("`{value}`"),
+                }
+            })
+            .collect();
+        let from = if block.module == 0 {
+            String::new()
+        } else {
+            format!(
+                " (from `{}`)",
+                self.modules.list[block.module - 1].path.display()
+            )
+        };
+        format!(
+            "block call{from}:\n```qat\n{}\n```\ncalled with {}",
+            block.signature(),
+            if args.is_empty() {
+                "no arguments".to_string()
+            } else {
+                args.join(", ")
+            }
+        )
     }
 
     pub(super) fn reference(&mut self, ctx: &Ctx, span: Span, target: Target) {

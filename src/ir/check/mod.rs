@@ -22,7 +22,7 @@ use std::path::Path;
 
 use super::index::{Index, Reference, Target};
 use super::modules::{FsLoader, Loader, Modules};
-use super::{Graph, Node, NodeId, NodeQuant, Op, QuantSpec};
+use super::{BlockCall, BlockCallId, Graph, Node, NodeId, NodeQuant, Op, QuantSpec};
 use crate::codes;
 use crate::diagnostics::{Diagnostic, Span};
 use crate::syntax::ast;
@@ -271,6 +271,9 @@ struct GraphBuilder {
     next_suffix: HashMap<String, usize>,
     /// A resource limit was reported: inline nothing more, report no more limits.
     limit_hit: bool,
+    /// Every block call inlined so far, and the one whose body is being inlined now.
+    blocks: Vec<BlockCall>,
+    current_block: Option<BlockCallId>,
 }
 
 impl GraphBuilder {
@@ -305,8 +308,21 @@ impl GraphBuilder {
             shape,
             span,
             quant,
+            block: self.current_block,
         });
         id
+    }
+
+    /// Starts inlining a call of `block` bound to `binding` inside the current call;
+    /// returns the call to go back to when its body is done.
+    fn enter_block(&mut self, binding: &str, block: &str) -> Option<BlockCallId> {
+        let id = BlockCallId(self.blocks.len() as u32);
+        self.blocks.push(BlockCall {
+            binding: binding.to_string(),
+            block: block.to_string(),
+            parent: self.current_block,
+        });
+        std::mem::replace(&mut self.current_block, Some(id))
     }
 }
 

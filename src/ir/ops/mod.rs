@@ -26,6 +26,8 @@ mod reshape;
 mod sigmoid;
 mod softmax;
 
+pub use batch_norm::{fold_factor, folded_bias};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Padding {
@@ -429,6 +431,23 @@ impl ArgType {
             self,
             ArgType::PositiveInt | ArgType::NonNegativeInt | ArgType::Axis
         )
+    }
+}
+
+impl ArgType {
+    /// A valid value to start from, which a quick fix inserts for a missing argument.
+    pub fn example(self) -> &'static str {
+        match self {
+            ArgType::PositiveInt => "1",
+            ArgType::NonNegativeInt => "0",
+            ArgType::Axis => "-1",
+            ArgType::PositiveFloat => "1.0",
+            ArgType::Fraction => "0.5",
+            ArgType::Rate => "0.1",
+            ArgType::Bool => "false",
+            ArgType::Choice(choices) => choices.first().copied().unwrap_or(""),
+            ArgType::Shape => "[1]",
+        }
     }
 }
 

@@ -2,6 +2,42 @@
 //! and the learned (LSQ-style) fake quantization of weights and activations.
 
 use super::*;
+use crate::ir::quant::Arith;
+
+/// libtorch's f32 tensor operations for the quantization rules of [`crate::ir::quant`]
+/// and [`crate::ir::ops::fold_factor`], so that training and lowering share them.
+impl Arith for Tensor {
+    fn add(&self, other: &Tensor) -> Tensor {
+        self + other
+    }
+    fn sub(&self, other: &Tensor) -> Tensor {
+        self - other
+    }
+    fn mul(&self, other: &Tensor) -> Tensor {
+        self * other
+    }
+    fn div(&self, other: &Tensor) -> Tensor {
+        self / other
+    }
+    fn add_scalar(&self, x: f64) -> Tensor {
+        self + x
+    }
+    fn div_scalar(&self, x: f64) -> Tensor {
+        self / x
+    }
+    fn sqrt(&self) -> Tensor {
+        Tensor::sqrt(self)
+    }
+    fn abs(&self) -> Tensor {
+        Tensor::abs(self)
+    }
+    fn maximum(&self, other: &Tensor) -> Tensor {
+        Tensor::maximum(self, other)
+    }
+    fn clamp_min(&self, x: f64) -> Tensor {
+        Tensor::clamp_min(self, x)
+    }
+}
 
 /// w·γ/σ per output channel, or `w` when there is no batch norm.
 pub(super) fn fold(weight: &Tensor, norm: Option<&Norm>) -> Tensor {
@@ -19,14 +55,12 @@ pub(super) fn fold(weight: &Tensor, norm: Option<&Norm>) -> Tensor {
 /// (b − μ)·γ/σ + β, or `b` when there is no batch norm.
 pub(super) fn folded_bias(bias: Option<&Tensor>, norm: Option<&Norm>) -> Option<Tensor> {
     match norm {
-        Some(norm) => {
-            let factor = norm.factor();
-            let shift = &norm.bias - &norm.running_mean * &factor;
-            Some(match bias {
-                Some(b) => b * &factor + shift,
-                None => shift,
-            })
-        }
+        Some(norm) => Some(crate::ir::ops::folded_bias(
+            bias,
+            &norm.bias,
+            &norm.running_mean,
+            &norm.factor(),
+        )),
         None => bias.map(Tensor::shallow_clone),
     }
 }

@@ -125,3 +125,46 @@ fn fake_quant_output_lies_on_the_int8_grid() {
     let err = (&out - &float).abs().max().double_value(&[]);
     assert!(err < 0.1, "fake-quant strays {err} from float");
 }
+
+#[test]
+fn quantized_params_are_what_the_saved_state_reads_back_as_bit_for_bit() {
+    // Training folds batch norm with libtorch, the reader of saved weights in f32: the
+    // rule is one, and so must be the bits the int8 model gets.
+    tch::manual_seed(4);
+    let text = NET.replace(
+        "stride = 2, padding = same)",
+        "stride = 2, padding = same, bias = false)",
+    );
+    for g in [graph(NET), graph(&text)] {
+        let mut net = Network::new(&g, tch::Device::Cpu);
+        let xs = Tensor::randn([6, 2, 9, 9], (Kind::Float, tch::Device::Cpu));
+        warmed(&mut net, &xs);
+        tch::no_grad(|| {
+            let _ = net.forward(&xs, Mode::Calibrate, false);
+        });
+        let saved: crate::quantized::TensorMap = net
+            .named_tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let shape = t.size().iter().map(|&d| d as usize).collect();
+                let data = Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap();
+                (name, crate::quantized::F32Tensor { shape, data })
+            })
+            .collect();
+        let read = crate::quantized::QuantizedParams::from_tensors(&g, &saved).unwrap();
+        let made = net.quantized_params();
+        assert_eq!(made.linear.len(), 2);
+        assert!(!made.ranges.is_empty());
+        let bits = |p: &crate::quantized::QuantizedParams| {
+            p.linear
+                .iter()
+                .map(|(n, l)| {
+                    let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (n.clone(), b(&l.weight), b(&l.bias), b(&l.weight_scales))
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&made), bits(&read));
+        assert_eq!(made.ranges, read.ranges);
+    }
+}

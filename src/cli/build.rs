@@ -1,0 +1,171 @@
+//! `qatc build` and `qatc sensitivity`: the commands that train (libtorch).
+
+#[cfg(feature = "train")]
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[cfg(feature = "train")]
+use super::{checked_graph, model_summary, read_source, ExportFormat, LogFormat, ModelArgs};
+use super::{BuildArgs, SensitivityArgs};
+#[cfg(feature = "train")]
+use crate::codes;
+#[cfg(feature = "train")]
+use crate::diagnostics::{render_terminal, Diagnostic, Severity};
+#[cfg(feature = "train")]
+use crate::ir::Graph;
+#[cfg(feature = "train")]
+use crate::passes::{self, Stage};
+
+/// Checks the model, loads its recipe and runs the passes: what training starts from.
+#[cfg(feature = "train")]
+fn prepared(
+    args: &ModelArgs,
+) -> Result<(Graph, crate::recipe::Recipe, crate::train::BuildOptions), String> {
+    let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
+    let summary = model_summary(graph.clone());
+    let log = match (args.quiet, args.log_format) {
+        (true, _) => crate::train::progress::Log::Quiet,
+        (false, LogFormat::Auto) => crate::train::progress::Log::auto(),
+        (false, LogFormat::Text) => crate::train::progress::Log::Lines,
+        (false, LogFormat::Json) => crate::train::progress::Log::Json,
+    };
+    let progress = crate::train::progress::Progress { log };
+    let beside = crate::recipe::Recipe::path_for(&args.file);
+    let recipe = match &args.recipe {
+        // Only the recipe that goes with the model is optional; one named must exist.
+        None if !beside.exists() => {
+            progress.message(&format!(
+                "no recipe at {}: using the default recipe (see it with `qatc recipe`; `qatc recipe --out {}` writes it there to edit)",
+                beside.display(),
+                beside.display()
+            ));
+            crate::recipe::Recipe::default()
+        }
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside)).map_err(|e| {
+            e.rendered
+                .trim_start_matches("error: ")
+                .trim_end()
+                .to_string()
+        })?,
+    };
+    // Refuse before libtorch allocates anything.
+    if let Some(d) = crate::ir::memory::check_training_memory(&graph, recipe.train.batch_size) {
+        let file = read_source(&args.file)?;
+        eprint!("{}", render_terminal(&file, &[d], args.color.enabled()));
+        return Err(format!(
+            "{}: one training batch would not fit in memory; nothing was built",
+            args.file.display()
+        ));
+    }
+    let quantized = passes::run(graph, Stage::Quantized);
+    let opts = crate::train::BuildOptions {
+        out_dir: PathBuf::from("build").join(&quantized.name),
+        device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
+        log,
+        resume: false,
+        emit_onnx: false,
+        emit_tflite: false,
+        summary: Some(summary),
+    };
+    Ok((quantized, recipe, opts))
+}
+
+#[cfg(feature = "train")]
+pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
+    let (graph, recipe, mut opts) = prepared(&args.model)?;
+    if let Some(out) = args.out {
+        opts.out_dir = out;
+    }
+    opts.resume = args.resume;
+    opts.emit_onnx = args.emit.contains(&ExportFormat::Onnx);
+    opts.emit_tflite = args.emit.contains(&ExportFormat::Tflite);
+    // Before any training: what has no int8 form would only show at the end.
+    let (problems, format) = if opts.emit_tflite {
+        (crate::export::tflite::check(&graph), Some("TFLite"))
+    } else if opts.emit_onnx {
+        (
+            crate::lower::check(&graph, codes::NO_INT8_FORM),
+            Some("ONNX"),
+        )
+    } else {
+        let warnings = crate::lower::check(&graph, codes::NO_INT8_MODEL)
+            .into_iter()
+            .map(|d| Diagnostic {
+                severity: Severity::Warning,
+                ..d
+            })
+            .collect();
+        (warnings, None)
+    };
+    if !problems.is_empty() {
+        let file = read_source(&args.model.file)?;
+        eprint!(
+            "{}",
+            render_terminal(&file, &problems, args.model.color.enabled())
+        );
+        if let Some(format) = format {
+            return Err(format!(
+                "{} cannot be exported to {format} ({} problem{}); nothing was built",
+                args.model.file.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    // The summary once the model is known to build (a refused one gets only its errors).
+    if let Some(summary) = &opts.summary {
+        crate::train::progress::Progress { log: opts.log }.summary(summary);
+    }
+    let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
+    println!("{}", report.table());
+    let a = &report.artifacts;
+    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    println!(
+        "wrote {}, {}, {}, {}",
+        a.float,
+        a.qat,
+        extra.join(", "),
+        a.report
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "train")]
+pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
+    let (graph, recipe, mut opts) = prepared(&args.model)?;
+    if let Some(out) = args.out {
+        opts.out_dir = out;
+    }
+    let result = crate::train::sensitivity::analyze(
+        &graph,
+        &recipe,
+        &opts,
+        args.weights.as_deref(),
+        args.all_but_one,
+    )
+    .map_err(|e| e.to_string())?;
+    print!("{}", result.table());
+    let path = opts.out_dir.join("sensitivity.json");
+    let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    crate::report::write_atomic_bytes(&path, json.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "train"))]
+pub(super) fn build(_: BuildArgs) -> Result<ExitCode, String> {
+    Err(NO_TRAIN.into())
+}
+
+#[cfg(not(feature = "train"))]
+pub(super) fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, String> {
+    Err(NO_TRAIN.into())
+}
+
+#[cfg(not(feature = "train"))]
+const NO_TRAIN: &str = "this qatc was built without the `train` feature (libtorch); rebuild with default features to train";
