@@ -12,7 +12,7 @@ mod numpy;
 mod source;
 
 pub use fit::fit;
-pub use source::{load, DataSets, Format};
+pub use source::{load, load_with, DataSets, Format, LoadOptions};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ data:
   # classes: [0, 1, 2, 3, 4]                # keep only these classes; default: all of them
   # train_limit: 5000                       # use at most this many training images; default: all
   # test_limit: 1000                        # evaluate on at most this many test images; default: all
+  skip_bad: false                            # true: leave out (and count) images that do not decode
   # normalize: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}  # per channel, x = (pixel/255 - mean) / std; kept in every artifact
 train:                     # float training
   epochs: 3
@@ -109,6 +110,9 @@ pub struct DataConfig {
     /// evaluation and stored in the int8 artifact (whose exports take raw pixels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<crate::preprocess::Normalize>,
+    /// Leave out (and count) images that do not decode instead of stopping the build.
+    #[serde(default)]
+    pub skip_bad: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

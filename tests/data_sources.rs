@@ -142,6 +142,8 @@ fn broken_images_and_stray_classes_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     save_solid(&root.join("train/a/ok.png"), 4, 4, [1, 2, 3]);
+    // A second class: a folder with one class is refused before any image is decoded.
+    save_solid(&root.join("train/b/ok.png"), 4, 4, [3, 2, 1]);
     std::fs::write(
         root.join("train/a/broken.png"),
         b"\x89PNG\r\n\x1a\nnot really",
@@ -372,4 +374,59 @@ fn a_model_trains_on_a_folder_of_colour_images() {
         .as_f64()
         .unwrap_or_else(|| panic!("{text}"));
     assert!(int8 > 0.85, "int8 accuracy {int8}\n{text}");
+}
+
+/// Bad data gets a clear error naming the place, or with `skip_bad` is left out and counted.
+#[test]
+fn empty_and_single_class_folders_are_refused_and_broken_images_can_be_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for class in ["a", "b"] {
+        for i in 0..3 {
+            save_solid(&root.join(format!("train/{class}/{i}.png")), 4, 4, [9; 3]);
+        }
+        save_solid(&root.join(format!("val/{class}/v.png")), 4, 4, [9; 3]);
+    }
+    std::fs::write(root.join("train/a/readme.md"), "x").unwrap();
+    std::fs::write(root.join("train/b/broken.png"), b"\x89PNG truncated").unwrap();
+    let err = data::load(Format::Folder, root, &[1, 4, 4], 0.2, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("broken.png"), "{err}");
+    let options = data::LoadOptions {
+        val_split: 0.2,
+        seed: 0,
+        skip_bad: true,
+    };
+    let sets = data::load_with(Format::Folder, root, &[1, 4, 4], &options).unwrap();
+    assert_eq!(sets.train.len(), 6, "the broken image is left out");
+    let notes = sets.notes.join("\n");
+    assert!(
+        notes.contains("skipped 1 files that are not images")
+            && notes.contains("left out 1 images")
+            && notes.contains("broken.png"),
+        "{notes}"
+    );
+
+    // A class folder without images.
+    std::fs::create_dir_all(root.join("train/c")).unwrap();
+    let err = data::load(Format::Folder, root, &[1, 4, 4], 0.2, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train/c") && err.contains("no training images"),
+        "{err}"
+    );
+
+    // One class only.
+    let one = tmp.path().join("one");
+    save_solid(&one.join("only/0.png"), 4, 4, [9; 3]);
+    save_solid(&one.join("only/1.png"), 4, 4, [9; 3]);
+    let err = data::load(Format::Folder, &one, &[1, 4, 4], 0.5, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("one class (only)") && err.contains("at least two"),
+        "{err}"
+    );
 }

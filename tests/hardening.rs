@@ -104,12 +104,18 @@ fn hang_one_syntax_error_among_20000_items_is_recovered_in_linear_work() {
     let d = diagnose(text);
     let syntax: Vec<&Diagnostic> = d.iter().filter(|d| d.code == "E0001").collect();
     assert_eq!(syntax.len(), 2, "{:?}", codes(&d));
-    // Each error is at the right place: line 5 * i + 4 (`output y` after the broken call).
+    // Each error is at the right place: the unclosed `(` on line 5 * i + 3 (0-based
+    // 5 * i + 2), with `output y` on the next line as the place the parser gave up.
     let lines: Vec<usize> = syntax
         .iter()
         .map(|d| file.position(d.primary.span.start).0)
         .collect();
-    assert_eq!(lines, [3 * 5 + 3, 19_000 * 5 + 3]);
+    assert_eq!(lines, [3 * 5 + 2, 19_000 * 5 + 2]);
+    let gave_up: Vec<usize> = syntax
+        .iter()
+        .map(|d| file.position(d.secondary[0].span.start).0)
+        .collect();
+    assert_eq!(gave_up, [3 * 5 + 3, 19_000 * 5 + 3]);
 }
 
 #[test]

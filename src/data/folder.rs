@@ -18,6 +18,18 @@ struct Listing {
     classes: Vec<String>,
     /// `(class index, path)`, sorted by class then path.
     files: Vec<(u8, PathBuf)>,
+    /// Files in the class folders that are not images (skipped).
+    ignored: usize,
+}
+
+/// What a folder held besides the images read.
+#[derive(Debug, Default)]
+pub struct Skipped {
+    /// Files that are not images by their extension.
+    pub not_images: usize,
+    /// Images that do not decode (only with `skip_bad`), the first one with its error.
+    pub unreadable: usize,
+    pub first_unreadable: Option<String>,
 }
 
 /// `(train, test, class names)` from an image folder.
@@ -26,7 +38,8 @@ pub fn load(
     target: Target,
     val_split: f64,
     seed: u64,
-) -> Result<(Images, Images, Vec<String>), DataError> {
+    skip_bad: bool,
+) -> Result<(Images, Images, Vec<String>, Skipped), DataError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
@@ -65,7 +78,39 @@ pub fn load(
             why: format!("holds no training images ({})", EXTENSIONS.join(", ")),
         });
     }
-    Ok((decode(&train, target)?, decode(&test, target)?, classes))
+    // Every class needs training images, and a classifier needs two classes.
+    if let Some(empty) =
+        (0..classes.len()).find(|&c| !train.files.iter().any(|(l, _)| *l as usize == c))
+    {
+        return Err(DataError::Invalid {
+            path: if train_dir.is_dir() {
+                train_dir.join(&classes[empty])
+            } else {
+                root.join(&classes[empty])
+            },
+            why: format!(
+                "class folder `{}` holds no training images ({})",
+                classes[empty],
+                EXTENSIONS.join(", ")
+            ),
+        });
+    }
+    if classes.len() < 2 {
+        return Err(DataError::Invalid {
+            path: root.to_path_buf(),
+            why: format!(
+                "has one class ({}); a classifier needs at least two class folders",
+                classes.join(", ")
+            ),
+        });
+    }
+    let mut skipped = Skipped {
+        not_images: train.ignored + test.ignored,
+        ..Default::default()
+    };
+    let train = decode(&train, target, skip_bad.then_some(&mut skipped))?;
+    let test = decode(&test, target, skip_bad.then_some(&mut skipped))?;
+    Ok((train, test, classes, skipped))
 }
 
 /// Lists `dir/<class>/<image>`; with `known`, class folders must be among them.
@@ -101,6 +146,7 @@ fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing,
         }));
     }
     let mut files = Vec::new();
+    let mut ignored = 0;
     for class in &classes {
         let label = names.iter().position(|n| n == class).expect("listed") as u8;
         let mut in_class = Vec::new();
@@ -108,6 +154,8 @@ fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing,
             let path = entry?.path();
             if is_image_name(&path) && path.is_file() {
                 in_class.push((label, path));
+            } else {
+                ignored += 1;
             }
         }
         in_class.sort();
@@ -116,6 +164,7 @@ fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing,
     Ok(Ok(Listing {
         classes: names,
         files,
+        ignored,
     }))
 }
 
@@ -132,11 +181,12 @@ fn split(all: Listing, val_split: f64, seed: u64) -> (Listing, Listing) {
             train.push((label, path));
         }
     }
-    let listing = |files| Listing {
+    let listing = |files, ignored| Listing {
         classes: all.classes.clone(),
         files,
+        ignored,
     };
-    (listing(train), listing(val))
+    (listing(train, all.ignored), listing(val, 0))
 }
 
 /// The listing's files in the order of a hash of the seed and each path: reproducible,
@@ -162,29 +212,62 @@ fn unit_hash(seed: u64, bytes: &[u8]) -> f64 {
 }
 
 /// Decodes every image (in parallel) and fits it to the model input, or reads the
-/// pixels from the on-disk cache when the same files were decoded before.
-fn decode(listing: &Listing, target: Target) -> Result<Images, DataError> {
+/// pixels from the on-disk cache when the same files were decoded before. With
+/// `skipped`, images that do not decode are left out and counted there.
+fn decode(
+    listing: &Listing,
+    target: Target,
+    skipped: Option<&mut Skipped>,
+) -> Result<Images, DataError> {
     let paths: Vec<PathBuf> = listing.files.iter().map(|(_, p)| p.clone()).collect();
     let len = paths.len() * target.channels * target.rows * target.cols;
     let cache = super::cache::path(&paths, target);
     let cached = cache.as_deref().and_then(|c| super::cache::read(c, len));
+    let mut labels: Vec<u8> = listing.files.iter().map(|(label, _)| *label).collect();
     let pixels = match cached {
         Some(pixels) => pixels,
         None => {
-            let decoded: Vec<Vec<u8>> = paths
+            let decoded: Vec<Result<Vec<u8>, DataError>> = paths
                 .par_iter()
                 .map(|path| decode_file(path, target))
-                .collect::<Result<_, DataError>>()?;
-            let pixels = decoded.concat();
-            if let Some(c) = &cache {
+                .collect();
+            let mut pixels = Vec::with_capacity(len);
+            let mut kept = Vec::with_capacity(labels.len());
+            let mut bad = 0;
+            match skipped {
+                None => {
+                    for image in decoded {
+                        pixels.extend(image?);
+                    }
+                    kept = labels.clone();
+                }
+                Some(skipped) => {
+                    for (image, label) in decoded.into_iter().zip(&labels) {
+                        match image {
+                            Ok(p) => {
+                                pixels.extend(p);
+                                kept.push(*label);
+                            }
+                            Err(e) => {
+                                bad += 1;
+                                skipped.unreadable += 1;
+                                skipped.first_unreadable.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            // Only a complete decoding is cached (a skipped image may be fixed later).
+            if let (Some(c), 0) = (&cache, bad) {
                 super::cache::write(c, &pixels);
             }
+            labels = kept;
             pixels
         }
     };
     Ok(Images {
         pixels,
-        labels: listing.files.iter().map(|(label, _)| *label).collect(),
+        labels,
         channels: target.channels,
         rows: target.rows,
         cols: target.cols,

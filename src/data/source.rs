@@ -29,6 +29,18 @@ pub struct DataSets {
     pub test: Images,
     /// Names of labels 0, 1, …: folder names, CIFAR's names, or the numbers.
     pub class_names: Vec<String>,
+    /// What was left out and why (files that are not images, skipped broken images).
+    pub notes: Vec<String>,
+}
+
+/// How [`load_with`] treats what it finds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// For a folder without train/ and val/: the share held out for validation.
+    pub val_split: f64,
+    pub seed: u64,
+    /// Leave out (and count) images that do not decode instead of failing.
+    pub skip_bad: bool,
 }
 
 /// Loads `path` as `format` says and fits every image to `input` (`[C, H, W]`; a flat
@@ -41,6 +53,23 @@ pub fn load(
     val_split: f64,
     seed: u64,
 ) -> Result<DataSets, DataError> {
+    let options = LoadOptions {
+        val_split,
+        seed,
+        skip_bad: false,
+    };
+    load_with(format, path, input, &options)
+}
+
+/// [`load`] with every option.
+pub fn load_with(
+    format: Format,
+    path: &Path,
+    input: &[usize],
+    options: &LoadOptions,
+) -> Result<DataSets, DataError> {
+    let (val_split, seed) = (options.val_split, options.seed);
+    let mut notes = Vec::new();
     let target = Target::from_shape(input);
     let (train, test, class_names) = match format {
         Format::Idx => {
@@ -58,7 +87,22 @@ pub fn load(
                     "image files need a model input of [C, H, W] with 1 or 3 channels, not {input:?}"
                 ),
             })?;
-            folder::load(path, target, val_split, seed)?
+            let (train, test, names, skipped) =
+                folder::load(path, target, val_split, seed, options.skip_bad)?;
+            if skipped.not_images > 0 {
+                notes.push(format!(
+                    "{}: skipped {} files that are not images",
+                    path.display(),
+                    skipped.not_images
+                ));
+            }
+            if let Some(first) = &skipped.first_unreadable {
+                notes.push(format!(
+                    "data.skip_bad: left out {} images that do not decode (first: {first})",
+                    skipped.unreadable
+                ));
+            }
+            (train, test, names)
         }
         Format::Cifar => cifar::load(path)?,
         Format::Numpy => {
@@ -89,6 +133,7 @@ pub fn load(
         train,
         test,
         class_names,
+        notes,
     })
 }
 

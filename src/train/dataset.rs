@@ -69,6 +69,8 @@ pub(super) struct Prepared {
     /// The names of `classes`, in order.
     pub(super) class_names: Vec<String>,
     pub(super) dir: PathBuf,
+    /// What the data loader left out, to tell the user.
+    pub(super) notes: Vec<String>,
 }
 
 pub(super) fn prepare(
@@ -79,13 +81,12 @@ pub(super) fn prepare(
     let dir = recipe.data_dir();
     let input = &graph.node(graph.inputs[0]).shape;
     let val_split = recipe.data.val_split.unwrap_or(0.2);
-    let sets = data::load(
-        recipe.data.format,
-        &dir,
-        input,
+    let options = data::LoadOptions {
         val_split,
-        recipe.train.seed,
-    )?;
+        seed: recipe.train.seed,
+        skip_bad: recipe.data.skip_bad,
+    };
+    let sets = data::load_with(recipe.data.format, &dir, input, &options)?;
     let count = sets.class_names.len();
     let classes: Vec<u8> = match &recipe.data.classes {
         Some(classes) => classes.clone(),
@@ -157,6 +158,7 @@ pub(super) fn prepare(
         classes,
         class_names,
         dir,
+        notes: sets.notes,
     })
 }
 

@@ -183,7 +183,11 @@ fn build_in_chain(
         classes,
         class_names,
         dir,
+        notes: data_notes,
     } = prepare(graph, recipe, opts.device)?;
+    for note in &data_notes {
+        run.say(note);
+    }
 
     let float_path = opts.out_dir.join("float.safetensors");
     let ptq_path = opts.out_dir.join("ptq.safetensors");
