@@ -353,11 +353,15 @@ fn block_def(p: Pair<Rule>) -> Option<BlockDef> {
     for part in inner {
         match part.as_rule() {
             Rule::param => {
-                let span = part.as_span().into();
+                let start = part.as_span().start();
                 let mut pi = part.into_inner();
                 let name = ident(pi.next()?);
                 let ty = ident(pi.next()?);
                 let default = pi.next().and_then(expr);
+                // The pair's own span can run on over whitespace and comments (pest skips
+                // them before trying an operator); the parameter ends where its text does.
+                let end = default.as_ref().map_or(ty.span.end, |d| d.span().end);
+                let span = Span::new(start, end);
                 params.push(Param {
                     name,
                     ty,
@@ -396,18 +400,27 @@ fn body(p: Pair<Rule>) -> Vec<Statement> {
                 Rule::input_decl => Statement::Input(input_decl(s)?),
                 Rule::let_binding => Statement::Let(let_binding(s)?),
                 Rule::int_let => {
-                    let span = s.as_span().into();
+                    let start = s.as_span().start();
                     let mut inner = s.into_inner();
                     let name = ident(inner.next()?);
                     let value = expr(inner.next()?)?;
+                    let span = Span::new(start, value.span().end);
                     Statement::IntLet(IntLet { name, value, span })
                 }
                 Rule::if_stmt => {
-                    let span = s.as_span().into();
+                    let start = s.as_span().start();
                     let mut inner = s.into_inner();
                     let condition = condition(inner.next()?)?;
-                    let then = body(inner.next()?);
-                    let otherwise = inner.next().map(body);
+                    let then_pair = inner.next()?;
+                    // Without `else`, pest's span runs on over what it skipped looking
+                    // for one: the statement ends at the `}` of its last body.
+                    let mut end = then_pair.as_span().end();
+                    let then = body(then_pair);
+                    let otherwise = inner.next().map(|b| {
+                        end = b.as_span().end();
+                        body(b)
+                    });
+                    let span = Span::new(start, end);
                     Statement::If(IfStatement {
                         condition,
                         then,
@@ -462,7 +475,7 @@ fn input_decl(p: Pair<Rule>) -> Option<InputDecl> {
 }
 
 fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
-    let span = p.as_span().into();
+    let start = p.as_span().start();
     let mut annotations = Vec::new();
     let mut names = Vec::new();
     let mut call_node = None;
@@ -488,10 +501,14 @@ fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
     if names.is_empty() {
         return None;
     }
+    let call = call_node?;
+    // The rule's lookahead for an operator after the call makes pest skip the
+    // whitespace and comments that follow; the binding ends with its call.
+    let span = Span::new(start, call.span.end);
     Some(LetBinding {
         annotations,
         names,
-        call: call_node?,
+        call,
         span,
     })
 }
@@ -508,10 +525,12 @@ fn call(p: Pair<Rule>) -> Option<Call> {
 }
 
 fn arg(p: Pair<Rule>) -> Option<Arg> {
-    let span = p.as_span().into();
+    let start = p.as_span().start();
     let mut parts: Vec<_> = p.into_inner().collect();
     let value = expr(parts.pop()?)?;
     let name = parts.pop().map(ident);
+    // Ends with its value, not with the whitespace pest skipped looking for an operator.
+    let span = Span::new(start, value.span().end);
     Some(Arg { name, value, span })
 }
 
@@ -531,7 +550,7 @@ fn condition(p: Pair<Rule>) -> Option<Condition> {
             }))
         }
         Rule::comparison => {
-            let span = p.as_span().into();
+            let start = p.as_span().start();
             let mut inner = p.into_inner();
             let first = inner.next()?;
             if first.as_rule() == Rule::condition {
@@ -547,6 +566,7 @@ fn condition(p: Pair<Rule>) -> Option<Condition> {
                 _ => CompareOp::Gt,
             };
             let rhs = expr(inner.next()?)?;
+            let span = Span::new(start, rhs.span().end);
             Some(Condition::Compare { lhs, op, rhs, span })
         }
         _ => None,

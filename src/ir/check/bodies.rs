@@ -29,8 +29,11 @@ impl<'a> Checker<'a> {
             scope: self.file_span,
             global: true,
             hint: None,
+            visible_from: 0,
         });
         let graph = GraphBuilder::default();
+        // Parameters are visible from their own name on.
+        self.statement_end = 0;
         for p in &b.params {
             let value = match p.ty.name.as_str() {
                 "tensor" => {
@@ -137,6 +140,7 @@ impl<'a> Checker<'a> {
             scope: self.file_span,
             global: true,
             hint: None,
+            visible_from: 0,
         });
         let (inputs, outputs) = self.body(
             &mut graph,
@@ -225,6 +229,7 @@ impl<'a> Checker<'a> {
         let mut output_seen: Option<Span> = None;
         for statement in statements {
             self.statements += 1;
+            self.statement_end = statement.span().end;
             match statement {
                 ast::Statement::Input(input) => {
                     if let Some(b) = block {
@@ -717,6 +722,7 @@ impl<'a> Checker<'a> {
     ) {
         for statement in statements {
             self.statements += 1;
+            self.statement_end = statement.span().end;
             match statement {
                 ast::Statement::Let(binding) => {
                     self.let_binding(graph, ctx, scope, binding, item_span)

@@ -23,6 +23,7 @@ impl Checker<'_> {
                 scope,
                 global: false,
                 hint: None,
+                visible_from: self.statement_end.max(span.end),
             });
         }
     }
@@ -72,6 +73,7 @@ impl Checker<'_> {
             scope,
             global: false,
             hint,
+            visible_from: self.statement_end.max(name.span.end),
         });
     }
 

@@ -90,6 +90,7 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         index: Index::default(),
         file_span,
         let_start: 0,
+        statement_end: 0,
         statements: 0,
         call_details: HashMap::new(),
     };
@@ -339,6 +340,8 @@ struct Checker<'a> {
     file_span: Span,
     /// Number of diagnostics before the current `let`, to tell whether it reported any.
     let_start: usize,
+    /// End of the statement being checked: the names it binds are visible after it.
+    statement_end: usize,
     /// Statements checked in all models of the file, inlined ones included: what inlining costs.
     statements: usize,
     /// The parameters a block call in this file was inlined with (`cout = 24, act = relu6`),
