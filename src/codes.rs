@@ -30,6 +30,8 @@ pub const TRAINING_MEMORY: &str = "E0027";
 pub const FILE_TOO_LARGE: &str = "E0028";
 pub const MODEL_NOT_BUILT: &str = "E0029";
 pub const UNREADABLE_FILE: &str = "E0030";
+pub const INVALID_INTEGER: &str = "E0031";
+pub const INVALID_BLOCK_PARAMETER: &str = "E0032";
 pub const UNUSED_BINDING: &str = "W0001";
 pub const INEFFECTIVE_ANNOTATION: &str = "W0002";
 pub const FLOAT_SANDWICH: &str = "W0003";
@@ -68,6 +70,8 @@ pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
     (FILE_TOO_LARGE, "file too large", "A .qat source file (the one checked, or one imported with `use`) is larger than\n4 MiB, or is not a regular file (e.g. `/dev/zero`). qatc reads at most that much.\n"),
     (MODEL_NOT_BUILT, "model not built", "A model had no error of its own, yet its graph could not be made: a value it\nneeds comes from a block whose errors are reported on the block. Fix those first.\n"),
     (UNREADABLE_FILE, "file cannot be read", "`qatc check` or `qatc fmt` could not read a file it was given: it does not exist,\nis not readable, or is not UTF-8 text. The other files are still checked; the\nexit status is 1 at the end.\n"),
+    (INVALID_INTEGER, "invalid integer expression", "Block arguments, op arguments that take integers, `let` integers and `if`\nconditions may be integer expressions: numbers, `int` parameters, `channels(x)`\n(the first dimension of tensor `x`), and `+ - * /` of them with parentheses\n(`/` rounds down; `//` starts a comment). Integers are never negative.\n\n    block inverted(x: tensor, cout: int, expand: int = 6) {\n        let hidden = channels(x) * expand\n        ...\n    }\n\nThis error means an operand is not an integer (a tensor: use `channels(x)`), or,\nat a call, that the result is negative, divides by zero or is too large.\n"),
+    (INVALID_BLOCK_PARAMETER, "invalid block parameter", "A block parameter is `name: tensor`, `name: int` or `name: op`, optionally\nwith a default (`stride: int = 1`, `act: op = relu`) that a call may leave out.\nDefaults may use earlier parameters (`hidden: int = cin * 6`); tensors have none.\n\nAn `op` parameter takes the name of an op with one tensor input and no required\nargument (relu, relu6, hardswish, sigmoid, ...) and is called like one:\n\n    block conv_bn(x: tensor, filters: int, act: op = relu) {\n        let y = conv2d(x, filters = filters, kernel = 3, padding = same)\n        let y = act(y)\n        output y\n    }\n"),
     (UNUSED_BINDING, "unused binding", "A value is computed but nothing uses it and it is not an output. Remove it, or\nuse it, or name it as an output.\n"),
     (INEFFECTIVE_ANNOTATION, "annotation has no effect", "An annotation changes nothing here: e.g. `@quant(weights = ...)` on an op without\nweights, `@float` on an op that only moves values (pooling, flatten, reshape, pad, dropout:\nthey keep their input's quantization), or `@frozen` on an op without parameters.\nThe warning's note names the ops the annotation applies to.\n"),
     (FLOAT_SANDWICH, "float op between quantized ops", "An `@float` op reads a quantized value and feeds a quantized op. The deployed int8\nmodel has to dequantize before it and quantize again after it, which costs time\nand adds rounding error. Keep a whole region in float, or let the op be quantized.\n"),

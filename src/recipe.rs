@@ -24,14 +24,14 @@ data:
   skip_bad: false                            # true: leave out (and count) images that do not decode
   # normalize: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}  # per channel, x = (pixel/255 - mean) / std; kept in every artifact
 train:                     # float training
-  epochs: 3
+  epochs: 3                # 0: no float training (PTQ of pretrained weights: load, calibrate, evaluate)
   batch_size: 64
   optimizer: adam          # adam, or sgd (momentum 0.9)
   learning_rate: 0.001
   seed: 0                  # the same seed gives the same numbers
   # augment: {flip: true, crop_padding: 4, resized_crop: [0.6, 1.0]}  # training images only; none by default
 qat:                       # fine-tuning with fake quantization (the control trains as long in float)
-  epochs: 1
+  epochs: 1                # 0: no QAT or control training (the QAT stage is then calibration only)
   learning_rate: 0.0001
   weight_range: mse        # min_max or mse: how weight ranges are chosen each step
   learn_ranges: false      # learn the scales (LSQ-style) instead of observing them
@@ -420,7 +420,6 @@ impl Recipe {
                 ))
             }
         };
-        positive("train", "epochs", self.train.epochs)?;
         positive("train", "batch_size", self.train.batch_size)?;
         rate("train", "learning_rate", self.train.learning_rate)?;
         rate("qat", "learning_rate", self.qat.learning_rate)?;
@@ -610,13 +609,16 @@ mod tests {
 
     #[test]
     fn bad_values_point_at_their_key() {
-        let err = Recipe::parse("r.yaml", "train:\n  epochs: 0\n  learning_rate: 0.1\n")
+        let err = Recipe::parse("r.yaml", "train:\n  epochs: 1\n  batch_size: 0\n")
             .unwrap_err()
             .rendered;
         assert!(
-            err.contains("train.epochs") && err.contains("r.yaml:2:3"),
+            err.contains("train.batch_size") && err.contains("r.yaml:3:3"),
             "{err}"
         );
+        // No training at all is a build too: load, calibrate, evaluate.
+        let r = Recipe::parse("r.yaml", "train:\n  epochs: 0\nqat:\n  epochs: 0\n").unwrap();
+        assert_eq!((r.train.epochs, r.qat.epochs), (0, 0));
         let err = Recipe::parse(
             "r.yaml",
             "data:\n  classes: [1, 12]\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n",

@@ -221,3 +221,87 @@ fn unknown_frozen_layer_is_named() {
         "{stderr}"
     );
 }
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap()
+}
+
+/// PTQ of a pretrained model: `epochs: 0` loads, calibrates and evaluates. The float
+/// stage is the loaded model itself (same weights, same accuracy); no epoch runs.
+#[test]
+fn epochs_zero_builds_the_loaded_model_without_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\ntrain:\n  epochs: 0\nqat:\n  epochs: 0\nptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
+    );
+    let out = tmp.path().join("t");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    for stage in ["float", "control", "QAT"] {
+        assert!(
+            stderr.contains(&format!("{stage}: no training (epochs: 0)")),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("epoch 1/"), "an epoch ran:\n{stderr}");
+    let pretrained = report(weights.parent().unwrap());
+    let built = report(&out);
+    assert_eq!(
+        built["float"]["accuracy"], pretrained["float"]["accuracy"],
+        "the float stage is the loaded model"
+    );
+    assert_eq!(tensors(&out.join("float.safetensors")), tensors(&weights));
+    for stage in ["float", "qat", "control"] {
+        assert_eq!(built[stage]["epochs"], 0, "{stage}");
+    }
+    let ptq = built["ptq"]["accuracy"].as_f64().unwrap();
+    assert!(ptq > 0.5, "PTQ accuracy {ptq} of a trained 5-class model");
+    assert!(out.join("int8").exists());
+}
+
+/// Freezing every layer is legal: the training stages have nothing to step and are
+/// skipped with a note (libtorch used to panic: "element 0 of tensors does not require grad").
+#[test]
+fn freezing_every_layer_skips_training_instead_of_crashing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n  freeze: [conv1, bn1, head]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\nqat:\n  epochs: 1\nptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
+    );
+    let out = tmp.path().join("t");
+    let run = qatc(&[
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "exit {:?}\n{stderr}",
+        run.status.code()
+    );
+    assert!(
+        stderr.contains("float: skipped, nothing to train (every parameter is frozen)"),
+        "{stderr}"
+    );
+    assert_eq!(tensors(&out.join("float.safetensors")), tensors(&weights));
+    assert_eq!(report(&out)["float"]["epochs"], 0);
+}

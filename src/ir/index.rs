@@ -38,6 +38,9 @@ pub struct Definition {
     pub global: bool,
     /// `let` bindings: the inferred shape and quantization, shown inline after the name.
     pub hint: Option<String>,
+    /// Where the name starts to be usable: after the statement that binds it, so that
+    /// `let y = con|` does not offer `y` itself.
+    pub visible_from: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,7 +94,7 @@ impl Index {
             .iter()
             .filter(|d| {
                 d.global
-                    || (d.scope.start <= offset && offset <= d.scope.end && d.span.end <= offset)
+                    || (d.scope.start <= offset && offset <= d.scope.end && d.visible_from < offset)
             })
             .collect()
     }

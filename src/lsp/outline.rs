@@ -54,7 +54,16 @@ impl Server {
                             )
                         })
                         .collect(),
-                    ast::Statement::Output(_) => Vec::new(),
+                    ast::Statement::IntLet(l) => vec![symbol(
+                        &l.name.name,
+                        Some("int".into()),
+                        lsp::SymbolKind::VARIABLE,
+                        l.span,
+                        l.name.span,
+                        None,
+                    )],
+                    // Not yet: the bindings inside an `if`'s branches.
+                    ast::Statement::If(_) | ast::Statement::Output(_) => Vec::new(),
                 })
                 .collect()
         };

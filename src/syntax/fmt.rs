@@ -50,14 +50,17 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
                 let params: Vec<String> = b
                     .params
                     .iter()
-                    .map(|x| format!("{}: {}", x.name.name, x.ty.name))
+                    .map(|x| match &x.default {
+                        Some(d) => format!("{}: {} = {}", x.name.name, x.ty.name, p.expr(d, 0)),
+                        None => format!("{}: {}", x.name.name, x.ty.name),
+                    })
                     .collect();
                 p.open(
                     b.span.start,
                     &format!("block {}({}) {{", b.name.name, params.join(", ")),
                     b.name.span.end,
                 );
-                p.statements(&b.statements);
+                p.statements(&b.statements, 1);
                 p.close(b.span);
             }
             Item::Model(m) => {
@@ -66,7 +69,7 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
                     &format!("model {} {{", m.name.name),
                     m.name.span.end,
                 );
-                p.statements(&m.statements);
+                p.statements(&m.statements, 1);
                 p.close(m.span);
             }
         }
@@ -240,10 +243,55 @@ impl Printer<'_> {
         self.trailing_comments(span.end);
     }
 
-    fn statements(&mut self, statements: &[Statement]) {
+    /// `if condition {` ... `} else {` ... `}` at `depth` levels of indentation.
+    fn if_statement(&mut self, i: &IfStatement, depth: usize) {
+        let indent = INDENT.repeat(depth);
+        if self.blank_before(i.span.start)
+            && !self.out.ends_with("{\n")
+            && !self.out.ends_with("\n\n")
+        {
+            self.out.push('\n');
+        }
+        let header = format!("{indent}if {} {{", i.condition);
+        self.open(i.span.start, &header, i.condition.span().end);
+        self.statements(&i.then, depth + 1);
+        let then_end = i
+            .then
+            .last()
+            .map_or(i.condition.span().end, |s| s.span().end);
+        let inner = INDENT.repeat(depth + 1);
+        match &i.otherwise {
+            Some(otherwise) => {
+                // The `}` that closes the first branch, then `else {`.
+                let else_at = self.src[then_end..i.span.end]
+                    .find("else")
+                    .map_or(then_end, |n| then_end + n);
+                self.leading_comments(else_at, &inner);
+                self.out.push_str(&format!("{indent}}} else {{\n"));
+                let brace = self.src[else_at..]
+                    .find('{')
+                    .map_or(else_at, |n| else_at + n + 1);
+                self.prev_end = Some(brace);
+                self.statements(otherwise, depth + 1);
+            }
+            None => {}
+        }
+        self.leading_comments(i.span.end - 1, &inner);
+        self.out.push_str(&format!("{indent}}}\n"));
+        self.prev_end = Some(i.span.end);
+        self.trailing_comments(i.span.end);
+    }
+
+    fn statements(&mut self, statements: &[Statement], depth: usize) {
+        let indent = INDENT.repeat(depth);
         for s in statements {
-            self.leading_comments(s.span().start, INDENT);
+            self.leading_comments(s.span().start, &indent);
             let text = match s {
+                Statement::If(i) => {
+                    self.if_statement(i, depth);
+                    continue;
+                }
+                Statement::IntLet(l) => format!("let {} = {}", l.name.name, self.expr(&l.value, 0)),
                 Statement::Input(i) => {
                     let dims: Vec<&str> =
                         i.ty.dims
@@ -281,7 +329,7 @@ impl Printer<'_> {
                         .join(", ")
                 ),
             };
-            self.line(INDENT, &text, s.span());
+            self.line(&indent, &text, s.span());
         }
     }
 
@@ -401,17 +449,9 @@ impl Printer<'_> {
 
     fn expr(&mut self, e: &Expr, depth: usize) -> String {
         match e {
+            // Calls keep the comments among their arguments; the rest prints as written.
             Expr::Call(c) => self.call(c, depth),
-            Expr::Number { text, .. } => text.clone(),
-            Expr::Ident(i) => i.name.clone(),
-            Expr::List { items, .. } => format!(
-                "[{}]",
-                items
-                    .iter()
-                    .map(|i| self.expr(i, depth))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            other => other.to_string(),
         }
     }
 }

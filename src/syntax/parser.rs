@@ -175,6 +175,9 @@ fn shift_item(item: &mut Item, by: usize) {
                 p.span = shift(p.span, by);
                 shift_ident(&mut p.name, by);
                 shift_ident(&mut p.ty, by);
+                if let Some(d) = &mut p.default {
+                    shift_expr(d, by);
+                }
             }
             b.statements.iter_mut().for_each(|s| shift_statement(s, by));
         }
@@ -207,9 +210,36 @@ fn shift_statement(s: &mut Statement, by: usize) {
             l.names.iter_mut().for_each(|n| shift_ident(n, by));
             shift_call(&mut l.call, by);
         }
+        Statement::IntLet(l) => {
+            l.span = shift(l.span, by);
+            shift_ident(&mut l.name, by);
+            shift_expr(&mut l.value, by);
+        }
+        Statement::If(i) => {
+            i.span = shift(i.span, by);
+            shift_condition(&mut i.condition, by);
+            i.then.iter_mut().for_each(|s| shift_statement(s, by));
+            if let Some(o) = &mut i.otherwise {
+                o.iter_mut().for_each(|s| shift_statement(s, by));
+            }
+        }
         Statement::Output(o) => {
             o.span = shift(o.span, by);
             o.names.iter_mut().for_each(|n| shift_ident(n, by));
+        }
+    }
+}
+
+fn shift_condition(c: &mut Condition, by: usize) {
+    match c {
+        Condition::Compare { lhs, rhs, span, .. } => {
+            *span = shift(*span, by);
+            shift_expr(lhs, by);
+            shift_expr(rhs, by);
+        }
+        Condition::And(a, b) | Condition::Or(a, b) => {
+            shift_condition(a, by);
+            shift_condition(b, by);
         }
     }
 }
@@ -241,6 +271,12 @@ fn shift_expr(e: &mut Expr, by: usize) {
         Expr::List { items, span } => {
             *span = shift(*span, by);
             items.iter_mut().for_each(|e| shift_expr(e, by));
+        }
+        Expr::Str { span, .. } => *span = shift(*span, by),
+        Expr::Binary { lhs, rhs, span, .. } => {
+            *span = shift(*span, by);
+            shift_expr(lhs, by);
+            shift_expr(rhs, by);
         }
     }
 }
@@ -317,11 +353,21 @@ fn block_def(p: Pair<Rule>) -> Option<BlockDef> {
     for part in inner {
         match part.as_rule() {
             Rule::param => {
-                let span = part.as_span().into();
+                let start = part.as_span().start();
                 let mut pi = part.into_inner();
                 let name = ident(pi.next()?);
                 let ty = ident(pi.next()?);
-                params.push(Param { name, ty, span });
+                let default = pi.next().and_then(expr);
+                // The pair's own span can run on over whitespace and comments (pest skips
+                // them before trying an operator); the parameter ends where its text does.
+                let end = default.as_ref().map_or(ty.span.end, |d| d.span().end);
+                let span = Span::new(start, end);
+                params.push(Param {
+                    name,
+                    ty,
+                    default,
+                    span,
+                });
             }
             Rule::body => statements = body(part),
             _ => {}
@@ -353,6 +399,35 @@ fn body(p: Pair<Rule>) -> Vec<Statement> {
             Some(match s.as_rule() {
                 Rule::input_decl => Statement::Input(input_decl(s)?),
                 Rule::let_binding => Statement::Let(let_binding(s)?),
+                Rule::int_let => {
+                    let start = s.as_span().start();
+                    let mut inner = s.into_inner();
+                    let name = ident(inner.next()?);
+                    let value = expr(inner.next()?)?;
+                    let span = Span::new(start, value.span().end);
+                    Statement::IntLet(IntLet { name, value, span })
+                }
+                Rule::if_stmt => {
+                    let start = s.as_span().start();
+                    let mut inner = s.into_inner();
+                    let condition = condition(inner.next()?)?;
+                    let then_pair = inner.next()?;
+                    // Without `else`, pest's span runs on over what it skipped looking
+                    // for one: the statement ends at the `}` of its last body.
+                    let mut end = then_pair.as_span().end();
+                    let then = body(then_pair);
+                    let otherwise = inner.next().map(|b| {
+                        end = b.as_span().end();
+                        body(b)
+                    });
+                    let span = Span::new(start, end);
+                    Statement::If(IfStatement {
+                        condition,
+                        then,
+                        otherwise,
+                        span,
+                    })
+                }
                 Rule::output_decl => {
                     let start = s.as_span().start();
                     let names: Vec<Ident> = s.into_inner().map(ident).collect();
@@ -400,7 +475,7 @@ fn input_decl(p: Pair<Rule>) -> Option<InputDecl> {
 }
 
 fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
-    let span = p.as_span().into();
+    let start = p.as_span().start();
     let mut annotations = Vec::new();
     let mut names = Vec::new();
     let mut call_node = None;
@@ -426,10 +501,14 @@ fn let_binding(p: Pair<Rule>) -> Option<LetBinding> {
     if names.is_empty() {
         return None;
     }
+    let call = call_node?;
+    // The rule's lookahead for an operator after the call makes pest skip the
+    // whitespace and comments that follow; the binding ends with its call.
+    let span = Span::new(start, call.span.end);
     Some(LetBinding {
         annotations,
         names,
-        call: call_node?,
+        call,
         span,
     })
 }
@@ -446,15 +525,86 @@ fn call(p: Pair<Rule>) -> Option<Call> {
 }
 
 fn arg(p: Pair<Rule>) -> Option<Arg> {
-    let span = p.as_span().into();
+    let start = p.as_span().start();
     let mut parts: Vec<_> = p.into_inner().collect();
     let value = expr(parts.pop()?)?;
     let name = parts.pop().map(ident);
+    // Ends with its value, not with the whitespace pest skipped looking for an operator.
+    let span = Span::new(start, value.span().end);
     Some(Arg { name, value, span })
+}
+
+/// `a or b and c`: `and` binds tighter; both associate to the left.
+fn condition(p: Pair<Rule>) -> Option<Condition> {
+    match p.as_rule() {
+        Rule::condition | Rule::conjunction => {
+            let or = p.as_rule() == Rule::condition;
+            let mut parts = p.into_inner().filter_map(condition);
+            let first = parts.next()?;
+            Some(parts.fold(first, |a, b| {
+                if or {
+                    Condition::Or(Box::new(a), Box::new(b))
+                } else {
+                    Condition::And(Box::new(a), Box::new(b))
+                }
+            }))
+        }
+        Rule::comparison => {
+            let start = p.as_span().start();
+            let mut inner = p.into_inner();
+            let first = inner.next()?;
+            if first.as_rule() == Rule::condition {
+                return condition(first);
+            }
+            let lhs = expr(first)?;
+            let op = match inner.next()?.as_str() {
+                "==" => CompareOp::Eq,
+                "!=" => CompareOp::Ne,
+                "<=" => CompareOp::Le,
+                ">=" => CompareOp::Ge,
+                "<" => CompareOp::Lt,
+                _ => CompareOp::Gt,
+            };
+            let rhs = expr(inner.next()?)?;
+            let span = Span::new(start, rhs.span().end);
+            Some(Condition::Compare { lhs, op, rhs, span })
+        }
+        _ => None,
+    }
 }
 
 fn expr(p: Pair<Rule>) -> Option<Expr> {
     Some(match p.as_rule() {
+        // A chain of one precedence level, folded to the left: `a - b - c` is `(a - b) - c`.
+        Rule::sum | Rule::product => {
+            let mut inner = p.into_inner();
+            let mut e = expr(inner.next()?)?;
+            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+                let op = match op.as_str() {
+                    "+" => BinOp::Add,
+                    "-" => BinOp::Sub,
+                    "*" => BinOp::Mul,
+                    _ => BinOp::Div,
+                };
+                let rhs = expr(rhs)?;
+                let span = Span::new(e.span().start, rhs.span().end);
+                e = Expr::Binary {
+                    op,
+                    lhs: Box::new(e),
+                    rhs: Box::new(rhs),
+                    span,
+                };
+            }
+            e
+        }
+        Rule::paren => expr(p.into_inner().next()?)?,
+        Rule::string => {
+            let quoted = p.as_str();
+            Expr::Str {
+                value: quoted[1..quoted.len() - 1].to_string(),
+                span: p.as_span().into(),
+            }
+        }
         Rule::call => Expr::Call(call(p)?),
         Rule::number => Expr::Number {
             text: p.as_str().to_string(),
@@ -496,6 +646,12 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::tensor_type => "a tensor type like `f32[1, 28, 28]`",
         Rule::dims | Rule::integer => "an integer",
         Rule::call => "an op call like `relu(x)`",
+        Rule::if_stmt => "`if condition { ... }`",
+        Rule::int_let => "`let name = integer expression`",
+        Rule::condition | Rule::conjunction | Rule::comparison => "a comparison like `stride == 1`",
+        Rule::compare_op => "a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
+        Rule::sum | Rule::product | Rule::paren => "an expression",
+        Rule::add_op | Rule::mul_op => "an operator (`+`, `-`, `*`, `/`)",
         Rule::arg => "an argument",
         Rule::number => "a number",
         Rule::ident | Rule::annotation_name => "a name",
@@ -564,6 +720,12 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     };
     expected.sort_unstable();
     expected.dedup();
+    // After a value, an operator could always follow; listing them only helps when
+    // nothing else could.
+    let operators = ["`*`", "`+`", "`-`", "`/`"];
+    if expected.iter().any(|e| !operators.contains(&e.as_str())) {
+        expected.retain(|e| !operators.contains(&e.as_str()));
+    }
     let expected_text = match expected.as_slice() {
         [] => "something else".to_string(),
         [one] => one.clone(),
@@ -575,7 +737,8 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         Span::new(start, end),
         format!("expected {expected_text}"),
     );
-    if expected.iter().any(|e| e == "`(`") {
+    // Inside an `if` condition a `(` is one of many things; the hint is about `let`.
+    if expected.iter().any(|e| e == "`(`") && !expected.iter().any(|e| e == "`==`") {
         d.with_help("a `let` binds the result of one op call, e.g. `let y = relu(x)`; arguments go in parentheses")
     } else {
         d

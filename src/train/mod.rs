@@ -635,6 +635,19 @@ impl Run<'_> {
             seconds: 0.0,
             history: Vec::new(),
         };
+        // Load-calibrate-evaluate builds (PTQ of a pretrained model) train nothing; a
+        // network whose every parameter is frozen has nothing to step (libtorch would
+        // refuse the backward pass).
+        if epochs == 0 {
+            self.say(&format!("{stage}: no training (epochs: 0)"));
+            return Ok(checkpoint::stage_from(&done, 0));
+        }
+        if net.trainable_count() == 0 {
+            self.say(&format!(
+                "{stage}: skipped, nothing to train (every parameter is frozen)"
+            ));
+            return Ok(checkpoint::stage_from(&done, 0));
+        }
         if let Some(cp) = &self.checkpoints {
             if let Some(restored) = cp.borrow().restore(stage, net)? {
                 done = restored;

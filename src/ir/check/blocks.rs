@@ -205,6 +205,13 @@ impl<'a> Checker<'a> {
                     Ok(v) => Some(Value::Int(Some(v))),
                     Err(_) => None,
                 },
+                ("op", _) => match self.op_argument(ctx, scope, &arg.value, block, param) {
+                    Ok(op) => Some(Value::Op(op)),
+                    Err(()) => {
+                        ok = false;
+                        continue;
+                    }
+                },
                 (_, ast::Expr::Ident(ident)) => match self.resolve(ctx, scope, ident) {
                     Some(v) => Some(v),
                     None => {
@@ -212,12 +219,22 @@ impl<'a> Checker<'a> {
                         continue;
                     }
                 },
+                ("int", ast::Expr::Binary { .. } | ast::Expr::Call(_)) => {
+                    match self.int_expr(graph, ctx, scope, &arg.value) {
+                        Ok(v) => Some(Value::Int(v.and_then(|v| usize::try_from(v).ok()))),
+                        Err(()) => {
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
                 _ => None,
             };
             let expected_int = param.ty.name == "int";
             let fits = match value {
                 Some(Value::Int(_)) => expected_int,
                 Some(Value::Tensor(_)) => !expected_int,
+                Some(Value::Op(_)) => param.ty.name == "op",
                 None => false,
             };
             if !fits {
@@ -268,7 +285,7 @@ impl<'a> Checker<'a> {
             bound[slot] = Some((value.unwrap_or(Value::Tensor(None)), arg.span));
         }
         for (p, b) in params.iter().zip(&bound) {
-            if b.is_none() && ok {
+            if b.is_none() && ok && p.default.is_none() {
                 ok = false;
                 let mut d = Diagnostic::error(
                     codes::MISSING_ARGUMENT,
@@ -333,9 +350,11 @@ impl<'a> Checker<'a> {
             return poisoned;
         }
         // Inline only when every tensor argument is known and no call in the chain repeats.
-        let known = bound
-            .iter()
-            .all(|b| matches!(b, Some((Value::Tensor(Some(_)) | Value::Int(Some(_)), _))));
+        let known = bound.iter().zip(params).all(|(b, p)| match b {
+            Some((Value::Tensor(Some(_)) | Value::Int(Some(_)) | Value::Op(Some(_)), _)) => true,
+            Some((Value::Tensor(None) | Value::Int(None) | Value::Op(None), _)) => false,
+            None => p.default.is_some(),
+        });
         let recursive = ctx.inlining.iter().any(|(n, _)| *n == block.def.name.name);
         if !ok || !known || recursive || self.broken_imports && block.module != 0 || graph.limit_hit
         {
@@ -384,20 +403,6 @@ impl<'a> Checker<'a> {
             ));
             return poisoned;
         }
-        let mut inner_scope = Scope::default();
-        for (p, b) in params.iter().zip(&bound) {
-            if let Some((v, _)) = b {
-                inner_scope.bindings.insert(
-                    p.name.name.clone(),
-                    Binding {
-                        value: *v,
-                        span: p.name.span,
-                        used: true,
-                        poisoned: false,
-                    },
-                );
-            }
-        }
         let site = if ctx.module == 0 {
             call.span
         } else {
@@ -410,6 +415,41 @@ impl<'a> Checker<'a> {
             inlining: ctx.inlining.clone(),
         };
         inner.inlining.push((block.def.name.name.as_str(), site));
+        // Parameters in order: a default is evaluated in the callee, from the ones before it.
+        let mut inner_scope = Scope::default();
+        let mut given = Vec::new();
+        for (p, b) in params.iter().zip(&bound) {
+            let value = match (b, &p.default) {
+                (Some((v, _)), _) => *v,
+                (None, Some(default)) => match p.ty.name.as_str() {
+                    "op" => match default {
+                        ast::Expr::Ident(i) => {
+                            Value::Op(crate::ir::ops::lookup(&i.name).map(|d| d.name))
+                        }
+                        _ => Value::Op(None),
+                    },
+                    _ => match self.int_expr(graph, &inner, &mut inner_scope, default) {
+                        Ok(Some(v)) => Value::Int(usize::try_from(v).ok()),
+                        Ok(None) | Err(()) => return poisoned,
+                    },
+                },
+                (None, None) => return poisoned,
+            };
+            given.push(format!("{} = {}", p.name.name, value_text(value)));
+            inner_scope.bindings.insert(
+                p.name.name.clone(),
+                Binding {
+                    value,
+                    span: p.name.span,
+                    used: true,
+                    poisoned: false,
+                },
+            );
+        }
+        if !ctx.inlined() && ctx.module == 0 {
+            self.call_details
+                .insert(binding.names[0].span, given.join(", "));
+        }
         let caller = graph.enter_block(&binding.names[0].name, &block.def.name.name);
         let (_, output) = self.body(
             graph,
@@ -446,5 +486,111 @@ impl<'a> Checker<'a> {
             d = d.with_note(inner.message);
         }
         d
+    }
+
+    /// The op given to an `op` parameter: an op's name, or an `op` parameter of the
+    /// enclosing block. `Ok(None)`: an `op` parameter not known until a call.
+    pub(super) fn op_argument(
+        &mut self,
+        ctx: &Ctx,
+        scope: &mut Scope,
+        value: &ast::Expr,
+        block: BlockRef,
+        param: &ast::Param,
+    ) -> Result<Option<&'static str>, ()> {
+        let ident = match value {
+            ast::Expr::Ident(i) => i,
+            other => {
+                self.report(
+                    ctx,
+                    Diagnostic::error(
+                        codes::INVALID_BLOCK_PARAMETER,
+                        format!(
+                            "`{}` of block `{}` takes an op",
+                            param.name.name, block.def.name.name
+                        ),
+                        other.span(),
+                        "expected the name of an op, e.g. `relu6`",
+                    ),
+                );
+                return Err(());
+            }
+        };
+        if let Some(b) = scope.bindings.get_mut(&ident.name) {
+            b.used = true;
+            let (v, def) = (b.value, b.span);
+            self.reference(ctx, ident.span, Target::Local(def));
+            if let Value::Op(op) = v {
+                return Ok(op);
+            }
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::INVALID_BLOCK_PARAMETER,
+                    format!("`{}` is not an op", ident.name),
+                    ident.span,
+                    format!(
+                        "`{}` of block `{}` takes an op",
+                        param.name.name, block.def.name.name
+                    ),
+                )
+                .with_label(def, format!("`{}` is defined here", ident.name)),
+            );
+            return Err(());
+        }
+        let Some(def) = crate::ir::ops::lookup(&ident.name) else {
+            let mut d = Diagnostic::error(
+                codes::INVALID_BLOCK_PARAMETER,
+                format!("unknown op `{}`", ident.name),
+                ident.span,
+                format!(
+                    "`{}` of block `{}` takes an op",
+                    param.name.name, block.def.name.name
+                ),
+            );
+            if let Some(s) = did_you_mean(&ident.name, crate::ir::ops::OPS.iter().map(|o| o.name)) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            self.report(ctx, d);
+            return Err(());
+        };
+        // Called as `act(x)`: one tensor in, nothing else to say.
+        let required: Vec<&str> = def
+            .args
+            .iter()
+            .filter(|a| a.default.is_none())
+            .map(|a| a.name)
+            .collect();
+        if def.inputs != 1 || def.variadic || !required.is_empty() {
+            let why = if required.is_empty() {
+                format!("`{}` takes {} tensor inputs", def.name, def.inputs)
+            } else {
+                format!("`{}` needs `{}`", def.name, required.join("`, `"))
+            };
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::INVALID_BLOCK_PARAMETER,
+                    format!("`{}` cannot be passed as an op", def.name),
+                    ident.span,
+                    why,
+                )
+                .with_note("an `op` parameter is called with one tensor and no arguments: `act(x)`")
+                .with_help("pass an activation like `relu`, `relu6`, `hardswish` or `sigmoid`"),
+            );
+            return Err(());
+        }
+        self.reference(ctx, ident.span, Target::Op(def.name));
+        Ok(Some(def.name))
+    }
+}
+
+/// A parameter's value at a call, for hover text.
+fn value_text(v: Value) -> String {
+    match v {
+        Value::Int(Some(n)) => n.to_string(),
+        Value::Op(Some(op)) => op.to_string(),
+        Value::Tensor(_) => "tensor".to_string(),
+        Value::Int(None) | Value::Op(None) => "?".to_string(),
     }
 }

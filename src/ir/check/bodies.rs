@@ -29,19 +29,50 @@ impl<'a> Checker<'a> {
             scope: self.file_span,
             global: true,
             hint: None,
+            visible_from: 0,
         });
+        let graph = GraphBuilder::default();
+        // Parameters are visible from their own name on.
+        self.statement_end = 0;
         for p in &b.params {
             let value = match p.ty.name.as_str() {
-                "tensor" => Value::Tensor(None),
-                "int" => Value::Int(None),
+                "tensor" => {
+                    if let Some(d) = &p.default {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::INVALID_BLOCK_PARAMETER,
+                                format!("tensor parameter `{}` cannot have a default", p.name.name),
+                                d.span(),
+                                "a default value for a tensor",
+                            )
+                            .with_help("every call passes its tensors; defaults are for `int` and `op` parameters"),
+                        );
+                    }
+                    Value::Tensor(None)
+                }
+                "int" => {
+                    // The default's kind is checked here; its value only at a call that uses it.
+                    if let Some(d) = &p.default {
+                        let _ = self.int_expr(&graph, &ctx, &mut scope, d);
+                    }
+                    Value::Int(None)
+                }
+                "op" => match &p.default {
+                    Some(d) => Value::Op(
+                        self.op_argument(&ctx, &mut scope, d, block, p)
+                            .ok()
+                            .flatten(),
+                    ),
+                    None => Value::Op(None),
+                },
                 other => {
                     let mut d = Diagnostic::error(
                         codes::INVALID_INPUT_TYPE,
                         format!("unknown parameter type `{other}`"),
                         p.ty.span,
-                        "expected `tensor` or `int`",
+                        "expected `tensor`, `int` or `op`",
                     );
-                    if let Some(s) = did_you_mean(other, ["tensor", "int"]) {
+                    if let Some(s) = did_you_mean(other, ["tensor", "int", "op"]) {
                         d = d.with_suggestion(p.ty.span, s);
                     }
                     self.diagnostics.push(d);
@@ -81,7 +112,7 @@ impl<'a> Checker<'a> {
                 },
             );
         }
-        let mut graph = GraphBuilder::default();
+        let mut graph = graph;
         self.body(
             &mut graph,
             &mut ctx,
@@ -109,6 +140,7 @@ impl<'a> Checker<'a> {
             scope: self.file_span,
             global: true,
             hint: None,
+            visible_from: 0,
         });
         let (inputs, outputs) = self.body(
             &mut graph,
@@ -197,6 +229,7 @@ impl<'a> Checker<'a> {
         let mut output_seen: Option<Span> = None;
         for statement in statements {
             self.statements += 1;
+            self.statement_end = statement.span().end;
             match statement {
                 ast::Statement::Input(input) => {
                     if let Some(b) = block {
@@ -220,6 +253,8 @@ impl<'a> Checker<'a> {
                 ast::Statement::Let(binding) => {
                     self.let_binding(graph, ctx, scope, binding, item_span)
                 }
+                ast::Statement::IntLet(l) => self.int_let(graph, ctx, scope, l, item_span),
+                ast::Statement::If(stmt) => self.if_statement(graph, ctx, scope, stmt, item_span),
                 ast::Statement::Output(decl) => {
                     if let Some(first) = output_seen.replace(decl.span) {
                         let what = if block.is_some() {
@@ -249,12 +284,17 @@ impl<'a> Checker<'a> {
                         let v = self
                             .resolve(ctx, scope, name)
                             .unwrap_or(Value::Tensor(None));
-                        if let Value::Int(_) = v {
+                        if let Value::Int(_) | Value::Op(_) = v {
+                            let what = if let Value::Op(_) = v {
+                                "an op"
+                            } else {
+                                "an integer"
+                            };
                             self.report(
                                 ctx,
                                 Diagnostic::error(
                                     codes::INVALID_OUTPUT,
-                                    format!("`{}` is an integer, not a tensor", name.name),
+                                    format!("`{}` is {what}, not a tensor", name.name),
                                     name.span,
                                     "outputs are tensors",
                                 ),
@@ -335,7 +375,15 @@ impl<'a> Checker<'a> {
             name.span,
             "not defined before this use",
         );
-        if let Some(s) = did_you_mean(&name.name, scope.bindings.keys().map(String::as_str)) {
+        if let Some(&branch) = scope.conditional.get(&name.name) {
+            d = d
+                .with_label(branch, "bound here, in only some branches of an `if`")
+                .with_help(format!(
+                    "bind `{}` in every branch (an `if` without `else` needs it bound before the `if` too)",
+                    name.name
+                ));
+        } else if let Some(s) = did_you_mean(&name.name, scope.bindings.keys().map(String::as_str))
+        {
             d = d.with_suggestion(name.span, s);
         }
         self.report(ctx, d);
@@ -481,6 +529,53 @@ impl<'a> Checker<'a> {
         self.let_start = self.diagnostics.len();
         let call = &binding.call;
         let name = &binding.names[0];
+        // An `op` parameter of the enclosing block stands for the op it was given.
+        let op_parameter = match scope.bindings.get_mut(&call.callee.name) {
+            Some(b) => match b.value {
+                Value::Op(op) => {
+                    b.used = true;
+                    let def_span = b.span;
+                    self.reference(ctx, call.callee.span, Target::Local(def_span));
+                    Some(op)
+                }
+                Value::Tensor(_) | Value::Int(_) => None,
+            },
+            None => None,
+        };
+        if let Some(op) = op_parameter {
+            let Some(def) = op.and_then(ops::lookup) else {
+                // Not known until a call: only the uses of its inputs count.
+                for arg in call.args.iter().filter(|a| a.name.is_none()) {
+                    if let ast::Expr::Ident(i) = &arg.value {
+                        let _ = self.resolve(ctx, scope, i);
+                    }
+                }
+                for n in &binding.names {
+                    self.define(ctx, scope, n, Value::Tensor(None));
+                }
+                return;
+            };
+            let quant = self.annotations(ctx, binding, Some(def));
+            let value = self.call(graph, ctx, scope, call, Some(def), quant, &name.name);
+            let detail = self.value_detail(graph, &name.name, Value::Tensor(value));
+            self.define_index(ctx, name.span, &name.name, detail, item_span);
+            self.define(ctx, scope, name, Value::Tensor(value));
+            return;
+        }
+        if call.callee.name == super::ints::CHANNELS
+            && !self.namespaces[ctx.module].contains_key(super::ints::CHANNELS)
+        {
+            let value = self
+                .channels(graph, ctx, scope, call)
+                .ok()
+                .flatten()
+                .map(|v| v as usize);
+            let value = Value::Int(value);
+            let detail = self.value_detail(graph, &name.name, value);
+            self.define_index(ctx, name.span, &name.name, detail, item_span);
+            self.define(ctx, scope, name, value);
+            return;
+        }
         let block = if ops::lookup(&call.callee.name).is_some() {
             None
         } else {
@@ -528,6 +623,135 @@ impl<'a> Checker<'a> {
         self.define(ctx, scope, name, Value::Tensor(value));
         for extra in &binding.names[1..] {
             self.define(ctx, scope, extra, Value::Tensor(None));
+        }
+    }
+
+    /// `let hidden = cin * expand`, or `let h = x`.
+    fn int_let(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &mut Ctx<'a>,
+        scope: &mut Scope,
+        l: &'a ast::IntLet,
+        item_span: Span,
+    ) {
+        self.let_start = self.diagnostics.len();
+        let value = match &l.value {
+            // `let h = x`: another name for any value (a branch's "nothing to do").
+            ast::Expr::Ident(i) => self.resolve(ctx, scope, i).unwrap_or(Value::Tensor(None)),
+            other => match self.int_expr(graph, ctx, scope, other) {
+                Ok(v) => Value::Int(v.and_then(|v| usize::try_from(v).ok())),
+                Err(()) => Value::Int(None),
+            },
+        };
+        let detail = self.value_detail(graph, &l.name.name, value);
+        self.define_index(ctx, l.name.span, &l.name.name, detail, item_span);
+        self.define(ctx, scope, &l.name, value);
+    }
+
+    /// `if condition { ... } else { ... }`: the branch the condition picks, or, while
+    /// a block is checked on its own, both; then only names that every branch binds
+    /// stay usable after it.
+    fn if_statement(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &mut Ctx<'a>,
+        scope: &mut Scope,
+        stmt: &'a ast::IfStatement,
+        item_span: Span,
+    ) {
+        let decided = self.condition(graph, ctx, scope, &stmt.condition);
+        let empty: &'a [ast::Statement] = &[];
+        let otherwise = stmt.otherwise.as_deref().unwrap_or(empty);
+        match decided {
+            Ok(Some(true)) => self.branch(graph, ctx, scope, &stmt.then, item_span),
+            Ok(Some(false)) => self.branch(graph, ctx, scope, otherwise, item_span),
+            // Not known yet (or the condition has an error): check both.
+            Ok(None) | Err(()) => {
+                let before = scope.clone();
+                let mut merged = scope.clone();
+                let mut branches = Vec::new();
+                for statements in [&stmt.then[..], otherwise] {
+                    let mut s = before.clone();
+                    self.branch(graph, ctx, &mut s, statements, item_span);
+                    branches.push(s);
+                }
+                // Uses inside a branch count as uses of what was bound before it.
+                for (name, b) in merged.bindings.iter_mut() {
+                    b.used |= branches.iter().any(|s| {
+                        s.bindings
+                            .get(name)
+                            .is_some_and(|x| x.used && x.span == b.span)
+                    });
+                }
+                let (a, b) = (&branches[0], &branches[1]);
+                for (name, x) in a.bindings.iter().chain(&b.bindings) {
+                    let fresh = before.bindings.get(name).is_none_or(|p| p.span != x.span);
+                    if !fresh {
+                        continue;
+                    }
+                    let in_both = a.bindings.contains_key(name) && b.bindings.contains_key(name);
+                    if in_both || before.bindings.contains_key(name) {
+                        // Usable after the `if`; which binding depends on the call.
+                        let value = match x.value {
+                            Value::Tensor(_) => Value::Tensor(None),
+                            Value::Int(_) => Value::Int(None),
+                            Value::Op(_) => Value::Op(None),
+                        };
+                        let entry = merged.bindings.entry(name.clone()).or_insert(x.clone());
+                        entry.value = value;
+                        entry.used = false;
+                        entry.poisoned |= x.poisoned;
+                    } else {
+                        merged.conditional.insert(name.clone(), x.span);
+                    }
+                }
+                *scope = merged;
+            }
+        }
+    }
+
+    /// The statements of one branch of an `if`, in the scope around it.
+    fn branch(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &mut Ctx<'a>,
+        scope: &mut Scope,
+        statements: &'a [ast::Statement],
+        item_span: Span,
+    ) {
+        for statement in statements {
+            self.statements += 1;
+            self.statement_end = statement.span().end;
+            match statement {
+                ast::Statement::Let(binding) => {
+                    self.let_binding(graph, ctx, scope, binding, item_span)
+                }
+                ast::Statement::IntLet(l) => self.int_let(graph, ctx, scope, l, item_span),
+                ast::Statement::If(stmt) => self.if_statement(graph, ctx, scope, stmt, item_span),
+                ast::Statement::Input(input) => self.report(
+                    ctx,
+                    Diagnostic::error(
+                        codes::INVALID_INPUT_TYPE,
+                        "`input` cannot be inside an `if`",
+                        input.span,
+                        "inputs are declared at the top level of a model",
+                    ),
+                ),
+                ast::Statement::Output(decl) => self.report(
+                    ctx,
+                    Diagnostic::error(
+                        codes::INVALID_OUTPUT,
+                        "`output` cannot be inside an `if`",
+                        Span::new(
+                            decl.span.start,
+                            decl.names.last().map_or(decl.span.end, |n| n.span.end),
+                        ),
+                        "outputs are named once, after the `if`",
+                    )
+                    .with_help("bind the result in every branch, then `output` it after the `if`"),
+                ),
+            }
         }
     }
 }

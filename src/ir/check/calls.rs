@@ -33,13 +33,20 @@ impl Checker<'_> {
             match &arg.value {
                 ast::Expr::Ident(ident) => match self.resolve(ctx, scope, ident) {
                     Some(Value::Tensor(v)) => inputs.push((v, ident.span)),
-                    Some(Value::Int(_)) => {
+                    Some(v @ (Value::Int(_) | Value::Op(_))) => {
                         bad = true;
                         let def_span = scope.bindings.get(&ident.name).map(|b| b.span);
-                        let mut d = Diagnostic::error(codes::INVALID_ARGUMENT, format!("`{}` is an integer, not a tensor", ident.name), ident.span, "expected a tensor")
+                        let (what, declared) = match v {
+                            Value::Op(_) => ("an op", "op"),
+                            Value::Int(_) | Value::Tensor(_) => ("an integer", "int"),
+                        };
+                        let mut d = Diagnostic::error(codes::INVALID_ARGUMENT, format!("`{}` is {what}, not a tensor", ident.name), ident.span, "expected a tensor")
                             .with_help("positional arguments are tensors; pass integers by name: `filters = n`");
                         if let Some(s) = def_span {
-                            d = d.with_label(s, format!("`{}` is declared `int` here", ident.name));
+                            d = d.with_label(
+                                s,
+                                format!("`{}` is declared `{declared}` here", ident.name),
+                            );
                         }
                         self.report(ctx, d);
                     }
@@ -124,7 +131,7 @@ impl Checker<'_> {
             );
             bad = true;
         }
-        let args = self.args(ctx, scope, call, def);
+        let args = self.args(graph, ctx, scope, call, def);
         let args = args?;
         if bad {
             return None;
@@ -184,6 +191,7 @@ impl Checker<'_> {
     /// Type-checks named arguments and fills in defaults; `None` if any was wrong (reported).
     pub(super) fn args(
         &mut self,
+        graph: &GraphBuilder,
         ctx: &Ctx,
         scope: &mut Scope,
         call: &ast::Call,
@@ -245,6 +253,38 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            // Arithmetic (`cin * expand`, `channels(x)`) gives an integer known at the call.
+            if let (true, ast::Expr::Binary { .. } | ast::Expr::Call(_)) =
+                (arg_def.ty.accepts_int(), &arg.value)
+            {
+                match self.int_expr(graph, ctx, scope, &arg.value) {
+                    Ok(Some(v)) => {
+                        let number = ast::Expr::Number {
+                            text: v.to_string(),
+                            span: arg.value.span(),
+                        };
+                        match arg_value(&number, arg_def.ty) {
+                            Some(v) => values.push((arg_def.name, v)),
+                            None => {
+                                ok = false;
+                                self.report_at_call(
+                                    ctx,
+                                    Diagnostic::error(
+                                        codes::INVALID_ARGUMENT,
+                                        format!("invalid value {v} for `{}`", arg_def.name),
+                                        arg.value.span(),
+                                        format!("expected {}", arg_def.ty),
+                                    )
+                                    .with_note(format!("`{}` is {v} here", arg.value)),
+                                );
+                            }
+                        }
+                    }
+                    Ok(None) => values.push((arg_def.name, ArgValue::Int(1))),
+                    Err(()) => ok = false,
+                }
+                continue;
+            }
             // A name may stand for an `int` parameter of the enclosing block.
             if let (true, ast::Expr::Ident(ident)) = (arg_def.ty.accepts_int(), &arg.value) {
                 if let Some(b) = scope.bindings.get_mut(&ident.name) {
@@ -280,14 +320,19 @@ impl Checker<'_> {
                         }
                         // Checked on its own, the block does not know the value yet; any fits.
                         Value::Int(None) => values.push((arg_def.name, ArgValue::Int(1))),
-                        Value::Tensor(_) => {
+                        Value::Tensor(_) | Value::Op(_) => {
                             ok = false;
+                            let what = if let Value::Op(_) = value {
+                                "an op"
+                            } else {
+                                "a tensor"
+                            };
                             self.report(
                                 ctx,
                                 Diagnostic::error(
                                     codes::INVALID_ARGUMENT,
                                     format!(
-                                        "`{}` is a tensor, not a value for `{}`",
+                                        "`{}` is {what}, not a value for `{}`",
                                         ident.name, arg_def.name
                                     ),
                                     ident.span,

@@ -59,7 +59,9 @@ pub(super) fn namespaces<'a>(
             index: Index::default(),
             file_span: Span::new(0, 0),
             let_start: 0,
+            statement_end: 0,
             statements: 0,
+            call_details: HashMap::new(),
         };
         sub.recursion(&m.ast);
         for item in &m.ast.items {

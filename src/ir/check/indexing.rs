@@ -23,6 +23,7 @@ impl Checker<'_> {
                 scope,
                 global: false,
                 hint: None,
+                visible_from: self.statement_end.max(span.end),
             });
         }
     }
@@ -63,7 +64,7 @@ impl Checker<'_> {
                 };
                 Some(format!("{} {quant}", format_shape(&node.shape)))
             }
-            Value::Tensor(None) | Value::Int(_) => None,
+            Value::Tensor(None) | Value::Int(_) | Value::Op(_) => None,
         };
         self.index.definitions.push(Definition {
             span: name.span,
@@ -72,6 +73,7 @@ impl Checker<'_> {
             scope,
             global: false,
             hint,
+            visible_from: self.statement_end.max(name.span.end),
         });
     }
 
@@ -100,6 +102,7 @@ impl Checker<'_> {
                     ast::Expr::Number { text, .. } => text.clone(),
                     ast::Expr::Call(c) => format!("{}(...)", c.callee.name),
                     ast::Expr::List { .. } => "[...]".to_string(),
+                    other @ (ast::Expr::Str { .. } | ast::Expr::Binary { .. }) => other.to_string(),
                 };
                 match &a.name {
                     Some(n) => format!("`{} = {value}`", n.name),
@@ -157,6 +160,8 @@ impl Checker<'_> {
             ),
             Value::Int(Some(v)) => format!("`{name}: int = {v}`"),
             Value::Int(None) => format!("`{name}: int`"),
+            Value::Op(Some(op)) => format!("`{name}: op = {op}`"),
+            Value::Op(None) => format!("`{name}: op`"),
         }
     }
 }

@@ -14,6 +14,7 @@ mod bodies;
 mod calls;
 mod imports;
 mod indexing;
+mod ints;
 mod lints;
 mod vocabulary;
 
@@ -90,7 +91,9 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         index: Index::default(),
         file_span,
         let_start: 0,
+        statement_end: 0,
         statements: 0,
+        call_details: HashMap::new(),
     };
     checker.recursion(file);
     for item in &file.items {
@@ -133,7 +136,11 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         }
     }
     // A model is never dropped silently: if nothing else explains it, say so.
-    if !checker.diagnostics.iter().any(Diagnostic::is_error) && !out.has_errors() {
+    // A block or model that did not parse explains itself (its syntax error).
+    if !checker.diagnostics.iter().any(Diagnostic::is_error)
+        && !out.has_errors()
+        && file.broken.is_empty()
+    {
         for model in dropped {
             checker.diagnostics.push(
                 Diagnostic::error(
@@ -200,7 +207,10 @@ impl BlockRef<'_> {
             .def
             .params
             .iter()
-            .map(|p| format!("{}: {}", p.name.name, p.ty.name))
+            .map(|p| match &p.default {
+                Some(d) => format!("{}: {} = {d}", p.name.name, p.ty.name),
+                None => format!("{}: {}", p.name.name, p.ty.name),
+            })
             .collect();
         let results = self.results();
         format!(
@@ -223,8 +233,12 @@ enum Value {
     Tensor(Option<NodeId>),
     /// `None`: a block's `int` parameter while the block is checked on its own.
     Int(Option<usize>),
+    /// An op passed to a block's `op` parameter (`act = relu6`), by name; `None`:
+    /// a parameter without a default while the block is checked on its own.
+    Op(Option<&'static str>),
 }
 
+#[derive(Clone)]
 struct Binding {
     value: Value,
     span: Span,
@@ -327,14 +341,21 @@ struct Checker<'a> {
     file_span: Span,
     /// Number of diagnostics before the current `let`, to tell whether it reported any.
     let_start: usize,
+    /// End of the statement being checked: the names it binds are visible after it.
+    statement_end: usize,
     /// Statements checked in all models of the file, inlined ones included: what inlining costs.
     statements: usize,
+    /// The parameters a block call in this file was inlined with (`cout = 24, act = relu6`),
+    /// by the span of the first name it binds: hover text.
+    call_details: HashMap<Span, String>,
 }
 
 /// The scope of one body (a model, or one instance of a block).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Scope {
     bindings: HashMap<String, Binding>,
+    /// Names bound in some branches of an `if` above but not all: not usable after it.
+    conditional: HashMap<String, Span>,
 }
 
 impl Checker<'_> {
