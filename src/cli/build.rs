@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 #[cfg(feature = "train")]
 use super::{checked_graph, model_summary, read_source, ExportFormat, LogFormat, ModelArgs};
-use super::{BuildArgs, SensitivityArgs};
+use super::{BuildArgs, CliError, SensitivityArgs};
 #[cfg(feature = "train")]
 use crate::diagnostics::render_terminal;
 #[cfg(feature = "train")]
@@ -18,7 +18,7 @@ use crate::passes::{self, Stage};
 
 /// Checks the model, loads its recipe and runs the passes: what training starts from.
 #[cfg(feature = "train")]
-fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOptions), String> {
+fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOptions), CliError> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
     let summary = model_summary(graph.clone());
     let log = match (args.quiet, args.log_format) {
@@ -39,12 +39,7 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
             ));
             crate::recipe::Recipe::default()
         }
-        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside)).map_err(|e| {
-            e.rendered
-                .trim_start_matches("error: ")
-                .trim_end()
-                .to_string()
-        })?,
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside))?,
     };
     // Refuse before libtorch allocates anything.
     if let Some(d) = crate::ir::memory::check_training_memory(&graph, recipe.train.batch_size) {
@@ -53,13 +48,14 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
         return Err(format!(
             "{}: one training batch would not fit in memory; nothing was built",
             args.file.display()
-        ));
+        )
+        .into());
     }
     let quantized = passes::run(graph, Stage::Quantized);
     let opts = BuildOptions {
         train: crate::train::TrainOptions {
             out_dir: PathBuf::from("build").join(&quantized.name),
-            device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
+            device: crate::train::device(&args.device)?,
             log,
             resume: false,
         },
@@ -71,7 +67,7 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
 }
 
 #[cfg(feature = "train")]
-pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
+pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
         opts.train.out_dir = out;
@@ -93,7 +89,8 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
                 args.model.file.display(),
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" }
-            ));
+            )
+            .into());
         }
     }
     // The summary once the model is known to build (a refused one gets only its errors).
@@ -103,7 +100,7 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
         }
         .summary(summary);
     }
-    let report = crate::driver::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
+    let report = crate::driver::build(&graph, &recipe, &opts)?;
     println!("{}", report.table());
     let a = &report.artifacts;
     let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
@@ -122,7 +119,7 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
 }
 
 #[cfg(feature = "train")]
-pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
+pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, CliError> {
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
         opts.train.out_dir = out;
@@ -133,8 +130,7 @@ pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
         &opts.train,
         args.weights.as_deref(),
         args.all_but_one,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     print!("{}", result.table());
     let path = opts.train.out_dir.join("sensitivity.json");
     let json = serde_json::to_string_pretty(&result).expect("results serialize");
@@ -145,12 +141,12 @@ pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
 }
 
 #[cfg(not(feature = "train"))]
-pub(super) fn build(_: BuildArgs) -> Result<ExitCode, String> {
+pub(super) fn build(_: BuildArgs) -> Result<ExitCode, CliError> {
     Err(NO_TRAIN.into())
 }
 
 #[cfg(not(feature = "train"))]
-pub(super) fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, String> {
+pub(super) fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, CliError> {
     Err(NO_TRAIN.into())
 }
 
