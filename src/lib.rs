@@ -3,7 +3,7 @@
 //! The pipeline is the module tree: [`syntax`] (pest grammar → AST) → [`ir`]
 //! (checked, shape-inferred graph) → [`passes`] (fusion, fake-quant insertion) →
 //! `train` (libtorch: float training, PTQ calibration, QAT) → [`lower`] (to the integer-only
-//! graph) → [`int8`] (that graph, its validation and its artifact format) → [`runtime`]
+//! graph); `driver` runs these stages in order for `qatc build` → [`int8`] (that graph, its validation and its artifact format) → [`runtime`]
 //! (int8 kernels, no libtorch) → [`export`] (ONNX, TFLite); [`report`], and [`summary`] (sizes and costs per layer).
 //! [`diagnostics`] and [`cli`] sit beside them.
 
@@ -14,6 +14,8 @@ pub mod cli;
 pub mod codes;
 pub mod data;
 pub mod diagnostics;
+#[cfg(feature = "train")]
+pub mod driver;
 pub mod export;
 pub mod int8;
 pub mod ir;

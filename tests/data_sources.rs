@@ -431,3 +431,25 @@ fn empty_and_single_class_folders_are_refused_and_broken_images_can_be_skipped()
         "{err}"
     );
 }
+
+#[test]
+fn a_split_folder_splits_the_same_wherever_it_lies() {
+    // The split and the order hash the paths below the root, not where the folder is.
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |root: &Path| {
+        for i in 0..12u8 {
+            for (class, base) in [("a", 0u8), ("b", 100)] {
+                save_solid(&root.join(format!("{class}/{i}.png")), 4, 4, [base + i; 3]);
+            }
+        }
+    };
+    let (here, there) = (tmp.path().join("here"), tmp.path().join("elsewhere/copy"));
+    make(&here);
+    make(&there);
+    let load = |root: &Path| data::load(Format::Folder, root, &[1, 4, 4], 0.3, 7).unwrap();
+    let (a, b) = (load(&here), load(&there));
+    assert!(!a.test.labels.is_empty() && !a.train.labels.is_empty());
+    assert_eq!(a.train.pixels, b.train.pixels);
+    assert_eq!(a.test.pixels, b.test.pixels);
+    assert_eq!(a.test.labels, b.test.labels);
+}

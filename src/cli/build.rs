@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 #[cfg(feature = "train")]
 use super::{checked_graph, model_summary, read_source, ExportFormat, LogFormat, ModelArgs};
-use super::{BuildArgs, SensitivityArgs};
+use super::{BuildArgs, CliError, SensitivityArgs};
 #[cfg(feature = "train")]
-use crate::codes;
+use crate::diagnostics::render_terminal;
 #[cfg(feature = "train")]
-use crate::diagnostics::{render_terminal, Diagnostic, Severity};
+use crate::driver::{BuildOptions, Feasibility};
 #[cfg(feature = "train")]
 use crate::ir::Graph;
 #[cfg(feature = "train")]
@@ -18,9 +18,7 @@ use crate::passes::{self, Stage};
 
 /// Checks the model, loads its recipe and runs the passes: what training starts from.
 #[cfg(feature = "train")]
-fn prepared(
-    args: &ModelArgs,
-) -> Result<(Graph, crate::recipe::Recipe, crate::train::BuildOptions), String> {
+fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOptions), CliError> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
     let summary = model_summary(graph.clone());
     let log = match (args.quiet, args.log_format) {
@@ -41,12 +39,7 @@ fn prepared(
             ));
             crate::recipe::Recipe::default()
         }
-        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside)).map_err(|e| {
-            e.rendered
-                .trim_start_matches("error: ")
-                .trim_end()
-                .to_string()
-        })?,
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside))?,
     };
     // Refuse before libtorch allocates anything.
     if let Some(d) = crate::ir::memory::check_training_memory(&graph, recipe.train.batch_size) {
@@ -55,14 +48,17 @@ fn prepared(
         return Err(format!(
             "{}: one training batch would not fit in memory; nothing was built",
             args.file.display()
-        ));
+        )
+        .into());
     }
     let quantized = passes::run(graph, Stage::Quantized);
-    let opts = crate::train::BuildOptions {
-        out_dir: PathBuf::from("build").join(&quantized.name),
-        device: crate::train::device(&args.device).map_err(|e| e.to_string())?,
-        log,
-        resume: false,
+    let opts = BuildOptions {
+        train: crate::train::TrainOptions {
+            out_dir: PathBuf::from("build").join(&quantized.name),
+            device: crate::train::device(&args.device)?,
+            log,
+            resume: false,
+        },
         emit_onnx: false,
         emit_tflite: false,
         summary: Some(summary),
@@ -71,52 +67,40 @@ fn prepared(
 }
 
 #[cfg(feature = "train")]
-pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
+pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
-        opts.out_dir = out;
+        opts.train.out_dir = out;
     }
-    opts.resume = args.resume;
+    opts.train.resume = args.resume;
     opts.emit_onnx = args.emit.contains(&ExportFormat::Onnx);
     opts.emit_tflite = args.emit.contains(&ExportFormat::Tflite);
     // Before any training: what has no int8 form would only show at the end.
-    let (problems, format) = if opts.emit_tflite {
-        (crate::export::tflite::check(&graph), Some("TFLite"))
-    } else if opts.emit_onnx {
-        (
-            crate::lower::check(&graph, codes::NO_INT8_FORM),
-            Some("ONNX"),
-        )
-    } else {
-        let warnings = crate::lower::check(&graph, codes::NO_INT8_MODEL)
-            .into_iter()
-            .map(|d| Diagnostic {
-                severity: Severity::Warning,
-                ..d
-            })
-            .collect();
-        (warnings, None)
-    };
+    let Feasibility { problems, refused } = crate::driver::feasibility(&graph, &opts);
     if !problems.is_empty() {
         let file = read_source(&args.model.file)?;
         eprint!(
             "{}",
             render_terminal(&file, &problems, args.model.color.enabled())
         );
-        if let Some(format) = format {
+        if let Some(format) = refused {
             return Err(format!(
                 "{} cannot be exported to {format} ({} problem{}); nothing was built",
                 args.model.file.display(),
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" }
-            ));
+            )
+            .into());
         }
     }
     // The summary once the model is known to build (a refused one gets only its errors).
     if let Some(summary) = &opts.summary {
-        crate::train::progress::Progress { log: opts.log }.summary(summary);
+        crate::train::progress::Progress {
+            log: opts.train.log,
+        }
+        .summary(summary);
     }
-    let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
+    let report = crate::driver::build(&graph, &recipe, &opts)?;
     println!("{}", report.table());
     let a = &report.artifacts;
     let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
@@ -135,21 +119,20 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
 }
 
 #[cfg(feature = "train")]
-pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
+pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, CliError> {
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
-        opts.out_dir = out;
+        opts.train.out_dir = out;
     }
     let result = crate::train::sensitivity::analyze(
         &graph,
         &recipe,
-        &opts,
+        &opts.train,
         args.weights.as_deref(),
         args.all_but_one,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     print!("{}", result.table());
-    let path = opts.out_dir.join("sensitivity.json");
+    let path = opts.train.out_dir.join("sensitivity.json");
     let json = serde_json::to_string_pretty(&result).expect("results serialize");
     crate::report::write_atomic_bytes(&path, json.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -158,12 +141,12 @@ pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, String> {
 }
 
 #[cfg(not(feature = "train"))]
-pub(super) fn build(_: BuildArgs) -> Result<ExitCode, String> {
+pub(super) fn build(_: BuildArgs) -> Result<ExitCode, CliError> {
     Err(NO_TRAIN.into())
 }
 
 #[cfg(not(feature = "train"))]
-pub(super) fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, String> {
+pub(super) fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, CliError> {
     Err(NO_TRAIN.into())
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{read_source_file, Color, MessageFormat};
+use super::{read_source_file, CliError, Color, MessageFormat};
 use crate::diagnostics::{render_terminal, Diagnostic, JsonDiagnostic, SourceFile};
 use crate::ir::Graph;
 
@@ -12,7 +12,7 @@ pub(super) fn check(
     files: &[PathBuf],
     message_format: MessageFormat,
     color: Color,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let mut failed = false;
     // Every file is checked, whatever happened to the ones before it.
     for path in files {
@@ -94,7 +94,7 @@ pub(super) fn check(
 }
 
 /// `qatc fmt`: formats in place, or with `--check` lists the files that would change.
-pub(super) fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, String> {
+pub(super) fn fmt(files: &[PathBuf], check: bool) -> Result<ExitCode, CliError> {
     let mut ok = true;
     // Every file is formatted, whatever happened to the ones before it.
     for path in files {

@@ -3,6 +3,7 @@
 mod args;
 mod build;
 mod check;
+mod error;
 mod run;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::*;
+pub use error::CliError;
 
 use crate::codes;
 use crate::diagnostics::{render_terminal, Diagnostic, SourceFile};
@@ -28,14 +30,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
-        // A rendered diagnostic (a recipe's `error[E0015]: ...` with its source lines)
-        // has its own heading; anything else gets one.
-        Err(message) if message.starts_with("error[") => {
-            eprintln!("{}", message.trim_end());
-            ExitCode::FAILURE
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(e) => {
+            e.print();
             ExitCode::FAILURE
         }
     }
@@ -137,7 +133,7 @@ fn checked_model(
     Ok((graph, defaults))
 }
 
-fn run(command: Command) -> Result<ExitCode, String> {
+fn run(command: Command) -> Result<ExitCode, CliError> {
     match command {
         Command::Check {
             files,
@@ -211,7 +207,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Some(path) if path.exists() => Err(format!(
                 "{} already exists; not overwriting it\n  hint: choose another --out, or remove the file first",
                 path.display()
-            )),
+            )
+            .into()),
             Some(path) => {
                 crate::report::write_atomic_bytes(&path, crate::recipe::DEFAULT_RECIPE.as_bytes())
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -257,16 +254,16 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fmt { files, check } => check::fmt(&files, check),
-        Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
+        Command::Lsp => Ok(crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS)?),
         Command::Build(args) => build::build(args),
         Command::Sensitivity(args) => build::sensitivity(args),
         Command::Run(args) => run::run(args),
         Command::Inspect { artifact } => {
             use crate::export::inspect::{self, ModelFile};
-            match inspect::detect(&artifact).map_err(|e| e.to_string())? {
+            match inspect::detect(&artifact)? {
                 ModelFile::Tflite => {
                     let model =
-                        crate::export::tflite::read_file(&artifact).map_err(|e| e.to_string())?;
+                        crate::export::tflite::read_file(&artifact)?;
                     print!("{}", crate::export::tflite::text(&model));
                 }
                 ModelFile::Onnx => {
@@ -275,7 +272,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     print!("{}", inspect::onnx_text(&model));
                 }
                 ModelFile::Int8Artifact(dir) => {
-                    let model = crate::int8::artifact::read(&dir).map_err(|e| e.to_string())?;
+                    let model = crate::int8::artifact::read(&dir)?;
                     print!("{}", crate::int8::text(model.graph(), model.tensors()));
                 }
             }
@@ -286,7 +283,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             format,
             out,
         } => {
-            let model = crate::int8::artifact::read(&artifact).map_err(|e| e.to_string())?;
+            let model = crate::int8::artifact::read(&artifact)?;
             let dir = crate::int8::artifact::resolve(&artifact);
             let out = out.unwrap_or_else(|| {
                 dir.parent()
@@ -295,10 +292,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
             });
             match format {
                 ExportFormat::Onnx => {
-                    crate::export::onnx::write(&out, &model).map_err(|e| e.to_string())?
+                    crate::export::onnx::write(&out, &model)?
                 }
                 ExportFormat::Tflite => {
-                    crate::export::tflite::write(&out, &model).map_err(|e| e.to_string())?
+                    crate::export::tflite::write(&out, &model)?
                 }
             }
             println!("wrote {}", out.display());

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{RunArgs, RunFormat};
+use super::{CliError, RunArgs, RunFormat};
 use crate::data::inputs::{self, Inputs, Truth};
 
 /// What a runner gives for a batch of images: each output of each image, as floats.
@@ -23,7 +23,7 @@ struct Scores {
     model: String,
 }
 
-pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
+pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     // Thousands of threads only thrash the machine: refuse them before loading anything big.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let max_threads = cores * crate::limits::THREADS_PER_CORE;
@@ -31,7 +31,8 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
         return Err(format!(
             "--threads {t} is too many: at most {max_threads} ({} per core, {cores} cores here)",
             crate::limits::THREADS_PER_CORE
-        ));
+        )
+        .into());
     }
     if args.top == 0 {
         return Err("--top must be at least 1".into());
@@ -45,8 +46,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let started = std::time::Instant::now();
     let (scores, inputs) = pool.install(|| match &args.weights {
         Some(weights) => run_checkpoint(&args, weights, &paths),
@@ -81,11 +81,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
 }
 
 /// The int8 artifact on the images, with the integer runtime.
-fn run_int8(args: &RunArgs, paths: &[PathBuf]) -> Result<(Scores, Inputs), String> {
-    let model = crate::runtime::load(&args.artifact).map_err(|e| e.to_string())?;
+fn run_int8(args: &RunArgs, paths: &[PathBuf]) -> Result<(Scores, Inputs), CliError> {
+    let model = crate::runtime::load(&args.artifact)?;
     let graph = model.graph();
-    let inputs = inputs::read(paths, &graph.input.shape, args.labels.as_deref())
-        .map_err(|e| e.to_string())?;
+    let inputs = inputs::read(paths, &graph.input.shape, args.labels.as_deref())?;
     let outputs = model.output_len();
     let labels: Vec<u8> = match &graph.classes {
         Some(classes) => classes.clone(),
@@ -97,8 +96,7 @@ fn run_int8(args: &RunArgs, paths: &[PathBuf]) -> Result<(Scores, Inputs), Strin
     };
     let q = model.output_quant();
     let values = model
-        .run_pixels(&inputs.images.pixels)
-        .map_err(|e| e.to_string())?
+        .run_pixels(&inputs.images.pixels)?
         .into_iter()
         .map(|v| q.dequantize(v))
         .collect();
@@ -119,7 +117,7 @@ fn run_checkpoint(
     args: &RunArgs,
     weights: &std::path::Path,
     paths: &[PathBuf],
-) -> Result<(Scores, Inputs), String> {
+) -> Result<(Scores, Inputs), CliError> {
     let graph = super::checked_graph(
         &args.artifact,
         args.model.as_deref(),
@@ -132,8 +130,7 @@ fn run_checkpoint(
     let beside = crate::recipe::Recipe::path_for(&args.artifact);
     let recipe = match &args.recipe {
         None if !beside.exists() => crate::recipe::Recipe::default(),
-        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside))
-            .map_err(|e| e.rendered.trim_end().to_string())?,
+        path => crate::recipe::Recipe::load(path.as_ref().unwrap_or(&beside))?,
     };
     let channels = crate::preprocess::channels(&shape);
     let normalize = match recipe.data.normalize {
@@ -145,7 +142,7 @@ fn run_checkpoint(
         None => crate::preprocess::Normalize::identity(channels),
     };
     let mut checkpoint = crate::train::infer::Checkpoint::load(&graph, weights, normalize)?;
-    let inputs = inputs::read(paths, &shape, args.labels.as_deref()).map_err(|e| e.to_string())?;
+    let inputs = inputs::read(paths, &shape, args.labels.as_deref())?;
     let outputs: usize = graph.node(graph.output).shape.iter().product();
     let values = checkpoint.logits(&inputs.images.pixels);
     // The build that wrote the checkpoint knows the classes: its report.json is beside it.
@@ -180,7 +177,7 @@ fn run_checkpoint(
     _: &RunArgs,
     _: &std::path::Path,
     _: &[PathBuf],
-) -> Result<(Scores, Inputs), String> {
+) -> Result<(Scores, Inputs), CliError> {
     Err("--weights runs a checkpoint with libtorch: this qatc was built without the `train` feature; run the int8 artifact instead".into())
 }
 

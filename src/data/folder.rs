@@ -71,19 +71,28 @@ pub fn load(
         (train, test)
     } else {
         let all = list(root, None).map_err(io(root))??;
-        split(all, val_split, seed)
+        split(all, root, val_split, seed)
     };
     // Listed class by class; mixed in a seeded order so that `train_limit` and
     // `test_limit` (the first N images) take every class, not the first few.
-    let (train, test) = (mixed(train, seed), mixed(test, seed));
+    let (train, test) = (mixed(train, root, seed), mixed(test, root, seed));
     let classes = train.classes.clone();
+    // A classifier needs two classes, and every class needs training images.
+    if classes.len() == 1 {
+        return Err(DataError::Invalid {
+            path: root.to_path_buf(),
+            why: format!(
+                "has one class ({}); a classifier needs at least two class folders",
+                classes.join(", ")
+            ),
+        });
+    }
     if train.files.is_empty() {
         return Err(DataError::Invalid {
             path: root.to_path_buf(),
             why: format!("holds no training images ({})", EXTENSIONS.join(", ")),
         });
     }
-    // Every class needs training images, and a classifier needs two classes.
     if let Some(empty) =
         (0..classes.len()).find(|&c| !train.files.iter().any(|(l, _)| *l as usize == c))
     {
@@ -97,15 +106,6 @@ pub fn load(
                 "class folder `{}` holds no training images ({})",
                 classes[empty],
                 EXTENSIONS.join(", ")
-            ),
-        });
-    }
-    if classes.len() < 2 {
-        return Err(DataError::Invalid {
-            path: root.to_path_buf(),
-            why: format!(
-                "has one class ({}); a classifier needs at least two class folders",
-                classes.join(", ")
             ),
         });
     }
@@ -182,11 +182,10 @@ fn list(dir: &Path, known: Option<&[String]>) -> std::io::Result<Result<Listing,
 /// Splits one listing into training and validation images: each file goes to
 /// validation when a hash of the seed and its path falls below `val_split`, so the
 /// split is reproducible and adding a file does not move the others.
-fn split(all: Listing, val_split: f64, seed: u64) -> (Listing, Listing) {
+fn split(all: Listing, root: &Path, val_split: f64, seed: u64) -> (Listing, Listing) {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (label, path) in all.files {
-        let name = path.to_string_lossy();
-        if unit_hash(seed, name.as_bytes()) < val_split {
+        if unit_hash(seed, relative(root, &path).as_bytes()) < val_split {
             val.push((label, path));
         } else {
             train.push((label, path));
@@ -202,12 +201,23 @@ fn split(all: Listing, val_split: f64, seed: u64) -> (Listing, Listing) {
 
 /// The listing's files in the order of a hash of the seed and each path: reproducible,
 /// classes interleaved.
-fn mixed(mut listing: Listing, seed: u64) -> Listing {
+fn mixed(mut listing: Listing, root: &Path, seed: u64) -> Listing {
     listing.files.sort_by(|(_, a), (_, b)| {
-        let key = |p: &PathBuf| unit_hash(seed ^ 0x5eed, p.to_string_lossy().as_bytes());
+        let key = |p: &PathBuf| unit_hash(seed ^ 0x5eed, relative(root, p).as_bytes());
         key(a).total_cmp(&key(b)).then_with(|| a.cmp(b))
     });
     listing
+}
+
+/// `path` below `root`, `/`-separated: what the split and the order hash, so that
+/// moving or copying the folder changes neither.
+fn relative(root: &Path, path: &Path) -> String {
+    let below = path.strip_prefix(root).unwrap_or(path);
+    below
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A hash of `(seed, bytes)` mapped to [0, 1): FNV-1a, then a SplitMix64 finalizer.

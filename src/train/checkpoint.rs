@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::{BuildError, Network};
+use super::{Network, TrainError};
 use crate::report::{self, Stage};
 
 const VERSION: u32 = 1;
@@ -108,19 +108,19 @@ impl Checkpoints {
         &self,
         stage: &str,
         net: &mut Network,
-    ) -> Result<Option<StageProgress>, BuildError> {
+    ) -> Result<Option<StageProgress>, TrainError> {
         let Some(done) = self.progress.stages.get(stage) else {
             return Ok(None);
         };
         let path = self.weights(stage);
         let tensors = Tensor::read_safetensors(&path).map_err(|e| {
-            BuildError::Transfer(format!(
+            TrainError::Transfer(format!(
                 "cannot resume from {}: {e}\n  hint: build again without --resume",
                 path.display()
             ))
         })?;
         net.restore(&tensors.into_iter().collect()).map_err(|e| {
-            BuildError::Transfer(format!("cannot resume from {}: {e}", path.display()))
+            TrainError::Transfer(format!("cannot resume from {}: {e}", path.display()))
         })?;
         Ok(Some(done.clone()))
     }
@@ -131,21 +131,21 @@ impl Checkpoints {
         stage: &str,
         net: &Network,
         progress: StageProgress,
-    ) -> Result<(), BuildError> {
+    ) -> Result<(), TrainError> {
         let path = self.weights(stage);
         let tensors = net.named_tensors();
         report::write_atomic(&path, |tmp| {
             Tensor::write_safetensors(&tensors, tmp)
                 .map_err(|e| std::io::Error::other(e.to_string()))
         })
-        .map_err(|source| BuildError::Write {
+        .map_err(|source| TrainError::Write {
             path: path.clone(),
             source,
         })?;
         self.progress.stages.insert(stage.to_string(), progress);
         let json = serde_json::to_vec_pretty(&self.progress).expect("progress serializes");
         let progress_path = self.dir.join("progress.json");
-        report::write_atomic_bytes(&progress_path, &json).map_err(|source| BuildError::Write {
+        report::write_atomic_bytes(&progress_path, &json).map_err(|source| TrainError::Write {
             path: progress_path,
             source,
         })

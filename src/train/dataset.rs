@@ -5,7 +5,7 @@ use super::*;
 use crate::preprocess::Normalize;
 
 /// The recipe's `data.normalize`, checked against the model input, or none (`p / 255`).
-pub(super) fn normalize(recipe: &Recipe, graph: &Graph) -> Result<Normalize, DataError> {
+pub fn normalize(recipe: &Recipe, graph: &Graph) -> Result<Normalize, DataError> {
     let shape = &graph.node(graph.inputs[0]).shape;
     let channels = crate::preprocess::channels(shape);
     match &recipe.data.normalize {
@@ -78,7 +78,7 @@ pub(super) fn prepare(
     recipe: &Recipe,
     device: Device,
     log: Log,
-) -> Result<Prepared, BuildError> {
+) -> Result<Prepared, TrainError> {
     let dir = recipe.data_dir();
     let input = &graph.node(graph.inputs[0]).shape;
     let val_split = recipe.data.val_split.unwrap_or(0.2);
@@ -107,14 +107,14 @@ pub(super) fn prepare(
     let train_set = sets.train.select(Some(&classes), recipe.data.train_limit);
     let test_set = sets.test.select(Some(&classes), recipe.data.test_limit);
     if train_set.is_empty() {
-        return Err(BuildError::NoData {
+        return Err(TrainError::NoData {
             split: "training",
             dir: dir.clone(),
             classes,
         });
     }
     if test_set.is_empty() {
-        return Err(BuildError::NoData {
+        return Err(TrainError::NoData {
             split: "test",
             dir: dir.clone(),
             classes,
@@ -123,7 +123,7 @@ pub(super) fn prepare(
     let shape = input_shape(graph, &train_set)?;
     let out_shape = &graph.node(graph.output).shape;
     if out_shape.len() != 1 || out_shape[0] < classes.len() {
-        return Err(BuildError::OutputShape {
+        return Err(TrainError::OutputShape {
             model: graph.name.clone(),
             shape: format_shape(out_shape),
             classes: classes.len(),
@@ -164,13 +164,13 @@ pub(super) fn prepare(
     })
 }
 
-pub(super) fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, BuildError> {
+pub(super) fn input_shape(graph: &Graph, set: &Images) -> Result<Vec<usize>, TrainError> {
     let expected = &graph.node(graph.inputs[0]).shape;
     let (channels, rows, cols) = (set.channels, set.rows, set.cols);
     let flat = channels * rows * cols;
     let fits = expected.as_slice() == [channels, rows, cols] || expected.as_slice() == [flat];
     if !fits {
-        return Err(BuildError::InputShape {
+        return Err(TrainError::InputShape {
             model: graph.name.clone(),
             expected: format_shape(expected),
             channels,

@@ -26,14 +26,16 @@ use crate::data::{self, DataError, Images};
 use crate::ir::ops::format_shape;
 use crate::ir::Graph;
 use crate::recipe::{Optimizer, RangeMethod, Recipe, WeightRangeKind};
-use crate::report::{self, Artifacts, DataSummary, Environment, Epoch, Report, Stage};
+use crate::report::{self, DataSummary, Environment, Epoch, Stage};
 use checkpoint::{Checkpoints, StageProgress};
+pub use dataset::normalize;
 use dataset::{batches, prepare, Batches, Prepared};
-use preflight::{check_before_training, ensure_pretrained};
+pub use preflight::check_before_training;
 use progress::{Log, Progress};
 
+/// Why training could not run or finish.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub enum TrainError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("model `{model}` takes input {expected} but the data has {rows}x{cols} images with {channels} channel(s)\n  hint: declare `input image: f32[{channels}, {rows}, {cols}]` (images of other sizes are resized to a [C, H, W] input), or f32[{flat}] for a flat vector")]
@@ -72,43 +74,28 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Transfer(String),
-    #[error(transparent)]
-    Lower(#[from] crate::lower::LowerError),
-    #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
-    #[error(transparent)]
-    Artifact(#[from] crate::int8::ArtifactError),
-    #[error(transparent)]
-    Export(#[from] crate::export::ExportError),
-    #[error(transparent)]
-    Tflite(#[from] crate::export::tflite::ExportError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
     NoCuda,
 }
 
-/// Options from the command line.
+/// Where and how training runs.
 #[derive(Debug, Clone)]
-pub struct BuildOptions {
+pub struct TrainOptions {
+    /// Where weights and checkpoints are written.
     pub out_dir: PathBuf,
     pub device: Device,
     /// How progress is shown on stderr.
     pub log: Log,
     /// Continue from the checkpoints of an interrupted build in `out_dir`.
     pub resume: bool,
-    /// Also write `model.onnx` (the QAT int8 model as ONNX).
-    pub emit_onnx: bool,
-    /// Also write `model.tflite` (the QAT int8 model as TensorFlow Lite).
-    pub emit_tflite: bool,
-    /// The model summary, kept in report.json and report.html.
-    pub summary: Option<crate::summary::Summary>,
 }
 
-pub fn device(name: &str) -> Result<Device, BuildError> {
+pub fn device(name: &str) -> Result<Device, TrainError> {
     match name {
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => Err(BuildError::NoCuda),
+        "cuda" => Err(TrainError::NoCuda),
         _ => Ok(Device::Cpu),
     }
 }
@@ -116,7 +103,7 @@ pub fn device(name: &str) -> Result<Device, BuildError> {
 struct Run<'a> {
     recipe: &'a Recipe,
     progress: Progress,
-    opts: &'a BuildOptions,
+    opts: &'a TrainOptions,
     /// Per-epoch checkpoints (builds have them, sensitivity analysis does not).
     checkpoints: Option<std::cell::RefCell<Checkpoints>>,
 }
@@ -129,299 +116,232 @@ fn epoch_seed(seed: u64, stage: &str, epoch: usize) -> i64 {
     (seed.wrapping_mul(1_000_003) ^ stage_id.wrapping_mul(7919) ^ epoch as u64) as i64 & i64::MAX
 }
 
-/// Trains, calibrates and fine-tunes the quantized-stage `graph` as the recipe says,
-/// writes the weights and report.json to `opts.out_dir`, and returns the report.
-pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Report, BuildError> {
-    build_in_chain(graph, recipe, opts, &[])
+/// A network after one training stage, with its test-set record.
+pub struct Trained {
+    pub net: Network,
+    pub stage: Stage,
+    /// The predicted class index of every test image.
+    pub predictions: Vec<i64>,
 }
 
-/// How many pretrained models `transfer.build` may chain (a model built from one built from ...).
-const MAX_TRANSFER_CHAIN: usize = 8;
+/// The training of one build: its data on the device and its checkpoints. The driver
+/// calls the stages in order (float, PTQ, control, QAT); each returns its network.
+pub struct Session<'a> {
+    graph: &'a Graph,
+    run: Run<'a>,
+    data: Prepared,
+}
 
-/// [`build`], from within the builds of the pretrained models in `chain` (outermost first).
-fn build_in_chain(
-    graph: &Graph,
-    recipe: &Recipe,
-    opts: &BuildOptions,
-    chain: &[PathBuf],
-) -> Result<Report, BuildError> {
-    let started = Instant::now();
-    check_before_training(graph, recipe, opts)?;
-    if let Some(transfer) = &recipe.transfer {
-        ensure_pretrained(transfer, opts, chain)?;
-    }
-    tch::manual_seed(recipe.train.seed as i64);
-    let fingerprint = (
-        crate::ir::dump::text(graph),
-        serde_json::to_string(recipe).expect("recipes serialize"),
-    );
-    let (checkpoints, note) = Checkpoints::open(&opts.out_dir, fingerprint, opts.resume);
-    let run = Run {
-        recipe,
-        progress: Progress { log: opts.log },
-        opts,
-        checkpoints: Some(std::cell::RefCell::new(checkpoints)),
-    };
-    if let Some(note) = note {
-        run.say(&note);
-    }
-    for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")] {
-        let removed = report::clean_stale(&dir);
-        if !removed.is_empty() {
-            run.say(&format!(
-                "removed what an interrupted build left in {}: {}",
-                dir.display(),
-                removed.join(", ")
-            ));
+impl<'a> Session<'a> {
+    /// Seeds libtorch, opens the checkpoints in `opts.out_dir` (fingerprinted by the graph
+    /// and the recipe), removes what an interrupted build left there, and loads the data.
+    pub fn start(
+        graph: &'a Graph,
+        recipe: &'a Recipe,
+        opts: &'a TrainOptions,
+    ) -> Result<Self, TrainError> {
+        tch::manual_seed(recipe.train.seed as i64);
+        let fingerprint = (
+            crate::ir::dump::text(graph),
+            serde_json::to_string(recipe).expect("recipes serialize"),
+        );
+        let (checkpoints, note) = Checkpoints::open(&opts.out_dir, fingerprint, opts.resume);
+        let run = Run {
+            recipe,
+            progress: Progress { log: opts.log },
+            opts,
+            checkpoints: Some(std::cell::RefCell::new(checkpoints)),
+        };
+        if let Some(note) = note {
+            run.say(&note);
         }
-    }
-    let Prepared {
-        train,
-        test,
-        test_set,
-        calibration,
-        classes,
-        class_names,
-        dir,
-        notes: data_notes,
-    } = prepare(graph, recipe, opts.device, opts.log)?;
-    for note in &data_notes {
-        run.say(note);
+        for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")] {
+            let removed = report::clean_stale(&dir);
+            if !removed.is_empty() {
+                run.say(&format!(
+                    "removed what an interrupted build left in {}: {}",
+                    dir.display(),
+                    removed.join(", ")
+                ));
+            }
+        }
+        let data = prepare(graph, recipe, opts.device, opts.log)?;
+        for note in &data.notes {
+            run.say(note);
+        }
+        Ok(Session { graph, run, data })
     }
 
-    let float_path = opts.out_dir.join("float.safetensors");
-    let ptq_path = opts.out_dir.join("ptq.safetensors");
-    let qat_path = opts.out_dir.join("qat.safetensors");
-    let int8_dir = opts.out_dir.join("int8");
-    let report_path = opts.out_dir.join("report.json");
-
-    // 1. Float training, from pretrained weights with frozen layers when transferring.
-    let mut float = run.initial_network(graph)?;
-    run.say(&format!(
-        "{}: {} parameters, {} training images",
-        graph.name,
-        float.trainable_count(),
-        train.len()
-    ));
-    let mut float_stage = run.train(
-        "float",
-        &mut float,
-        &train,
-        &test,
-        Mode::Float,
-        recipe.train.epochs,
-        recipe.train.learning_rate,
-    )?;
-    float_stage.accuracy = run
-        .evaluate(
+    /// Float training, from pretrained weights with frozen layers when transferring.
+    pub fn float(&self) -> Result<Trained, TrainError> {
+        let (run, data, recipe) = (&self.run, &self.data, self.run.recipe);
+        let mut net = run.initial_network(self.graph)?;
+        run.say(&format!(
+            "{}: {} parameters, {} training images",
+            self.graph.name,
+            net.trainable_count(),
+            data.train.len()
+        ));
+        let mut stage = run.train(
             "float",
-            &mut float,
-            &test,
+            &mut net,
+            &data.train,
+            &data.test,
             Mode::Float,
-            &mut float_stage.eval_seconds,
-        )
-        .0;
-    // From here on the artifacts of an earlier build are replaced one by one: its report
-    // goes first, so that a build killed half-way never leaves a report beside files it
-    // does not describe.
-    match std::fs::remove_file(&report_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(BuildError::Write {
-                path: report_path,
-                source,
-            })
+            recipe.train.epochs,
+            recipe.train.learning_rate,
+        )?;
+        let predictions;
+        (stage.accuracy, predictions) = run.evaluate(
+            "float",
+            &mut net,
+            &data.test,
+            Mode::Float,
+            &mut stage.eval_seconds,
+        );
+        Ok(Trained {
+            net,
+            stage,
+            predictions,
+        })
+    }
+
+    /// PTQ: `float` with ranges calibrated on training images, evaluated quantized.
+    pub fn ptq(&self, float: &Network) -> Trained {
+        let (run, data) = (&self.run, &self.data);
+        let mut net = float.duplicate();
+        let mut stage = Stage::default();
+        calibrate(&mut net, &data.calibration, run.recipe);
+        let predictions;
+        (stage.accuracy, predictions) = run.evaluate(
+            "PTQ",
+            &mut net,
+            &data.test,
+            Mode::Quantized,
+            &mut stage.eval_seconds,
+        );
+        Trained {
+            net,
+            stage,
+            predictions,
         }
     }
-    save(&float, &float_path)?;
 
-    // 2. PTQ: calibrate ranges on training images, then evaluate quantized.
-    let mut ptq = float.duplicate();
-    let mut ptq_stage = Stage::default();
-    calibrate(&mut ptq, &calibration, recipe);
-    let ptq_predictions;
-    (ptq_stage.accuracy, ptq_predictions) = run.evaluate(
-        "PTQ",
-        &mut ptq,
-        &test,
-        Mode::Quantized,
-        &mut ptq_stage.eval_seconds,
-    );
-    save(&ptq, &ptq_path)?;
-    let mut notes = Vec::new();
-    let ptq_int8 = run.int8(
-        "PTQ",
-        graph,
-        &ptq.quantized_params(),
-        &test_set,
-        &classes,
-        &ptq_predictions,
-        &mut ptq_stage,
-    );
-    skip_unlowerable(ptq_int8, &mut notes)?;
-
-    // 3. Control: the same extra epochs in float, then PTQ.
-    let unfreeze = recipe.transfer.as_ref().is_some_and(|t| t.unfreeze_for_qat);
-    let mut control = float.duplicate();
-    if unfreeze {
-        control.unfreeze();
-    }
-    let mut control_stage = run.train(
-        "control",
-        &mut control,
-        &train,
-        &test,
-        Mode::Float,
-        recipe.qat.epochs,
-        recipe.qat.learning_rate,
-    )?;
-    calibrate(&mut control, &calibration, recipe);
-    control_stage.accuracy = run
-        .evaluate(
+    /// The control run: the QAT epochs spent in float instead, then PTQ; what QAT is compared with.
+    pub fn control(&self, float: &Network) -> Result<Stage, TrainError> {
+        let (run, data, recipe) = (&self.run, &self.data, self.run.recipe);
+        let mut control = float.duplicate();
+        if unfreezes_for_qat(recipe) {
+            control.unfreeze();
+        }
+        let mut stage = run.train(
             "control",
             &mut control,
-            &test,
+            &data.train,
+            &data.test,
+            Mode::Float,
+            recipe.qat.epochs,
+            recipe.qat.learning_rate,
+        )?;
+        calibrate(&mut control, &data.calibration, recipe);
+        stage.accuracy = run
+            .evaluate(
+                "control",
+                &mut control,
+                &data.test,
+                Mode::Quantized,
+                &mut stage.eval_seconds,
+            )
+            .0;
+        Ok(stage)
+    }
+
+    /// QAT: fine-tunes `ptq` with fake quantization, starting from its calibrated ranges.
+    pub fn qat(&self, ptq: &Network) -> Result<Trained, TrainError> {
+        let (run, data, recipe) = (&self.run, &self.data, self.run.recipe);
+        let mut net = ptq.duplicate();
+        if unfreezes_for_qat(recipe) {
+            net.unfreeze();
+        }
+        net.quant = QuantState {
+            weight_range: weight_range(recipe.qat.weight_range),
+            bn_frozen: recipe.qat.freeze_bn_after == 0.0,
+            observers_frozen: recipe.qat.freeze_observers_after == Some(0.0),
+            calibration: RangeMethod::MinMax,
+        };
+        let init = recipe.qat.init_observer.method(recipe.ptq.percentile);
+        if init != recipe.ptq.range_method() {
+            calibrate_with(&mut net, &data.calibration, init);
+        }
+        if recipe.qat.learn_ranges {
+            net.learn_ranges();
+        }
+        let mut stage = run.train(
+            "QAT",
+            &mut net,
+            &data.train,
+            &data.test,
             Mode::Quantized,
-            &mut control_stage.eval_seconds,
-        )
-        .0;
+            recipe.qat.epochs,
+            recipe.qat.learning_rate,
+        )?;
+        let predictions;
+        (stage.accuracy, predictions) = run.evaluate(
+            "QAT",
+            &mut net,
+            &data.test,
+            Mode::Quantized,
+            &mut stage.eval_seconds,
+        );
+        Ok(Trained {
+            net,
+            stage,
+            predictions,
+        })
+    }
 
-    // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
-    let mut qat = ptq.duplicate();
-    if unfreeze {
-        qat.unfreeze();
+    /// Shows one line of progress.
+    pub fn say(&self, line: &str) {
+        self.run.say(line);
     }
-    qat.quant = QuantState {
-        weight_range: weight_range(recipe.qat.weight_range),
-        bn_frozen: recipe.qat.freeze_bn_after == 0.0,
-        observers_frozen: recipe.qat.freeze_observers_after == Some(0.0),
-        calibration: RangeMethod::MinMax,
-    };
-    let init = recipe.qat.init_observer.method(recipe.ptq.percentile);
-    if init != recipe.ptq.range_method() {
-        calibrate_with(&mut qat, &calibration, init);
-    }
-    if recipe.qat.learn_ranges {
-        qat.learn_ranges();
-    }
-    let mut qat_stage = run.train(
-        "QAT",
-        &mut qat,
-        &train,
-        &test,
-        Mode::Quantized,
-        recipe.qat.epochs,
-        recipe.qat.learning_rate,
-    )?;
-    let qat_predictions;
-    (qat_stage.accuracy, qat_predictions) = run.evaluate(
-        "QAT",
-        &mut qat,
-        &test,
-        Mode::Quantized,
-        &mut qat_stage.eval_seconds,
-    );
-    save(&qat, &qat_path)?;
-    let qat_int8 = run.int8(
-        "QAT",
-        graph,
-        &qat.quantized_params(),
-        &test_set,
-        &classes,
-        &qat_predictions,
-        &mut qat_stage,
-    );
-    let (int8, onnx, tflite) = match skip_unlowerable(qat_int8, &mut notes)? {
-        Some(int8_model) => {
-            // The artifact and its exports say which class each output is by name.
-            let outputs = crate::int8::graph::output_count(int8_model.graph());
-            let int8_model = if class_names.len() == outputs {
-                int8_model
-                    .with_class_names(class_names.clone())
-                    .map_err(crate::lower::LowerError::from)?
-            } else {
-                int8_model
-            };
-            crate::int8::artifact::save(&int8_dir, &int8_model)?;
-            let onnx_path = opts.out_dir.join("model.onnx");
-            let onnx = if opts.emit_onnx {
-                crate::export::onnx::write(&onnx_path, &int8_model)?;
-                Some(onnx_path.display().to_string())
-            } else {
-                None
-            };
-            let tflite_path = opts.out_dir.join("model.tflite");
-            let tflite = if opts.emit_tflite {
-                crate::export::tflite::write(&tflite_path, &int8_model)?;
-                Some(tflite_path.display().to_string())
-            } else {
-                None
-            };
-            (Some(int8_dir.display().to_string()), onnx, tflite)
-        }
-        None if opts.emit_onnx || opts.emit_tflite => {
-            return Err(BuildError::Transfer(format!(
-                "cannot emit {}: {}",
-                if opts.emit_onnx { "ONNX" } else { "TFLite" },
-                notes.last().map_or("", String::as_str)
-            )))
-        }
-        None => (None, None, None),
-    };
 
-    let html_path = opts.out_dir.join("report.html");
-    let confusion = confusion(&test, &qat_predictions, classes.len());
-    let report = Report {
-        model: graph.name.clone(),
-        quant: report::quant_label(graph),
-        device: format!("{:?}", opts.device).to_lowercase(),
-        data: DataSummary {
-            dir: dir.display().to_string(),
-            classes,
-            class_names,
-            train_images: train.len() as usize,
-            test_images: test.len() as usize,
-            calibration_images: calibration.len() as usize,
-        },
-        float: float_stage,
-        ptq: ptq_stage,
-        qat: qat_stage,
-        control: control_stage,
-        total_seconds: started.elapsed().as_secs_f64(),
-        artifacts: Artifacts {
-            float: float_path.display().to_string(),
-            qat: qat_path.display().to_string(),
-            report: report_path.display().to_string(),
-            ptq: Some(ptq_path.display().to_string()),
-            int8,
-            onnx,
-            tflite,
-            html: Some(html_path.display().to_string()),
-        },
-        notes,
-        summary: opts.summary.clone(),
-        confusion: Some(confusion),
-        environment: Some(environment(opts.device)),
-    };
-    report::write_atomic_bytes(&report_path, report.to_json().as_bytes()).map_err(|source| {
-        BuildError::Write {
-            path: report_path,
-            source,
+    /// The test images as bytes, for the int8 runtime.
+    pub fn test_images(&self) -> &Images {
+        &self.data.test_set
+    }
+
+    /// The dataset's class indices this build keeps, in output order.
+    pub fn classes(&self) -> &[u8] {
+        &self.data.classes
+    }
+
+    /// The names of [`Session::classes`], in order.
+    pub fn class_names(&self) -> &[String] {
+        &self.data.class_names
+    }
+
+    /// Where the data came from and how many images each use had, for the report.
+    pub fn data_summary(&self) -> DataSummary {
+        let data = &self.data;
+        DataSummary {
+            dir: data.dir.display().to_string(),
+            classes: data.classes.clone(),
+            class_names: data.class_names.clone(),
+            train_images: data.train.len() as usize,
+            test_images: data.test.len() as usize,
+            calibration_images: data.calibration.len() as usize,
         }
-    })?;
-    // A sensitivity analysis run earlier into the same directory joins the page.
-    let sensitivity = std::fs::read(opts.out_dir.join("sensitivity.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let page = report::html::build_page(&report, Some(graph), sensitivity.as_ref());
-    report::write_atomic_bytes(&html_path, page.as_bytes()).map_err(|source| {
-        BuildError::Write {
-            path: html_path,
-            source,
-        }
-    })?;
-    Ok(report)
+    }
+
+    /// `counts[true][predicted]` over the test set.
+    pub fn confusion(&self, predictions: &[i64]) -> Vec<Vec<u64>> {
+        confusion(&self.data.test, predictions, self.data.classes.len())
+    }
+}
+
+/// Whether the recipe unfreezes transferred layers for the control and QAT stages.
+fn unfreezes_for_qat(recipe: &Recipe) -> bool {
+    recipe.transfer.as_ref().is_some_and(|t| t.unfreeze_for_qat)
 }
 
 /// Post-training quantization as the recipe's `ptq` section says.
@@ -440,26 +360,6 @@ fn calibrate_with(net: &mut Network, data: &Batches, method: RangeMethod) {
         }
     });
     net.finish_calibration(method);
-}
-
-/// A model the int8 lowering does not support yet still gets its fake-quant results:
-/// the lowering error becomes a note in the report instead of failing the build.
-fn skip_unlowerable<T>(
-    result: Result<T, BuildError>,
-    notes: &mut Vec<String>,
-) -> Result<Option<T>, BuildError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        // An invalid lowered graph is a bug in qatc, not a model without an int8 form.
-        Err(BuildError::Lower(e)) if !matches!(e, crate::lower::LowerError::Invalid(_)) => {
-            notes.push(format!(
-                "no int8 model: {}",
-                e.to_string().replace('\n', " ")
-            ));
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 fn weight_range(kind: WeightRangeKind) -> WeightRange {
@@ -524,7 +424,7 @@ fn range_movement(before: &[(f32, f32)], after: &[(f32, f32)]) -> f64 {
 }
 
 /// The software and machine of this build, for report.json.
-fn environment(device: Device) -> Environment {
+pub fn environment(device: Device) -> Environment {
     Environment {
         qatc_version: env!("CARGO_PKG_VERSION").to_string(),
         libtorch_version: option_env!("QATC_LIBTORCH_VERSION")
@@ -570,12 +470,13 @@ fn cpu_features() -> Vec<String> {
     found
 }
 
-fn save(net: &Network, path: &Path) -> Result<(), BuildError> {
+/// Writes the weights of `net` to `path` (safetensors), atomically.
+pub fn save(net: &Network, path: &Path) -> Result<(), TrainError> {
     let tensors = net.named_tensors();
     report::write_atomic(path, |tmp| {
         Tensor::write_safetensors(&tensors, tmp).map_err(|e| std::io::Error::other(e.to_string()))
     })
-    .map_err(|source| BuildError::Write {
+    .map_err(|source| TrainError::Write {
         path: path.to_path_buf(),
         source,
     })
@@ -584,13 +485,13 @@ fn save(net: &Network, path: &Path) -> Result<(), BuildError> {
 impl Run<'_> {
     /// A fresh network, or the pretrained one when the recipe transfers; layers marked
     /// `@frozen` in the model and those in `transfer.freeze` are frozen.
-    fn initial_network(&self, graph: &Graph) -> Result<Network, BuildError> {
+    fn initial_network(&self, graph: &Graph) -> Result<Network, TrainError> {
         let mut net = Network::new(graph, self.opts.device);
         let mut frozen = graph.frozen_layers();
         if let Some(transfer) = &self.recipe.transfer {
             let loaded =
                 pretrained::load(&mut net, &transfer.weights, &transfer.map, &transfer.skip)
-                    .map_err(BuildError::Transfer)?;
+                    .map_err(TrainError::Transfer)?;
             self.say(&format!(
                 "loaded {} tensors from {}",
                 loaded.len(),
@@ -605,7 +506,7 @@ impl Run<'_> {
                     .collect::<Vec<_>>(),
             );
         }
-        net.freeze(&frozen).map_err(BuildError::Transfer)?;
+        net.freeze(&frozen).map_err(TrainError::Transfer)?;
         if !frozen.is_empty() {
             self.say(&format!("frozen: {}", frozen.join(", ")));
         }
@@ -628,7 +529,7 @@ impl Run<'_> {
         mode: Mode,
         epochs: usize,
         lr: f64,
-    ) -> Result<Stage, BuildError> {
+    ) -> Result<Stage, TrainError> {
         let mut done = StageProgress {
             epochs_done: 0,
             images: 0,
@@ -708,7 +609,7 @@ impl Run<'_> {
                         Some(cp) => cp.borrow().last_good(stage),
                         None => "none (no checkpoints in this run)".to_string(),
                     };
-                    return Err(BuildError::NonFinite {
+                    return Err(TrainError::NonFinite {
                         stage,
                         value,
                         epoch,
@@ -779,51 +680,5 @@ impl Run<'_> {
         self.progress
             .evaluation_done(stage, bar, data.len() as usize, accuracy, *seconds);
         (accuracy, predictions)
-    }
-
-    /// Lowers the quantized parameters to int8, evaluates the test set with the integer
-    /// runtime, and records its accuracy and argmax agreement with fake quantization.
-    #[allow(clippy::too_many_arguments)]
-    fn int8(
-        &self,
-        stage: &str,
-        graph: &Graph,
-        params: &crate::quantized::QuantizedParams,
-        test: &Images,
-        classes: &[u8],
-        fake_quant: &[i64],
-        into: &mut Stage,
-    ) -> Result<crate::int8::Model, BuildError> {
-        let started = Instant::now();
-        let keep = (classes.len() < 10
-            || classes.iter().enumerate().any(|(i, &c)| c as usize != i))
-        .then(|| classes.to_vec());
-        // Built from images: the artifact takes raw pixels, normalized as in training.
-        let int8_model = crate::lower::lower_params(graph, params, keep)?
-            .with_normalize(dataset::normalize(self.recipe, graph)?)
-            .map_err(crate::lower::LowerError::from)?;
-        let model = crate::runtime::Model::new(&int8_model);
-        let predicted = model.argmax(&model.run_pixels(&test.pixels)?);
-        let n = test.len().max(1) as f64;
-        let correct = predicted
-            .iter()
-            .zip(&test.labels)
-            .filter(|(&p, l)| classes.get(p) == Some(l))
-            .count();
-        let agree = predicted
-            .iter()
-            .zip(fake_quant)
-            .filter(|(&p, &f)| p as i64 == f)
-            .count();
-        into.int8_accuracy = Some(correct as f64 / n);
-        into.int8_agreement = Some(agree as f64 / n);
-        into.int8_eval_seconds = Some(started.elapsed().as_secs_f64());
-        self.say(&format!(
-            "{stage} int8 ({} kernels): accuracy {:.2}%, argmax agrees with fake-quant on {:.2}%",
-            model.isa().name(),
-            correct as f64 / n * 100.0,
-            agree as f64 / n * 100.0
-        ));
-        Ok(int8_model)
     }
 }

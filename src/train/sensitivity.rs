@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{
-    calibrate, prepare, pretrained, BuildError, BuildOptions, Mode, Network, Prepared, Run,
+    calibrate, prepare, pretrained, Mode, Network, Prepared, Run, TrainError, TrainOptions,
 };
 use crate::ir::{Graph, NodeId, Op};
 use crate::recipe::Recipe;
@@ -60,10 +60,10 @@ fn layers(graph: &Graph) -> Vec<(NodeId, Vec<NodeId>)> {
 pub fn analyze(
     graph: &Graph,
     recipe: &Recipe,
-    opts: &BuildOptions,
+    opts: &TrainOptions,
     weights: Option<&Path>,
     all_but_one: bool,
-) -> Result<Sensitivity, BuildError> {
+) -> Result<Sensitivity, TrainError> {
     tch::manual_seed(recipe.train.seed as i64);
     let run = Run {
         recipe,
@@ -81,7 +81,7 @@ pub fn analyze(
         Some(path) => {
             let mut net = Network::new(graph, opts.device);
             pretrained::load(&mut net, path, &Default::default(), &[])
-                .map_err(BuildError::Transfer)?;
+                .map_err(TrainError::Transfer)?;
             net
         }
         None => {
