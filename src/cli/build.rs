@@ -66,12 +66,23 @@ fn prepared(
         emit_onnx: false,
         emit_tflite: false,
         summary: Some(summary),
+        group: None,
     };
     Ok((quantized, recipe, opts))
 }
 
 #[cfg(feature = "train")]
 pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
+    let rendezvous =
+        crate::train::distributed::Rendezvous::from_env().map_err(|e| e.to_string())?;
+    if let Some(n) = args.nproc.filter(|&n| n > 1) {
+        if rendezvous.is_some() {
+            return Err("--nproc starts its own workers, but this process is already one (WORLD_SIZE is set, as torchrun does)\n  hint: give either --nproc or torchrun's variables".into());
+        }
+        // Errors in the model or recipe once, before any worker starts.
+        prepared(&args.model)?;
+        return super::launch::launch(n as usize);
+    }
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
         opts.out_dir = out;
@@ -112,11 +123,30 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, String> {
             ));
         }
     }
+    if let Some(rv) = &rendezvous {
+        if opts.device != tch::Device::Cpu {
+            return Err(format!("rank {}: data-parallel training runs on the CPU (Gloo) only; NCCL for --device cuda is not in qatc yet", rv.rank));
+        }
+        let group = crate::train::distributed::Group::connect(rv).map_err(|e| e.to_string())?;
+        if rv.rank > 0 {
+            // Rank 0 tells the progress; the others speak only to fail.
+            opts.log = crate::train::progress::Log::Quiet;
+        }
+        opts.group = Some(std::sync::Arc::new(group));
+    }
     // The summary once the model is known to build (a refused one gets only its errors).
     if let Some(summary) = &opts.summary {
         crate::train::progress::Progress { log: opts.log }.summary(summary);
     }
-    let report = crate::train::build(&graph, &recipe, &opts).map_err(|e| e.to_string())?;
+    let rank = rendezvous.as_ref().map(|rv| rv.rank);
+    let built = crate::train::build(&graph, &recipe, &opts).map_err(|e| match rank {
+        // Which worker says it, unless the message already does.
+        Some(rank) if !e.to_string().starts_with("rank ") => format!("rank {rank}: {e}"),
+        _ => e.to_string(),
+    })?;
+    let Some(report) = built else {
+        return Ok(ExitCode::SUCCESS);
+    };
     println!("{}", report.table());
     let a = &report.artifacts;
     let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]

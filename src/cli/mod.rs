@@ -3,6 +3,8 @@
 mod args;
 mod build;
 mod check;
+#[cfg(feature = "train")]
+mod launch;
 mod run;
 
 use std::path::Path;

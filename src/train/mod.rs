@@ -4,6 +4,7 @@
 mod augment;
 mod checkpoint;
 mod dataset;
+pub mod distributed;
 pub mod infer;
 mod network;
 mod observer;
@@ -84,6 +85,8 @@ pub enum BuildError {
     Tflite(#[from] crate::export::tflite::ExportError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Distributed(#[from] distributed::DistError),
     #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
     NoCuda,
 }
@@ -103,6 +106,16 @@ pub struct BuildOptions {
     pub emit_tflite: bool,
     /// The model summary, kept in report.json and report.html.
     pub summary: Option<crate::summary::Summary>,
+    /// The group of processes training data-parallel, when there are several; rank 0
+    /// alone writes checkpoints, weights, artifacts and reports.
+    pub group: Option<std::sync::Arc<distributed::Group>>,
+}
+
+impl BuildOptions {
+    /// Whether this process writes files (single-process, or rank 0 of a group).
+    pub fn writes(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+    }
 }
 
 pub fn device(name: &str) -> Result<Device, BuildError> {
@@ -130,8 +143,13 @@ fn epoch_seed(seed: u64, stage: &str, epoch: usize) -> i64 {
 }
 
 /// Trains, calibrates and fine-tunes the quantized-stage `graph` as the recipe says,
-/// writes the weights and report.json to `opts.out_dir`, and returns the report.
-pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Report, BuildError> {
+/// writes the weights and report.json to `opts.out_dir`, and returns the report; on
+/// ranks other than 0 of a data-parallel group, which write nothing, returns `None`.
+pub fn build(
+    graph: &Graph,
+    recipe: &Recipe,
+    opts: &BuildOptions,
+) -> Result<Option<Report>, BuildError> {
     build_in_chain(graph, recipe, opts, &[])
 }
 
@@ -144,9 +162,12 @@ fn build_in_chain(
     recipe: &Recipe,
     opts: &BuildOptions,
     chain: &[PathBuf],
-) -> Result<Report, BuildError> {
+) -> Result<Option<Report>, BuildError> {
     let started = Instant::now();
     check_before_training(graph, recipe, opts)?;
+    if let Some(group) = &opts.group {
+        group.check_same_config(&config_fingerprint(graph, recipe))?;
+    }
     if let Some(transfer) = &recipe.transfer {
         ensure_pretrained(transfer, opts, chain)?;
     }
@@ -165,7 +186,11 @@ fn build_in_chain(
     if let Some(note) = note {
         run.say(&note);
     }
-    for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")] {
+    let writes = opts.writes();
+    for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")]
+        .into_iter()
+        .filter(|_| writes)
+    {
         let removed = report::clean_stale(&dir);
         if !removed.is_empty() {
             run.say(&format!(
@@ -208,54 +233,61 @@ fn build_in_chain(
         recipe.train.epochs,
         recipe.train.learning_rate,
     )?;
-    float_stage.accuracy = run
-        .evaluate(
-            "float",
-            &mut float,
-            &test,
-            Mode::Float,
-            &mut float_stage.eval_seconds,
-        )
-        .0;
-    // From here on the artifacts of an earlier build are replaced one by one: its report
-    // goes first, so that a build killed half-way never leaves a report beside files it
-    // does not describe.
-    match std::fs::remove_file(&report_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(BuildError::Write {
-                path: report_path,
-                source,
-            })
+    // In a data-parallel group every rank trains and calibrates (the same collectives
+    // in the same order); rank 0 alone evaluates and writes.
+    if writes {
+        float_stage.accuracy = run
+            .evaluate(
+                "float",
+                &mut float,
+                &test,
+                Mode::Float,
+                &mut float_stage.eval_seconds,
+            )
+            .0;
+        // From here on the artifacts of an earlier build are replaced one by one: its report
+        // goes first, so that a build killed half-way never leaves a report beside files it
+        // does not describe.
+        match std::fs::remove_file(&report_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BuildError::Write {
+                    path: report_path,
+                    source,
+                })
+            }
         }
+        save(&float, &float_path)?;
     }
-    save(&float, &float_path)?;
 
     // 2. PTQ: calibrate ranges on training images, then evaluate quantized.
+    // (Calibration data is the same on every rank, so every rank gets the same ranges.)
     let mut ptq = float.duplicate();
     let mut ptq_stage = Stage::default();
     calibrate(&mut ptq, &calibration, recipe);
-    let ptq_predictions;
-    (ptq_stage.accuracy, ptq_predictions) = run.evaluate(
-        "PTQ",
-        &mut ptq,
-        &test,
-        Mode::Quantized,
-        &mut ptq_stage.eval_seconds,
-    );
-    save(&ptq, &ptq_path)?;
     let mut notes = Vec::new();
-    let ptq_int8 = run.int8(
-        "PTQ",
-        graph,
-        &ptq.quantized_params(),
-        &test_set,
-        &classes,
-        &ptq_predictions,
-        &mut ptq_stage,
-    );
-    skip_unlowerable(ptq_int8, &mut notes)?;
+    if writes {
+        let ptq_predictions;
+        (ptq_stage.accuracy, ptq_predictions) = run.evaluate(
+            "PTQ",
+            &mut ptq,
+            &test,
+            Mode::Quantized,
+            &mut ptq_stage.eval_seconds,
+        );
+        save(&ptq, &ptq_path)?;
+        let ptq_int8 = run.int8(
+            "PTQ",
+            graph,
+            &ptq.quantized_params(),
+            &test_set,
+            &classes,
+            &ptq_predictions,
+            &mut ptq_stage,
+        );
+        skip_unlowerable(ptq_int8, &mut notes)?;
+    }
 
     // 3. Control: the same extra epochs in float, then PTQ.
     let unfreeze = recipe.transfer.as_ref().is_some_and(|t| t.unfreeze_for_qat);
@@ -272,16 +304,18 @@ fn build_in_chain(
         recipe.qat.epochs,
         recipe.qat.learning_rate,
     )?;
-    calibrate(&mut control, &calibration, recipe);
-    control_stage.accuracy = run
-        .evaluate(
-            "control",
-            &mut control,
-            &test,
-            Mode::Quantized,
-            &mut control_stage.eval_seconds,
-        )
-        .0;
+    if writes {
+        calibrate(&mut control, &calibration, recipe);
+        control_stage.accuracy = run
+            .evaluate(
+                "control",
+                &mut control,
+                &test,
+                Mode::Quantized,
+                &mut control_stage.eval_seconds,
+            )
+            .0;
+    }
 
     // 4. QAT: fine-tune with fake quantization, starting from the calibrated ranges.
     let mut qat = ptq.duplicate();
@@ -310,6 +344,13 @@ fn build_in_chain(
         recipe.qat.epochs,
         recipe.qat.learning_rate,
     )?;
+    if !writes {
+        // A pretrained model's other ranks go on only once rank 0 has written it.
+        if let (Some(group), false) = (&opts.group, chain.is_empty()) {
+            group.barrier()?;
+        }
+        return Ok(None);
+    }
     let qat_predictions;
     (qat_stage.accuracy, qat_predictions) = run.evaluate(
         "QAT",
@@ -417,7 +458,23 @@ fn build_in_chain(
             source,
         }
     })?;
-    Ok(report)
+    if let (Some(group), false) = (&opts.group, chain.is_empty()) {
+        group.barrier()?;
+    }
+    Ok(Some(report))
+}
+
+/// What every rank of a data-parallel group must build alike: the model and the recipe.
+fn config_fingerprint(graph: &Graph, recipe: &Recipe) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(crate::ir::dump::text(graph));
+    hash.update([0]);
+    hash.update(serde_json::to_string(recipe).expect("recipes serialize"));
+    hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Post-training quantization as the recipe's `ptq` section says.
@@ -636,6 +693,19 @@ impl Run<'_> {
                 done = restored;
             }
         }
+        let group = self.opts.group.clone();
+        if let Some(g) = &group {
+            // Every rank continues from rank 0's state: the same epoch, the same weights.
+            let epochs_done = done.epochs_done as i64;
+            if g.max_i64(epochs_done)? != -g.max_i64(-epochs_done)? {
+                return Err(BuildError::Transfer(format!(
+                    "rank {}: the ranks would resume the {stage} stage from different epochs (this one after {epochs_done})\n  hint: --resume needs {} on every rank (one machine or a shared filesystem)",
+                    g.rank(),
+                    self.opts.out_dir.join("checkpoints").display()
+                )));
+            }
+            distributed::broadcast_variables(g, &net.vs)?;
+        }
         if done.epochs_done >= epochs {
             return Ok(checkpoint::stage_from(&done, epochs));
         }
@@ -665,6 +735,18 @@ impl Run<'_> {
         // A resumed stage may already be past its freeze points.
         net.quant.bn_frozen |= freeze_bn.is_some_and(|s| total_steps >= s);
         net.quant.observers_frozen |= freeze_observers.is_some_and(|s| total_steps >= s);
+        // Data-parallel: what is averaged over the ranks after every backward pass.
+        let params: Vec<Tensor> = net
+            .vs
+            .trainable_variables()
+            .into_iter()
+            .filter(Tensor::requires_grad)
+            .collect();
+        let statistics = net.running_statistics();
+        net.range_reduce = group.clone().map(|g| {
+            std::rc::Rc::new(move |lo: f32, hi: f32| g.min_max(lo, hi).unwrap_or((lo, hi)))
+                as std::rc::Rc<network::RangeReduce>
+        });
         for epoch in done.epochs_done + 1..=epochs {
             // Seeded per epoch, so that a resumed run shuffles as an uninterrupted one would.
             tch::manual_seed(epoch_seed(self.recipe.train.seed, stage, epoch));
@@ -682,9 +764,46 @@ impl Run<'_> {
                     }
                     _ => xs,
                 };
+                let n = xs.size()[0];
+                // Each rank trains on its shard of the same global batch.
+                let (xs, ys, weight) = match &group {
+                    Some(g) => {
+                        let (start, len, weight) = distributed::shard(n, g.rank(), g.world());
+                        (xs.narrow(0, start, len), ys.narrow(0, start, len), weight)
+                    }
+                    None => (xs, ys, 1.0),
+                };
                 let logits = net.forward(&xs, mode, true);
                 let loss = logits.cross_entropy_for_logits(&ys);
-                let value = loss.double_value(&[]);
+                let hits = logits
+                    .argmax(-1, false)
+                    .eq_tensor(&ys)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+                let (value, hits) = match &group {
+                    Some(g) => {
+                        if let Some(e) = g.failure() {
+                            return Err(e.into());
+                        }
+                        opt.zero_grad();
+                        loss.backward();
+                        // A batch smaller than the group is trained whole on every rank.
+                        let hits = if xs.size()[0] == n {
+                            hits as f64 * weight
+                        } else {
+                            hits as f64
+                        };
+                        let sums = distributed::average_step(
+                            g,
+                            &params,
+                            weight,
+                            &statistics,
+                            &[loss.double_value(&[]) * weight, hits],
+                        )?;
+                        (sums[0], sums[1].round() as i64)
+                    }
+                    None => (loss.double_value(&[]), hits),
+                };
                 if !value.is_finite() {
                     bar.abandon();
                     let last_good = match &self.checkpoints {
@@ -699,7 +818,11 @@ impl Run<'_> {
                         last_good,
                     });
                 }
-                opt.backward_step(&loss);
+                match &group {
+                    // The gradients are the whole batch's, averaged over the ranks.
+                    Some(_) => opt.step(),
+                    None => opt.backward_step(&loss),
+                }
                 net.clamp_learned_ranges();
                 total_steps += 1;
                 if freeze_bn == Some(total_steps) {
@@ -709,19 +832,19 @@ impl Run<'_> {
                     net.quant.observers_frozen = true;
                 }
                 loss_sum += value;
-                let n = xs.size()[0];
-                correct += logits
-                    .argmax(-1, false)
-                    .eq_tensor(&ys)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
+                correct += hits;
                 images += n;
                 done.images += n;
                 bar.step(value, n as u64);
             }
             let seconds = started.elapsed().as_secs_f64();
             bar.validating();
-            let val_accuracy = predict(net, validation, mode, |_| {}).0;
+            // Only rank 0 reports it.
+            let val_accuracy = if self.opts.writes() {
+                predict(net, validation, mode, |_| {}).0
+            } else {
+                0.0
+            };
             let record = Epoch {
                 epoch,
                 train_loss: loss_sum / steps as f64,
@@ -737,10 +860,11 @@ impl Run<'_> {
             done.history.push(record);
             done.seconds += seconds;
             done.epochs_done = epoch;
-            if let Some(cp) = &self.checkpoints {
+            if let Some(cp) = self.checkpoints.as_ref().filter(|_| self.opts.writes()) {
                 cp.borrow_mut().save(stage, net, done.clone())?;
             }
         }
+        net.range_reduce = None;
         Ok(checkpoint::stage_from(&done, epochs))
     }
 

@@ -47,7 +47,12 @@ pub(super) fn ensure_pretrained(
     opts: &BuildOptions,
     chain: &[PathBuf],
 ) -> Result<(), BuildError> {
-    if transfer.weights.is_file() {
+    let mut missing = !transfer.weights.is_file();
+    if let Some(group) = &opts.group {
+        // Every rank builds it, or none does: their collectives must pair up.
+        missing = group.max_i64(missing as i64)? == 1;
+    }
+    if !missing {
         return Ok(());
     }
     let Some(model) = &transfer.build else {
@@ -118,7 +123,9 @@ pub(super) fn ensure_pretrained(
         },
         &chain,
     )?;
-    progress.message(&report.table());
+    if let Some(report) = report {
+        progress.message(&report.table());
+    }
     if transfer.weights.is_file() {
         Ok(())
     } else {
