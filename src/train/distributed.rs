@@ -202,10 +202,11 @@ mod ffi {
     /// The message of the last failed call on this thread.
     pub fn last_error() -> String {
         // SAFETY: the shim returns a NUL-terminated string it owns (per thread).
-        unsafe { std::ffi::CStr::from_ptr(qatc_dist_last_error()) }
+        let message = unsafe { std::ffi::CStr::from_ptr(qatc_dist_last_error()) }
             .to_string_lossy()
             .trim()
-            .to_string()
+            .to_string();
+        super::without_source_location(&message).to_string()
     }
 }
 
@@ -508,6 +509,15 @@ impl Group {
     }
 }
 
+/// Gloo's messages start with the C++ file that raised them (`[/path/pair.cc:553] `),
+/// which says nothing to a user.
+fn without_source_location(message: &str) -> &str {
+    match message.strip_prefix('[').and_then(|m| m.split_once("] ")) {
+        Some((place, rest)) if place.contains(':') && !place.contains(' ') => rest,
+        _ => message,
+    }
+}
+
 fn is_loopback(addr: &str) -> bool {
     addr == "localhost"
         || addr
@@ -686,6 +696,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gloo_source_locations_are_dropped_from_messages() {
+        assert_eq!(
+            without_source_location(
+                "[/w/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1"
+            ),
+            "Connection closed by peer [127.0.0.1]:1"
+        );
+        assert_eq!(without_source_location("[a b] c"), "[a b] c");
+        assert_eq!(without_source_location("plain"), "plain");
     }
 
     #[test]

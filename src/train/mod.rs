@@ -732,6 +732,7 @@ impl Run<'_> {
             .filter(|_| mode == Mode::Quantized)
             .map(at_step);
         let mut total_steps = done.epochs_done as i64 * steps;
+        let done_before_steps = total_steps;
         // A resumed stage may already be past its freeze points.
         net.quant.bn_frozen |= freeze_bn.is_some_and(|s| total_steps >= s);
         net.quant.observers_frozen |= freeze_observers.is_some_and(|s| total_steps >= s);
@@ -743,6 +744,8 @@ impl Run<'_> {
             .filter(Tensor::requires_grad)
             .collect();
         let statistics = net.running_statistics();
+        let in_collectives_before = group.as_ref().map(|g| g.collective_seconds());
+        let stage_started = Instant::now();
         net.range_reduce = group.clone().map(|g| {
             std::rc::Rc::new(move |lo: f32, hi: f32| g.min_max(lo, hi).unwrap_or((lo, hi)))
                 as std::rc::Rc<network::RangeReduce>
@@ -865,6 +868,16 @@ impl Run<'_> {
             }
         }
         net.range_reduce = None;
+        if let (Some(g), Some(before)) = (&group, in_collectives_before) {
+            let waited = g.collective_seconds() - before;
+            let steps_run = (total_steps - done_before_steps).max(1);
+            self.say(&format!(
+                "{stage}: {waited:.2} s of {:.2} s in collectives over {} ranks ({:.2} ms per step)",
+                stage_started.elapsed().as_secs_f64(),
+                g.world(),
+                waited * 1e3 / steps_run as f64
+            ));
+        }
         Ok(checkpoint::stage_from(&done, epochs))
     }
 
