@@ -39,10 +39,16 @@ pub(super) fn launch(world: usize) -> Result<ExitCode, String> {
         StoreHost::start(port, world, Duration::from_secs(timeout_s)).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find qatc's own path: {e}"))?;
     let args = worker_args(std::env::args_os().skip(1));
+    // As torchrun does: workers share the cores instead of each taking all of them.
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / world).max(1).to_string()
+    });
     let mut children: Vec<Option<Child>> = Vec::with_capacity(world);
     for rank in 0..world {
         let child = Command::new(&exe)
             .args(&args)
+            .env("OMP_NUM_THREADS", &threads)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("GROUP_RANK", "0")

@@ -38,6 +38,13 @@ pub enum DistError {
         ours: String,
         theirs: String,
     },
+    #[error("rank {rank}: the ranks would resume the {stage} stage from different epochs (this one after {epochs_done})\n  hint: --resume needs {} on every rank (one machine or a shared filesystem)", checkpoints.display())]
+    ResumeMismatch {
+        rank: usize,
+        stage: &'static str,
+        epochs_done: usize,
+        checkpoints: std::path::PathBuf,
+    },
     #[error("cannot host the rendezvous store: {0}")]
     Store(String),
 }

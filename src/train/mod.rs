@@ -698,11 +698,13 @@ impl Run<'_> {
             // Every rank continues from rank 0's state: the same epoch, the same weights.
             let epochs_done = done.epochs_done as i64;
             if g.max_i64(epochs_done)? != -g.max_i64(-epochs_done)? {
-                return Err(BuildError::Transfer(format!(
-                    "rank {}: the ranks would resume the {stage} stage from different epochs (this one after {epochs_done})\n  hint: --resume needs {} on every rank (one machine or a shared filesystem)",
-                    g.rank(),
-                    self.opts.out_dir.join("checkpoints").display()
-                )));
+                return Err(distributed::DistError::ResumeMismatch {
+                    rank: g.rank(),
+                    stage,
+                    epochs_done: done.epochs_done,
+                    checkpoints: self.opts.out_dir.join("checkpoints"),
+                }
+                .into());
             }
             distributed::broadcast_variables(g, &net.vs)?;
         }
