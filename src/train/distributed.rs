@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 /// Why distributed training could not start or continue.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DistError {
-    #[error("distributed training is not available in this build of qatc (it was built without libtorch's c10d headers)\n  hint: rebuild with a full libtorch (scripts/setup-libtorch.sh), or train in one process")]
+    #[error("distributed training is not available in this build of qatc (built without its bridge to PyTorch's c10d: libtorch's distributed headers were missing, or QATC_NO_DIST was set)\n  hint: rebuild against the libtorch scripts/setup-libtorch.sh assembles, or train in one process")]
     Unavailable,
     #[error("torchrun environment: {0}")]
     Environment(String),
@@ -518,6 +518,7 @@ impl Group {
 
 /// Gloo's messages start with the C++ file that raised them (`[/path/pair.cc:553] `),
 /// which says nothing to a user.
+#[cfg_attr(not(qatc_dist), allow(dead_code))]
 fn without_source_location(message: &str) -> &str {
     match message.strip_prefix('[').and_then(|m| m.split_once("] ")) {
         Some((place, rest)) if place.contains(':') && !place.contains(' ') => rest,
@@ -525,6 +526,7 @@ fn without_source_location(message: &str) -> &str {
     }
 }
 
+#[cfg_attr(not(qatc_dist), allow(dead_code))]
 fn is_loopback(addr: &str) -> bool {
     addr == "localhost"
         || addr
