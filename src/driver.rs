@@ -96,8 +96,13 @@ pub fn feasibility(graph: &Graph, opts: &BuildOptions) -> Feasibility {
 
 /// Trains, calibrates and fine-tunes the quantized-stage `graph` as the recipe says,
 /// lowers the result to int8, writes the weights, the artifact, the exports asked for and
-/// report.json to `opts.train.out_dir`, and returns the report.
-pub fn build(graph: &Graph, recipe: &Recipe, opts: &BuildOptions) -> Result<Report, BuildError> {
+/// report.json to `opts.train.out_dir`, and returns the report; on ranks other than 0 of
+/// a data-parallel group, which write nothing, returns `None`.
+pub fn build(
+    graph: &Graph,
+    recipe: &Recipe,
+    opts: &BuildOptions,
+) -> Result<Option<Report>, BuildError> {
     build_in_chain(graph, recipe, opts, &[])
 }
 
@@ -110,9 +115,15 @@ fn build_in_chain(
     recipe: &Recipe,
     opts: &BuildOptions,
     chain: &[PathBuf],
-) -> Result<Report, BuildError> {
+) -> Result<Option<Report>, BuildError> {
     let started = Instant::now();
     crate::train::check_before_training(graph, recipe, &opts.train)?;
+    let group = opts.train.group.as_deref();
+    if let Some(group) = group {
+        group
+            .check_same_config(&config_fingerprint(graph, recipe))
+            .map_err(TrainError::from)?;
+    }
     if let Some(transfer) = &recipe.transfer {
         ensure_pretrained(transfer, opts, chain)?;
     }
@@ -124,43 +135,57 @@ fn build_in_chain(
     let int8_dir = out_dir.join("int8");
     let report_path = out_dir.join("report.json");
 
+    // In a data-parallel group every rank trains and calibrates (the same collectives in
+    // the same order); rank 0 alone evaluates and writes.
+    let writes = opts.train.writes();
     // 1. Float training.
     let float = session.float()?;
-    // From here on the artifacts of an earlier build are replaced one by one: its report
-    // goes first, so that a build killed half-way never leaves a report beside files it
-    // does not describe.
-    match std::fs::remove_file(&report_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(BuildError::Write {
-                path: report_path,
-                source,
-            })
+    if writes {
+        // From here on the artifacts of an earlier build are replaced one by one: its report
+        // goes first, so that a build killed half-way never leaves a report beside files it
+        // does not describe.
+        match std::fs::remove_file(&report_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BuildError::Write {
+                    path: report_path,
+                    source,
+                })
+            }
         }
+        crate::train::save(&float.net, &float_path)?;
     }
-    crate::train::save(&float.net, &float_path)?;
 
     // 2. PTQ, and its int8 form.
     let mut ptq = session.ptq(&float.net);
-    crate::train::save(&ptq.net, &ptq_path)?;
     let mut notes = Vec::new();
-    let ptq_int8 = int8(
-        &session,
-        "PTQ",
-        graph,
-        recipe,
-        &ptq.net.quantized_params(),
-        &ptq.predictions,
-        &mut ptq.stage,
-    );
-    skip_unlowerable(ptq_int8, &mut notes)?;
+    if writes {
+        crate::train::save(&ptq.net, &ptq_path)?;
+        let ptq_int8 = int8(
+            &session,
+            "PTQ",
+            graph,
+            recipe,
+            &ptq.net.quantized_params(),
+            &ptq.predictions,
+            &mut ptq.stage,
+        );
+        skip_unlowerable(ptq_int8, &mut notes)?;
+    }
 
     // 3. Control: the same extra epochs in float, then PTQ.
     let control = session.control(&float.net)?;
 
     // 4. QAT, and its int8 form: the model the build delivers.
     let mut qat = session.qat(&ptq.net)?;
+    if !writes {
+        // A pretrained model's other ranks go on only once rank 0 has written it.
+        if let (Some(group), false) = (group, chain.is_empty()) {
+            group.barrier().map_err(TrainError::from)?;
+        }
+        return Ok(None);
+    }
     crate::train::save(&qat.net, &qat_path)?;
     let qat_int8 = int8(
         &session,
@@ -254,7 +279,23 @@ fn build_in_chain(
             source,
         }
     })?;
-    Ok(report)
+    if let (Some(group), false) = (group, chain.is_empty()) {
+        group.barrier().map_err(TrainError::from)?;
+    }
+    Ok(Some(report))
+}
+
+/// What every rank of a data-parallel group must build alike: the model and the recipe.
+fn config_fingerprint(graph: &Graph, recipe: &Recipe) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(crate::ir::dump::text(graph));
+    hash.update([0]);
+    hash.update(serde_json::to_string(recipe).expect("recipes serialize"));
+    hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A model the int8 lowering does not support yet still gets its fake-quant results:
@@ -327,7 +368,12 @@ fn ensure_pretrained(
     opts: &BuildOptions,
     chain: &[PathBuf],
 ) -> Result<(), BuildError> {
-    if transfer.weights.is_file() {
+    let mut missing = !transfer.weights.is_file();
+    if let Some(group) = &opts.train.group {
+        // Every rank builds it, or none does: their collectives must pair up.
+        missing = group.max_i64(missing as i64).map_err(TrainError::from)? == 1;
+    }
+    if !missing {
         return Ok(());
     }
     let Some(model) = &transfer.build else {
@@ -403,7 +449,9 @@ fn ensure_pretrained(
         },
         &chain,
     )?;
-    progress.message(&report.table());
+    if let Some(report) = report {
+        progress.message(&report.table());
+    }
     if transfer.weights.is_file() {
         Ok(())
     } else {

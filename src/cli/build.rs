@@ -58,6 +58,7 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
             device: crate::train::device(&args.device)?,
             log,
             resume: false,
+            group: None,
         },
         emit_onnx: false,
         emit_tflite: false,
@@ -68,6 +69,15 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
 
 #[cfg(feature = "train")]
 pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
+    let rendezvous = crate::train::distributed::Rendezvous::from_env()?;
+    if let Some(n) = args.nproc.filter(|&n| n > 1) {
+        if rendezvous.is_some() {
+            return Err("--nproc starts its own workers, but this process is already one (WORLD_SIZE is set, as torchrun does)\n  hint: give either --nproc or torchrun's variables".into());
+        }
+        // Errors in the model or recipe once, before any worker starts.
+        prepared(&args.model)?;
+        return Ok(super::launch::launch(n as usize)?);
+    }
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
         opts.train.out_dir = out;
@@ -93,6 +103,17 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
             .into());
         }
     }
+    if let Some(rv) = &rendezvous {
+        if opts.train.device != tch::Device::Cpu {
+            return Err(format!("rank {}: data-parallel training runs on the CPU (Gloo) only; NCCL for --device cuda is not in qatc yet", rv.rank).into());
+        }
+        let group = crate::train::distributed::Group::connect(rv)?;
+        if rv.rank > 0 {
+            // Rank 0 tells the progress; the others speak only to fail.
+            opts.train.log = crate::train::progress::Log::Quiet;
+        }
+        opts.train.group = Some(std::sync::Arc::new(group));
+    }
     // The summary once the model is known to build (a refused one gets only its errors).
     if let Some(summary) = &opts.summary {
         crate::train::progress::Progress {
@@ -100,7 +121,17 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
         }
         .summary(summary);
     }
-    let report = crate::driver::build(&graph, &recipe, &opts)?;
+    let rank = rendezvous.as_ref().map(|rv| rv.rank);
+    let built = crate::driver::build(&graph, &recipe, &opts).map_err(|e| match rank {
+        // Which worker says it, unless the message already does.
+        Some(rank) if !e.to_string().starts_with("rank ") => {
+            CliError::from(format!("rank {rank}: {e}"))
+        }
+        _ => CliError::from(e),
+    })?;
+    let Some(report) = built else {
+        return Ok(ExitCode::SUCCESS);
+    };
     println!("{}", report.table());
     let a = &report.artifacts;
     let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]

@@ -23,6 +23,9 @@ pub enum CliError {
     #[cfg(feature = "train")]
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Distributed(#[from] crate::train::distributed::DistError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]

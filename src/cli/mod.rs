@@ -4,6 +4,8 @@ mod args;
 mod build;
 mod check;
 mod error;
+#[cfg(feature = "train")]
+mod launch;
 mod run;
 
 use std::path::Path;

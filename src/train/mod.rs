@@ -4,6 +4,7 @@
 mod augment;
 mod checkpoint;
 mod dataset;
+pub mod distributed;
 pub mod infer;
 mod network;
 mod observer;
@@ -76,6 +77,8 @@ pub enum TrainError {
     Transfer(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Distributed(#[from] distributed::DistError),
     #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
     NoCuda,
 }
@@ -90,6 +93,16 @@ pub struct TrainOptions {
     pub log: Log,
     /// Continue from the checkpoints of an interrupted build in `out_dir`.
     pub resume: bool,
+    /// The group of processes training data-parallel, when there are several; rank 0
+    /// alone evaluates and writes checkpoints, weights, artifacts and reports.
+    pub group: Option<std::sync::Arc<distributed::Group>>,
+}
+
+impl TrainOptions {
+    /// Whether this process writes files (single-process, or rank 0 of a group).
+    pub fn writes(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+    }
 }
 
 pub fn device(name: &str) -> Result<Device, TrainError> {
@@ -155,7 +168,11 @@ impl<'a> Session<'a> {
         if let Some(note) = note {
             run.say(&note);
         }
-        for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")] {
+        let writes = opts.writes();
+        for dir in [opts.out_dir.clone(), opts.out_dir.join("checkpoints")]
+            .into_iter()
+            .filter(|_| writes)
+        {
             let removed = report::clean_stale(&dir);
             if !removed.is_empty() {
                 run.say(&format!(
@@ -192,7 +209,7 @@ impl<'a> Session<'a> {
             recipe.train.learning_rate,
         )?;
         let predictions;
-        (stage.accuracy, predictions) = run.evaluate(
+        (stage.accuracy, predictions) = self.evaluate(
             "float",
             &mut net,
             &data.test,
@@ -213,7 +230,7 @@ impl<'a> Session<'a> {
         let mut stage = Stage::default();
         calibrate(&mut net, &data.calibration, run.recipe);
         let predictions;
-        (stage.accuracy, predictions) = run.evaluate(
+        (stage.accuracy, predictions) = self.evaluate(
             "PTQ",
             &mut net,
             &data.test,
@@ -286,7 +303,7 @@ impl<'a> Session<'a> {
             recipe.qat.learning_rate,
         )?;
         let predictions;
-        (stage.accuracy, predictions) = run.evaluate(
+        (stage.accuracy, predictions) = self.evaluate(
             "QAT",
             &mut net,
             &data.test,
@@ -298,6 +315,23 @@ impl<'a> Session<'a> {
             stage,
             predictions,
         })
+    }
+
+    /// Accuracy and predictions on the test set; in a data-parallel group only rank 0
+    /// evaluates (the others get nothing: they write and report nothing).
+    fn evaluate(
+        &self,
+        stage: &str,
+        net: &mut Network,
+        test: &Batches,
+        mode: Mode,
+        seconds: &mut f64,
+    ) -> (f64, Vec<i64>) {
+        if self.run.opts.writes() {
+            self.run.evaluate(stage, net, test, mode, seconds)
+        } else {
+            (0.0, Vec::new())
+        }
     }
 
     /// Shows one line of progress.
@@ -554,6 +588,21 @@ impl Run<'_> {
                 done = restored;
             }
         }
+        let group = self.opts.group.clone();
+        if let Some(g) = &group {
+            // Every rank continues from rank 0's state: the same epoch, the same weights.
+            let epochs_done = done.epochs_done as i64;
+            if g.max_i64(epochs_done)? != -g.max_i64(-epochs_done)? {
+                return Err(distributed::DistError::ResumeMismatch {
+                    rank: g.rank(),
+                    stage,
+                    epochs_done: done.epochs_done,
+                    checkpoints: self.opts.out_dir.join("checkpoints"),
+                }
+                .into());
+            }
+            distributed::broadcast_variables(g, &net.vs)?;
+        }
         if done.epochs_done >= epochs {
             return Ok(checkpoint::stage_from(&done, epochs));
         }
@@ -580,9 +629,24 @@ impl Run<'_> {
             .filter(|_| mode == Mode::Quantized)
             .map(at_step);
         let mut total_steps = done.epochs_done as i64 * steps;
+        let done_before_steps = total_steps;
         // A resumed stage may already be past its freeze points.
         net.quant.bn_frozen |= freeze_bn.is_some_and(|s| total_steps >= s);
         net.quant.observers_frozen |= freeze_observers.is_some_and(|s| total_steps >= s);
+        // Data-parallel: what is averaged over the ranks after every backward pass.
+        let params: Vec<Tensor> = net
+            .vs
+            .trainable_variables()
+            .into_iter()
+            .filter(Tensor::requires_grad)
+            .collect();
+        let statistics = net.running_statistics();
+        let in_collectives_before = group.as_ref().map(|g| g.collective_seconds());
+        let stage_started = Instant::now();
+        net.range_reduce = group.clone().map(|g| {
+            std::rc::Rc::new(move |lo: f32, hi: f32| g.min_max(lo, hi).unwrap_or((lo, hi)))
+                as std::rc::Rc<network::RangeReduce>
+        });
         for epoch in done.epochs_done + 1..=epochs {
             // Seeded per epoch, so that a resumed run shuffles as an uninterrupted one would.
             tch::manual_seed(epoch_seed(self.recipe.train.seed, stage, epoch));
@@ -600,9 +664,46 @@ impl Run<'_> {
                     }
                     _ => xs,
                 };
+                let n = xs.size()[0];
+                // Each rank trains on its shard of the same global batch.
+                let (xs, ys, weight) = match &group {
+                    Some(g) => {
+                        let (start, len, weight) = distributed::shard(n, g.rank(), g.world());
+                        (xs.narrow(0, start, len), ys.narrow(0, start, len), weight)
+                    }
+                    None => (xs, ys, 1.0),
+                };
                 let logits = net.forward(&xs, mode, true);
                 let loss = logits.cross_entropy_for_logits(&ys);
-                let value = loss.double_value(&[]);
+                let hits = logits
+                    .argmax(-1, false)
+                    .eq_tensor(&ys)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+                let (value, hits) = match &group {
+                    Some(g) => {
+                        if let Some(e) = g.failure() {
+                            return Err(e.into());
+                        }
+                        opt.zero_grad();
+                        loss.backward();
+                        // A batch smaller than the group is trained whole on every rank.
+                        let hits = if xs.size()[0] == n {
+                            hits as f64 * weight
+                        } else {
+                            hits as f64
+                        };
+                        let sums = distributed::average_step(
+                            g,
+                            &params,
+                            weight,
+                            &statistics,
+                            &[loss.double_value(&[]) * weight, hits],
+                        )?;
+                        (sums[0], sums[1].round() as i64)
+                    }
+                    None => (loss.double_value(&[]), hits),
+                };
                 if !value.is_finite() {
                     bar.abandon();
                     let last_good = match &self.checkpoints {
@@ -617,7 +718,11 @@ impl Run<'_> {
                         last_good,
                     });
                 }
-                opt.backward_step(&loss);
+                match &group {
+                    // The gradients are the whole batch's, averaged over the ranks.
+                    Some(_) => opt.step(),
+                    None => opt.backward_step(&loss),
+                }
                 net.clamp_learned_ranges();
                 total_steps += 1;
                 if freeze_bn == Some(total_steps) {
@@ -627,19 +732,19 @@ impl Run<'_> {
                     net.quant.observers_frozen = true;
                 }
                 loss_sum += value;
-                let n = xs.size()[0];
-                correct += logits
-                    .argmax(-1, false)
-                    .eq_tensor(&ys)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
+                correct += hits;
                 images += n;
                 done.images += n;
                 bar.step(value, n as u64);
             }
             let seconds = started.elapsed().as_secs_f64();
             bar.validating();
-            let val_accuracy = predict(net, validation, mode, |_| {}).0;
+            // Only rank 0 reports it.
+            let val_accuracy = if self.opts.writes() {
+                predict(net, validation, mode, |_| {}).0
+            } else {
+                0.0
+            };
             let record = Epoch {
                 epoch,
                 train_loss: loss_sum / steps as f64,
@@ -655,9 +760,20 @@ impl Run<'_> {
             done.history.push(record);
             done.seconds += seconds;
             done.epochs_done = epoch;
-            if let Some(cp) = &self.checkpoints {
+            if let Some(cp) = self.checkpoints.as_ref().filter(|_| self.opts.writes()) {
                 cp.borrow_mut().save(stage, net, done.clone())?;
             }
+        }
+        net.range_reduce = None;
+        if let (Some(g), Some(before)) = (&group, in_collectives_before) {
+            let waited = g.collective_seconds() - before;
+            let steps_run = (total_steps - done_before_steps).max(1);
+            self.say(&format!(
+                "{stage}: {waited:.2} s of {:.2} s in collectives over {} ranks ({:.2} ms per step)",
+                stage_started.elapsed().as_secs_f64(),
+                g.world(),
+                waited * 1e3 / steps_run as f64
+            ));
         }
         Ok(checkpoint::stage_from(&done, epochs))
     }

@@ -167,7 +167,13 @@ pub struct Network {
     pub enabled: Vec<bool>,
     /// Per node: the fake-quant node whose range it uses (the fake-quant pass's [`RangeSource`](crate::ir::ops::RangeSource)).
     range_source: Vec<NodeId>,
+    /// While training data-parallel: widens a batch's activation range to the whole
+    /// batch's over every rank, so that moving-average observers agree.
+    pub range_reduce: Option<std::rc::Rc<RangeReduce>>,
 }
+
+/// How a data-parallel run combines one batch's activation range over the ranks.
+pub type RangeReduce = dyn Fn(f32, f32) -> (f32, f32);
 
 impl Network {
     /// A copy with the same parameters, statistics, ranges and settings.
@@ -489,7 +495,11 @@ impl Network {
                         (Mode::Quantized, Some(range)) => learned_fake_quant(x, range, *spec),
                         (Mode::Quantized, None) => {
                             if train && !self.quant.observers_frozen {
-                                observer.observe(x, Some(Observer::QAT_AVERAGING));
+                                observer.observe_reduced(
+                                    x,
+                                    Some(Observer::QAT_AVERAGING),
+                                    self.range_reduce.as_deref(),
+                                );
                             }
                             observer.fake_quant(x)
                         }
@@ -746,6 +756,25 @@ impl Network {
                 }
             }
         });
+    }
+
+    /// Every batch norm's running mean and variance, in node order (the same on every
+    /// rank of a data-parallel run).
+    pub fn running_statistics(&self) -> Vec<Tensor> {
+        self.layers
+            .iter()
+            .filter_map(|layer| match layer {
+                Layer::Linear { norm, .. } => norm.as_ref(),
+                Layer::Norm(norm) => Some(norm),
+                Layer::None | Layer::FakeQuant { .. } => None,
+            })
+            .flat_map(|n| {
+                [
+                    n.running_mean.shallow_clone(),
+                    n.running_var.shallow_clone(),
+                ]
+            })
+            .collect()
     }
 
     pub fn trainable_count(&self) -> i64 {

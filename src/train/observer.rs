@@ -72,6 +72,17 @@ impl Observer {
 
     /// Min-max when `averaging` is `None`, else a moving average of batch ranges.
     pub fn observe(&mut self, xs: &Tensor, averaging: Option<f32>) {
+        self.observe_reduced(xs, averaging, None);
+    }
+
+    /// [`Observer::observe`], with the batch's range first widened by `reduce` (in
+    /// data-parallel training: to the range of the whole batch over every rank).
+    pub fn observe_reduced(
+        &mut self,
+        xs: &Tensor,
+        averaging: Option<f32>,
+        reduce: Option<&dyn Fn(f32, f32) -> (f32, f32)>,
+    ) {
         if self.is_fixed() {
             return;
         }
@@ -80,6 +91,10 @@ impl Observer {
             let (lo, hi) = xs.aminmax(None, false);
             (lo.double_value(&[]) as f32, hi.double_value(&[]) as f32)
         });
+        let (lo, hi) = match reduce {
+            Some(reduce) => reduce(lo, hi),
+            None => (lo, hi),
+        };
         if !lo.is_finite() || !hi.is_finite() {
             return;
         }

@@ -27,12 +27,15 @@ pub fn check_before_training(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(not_dir(e.to_string())),
     }
-    std::fs::create_dir_all(out).map_err(|e| not_dir(e.to_string()))?;
-    // Writable: a probe file, written and removed the way every artifact is written.
-    let probe = out.join(".qatc-write-probe");
-    report::write_atomic_bytes(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| not_dir(format!("it is not writable ({e})")))?;
+    // Only the process that writes makes the directory (other ranks of a group write nothing).
+    if opts.writes() {
+        std::fs::create_dir_all(out).map_err(|e| not_dir(e.to_string()))?;
+        // Writable: a probe file, written and removed the way every artifact is written.
+        let probe = out.join(".qatc-write-probe");
+        report::write_atomic_bytes(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| not_dir(format!("it is not writable ({e})")))?;
+    }
     if let Some(transfer) = &recipe.transfer {
         network::check_layers(graph, "transfer.freeze", &transfer.freeze)
             .and_then(|()| network::check_layers(graph, "transfer.skip", &transfer.skip))

@@ -133,6 +133,7 @@ impl Network {
             frozen: Vec::new(),
             enabled,
             range_source: crate::passes::range_sources(graph),
+            range_reduce: None,
         }
     }
 }
