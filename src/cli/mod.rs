@@ -4,6 +4,7 @@ mod args;
 mod build;
 mod check;
 mod run;
+mod weights;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -258,6 +259,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Fmt { files, check } => check::fmt(&files, check),
         Command::Lsp => crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS),
+        Command::Weights(args::WeightsCommand::Diff {
+            file,
+            weights,
+            model,
+            recipe,
+        }) => weights::diff(&file, &weights, model.as_deref(), recipe.as_deref()),
         Command::Build(args) => build::build(args),
         Command::Sensitivity(args) => build::sensitivity(args),
         Command::Run(args) => run::run(args),

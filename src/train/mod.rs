@@ -5,6 +5,7 @@ mod augment;
 mod checkpoint;
 mod dataset;
 pub mod infer;
+pub mod mapping;
 mod network;
 mod observer;
 mod preflight;
@@ -13,7 +14,8 @@ pub mod progress;
 pub mod sensitivity;
 
 pub use network::{
-    images_to_tensor, normalized_images_to_tensor, Mode, Network, QuantState, RANGE_GROUP,
+    expand_layers, images_to_tensor, normalized_images_to_tensor, Mode, Network, QuantState,
+    RANGE_GROUP,
 };
 pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 
@@ -596,9 +598,10 @@ impl Run<'_> {
                 loaded.len(),
                 transfer.weights.display()
             ));
+            let listed = network::expand_layers(graph, "transfer.freeze", &transfer.freeze)
+                .map_err(BuildError::Transfer)?;
             frozen.extend(
-                transfer
-                    .freeze
+                listed
                     .iter()
                     .filter(|n| !frozen.contains(n))
                     .cloned()
