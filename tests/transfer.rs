@@ -141,6 +141,26 @@ fn frozen_layers_are_bit_identical_after_float_training_and_qat() {
     check_frozen(str::to_string, "conv1, bn1", &["conv1", "bn1"]);
 }
 
+/// `transfer.freeze` takes `*` patterns over layer names (`features_*` in a real net).
+#[test]
+fn freeze_patterns_freeze_the_layers_they_match() {
+    check_frozen(str::to_string, "\"conv*\"", &["conv1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\ntransfer:\n  weights: {}\n  freeze: [\"stem_*\"]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\n", data_dir(), weights.display()),
+    );
+    let stderr = common::build_fails(&model, recipe.to_str().unwrap(), &tmp.path().join("o"));
+    assert!(
+        stderr.contains("transfer.freeze pattern `stem_*` matches no layer")
+            && stderr.contains("conv1"),
+        "{stderr}"
+    );
+}
+
 /// `@frozen` in the model freezes the same way as the recipe's list, per layer: a frozen
 /// conv2d whose batch norm is not frozen keeps its weights while the batch norm trains.
 #[test]

@@ -109,6 +109,30 @@ pub enum Command {
     },
     /// Run the language server on stdin and stdout (editors start this).
     Lsp,
+    /// Pretrained weight files against a model.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+}
+
+/// `qatc weights ...`
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// List which of the model's tensors a weight file (safetensors or a PyTorch `.pt`
+    /// state_dict) has, which are missing and which are extra, shapes side by side,
+    /// with `transfer.map` rules that would fill the gaps. Uses the recipe's
+    /// `transfer.map` and `transfer.skip` when there is a recipe.
+    Diff {
+        /// The .qat model.
+        file: PathBuf,
+        /// The weight file.
+        weights: PathBuf,
+        /// Which model of the file (required when it has several).
+        #[arg(long)]
+        model: Option<String>,
+        /// The recipe whose `transfer` rules apply; default: the one beside the model, if any.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+    },
 }
 
 /// What names a model to train and how: shared by `build` and `sensitivity`.

@@ -7,6 +7,7 @@ mod error;
 #[cfg(feature = "train")]
 mod launch;
 mod run;
+mod weights;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -257,6 +258,12 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         }
         Command::Fmt { files, check } => check::fmt(&files, check),
         Command::Lsp => Ok(crate::lsp::run_stdio().map(|()| ExitCode::SUCCESS)?),
+        Command::Weights(args::WeightsCommand::Diff {
+            file,
+            weights,
+            model,
+            recipe,
+        }) => Ok(weights::diff(&file, &weights, model.as_deref(), recipe.as_deref())?),
         Command::Build(args) => build::build(args),
         Command::Sensitivity(args) => build::sensitivity(args),
         Command::Run(args) => run::run(args),

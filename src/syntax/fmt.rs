@@ -260,21 +260,18 @@ impl Printer<'_> {
             .last()
             .map_or(i.condition.span().end, |s| s.span().end);
         let inner = INDENT.repeat(depth + 1);
-        match &i.otherwise {
-            Some(otherwise) => {
-                // The `}` that closes the first branch, then `else {`.
-                let else_at = self.src[then_end..i.span.end]
-                    .find("else")
-                    .map_or(then_end, |n| then_end + n);
-                self.leading_comments(else_at, &inner);
-                self.out.push_str(&format!("{indent}}} else {{\n"));
-                let brace = self.src[else_at..]
-                    .find('{')
-                    .map_or(else_at, |n| else_at + n + 1);
-                self.prev_end = Some(brace);
-                self.statements(otherwise, depth + 1);
-            }
-            None => {}
+        if let Some(otherwise) = &i.otherwise {
+            // The `}` that closes the first branch, then `else {`.
+            let else_at = self.src[then_end..i.span.end]
+                .find("else")
+                .map_or(then_end, |n| then_end + n);
+            self.leading_comments(else_at, &inner);
+            self.out.push_str(&format!("{indent}}} else {{\n"));
+            let brace = self.src[else_at..]
+                .find('{')
+                .map_or(else_at, |n| else_at + n + 1);
+            self.prev_end = Some(brace);
+            self.statements(otherwise, depth + 1);
         }
         self.leading_comments(i.span.end - 1, &inner);
         self.out.push_str(&format!("{indent}}}\n"));

@@ -6,6 +6,7 @@ mod checkpoint;
 mod dataset;
 pub mod distributed;
 pub mod infer;
+pub mod mapping;
 mod network;
 mod observer;
 mod preflight;
@@ -14,7 +15,8 @@ pub mod progress;
 pub mod sensitivity;
 
 pub use network::{
-    images_to_tensor, normalized_images_to_tensor, Mode, Network, QuantState, RANGE_GROUP,
+    expand_layers, images_to_tensor, normalized_images_to_tensor, Mode, Network, QuantState,
+    RANGE_GROUP,
 };
 pub use observer::{fake_quant_weights, weight_params, Observer, WeightRange};
 
@@ -531,9 +533,10 @@ impl Run<'_> {
                 loaded.len(),
                 transfer.weights.display()
             ));
+            let listed = network::expand_layers(graph, "transfer.freeze", &transfer.freeze)
+                .map_err(TrainError::Transfer)?;
             frozen.extend(
-                transfer
-                    .freeze
+                listed
                     .iter()
                     .filter(|n| !frozen.contains(n))
                     .cloned()

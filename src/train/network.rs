@@ -848,15 +848,7 @@ pub fn normalized_images_to_tensor(
 /// Checks that every name a recipe list (`transfer.freeze`, `transfer.skip`) gives is a
 /// layer of the model: binding names, and a fused batch norm by its own name.
 pub fn check_layers(graph: &Graph, list: &str, names: &[String]) -> Result<(), String> {
-    let mut known: Vec<&str> = Vec::new();
-    for node in &graph.nodes {
-        known.push(&node.name);
-        if let Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } = &node.op {
-            if let Some(bn) = &epilogue.batch_norm {
-                known.push(&bn.name);
-            }
-        }
-    }
+    let known = layer_names(graph);
     if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
         let hint = crate::diagnostics::did_you_mean(unknown, known.iter().copied())
             .map(|s| format!(" (did you mean `{s}`?)"))
@@ -868,4 +860,47 @@ pub fn check_layers(graph: &Graph, list: &str, names: &[String]) -> Result<(), S
         ));
     }
     Ok(())
+}
+
+/// Every layer name of `graph`: its nodes and the batch norms folded into them.
+fn layer_names(graph: &Graph) -> Vec<&str> {
+    let mut known: Vec<&str> = Vec::new();
+    for node in &graph.nodes {
+        known.push(&node.name);
+        if let Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } = &node.op {
+            if let Some(bn) = &epilogue.batch_norm {
+                known.push(&bn.name);
+            }
+        }
+    }
+    known
+}
+
+/// `list`'s entries with each `*` pattern (`features_*`) replaced by the layers it
+/// matches; a plain name that is not a layer, or a pattern that matches none, is an error.
+pub fn expand_layers(graph: &Graph, list: &str, names: &[String]) -> Result<Vec<String>, String> {
+    let known = layer_names(graph);
+    let mut out = Vec::new();
+    for name in names {
+        if super::mapping::is_pattern(name) {
+            let matched: Vec<&str> = known
+                .iter()
+                .copied()
+                .filter(|k| super::mapping::glob(name, k).is_some())
+                .collect();
+            if matched.is_empty() {
+                return Err(format!(
+                    "{list} pattern `{name}` matches no layer of `{}`\n  layers: {}",
+                    graph.name,
+                    known.join(", ")
+                ));
+            }
+            out.extend(matched.into_iter().map(str::to_string));
+        } else {
+            check_layers(graph, list, std::slice::from_ref(name))?;
+            out.push(name.clone());
+        }
+    }
+    out.dedup();
+    Ok(out)
 }

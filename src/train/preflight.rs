@@ -37,8 +37,8 @@ pub fn check_before_training(
             .map_err(|e| not_dir(format!("it is not writable ({e})")))?;
     }
     if let Some(transfer) = &recipe.transfer {
-        network::check_layers(graph, "transfer.freeze", &transfer.freeze)
-            .and_then(|()| network::check_layers(graph, "transfer.skip", &transfer.skip))
+        network::expand_layers(graph, "transfer.freeze", &transfer.freeze)
+            .and_then(|_| network::expand_layers(graph, "transfer.skip", &transfer.skip))
             .map_err(TrainError::Transfer)?;
     }
     Ok(())

@@ -212,3 +212,58 @@ pub fn onnx_runtime_agreement(
         same_argmax,
     })
 }
+
+/// A Python with PyTorch and torchvision: `$QATC_TORCH_PYTHON`, or the cache venv
+/// (~/.cache/qatc/venv), created and filled from PyPI when missing (never the system
+/// Python's packages). `None` after printing why when that cannot be done; under
+/// `CI=true` a missing peer fails the test instead.
+pub fn torch_python() -> Option<PathBuf> {
+    let works = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import torch, torchvision, safetensors"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if let Some(p) = std::env::var_os("QATC_TORCH_PYTHON").map(PathBuf::from) {
+        if works(&p) {
+            return Some(p);
+        }
+    }
+    let venv = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/qatc/venv");
+    let python = venv.join("bin/python");
+    if works(&python) {
+        return Some(python);
+    }
+    eprintln!(
+        "installing torch, torchvision and safetensors into {}",
+        venv.display()
+    );
+    let made = python.exists()
+        || Command::new("python3")
+            .args(["-m", "venv", venv.to_str().unwrap_or_default()])
+            .status()
+            .is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "torch",
+                "torchvision",
+                "safetensors",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed && works(&python) {
+        return Some(python);
+    }
+    let why = "no Python with torch, torchvision and safetensors (and installing them into the cache venv failed)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}

@@ -698,9 +698,14 @@ impl<'a> Checker<'a> {
                             Value::Int(_) => Value::Int(None),
                             Value::Op(_) => Value::Op(None),
                         };
+                        // Bound and used in both branches: used (a later use is not needed).
+                        let used_in_both = in_both
+                            && [a, b]
+                                .iter()
+                                .all(|s| s.bindings.get(name).is_some_and(|y| y.used));
                         let entry = merged.bindings.entry(name.clone()).or_insert(x.clone());
                         entry.value = value;
-                        entry.used = false;
+                        entry.used = used_in_both;
                         entry.poisoned |= x.poisoned;
                     } else {
                         merged.conditional.insert(name.clone(), x.span);

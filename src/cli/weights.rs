@@ -1,0 +1,99 @@
+//! `qatc weights diff`: how a weight file's tensors line up with a model's.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Prints matched, missing, mis-shaped and extra tensors and proposed `transfer.map` rules;
+/// exits 0 when the file fits the model, 1 when it does not.
+#[cfg(feature = "train")]
+pub(super) fn diff(
+    file: &Path,
+    weights: &Path,
+    model: Option<&str>,
+    recipe: Option<&Path>,
+) -> Result<ExitCode, String> {
+    use crate::train::pretrained;
+
+    let graph = super::checked_graph(file, model, None, super::Color::Never)?;
+    let graph = crate::passes::run(graph, crate::passes::Stage::Quantized);
+    let beside = crate::recipe::Recipe::path_for(file);
+    let recipe = match recipe {
+        Some(path) => Some(crate::recipe::Recipe::load(path)),
+        None if beside.exists() => Some(crate::recipe::Recipe::load(&beside)),
+        None => None,
+    }
+    .transpose()
+    .map_err(|e| e.rendered.trim_end().to_string())?;
+    let transfer = recipe.and_then(|r| r.transfer);
+    let (map, skip) = match &transfer {
+        Some(t) => (t.map.clone(), t.skip.clone()),
+        None => Default::default(),
+    };
+    let net = crate::train::Network::new(&graph, tch::Device::Cpu);
+    let skip = crate::train::expand_layers(&graph, "transfer.skip", &skip)?;
+    let skipped = |name: &str| {
+        skip.iter()
+            .any(|layer| name.starts_with(&format!("{layer}.")))
+    };
+    let tensors = pretrained::read(weights)?;
+    let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
+    let c = pretrained::compare(&pretrained::model_tensors(&net), &shapes, &map, skipped)?;
+    let shape = |s: &[i64]| format!("{s:?}");
+    println!(
+        "{} against {}: {} matched, {} missing, {} with other shapes, {} extra",
+        graph.name,
+        weights.display(),
+        c.matched.len(),
+        c.missing.len(),
+        c.mis_shaped.len(),
+        c.extra.len()
+    );
+    if !c.matched.is_empty() {
+        println!("\nmatched (model  file  shape):");
+        for (ours, theirs, s) in &c.matched {
+            println!("  {ours:<32} {theirs:<40} {}", shape(s));
+        }
+    }
+    if !c.missing.is_empty() {
+        println!("\nmissing from the file (model  looked for  shape):");
+        for (ours, theirs, s) in &c.missing {
+            println!("  {ours:<32} {theirs:<40} {}", shape(s));
+        }
+    }
+    if !c.mis_shaped.is_empty() {
+        println!("\ndifferent shapes (model  file  model shape  file shape):");
+        for (ours, theirs, a, b) in &c.mis_shaped {
+            println!("  {ours:<32} {theirs:<40} {:<18} {}", shape(a), shape(b));
+        }
+    }
+    if !c.extra.is_empty() {
+        println!("\nin the file but not in the model (name  shape):");
+        for (name, s) in &c.extra {
+            println!("  {name:<40} {}", shape(s));
+        }
+    }
+    let proposed = c.proposed_map();
+    if !proposed.is_empty() {
+        println!(
+            "\nproposed rules (by shape and order; check them), for the recipe:\ntransfer:\n  map:"
+        );
+        for (ours, theirs) in &proposed {
+            println!("    {ours}: {theirs}");
+        }
+    }
+    Ok(if c.fits() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(not(feature = "train"))]
+pub(super) fn diff(
+    _: &Path,
+    _: &Path,
+    _: Option<&str>,
+    _: Option<&Path>,
+) -> Result<ExitCode, String> {
+    Err("this qatc was built without the `train` feature (libtorch); `qatc weights diff` reads weights with it".into())
+}
