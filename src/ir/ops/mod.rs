@@ -198,6 +198,25 @@ pub enum Op {
     },
 }
 
+/// The weight tensor of a conv2d or dense, and what belongs with it ([`Op::weights`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights<'a> {
+    /// `[filters, in_channels / groups, k, k]` (conv2d) or `[units, in_features]` (dense):
+    /// the output channels first.
+    pub shape: Shape,
+    /// Whether the op adds a bias, one per output channel.
+    pub bias: bool,
+    /// The batch norm fused into the op (folded into these weights for int8).
+    pub batch_norm: Option<&'a FusedBatchNorm>,
+}
+
+impl Weights<'_> {
+    /// The output channels: the weight's first dimension.
+    pub fn out_channels(&self) -> usize {
+        self.shape[0]
+    }
+}
+
 impl Op {
     /// The definition of a callable op; `None` for the nodes the compiler makes itself.
     pub fn def(&self) -> Option<&'static OpDef> {
@@ -245,24 +264,35 @@ impl Op {
         self.def().is_some_and(|d| d.params.has_weights())
     }
 
-    /// The shape of the op's weight tensor, for ops that have one.
-    pub fn weight_shape(&self) -> Option<Shape> {
+    /// The op's weight tensor and what belongs with it, for the ops that have one: the one
+    /// place that says which ops have weights and what they are (training's layers, the
+    /// reader of trained parameters, lowering and the counts all read it).
+    #[deny(clippy::wildcard_enum_match_arm)]
+    pub fn weights(&self) -> Option<Weights<'_>> {
         match self {
             Op::Conv2d {
                 filters,
                 in_channels,
                 groups,
                 kernel,
+                bias,
+                epilogue,
                 ..
-            } => Some(conv2d::weight_shape(
-                *filters,
-                *in_channels,
-                *groups,
-                *kernel,
-            )),
+            } => Some(Weights {
+                shape: conv2d::weight_shape(*filters, *in_channels, *groups, *kernel),
+                bias: *bias,
+                batch_norm: epilogue.batch_norm.as_ref(),
+            }),
             Op::Dense {
-                units, in_features, ..
-            } => Some(dense::weight_shape(*units, *in_features)),
+                units,
+                in_features,
+                bias,
+                epilogue,
+            } => Some(Weights {
+                shape: dense::weight_shape(*units, *in_features),
+                bias: *bias,
+                batch_norm: epilogue.batch_norm.as_ref(),
+            }),
             Op::Input
             | Op::BatchNorm { .. }
             | Op::Relu
@@ -284,25 +314,26 @@ impl Op {
         }
     }
 
+    /// The shape of the op's weight tensor, for ops that have one.
+    pub fn weight_shape(&self) -> Option<Shape> {
+        self.weights().map(|w| w.shape)
+    }
+
     /// Numbers the op holds per model (weights, biases, batch-norm scale, shift and
     /// running statistics), saturating: the checker compares it with a limit.
     pub fn parameter_count(&self) -> u64 {
-        let weights = self.weight_shape().map_or(0, |w| {
-            w.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+        let weights = self.weights().map_or(0, |w| {
+            let bias = if w.bias { w.out_channels() } else { 0 };
+            w.shape
+                .iter()
+                .fold(1u64, |n, &d| n.saturating_mul(d as u64))
+                .saturating_add(bias as u64)
         });
-        let extra = match self {
-            Op::Conv2d {
-                filters,
-                bias: true,
-                ..
-            } => *filters,
-            Op::Dense {
-                units, bias: true, ..
-            } => *units,
+        let statistics = match self {
             Op::BatchNorm { channels, .. } => channels.saturating_mul(4),
             _ => 0,
         };
-        weights.saturating_add(extra as u64)
+        weights.saturating_add(statistics as u64)
     }
 
     /// Multiply-accumulates per image of a node with this op and `output` shape; only
