@@ -139,41 +139,18 @@ impl QuantizedParams {
             if node.quant.float {
                 continue;
             }
-            match &node.op {
-                Op::Conv2d { bias, epilogue, .. } | Op::Dense { bias, epilogue, .. } => {
-                    let linear = reader.linear(node, *bias, epilogue.batch_norm.as_ref())?;
-                    params.linear.insert(node.name.clone(), linear);
-                }
-                Op::FakeQuant {
-                    range: RangeSource::Observed | RangeSource::SharedWith(_),
-                    ..
-                } => {
-                    // Shared ranges are saved under each node's own name too.
-                    let min = reader.tensor(&format!("{}.min", node.name), &[1])?[0];
-                    let max = reader.tensor(&format!("{}.max", node.name), &[1])?[0];
-                    params.ranges.insert(node.name.clone(), (min, max));
-                }
-                Op::FakeQuant {
-                    range: RangeSource::Fixed { .. },
-                    ..
-                }
-                | Op::Input
-                | Op::BatchNorm { .. }
-                | Op::Relu
-                | Op::Relu6
-                | Op::Hardswish
-                | Op::Sigmoid
-                | Op::MaxPool2d { .. }
-                | Op::AvgPool2d { .. }
-                | Op::GlobalAvgPool
-                | Op::Flatten
-                | Op::Reshape { .. }
-                | Op::Dropout { .. }
-                | Op::Softmax { .. }
-                | Op::Add { .. }
-                | Op::Mul
-                | Op::Concat { .. }
-                | Op::Pad { .. } => {}
+            if let Some(weights) = node.op.weights() {
+                let linear = reader.linear(node, &weights)?;
+                params.linear.insert(node.name.clone(), linear);
+            } else if let Op::FakeQuant {
+                range: RangeSource::Observed | RangeSource::SharedWith(_),
+                ..
+            } = &node.op
+            {
+                // Shared ranges are saved under each node's own name too.
+                let min = reader.tensor(&format!("{}.min", node.name), &[1])?[0];
+                let max = reader.tensor(&format!("{}.max", node.name), &[1])?[0];
+                params.ranges.insert(node.name.clone(), (min, max));
             }
         }
         Ok(params)
@@ -207,20 +184,12 @@ impl Reader<'_> {
         Ok(&t.data)
     }
 
-    fn linear(
-        &self,
-        node: &Node,
-        has_bias: bool,
-        bn: Option<&ops::FusedBatchNorm>,
-    ) -> Result<LinearParams, ParamsError> {
-        let w_shape = node
-            .op
-            .weight_shape()
-            .expect("conv2d and dense have weights");
-        let out = w_shape[0];
+    fn linear(&self, node: &Node, weights: &ops::Weights) -> Result<LinearParams, ParamsError> {
+        let (w_shape, has_bias) = (&weights.shape, weights.bias);
+        let out = weights.out_channels();
         let per: usize = w_shape[1..].iter().product();
         let mut weight = self
-            .tensor(&format!("{}.weight", node.name), &w_shape)?
+            .tensor(&format!("{}.weight", node.name), w_shape)?
             .to_vec();
         let mut bias = if has_bias {
             self.tensor(&format!("{}.bias", node.name), &[out])?
@@ -228,7 +197,7 @@ impl Reader<'_> {
         } else {
             vec![0.0f32; out]
         };
-        if let Some(bn) = bn {
+        if let Some(bn) = weights.batch_norm {
             let get = |what: &str| self.tensor(&format!("{}.{what}", bn.name), &[out]);
             let (gamma, beta, mean, var) = (
                 get("weight")?,

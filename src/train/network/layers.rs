@@ -17,7 +17,6 @@ impl Network {
                     kernel,
                     in_channels,
                     bias,
-                    epilogue,
                     groups,
                     ..
                 } => {
@@ -35,28 +34,13 @@ impl Network {
                         *kernel as i64,
                         config,
                     );
-                    let norm = epilogue.batch_norm.as_ref().map(|bn| {
-                        Norm::new(
-                            path(&root, &bn.name),
-                            *filters as i64,
-                            bn.eps,
-                            bn.momentum,
-                            true,
-                        )
-                    });
-                    Layer::Linear {
-                        weight: conv.ws,
-                        bias: conv.bs,
-                        norm,
-                        learned_scale: None,
-                        clip_cache: Default::default(),
-                    }
+                    linear_layer(&root, &node.op, conv.ws, conv.bs)
                 }
                 Op::Dense {
                     units,
                     in_features,
                     bias,
-                    epilogue,
+                    ..
                 } => {
                     let config = nn::LinearConfig {
                         bias: *bias,
@@ -68,22 +52,7 @@ impl Network {
                         *units as i64,
                         config,
                     );
-                    let norm = epilogue.batch_norm.as_ref().map(|bn| {
-                        Norm::new(
-                            path(&root, &bn.name),
-                            *units as i64,
-                            bn.eps,
-                            bn.momentum,
-                            false,
-                        )
-                    });
-                    Layer::Linear {
-                        weight: linear.ws,
-                        bias: linear.bs,
-                        norm,
-                        learned_scale: None,
-                        clip_cache: Default::default(),
-                    }
+                    linear_layer(&root, &node.op, linear.ws, linear.bs)
                 }
                 Op::BatchNorm {
                     channels,
@@ -135,5 +104,28 @@ impl Network {
             range_source: crate::passes::range_sources(graph),
             range_reduce: None,
         }
+    }
+}
+
+/// The layer of a conv2d or dense whose libtorch weight and bias are made: with the
+/// batch norm fused into it, as [`Op::weights`] says.
+fn linear_layer(root: &nn::Path, op: &Op, weight: Tensor, bias: Option<Tensor>) -> Layer {
+    let weights = op.weights().expect("conv2d and dense have weights");
+    let norm = weights.batch_norm.map(|bn| {
+        Norm::new(
+            path(root, &bn.name),
+            weights.out_channels() as i64,
+            bn.eps,
+            bn.momentum,
+            // Per channel of an image ([N, C, H, W]) for conv2d, of a vector for dense.
+            weights.shape.len() == 4,
+        )
+    });
+    Layer::Linear {
+        weight,
+        bias,
+        norm,
+        learned_scale: None,
+        clip_cache: Default::default(),
     }
 }
