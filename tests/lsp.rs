@@ -702,3 +702,30 @@ fn quick_fixes_turn_a_pytorch_style_line_into_qatc() {
     assert!(text.contains("let f = dense(g, units = 10)"), "{text}");
     c.close();
 }
+
+#[test]
+fn the_outline_shows_the_names_bound_in_both_branches_of_an_if() {
+    const IF: &str = "block down(x: tensor, stride: int = 1) {\n    if stride != 1 {\n        let pooled = max_pool2d(x, size = 2)\n        let y = pooled\n    } else {\n        let y = x\n    }\n    output y\n}\n\nmodel M {\n    input image: f32[1, 28, 28]\n    let d = down(image, stride = 2)\n    let f = flatten(d)\n    let logits = dense(f, units = 10)\n    output logits\n}\n";
+    let (mut c, diagnostics) = Client::open(URI, IF);
+    assert_eq!(diagnostics, Vec::<Value>::new());
+    let symbols = c.request(
+        "textDocument/documentSymbol",
+        json!({"textDocument": {"uri": URI}}),
+    );
+    let block = &symbols[0];
+    assert_eq!(block["name"], "down");
+    let names = |s: &Value| -> Vec<String> {
+        s["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(block), ["if"], "{block}");
+    let branch = &block["children"][0];
+    assert_eq!(branch["detail"], "stride != 1");
+    assert_eq!(names(branch), ["pooled", "y", "else"]);
+    assert_eq!(names(&branch["children"][2]), ["y"]);
+    c.close();
+}

@@ -28,45 +28,7 @@ impl Server {
                 selection_range: text.range(sel),
                 children,
             };
-        let bindings = |statements: &[ast::Statement]| -> Vec<lsp::DocumentSymbol> {
-            statements
-                .iter()
-                .flat_map(|s| match s {
-                    ast::Statement::Input(i) => vec![symbol(
-                        &i.name.name,
-                        Some("input".into()),
-                        lsp::SymbolKind::VARIABLE,
-                        i.span,
-                        i.name.span,
-                        None,
-                    )],
-                    ast::Statement::Let(l) => l
-                        .names
-                        .iter()
-                        .map(|n| {
-                            symbol(
-                                &n.name,
-                                Some(l.call.callee.name.clone()),
-                                lsp::SymbolKind::VARIABLE,
-                                l.span,
-                                n.span,
-                                None,
-                            )
-                        })
-                        .collect(),
-                    ast::Statement::IntLet(l) => vec![symbol(
-                        &l.name.name,
-                        Some("int".into()),
-                        lsp::SymbolKind::VARIABLE,
-                        l.span,
-                        l.name.span,
-                        None,
-                    )],
-                    // Not yet: the bindings inside an `if`'s branches.
-                    ast::Statement::If(_) | ast::Statement::Output(_) => Vec::new(),
-                })
-                .collect()
-        };
+        let bindings = |statements: &[ast::Statement]| bindings(statements, &symbol);
         let mut out = Vec::new();
         for item in &file.items {
             match item {
@@ -106,4 +68,76 @@ impl Server {
         }
         Some(lsp::DocumentSymbolResponse::Nested(out))
     }
+}
+
+/// The names `statements` bind, as outline symbols; an `if` is a symbol holding the
+/// names of its branches (`else` one level down), since either may be the one inlined.
+fn bindings(
+    statements: &[ast::Statement],
+    symbol: &impl Fn(
+        &str,
+        Option<String>,
+        lsp::SymbolKind,
+        Span,
+        Span,
+        Option<Vec<lsp::DocumentSymbol>>,
+    ) -> lsp::DocumentSymbol,
+) -> Vec<lsp::DocumentSymbol> {
+    statements
+        .iter()
+        .flat_map(|s| match s {
+            ast::Statement::Input(i) => vec![symbol(
+                &i.name.name,
+                Some("input".into()),
+                lsp::SymbolKind::VARIABLE,
+                i.span,
+                i.name.span,
+                None,
+            )],
+            ast::Statement::Let(l) => l
+                .names
+                .iter()
+                .map(|n| {
+                    symbol(
+                        &n.name,
+                        Some(l.call.callee.name.clone()),
+                        lsp::SymbolKind::VARIABLE,
+                        l.span,
+                        n.span,
+                        None,
+                    )
+                })
+                .collect(),
+            ast::Statement::IntLet(l) => vec![symbol(
+                &l.name.name,
+                Some("int".into()),
+                lsp::SymbolKind::VARIABLE,
+                l.span,
+                l.name.span,
+                None,
+            )],
+            ast::Statement::If(i) => {
+                let mut children = bindings(&i.then, symbol);
+                if let Some(otherwise) = &i.otherwise {
+                    children.push(symbol(
+                        "else",
+                        None,
+                        lsp::SymbolKind::NAMESPACE,
+                        i.span,
+                        i.span,
+                        Some(bindings(otherwise, symbol)),
+                    ));
+                }
+                vec![symbol(
+                    "if",
+                    Some(i.condition.to_string()),
+                    lsp::SymbolKind::NAMESPACE,
+                    i.span,
+                    i.span,
+                    Some(children),
+                )]
+            }
+            ast::Statement::Output(_) => Vec::new(),
+        })
+        .collect()
 }
