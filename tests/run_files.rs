@@ -397,3 +397,43 @@ fn float_logits_of_run_with_weights_equal_the_library_s() {
     ]);
     assert_eq!(report["runner"], "fake-quant");
 }
+
+#[test]
+fn run_on_an_exported_tflite_says_why_not_and_points_at_its_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, artifact) = checkpoint_and_artifact(tmp.path());
+    let folder = tmp.path().join("images");
+    image_folder(&folder);
+    // Exported beside the artifact, as `qatc build --emit tflite` writes it.
+    let tflite = tmp.path().join("model.tflite");
+    qatc_ok(&[
+        "export",
+        artifact.to_str().unwrap(),
+        "--format",
+        "tflite",
+        "--out",
+        tflite.to_str().unwrap(),
+    ]);
+    let out = qatc(&["run", tflite.to_str().unwrap(), folder.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a TFLite model")
+            && stderr.contains(&format!("qatc run {}", artifact.display())),
+        "{stderr}"
+    );
+    // Elsewhere, the hint names the runtimes that do run it.
+    let alone = tmp.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(&tflite, alone.join("m.tflite")).unwrap();
+    let out = qatc(&[
+        "run",
+        alone.join("m.tflite").to_str().unwrap(),
+        folder.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is a TFLite model") && stderr.contains("LiteRT"),
+        "{stderr}"
+    );
+}

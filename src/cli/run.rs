@@ -1,7 +1,7 @@
 //! `qatc run`: classify images with an int8 artifact (integer runtime, no libtorch) or
 //! with a `.qat` model and a checkpoint (libtorch), and print what each image is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -82,6 +82,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
 
 /// The int8 artifact on the images, with the integer runtime.
 fn run_int8(args: &RunArgs, paths: &[PathBuf]) -> Result<(Scores, Inputs), CliError> {
+    refuse_exported_file(&args.artifact)?;
     let model = crate::runtime::load(&args.artifact)?;
     let graph = model.graph();
     let inputs = inputs::read(paths, &graph.input.shape, args.labels.as_deref())?;
@@ -437,4 +438,31 @@ fn confusion_text(classes: &[String], confusion: &[Vec<usize>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The runtime runs int8 artifact directories; a `.tflite` or `.onnx` given instead gets
+/// a precise refusal, pointing at the artifact it was exported from when it lies beside it.
+fn refuse_exported_file(path: &Path) -> Result<(), CliError> {
+    use crate::export::inspect::{detect, ModelFile};
+    if !path.is_file() {
+        return Ok(());
+    }
+    let format = match detect(path) {
+        Ok(ModelFile::Tflite) => "TFLite",
+        Ok(ModelFile::Onnx) => "ONNX",
+        Ok(ModelFile::Int8Artifact(_)) | Err(_) => return Ok(()),
+    };
+    let beside = path.parent().map(|dir| dir.join("int8"));
+    let hint = match beside.filter(|d| d.join(crate::int8::artifact::GRAPH_FILE).is_file()) {
+        Some(int8) => format!(
+            "it was exported from the artifact beside it: `qatc run {}`",
+            int8.display()
+        ),
+        None => "run it in its own runtime (LiteRT: scripts/litert.py; ONNX Runtime), or give the int8 artifact directory it was exported from".into(),
+    };
+    Err(format!(
+        "{} is a {format} model: `qatc run` executes qatc's int8 artifact directories (graph.json); reading a {format} file back into the runtime is not supported yet\n  hint: {hint}",
+        path.display()
+    )
+    .into())
 }
