@@ -474,8 +474,9 @@ fn inlay_hints_show_each_bindings_shape_and_quantization() {
     c.close();
 }
 
-#[test]
-fn rename_and_references_cover_bindings_and_blocks_across_importers() {
+/// A client with BLOCKS split in two open: `lib.qat` (the block) and the model at URI
+/// importing it, both checked clean.
+fn library_and_importer() -> (Client, &'static str, &'static str, String) {
     let lib_uri = "file:///tmp/qatc-lsp-test/lib.qat";
     let lib = &BLOCKS[..BLOCKS.find("model").unwrap()];
     let main = format!(
@@ -486,6 +487,12 @@ fn rename_and_references_cover_bindings_and_blocks_across_importers() {
     c.initialize();
     assert_eq!(c.open_another(lib_uri, lib), Vec::<Value>::new());
     assert_eq!(c.open_another(URI, &main), Vec::<Value>::new());
+    (c, lib_uri, lib, main)
+}
+
+#[test]
+fn rename_and_references_cover_bindings_and_blocks_across_importers() {
+    let (mut c, lib_uri, lib, main) = library_and_importer();
 
     // `flat`: defined on line 4, used on line 5.
     let refs = c.request(
@@ -570,16 +577,7 @@ fn rename_and_references_cover_bindings_and_blocks_across_importers() {
 
 #[test]
 fn editing_an_imported_file_rechecks_the_files_that_import_it() {
-    let lib_uri = "file:///tmp/qatc-lsp-test/lib.qat";
-    let lib = &BLOCKS[..BLOCKS.find("model").unwrap()];
-    let main = format!(
-        "use \"lib.qat\"\n{}",
-        &BLOCKS[BLOCKS.find("model").unwrap()..]
-    );
-    let mut c = Client::start();
-    c.initialize();
-    c.open_another(lib_uri, lib);
-    assert_eq!(c.open_another(URI, &main), Vec::<Value>::new());
+    let (mut c, lib_uri, lib, _) = library_and_importer();
     // The block loses its `filters` parameter: the importer's call now passes an unknown one.
     let changed = lib
         .replace(", filters: int", "")
