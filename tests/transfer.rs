@@ -45,6 +45,20 @@ fn tensors(path: &Path) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
+/// `qatc build MODEL --recipe RECIPE --out OUT [extra…]`.
+fn build(model: &Path, recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "build",
+        model.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    qatc(&args)
+}
+
 fn pretrain(dir: &Path, filters: usize) -> PathBuf {
     let model = write(
         dir,
@@ -57,15 +71,7 @@ fn pretrain(dir: &Path, filters: usize) -> PathBuf {
         &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 500\n  test_limit: 200\ntrain:\n  epochs: 1\n  learning_rate: 0.002\nptq:\n  calibration_samples: 100\n", data_dir()),
     );
     let out = dir.join(format!("pre{filters}"));
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let run = build(&model, &recipe, &out, &["-q"]);
     assert!(
         run.status.success(),
         "{}",
@@ -91,14 +97,7 @@ fn check_frozen(edit: impl Fn(&str) -> String, freeze: &str, frozen: &[&str]) {
         ),
     );
     let out = tmp.path().join("t");
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = build(&model, &recipe, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(
@@ -259,14 +258,7 @@ fn epochs_zero_builds_the_loaded_model_without_training() {
         &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\ntrain:\n  epochs: 0\nqat:\n  epochs: 0\nptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
     );
     let out = tmp.path().join("t");
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = build(&model, &recipe, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for stage in ["float", "control", "QAT"] {
@@ -304,14 +296,7 @@ fn freezing_every_layer_skips_training_instead_of_crashing() {
         &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n  freeze: [conv1, bn1, head]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\nqat:\n  epochs: 1\nptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
     );
     let out = tmp.path().join("t");
-    let run = qatc(&[
-        "build",
-        model.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = build(&model, &recipe, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
