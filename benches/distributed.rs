@@ -49,7 +49,7 @@ fn main() {
         let out = tmp
             .path()
             .join(format!("out{ranks}{}", threads.unwrap_or("")));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qatc"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qatc-train"));
         if let Some(threads) = threads {
             cmd.env("OMP_NUM_THREADS", threads);
         }

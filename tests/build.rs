@@ -178,7 +178,7 @@ fn missing_recipe_and_missing_data_say_how_to_fix_them() {
 
     // Without one beside the model, the default recipe is used, and said so; here the
     // data it points at ($QATC_FASHION_MNIST) is missing, so nothing trains.
-    let run = Command::new(env!("CARGO_BIN_EXE_qatc"))
+    let run = Command::new(common::qatc_bin())
         .args(["build", model.to_str().unwrap(), "--out"])
         .arg(tmp.path().join("d"))
         .env("QATC_FASHION_MNIST", tmp.path().join("nowhere"))
@@ -297,7 +297,7 @@ fn a_killed_build_resumes_from_its_last_epoch() {
         &format!("data:\n  dir: {}\n  train_limit: 3000\n  test_limit: 500\ntrain:\n  epochs: 4\n  learning_rate: 0.002\nptq:\n  calibration_samples: 200\n", data.display()),
     );
     let out = tmp.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qatc"))
+    let mut child = Command::new(common::qatc_bin())
         .args([
             "build",
             &seed_model(),

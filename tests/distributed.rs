@@ -44,7 +44,7 @@ fn skip() -> bool {
 }
 
 fn qatc_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qatc"));
+    let mut cmd = Command::new(common::qatc_bin());
     cmd.args(args)
         .env("QATC_DIST_TIMEOUT", TIMEOUT_S.to_string())
         .env_remove("WORLD_SIZE")

@@ -4,6 +4,8 @@
 //! error that names no file, a batch that stops early). Tests assert on diagnostics;
 //! the time guard only catches a hang and is far above what a loaded machine needs.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::mpsc;
@@ -32,7 +34,7 @@ fn codes(diagnostics: &[Diagnostic]) -> Vec<&'static str> {
 }
 
 fn qatc(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qatc"))
+    Command::new(common::qatc_bin())
         .current_dir(dir)
         .args(args)
         .output()
@@ -432,7 +434,7 @@ fn crash_a_closed_stdout_ends_quietly_not_with_a_panic() {
     }
     text.push_str("    output x\n}\n");
     std::fs::write(dir.path().join("long.qat"), text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qatc"))
+    let mut child = Command::new(common::qatc_bin())
         .current_dir(dir.path())
         .args(["graph", "long.qat"])
         .stdout(std::process::Stdio::piped())

@@ -1255,7 +1255,7 @@ fn run_refuses_wrong_images_and_labels_naming_the_file() {
         .arg("-c")
         .arg(format!(
             "ulimit -v 8000000; exec '{}' run '{}' --images /dev/zero",
-            env!("CARGO_BIN_EXE_qatc"),
+            common::qatc_bin().display(),
             artifact.display()
         ))
         .output()

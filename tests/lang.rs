@@ -2,6 +2,8 @@
 //! graphs, the JSON message format, `qatc fmt` (idempotent, keeps comments), and
 //! property tests that no input makes the parser, checker or formatter panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -128,7 +130,7 @@ fn json_output_matches_checked_in_files() {
         "syntax_errors_in_two_items",
         "float_sandwich_warning",
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        let output = Command::new(common::qatc_bin())
             .current_dir(&dir)
             .args(["check", "--message-format", "json", &format!("{name}.qat")])
             .output()
@@ -259,7 +261,7 @@ fn fmt_check_fails_on_unformatted_files_and_leaves_them() {
     let path = dir.path().join("m.qat");
     std::fs::write(&path, "model M{input x:f32[4]\nlet y=relu(x)\noutput y}").unwrap();
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_qatc"))
+        Command::new(common::qatc_bin())
             .args(args)
             .arg(&path)
             .output()
@@ -318,7 +320,7 @@ proptest! {
 /// signature and its quantization role, which is what the passes and lints read.
 #[test]
 fn explain_ops_lists_every_op_with_its_quantization_role() {
-    let out = Command::new(env!("CARGO_BIN_EXE_qatc"))
+    let out = Command::new(common::qatc_bin())
         .args(["explain", "ops"])
         .output()
         .expect("qatc runs");
@@ -345,7 +347,7 @@ fn explain_ops_lists_every_op_with_its_quantization_role() {
 /// `qatc explain codes` lists every code once, in order; each explains itself.
 #[test]
 fn explain_codes_lists_every_code() {
-    let out = Command::new(env!("CARGO_BIN_EXE_qatc"))
+    let out = Command::new(common::qatc_bin())
         .args(["explain", "codes"])
         .output()
         .expect("qatc runs");

@@ -4,6 +4,8 @@
 //! warning-only files 0. After an intended change, regenerate with
 //! `QATC_BLESS=1 cargo test --test ui` and review the diff.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -21,7 +23,7 @@ fn diagnostics_match_checked_in_output() {
     let mut failures = Vec::new();
     for input in &inputs {
         let name = input.file_name().unwrap().to_str().unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_qatc"))
+        let output = Command::new(common::qatc_bin())
             .current_dir(&dir)
             .args(["check", "--color", "never", name])
             .output()

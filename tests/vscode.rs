@@ -3,6 +3,8 @@
 //! the protocol library the extension's client uses) and `vsce package`.
 //! Needs npm; without it the test skips with a reason, and under CI=true it fails.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -10,7 +12,7 @@ fn npm(dir: &Path, args: &[&str]) {
     let out = Command::new("npm")
         .args(args)
         .current_dir(dir)
-        .env("QATC_BIN", env!("CARGO_BIN_EXE_qatc"))
+        .env("QATC_BIN", common::qatc_bin())
         .output()
         .expect("npm runs");
     assert!(

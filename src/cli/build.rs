@@ -1,23 +1,16 @@
 //! `qatc build` and `qatc sensitivity`: the commands that train (libtorch).
 
-#[cfg(feature = "train")]
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[cfg(feature = "train")]
 use super::{checked_graph, model_summary, read_source, ExportFormat, LogFormat, ModelArgs};
 use super::{BuildArgs, CliError, SensitivityArgs};
-#[cfg(feature = "train")]
 use crate::diagnostics::render_terminal;
-#[cfg(feature = "train")]
 use crate::driver::{BuildOptions, Feasibility};
-#[cfg(feature = "train")]
 use crate::ir::Graph;
-#[cfg(feature = "train")]
 use crate::passes::{self, Stage};
 
 /// Checks the model, loads its recipe and runs the passes: what training starts from.
-#[cfg(feature = "train")]
 fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOptions), CliError> {
     let graph = checked_graph(&args.file, args.model.as_deref(), args.quant, args.color)?;
     let summary = model_summary(graph.clone());
@@ -67,7 +60,6 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
     Ok((quantized, recipe, opts))
 }
 
-#[cfg(feature = "train")]
 pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
     let rendezvous = crate::train::distributed::Rendezvous::from_env()?;
     if let Some(n) = args.nproc.filter(|&n| n > 1) {
@@ -149,7 +141,6 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(feature = "train")]
 pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, CliError> {
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {
@@ -170,16 +161,3 @@ pub(super) fn sensitivity(args: SensitivityArgs) -> Result<ExitCode, CliError> {
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
-
-#[cfg(not(feature = "train"))]
-pub(super) fn build(_: BuildArgs) -> Result<ExitCode, CliError> {
-    Err(NO_TRAIN.into())
-}
-
-#[cfg(not(feature = "train"))]
-pub(super) fn sensitivity(_: SensitivityArgs) -> Result<ExitCode, CliError> {
-    Err(NO_TRAIN.into())
-}
-
-#[cfg(not(feature = "train"))]
-const NO_TRAIN: &str = "this qatc was built without the `train` feature (libtorch); rebuild with default features to train";

@@ -1,12 +1,17 @@
 //! The `qatc` command line. Library errors become messages and exit codes here.
 
 mod args;
+#[cfg(feature = "train")]
 mod build;
 mod check;
 mod error;
 #[cfg(feature = "train")]
 mod launch;
+mod libtorch;
 mod run;
+#[cfg(feature = "train")]
+pub mod training;
+#[cfg(feature = "train")]
 mod weights;
 
 use std::path::Path;
@@ -16,13 +21,21 @@ use clap::Parser;
 
 pub use args::*;
 pub use error::CliError;
+pub use libtorch::{Libtorch, LibtorchCommand, TRAIN_BINARY};
 
 use crate::codes;
 use crate::diagnostics::{render_terminal, Diagnostic, SourceFile};
 use crate::ir::{dump, ops, Graph};
 use crate::passes::{self, BitWidths, Stage};
 
+/// `qatc`: runs every command that needs no libtorch; hands the others to `qatc-train`.
 pub fn main() -> ExitCode {
+    main_with(libtorch::hand_over)
+}
+
+/// The command line with `libtorch` carrying out the commands that need it: `qatc-train`
+/// passes one that runs them in its own process (see [`training`]).
+pub fn main_with(libtorch: libtorch::Libtorch) -> ExitCode {
     // `qatc graph | head` closes stdout early: end quietly, as other Unix tools do,
     // instead of panicking on the failed write (Rust ignores SIGPIPE by default).
     #[cfg(unix)]
@@ -31,7 +44,7 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, libtorch) {
         Ok(code) => code,
         Err(e) => {
             e.print();
@@ -136,7 +149,7 @@ fn checked_model(
     Ok((graph, defaults))
 }
 
-fn run(command: Command) -> Result<ExitCode, CliError> {
+fn run(command: Command, libtorch: libtorch::Libtorch) -> Result<ExitCode, CliError> {
     match command {
         Command::Check {
             files,
@@ -263,10 +276,18 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
             weights,
             model,
             recipe,
-        }) => Ok(weights::diff(&file, &weights, model.as_deref(), recipe.as_deref())?),
-        Command::Build(args) => build::build(args),
-        Command::Sensitivity(args) => build::sensitivity(args),
-        Command::Run(args) => run::run(args),
+        }) => libtorch(LibtorchCommand::WeightsDiff {
+            file,
+            weights,
+            model,
+            recipe,
+        }),
+        Command::Build(args) => libtorch(LibtorchCommand::Build(args)),
+        Command::Sensitivity(args) => libtorch(LibtorchCommand::Sensitivity(args)),
+        Command::Run(args) if args.weights.is_some() => {
+            libtorch(LibtorchCommand::RunCheckpoint(args))
+        }
+        Command::Run(args) => run::int8(args),
         Command::Inspect { artifact } => {
             use crate::export::inspect::{self, ModelFile};
             match inspect::detect(&artifact)? {

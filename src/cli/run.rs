@@ -23,7 +23,21 @@ struct Scores {
     model: String,
 }
 
-pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+/// How a batch of images is scored: see [`int8`] and [`checkpoint`].
+type Runner = fn(&RunArgs, &[PathBuf]) -> Result<(Scores, Inputs), CliError>;
+
+/// `qatc run ARTIFACT`: the int8 artifact on the integer runtime, without libtorch.
+pub(super) fn int8(args: RunArgs) -> Result<ExitCode, CliError> {
+    run(args, run_int8)
+}
+
+/// `qatc run MODEL.qat --weights CHECKPOINT`: through libtorch, so only `qatc-train` calls it.
+#[cfg(feature = "train")]
+pub(super) fn checkpoint(args: RunArgs) -> Result<ExitCode, CliError> {
+    run(args, run_checkpoint)
+}
+
+fn run(args: RunArgs, runner: Runner) -> Result<ExitCode, CliError> {
     // Thousands of threads only thrash the machine: refuse them before loading anything big.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let max_threads = cores * crate::limits::THREADS_PER_CORE;
@@ -48,10 +62,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
     let started = std::time::Instant::now();
-    let (scores, inputs) = pool.install(|| match &args.weights {
-        Some(weights) => run_checkpoint(&args, weights, &paths),
-        None => run_int8(&args, &paths),
-    })?;
+    let (scores, inputs) = pool.install(|| runner(&args, &paths))?;
     let seconds = started.elapsed().as_secs_f64();
     let truth = truth_indices(&inputs, &scores, args.labels.as_deref())?;
     let report = Report::new(&scores, &inputs, &truth, args.top, args.logits);
@@ -114,11 +125,11 @@ fn run_int8(args: &RunArgs, paths: &[PathBuf]) -> Result<(Scores, Inputs), CliEr
 
 /// The `.qat` model with a checkpoint, through libtorch.
 #[cfg(feature = "train")]
-fn run_checkpoint(
-    args: &RunArgs,
-    weights: &std::path::Path,
-    paths: &[PathBuf],
-) -> Result<(Scores, Inputs), CliError> {
+fn run_checkpoint(args: &RunArgs, paths: &[PathBuf]) -> Result<(Scores, Inputs), CliError> {
+    let weights = args
+        .weights
+        .as_deref()
+        .ok_or("a checkpoint run needs --weights")?;
     let graph = super::checked_graph(
         &args.artifact,
         args.model.as_deref(),
@@ -171,15 +182,6 @@ fn run_checkpoint(
         model: graph.name.clone(),
     };
     Ok((scores, inputs))
-}
-
-#[cfg(not(feature = "train"))]
-fn run_checkpoint(
-    _: &RunArgs,
-    _: &std::path::Path,
-    _: &[PathBuf],
-) -> Result<(Scores, Inputs), CliError> {
-    Err("--weights runs a checkpoint with libtorch: this qatc was built without the `train` feature; run the int8 artifact instead".into())
 }
 
 /// The output index of each image's true class, where it is known; an error names the

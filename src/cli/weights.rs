@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 /// Prints matched, missing, mis-shaped and extra tensors and proposed `transfer.map` rules;
 /// exits 0 when the file fits the model, 1 when it does not.
-#[cfg(feature = "train")]
 pub(super) fn diff(
     file: &Path,
     weights: &Path,
@@ -86,14 +85,4 @@ pub(super) fn diff(
     } else {
         ExitCode::FAILURE
     })
-}
-
-#[cfg(not(feature = "train"))]
-pub(super) fn diff(
-    _: &Path,
-    _: &Path,
-    _: Option<&str>,
-    _: Option<&Path>,
-) -> Result<ExitCode, String> {
-    Err("this qatc was built without the `train` feature (libtorch); `qatc weights diff` reads weights with it".into())
 }
