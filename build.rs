@@ -91,7 +91,6 @@ fn build_dist_shim(lib: &Path) {
     if nccl.is_ok() {
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
         println!("cargo:rustc-link-lib=dylib=c10_cuda");
-        println!("cargo:rustc-link-lib=dylib=cudart");
         println!("cargo:rustc-cfg=qatc_nccl");
     }
 }
