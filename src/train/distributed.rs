@@ -313,7 +313,7 @@ impl Drop for Group {
         if let Ok(raw) = self.raw.lock() {
             // After a failure NCCL's communicators are aborted, not shut down (that
             // would wait for the dead peer).
-            let clean = self.failed.lock().map_or(false, |f| f.is_none());
+            let clean = self.failed.lock().is_ok_and(|f| f.is_none());
             // SAFETY: created by qatc_dist_connect and freed once, here.
             unsafe { ffi::qatc_dist_free_group(*raw, clean as i32) };
         }
