@@ -1,7 +1,7 @@
 # Sourced by the Makefile and CI: sets up what is missing and exports what cargo needs.
-# Usage: source scripts/env.sh
+# Usage: source scripts/env.sh    (QATC_CUDA=1 source scripts/env.sh: the CUDA libtorch, with NCCL)
 _qatc_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LIBTORCH="$(bash "$_qatc_root/scripts/setup-libtorch.sh")" || return 1
+LIBTORCH="$(bash "$_qatc_root/scripts/setup-libtorch.sh" ${QATC_CUDA:+--cuda})" || return 1
 QATC_FASHION_MNIST="$(bash "$_qatc_root/scripts/setup-data.sh")" || return 1
 # Test peers (onnxruntime, LiteRT) live in qatc's own venv, first on PATH, so that
 # `python3 -m pip install` in the tests never touches the system Python.

@@ -1,5 +1,7 @@
 // qatc's bridge to PyTorch's distributed engine (c10d): a TCPStore rendezvous and
-// ProcessGroupGloo collectives, behind a C interface that Rust calls.
+// ProcessGroupGloo collectives on the CPU, or ProcessGroupNCCL on CUDA devices when
+// build.rs defines QATC_NCCL (a libtorch with CUDA, and NCCL's and CUDA's headers),
+// behind a C interface that Rust calls.
 //
 // Every entry point catches every C++ exception and returns -1; the message is kept
 // per thread and read with qatc_dist_last_error(). No exception may cross into Rust.
@@ -8,12 +10,18 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#ifdef QATC_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 namespace {
 
@@ -48,9 +56,60 @@ struct qatc_store {
 
 struct qatc_group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // ProcessGroupGloo or ProcessGroupNCCL: the collectives below are Backend's.
+  c10::intrusive_ptr<c10d::Backend> pg;
   std::chrono::milliseconds timeout;
 };
+
+namespace {
+
+c10::intrusive_ptr<c10d::Backend> gloo_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                              int rank, int world,
+                                              std::chrono::milliseconds timeout,
+                                              int device_kind, const char* device_arg) {
+  auto pg_store = c10::make_intrusive<c10d::PrefixStore>("cpu/", store);
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  switch (device_kind) {
+    case 1:
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(device_arg));
+      break;
+    case 2:
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(device_arg));
+      break;
+    default:
+      options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  options->threads = 1;
+  auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(pg_store, rank, world, options);
+  pg->setSequenceNumberForGroup();
+  return pg;
+}
+
+c10::intrusive_ptr<c10d::Backend> nccl_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                              int rank, int world,
+                                              std::chrono::milliseconds timeout,
+                                              int cuda_device) {
+#ifdef QATC_NCCL
+  // As init_process_group(backend="nccl", device_id=...) does: this process's device
+  // is current and bound to the group, and the communicator is made now, so that a
+  // rank that never arrives shows at rendezvous rather than at the first collective.
+  auto device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device));
+  c10::cuda::set_device(device.index());
+  auto pg_store = c10::make_intrusive<c10d::PrefixStore>("cuda/", store);
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(pg_store, rank, world, options);
+  pg->setBoundDeviceId(device);
+  pg->setSequenceNumberForGroup();
+  pg->eagerConnectSingleDevice(device);
+  return pg;
+#else
+  (void)store, (void)rank, (void)world, (void)timeout, (void)cuda_device;
+  throw std::runtime_error("this qatc was built without NCCL");
+#endif
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -78,11 +137,13 @@ void qatc_dist_free_store(qatc_store* store) {
 }
 
 // Joins the group: connects to (or, when host_store, hosts) the TCPStore at host:port,
-// then rendezvous of `world` Gloo ranks. `device_kind`: 0 the default device (this
-// machine's hostname), 1 the address `device_arg`, 2 the network interface `device_arg`.
+// then rendezvous of `world` ranks. `cuda_device` < 0: Gloo on the CPU, where
+// `device_kind` says how Gloo finds its address: 0 the default device (this machine's
+// hostname), 1 the address `device_arg`, 2 the network interface `device_arg`.
+// `cuda_device` >= 0: NCCL on that CUDA device (QATC_NCCL builds only).
 int qatc_dist_connect(const char* host, int port, int rank, int world, int host_store,
                       int64_t timeout_ms, int device_kind, const char* device_arg,
-                      qatc_group** out) {
+                      int cuda_device, qatc_group** out) {
   return guarded([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
@@ -93,32 +154,28 @@ int qatc_dist_connect(const char* host, int port, int rank, int world, int host_
     opts.timeout = timeout;
     c10::intrusive_ptr<c10d::Store> store =
         c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
-    // The prefixes Python's init_process_group("gloo") uses, so keys do not clash
-    // with tools that share the store.
+    // The prefixes Python's init_process_group uses ("cpu/" or "cuda/" per backend),
+    // so keys do not clash with tools that share the store.
     store = c10::make_intrusive<c10d::PrefixStore>("default_pg", store);
     store = c10::make_intrusive<c10d::PrefixStore>("0/", store);
-    auto pg_store = c10::make_intrusive<c10d::PrefixStore>("cpu/", store);
-    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-    switch (device_kind) {
-      case 1:
-        options->devices.push_back(
-            c10d::ProcessGroupGloo::createDeviceForHostname(device_arg));
-        break;
-      case 2:
-        options->devices.push_back(
-            c10d::ProcessGroupGloo::createDeviceForInterface(device_arg));
-        break;
-      default:
-        options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    }
-    options->threads = 1;
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(pg_store, rank, world, options);
-    pg->setSequenceNumberForGroup();
+    auto pg = cuda_device < 0
+                  ? gloo_group(store, rank, world, timeout, device_kind, device_arg)
+                  : nccl_group(store, rank, world, timeout, cuda_device);
     *out = new qatc_group{store, pg, timeout};
   });
 }
 
-void qatc_dist_free_group(qatc_group* group) {
+// Leaves the group: `clean` (no collective failed) shuts NCCL's communicators down as
+// destroy_process_group does; otherwise aborts them, since a dead peer would hang a
+// clean shutdown. Both are no-ops for Gloo.
+void qatc_dist_free_group(qatc_group* group, int clean) {
+  guarded([&] {
+    if (clean) {
+      group->pg->shutdown();
+    } else {
+      group->pg->abort();
+    }
+  });
   guarded([&] { delete group; });
 }
 
@@ -138,7 +195,8 @@ int qatc_dist_store_get(qatc_group* g, const char* key, uint8_t* buf, size_t cap
   });
 }
 
-// In-place allreduce of `n` CPU tensors of one dtype (one coalesced call when n > 1).
+// In-place allreduce of `n` tensors of one dtype, on the group's device (CPU for Gloo,
+// the rank's CUDA device for NCCL) (one coalesced call when n > 1).
 // op: 0 sum, 1 min, 2 max.
 int qatc_dist_allreduce(qatc_group* g, at::Tensor** tensors, int n, int op) {
   return guarded([&] {
@@ -163,7 +221,7 @@ int qatc_dist_allreduce(qatc_group* g, at::Tensor** tensors, int n, int op) {
   });
 }
 
-// In-place broadcast of `n` CPU tensors from `root`.
+// In-place broadcast of `n` tensors (on the group's device) from `root`.
 int qatc_dist_broadcast(qatc_group* g, at::Tensor** tensors, int n, int root) {
   return guarded([&] {
     for (int i = 0; i < n; i++) {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{data_dir, write};
-use qatc::train::distributed::{StoreHost, AVAILABLE};
+use qatc::train::distributed::{no_nccl_why, StoreHost, AVAILABLE, NCCL};
 
 /// No batch norm: per-rank batch statistics would differ from one process's (as with
 /// PyTorch's DDP without SyncBatchNorm); everything else must match.
@@ -365,4 +365,37 @@ fn a_rank_that_never_comes_ends_the_others_after_the_timeout() {
         "{stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(30), "{stderr}");
+}
+
+#[test]
+fn several_ranks_on_cuda_are_refused_with_the_reason_when_they_cannot_run() {
+    if skip() {
+        return;
+    }
+    let s = setup();
+    let recipe = s.recipe("r.yaml", &recipe(1, 5, false));
+    let out = s.path("out");
+    let mut args = build_args(&s.model, &recipe, &out);
+    args.extend(["--device", "cuda", "--nproc", "2"]);
+    let devices = tch::Cuda::device_count();
+    if NCCL && devices >= 2 {
+        eprintln!("skipped: this machine could train on 2 GPUs (this test is about refusals)");
+        return;
+    }
+    let run = qatc_cmd(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    if NCCL {
+        // Built with NCCL, but this machine has fewer than 2 GPUs.
+        assert!(stderr.contains("CUDA"), "{stderr}");
+    } else {
+        // Without NCCL: said before anything else, with build.rs's reason.
+        assert!(
+            stderr.contains("data-parallel training on CUDA devices needs NCCL"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(no_nccl_why()), "{stderr}");
+        assert!(stderr.contains("setup-libtorch.sh --cuda"), "{stderr}");
+    }
+    assert!(!Path::new(&out).exists(), "{stderr}");
 }

@@ -177,8 +177,9 @@ pub struct BuildArgs {
     /// (model.tflite) of the QAT int8 model; repeat for both. `tflite` is checked before training.
     #[arg(long, value_enum)]
     pub emit: Vec<ExportFormat>,
-    /// Train data-parallel in N local processes (PyTorch's c10d with Gloo), started and
-    /// watched by this one; several machines: launch with `torchrun --no-python qatc build`.
+    /// Train data-parallel in N local processes (PyTorch's c10d: Gloo on the CPU, NCCL
+    /// with `--device cuda`, one GPU per process), started and watched by this one;
+    /// several machines: launch with `torchrun --no-python qatc build`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub nproc: Option<u16>,
 }

@@ -62,12 +62,25 @@ fn prepared(args: &ModelArgs) -> Result<(Graph, crate::recipe::Recipe, BuildOpti
 
 pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
     let rendezvous = crate::train::distributed::Rendezvous::from_env()?;
-    if let Some(n) = args.nproc.filter(|&n| n > 1) {
+    let nproc = args.nproc.filter(|&n| n > 1);
+    let cuda = args.model.device == "cuda";
+    // Why not, before "no CUDA device" (a libtorch without CUDA has neither).
+    if cuda && (nproc.is_some() || rendezvous.is_some()) && !crate::train::distributed::NCCL {
+        return Err(crate::train::distributed::DistError::NoNccl {
+            why: crate::train::distributed::no_nccl_why(),
+        }
+        .into());
+    }
+    if let Some(n) = nproc {
         if rendezvous.is_some() {
             return Err("--nproc starts its own workers, but this process is already one (WORLD_SIZE is set, as torchrun does)\n  hint: give either --nproc or torchrun's variables".into());
         }
         // Errors in the model or recipe once, before any worker starts.
         prepared(&args.model)?;
+        let devices = tch::Cuda::device_count().max(0) as u64;
+        if cuda && (n as u64) > devices {
+            return Err(format!("--nproc {n} --device cuda starts one rank per GPU, and this machine has {devices}\n  hint: --nproc {devices} at most (torchrun's --nproc-per-node on several machines)").into());
+        }
         return Ok(super::launch::launch(n as usize)?);
     }
     let (graph, recipe, mut opts) = prepared(&args.model)?;
@@ -96,10 +109,9 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
         }
     }
     if let Some(rv) = &rendezvous {
-        if opts.train.device != tch::Device::Cpu {
-            return Err(format!("rank {}: data-parallel training runs on the CPU (Gloo) only; NCCL for --device cuda is not in qatc yet", rv.rank).into());
-        }
-        let group = crate::train::distributed::Group::connect(rv)?;
+        // Gloo on the CPU; NCCL on the GPU numbered by LOCAL_RANK.
+        opts.train.device = crate::train::distributed::rank_device(rv, opts.train.device)?;
+        let group = crate::train::distributed::Group::connect(rv, opts.train.device)?;
         if rv.rank > 0 {
             // Rank 0 tells the progress; the others speak only to fail.
             opts.train.log = crate::train::progress::Log::Quiet;

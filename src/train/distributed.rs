@@ -1,14 +1,18 @@
-//! Data-parallel training on PyTorch's distributed engine (c10d): a TCPStore rendezvous
-//! and Gloo collectives, reached through the C++ bridge in shim/dist.cpp. Ranks find
-//! each other as torchrun's workers do (RANK, WORLD_SIZE, MASTER_ADDR, ...).
+//! Data-parallel training on PyTorch's distributed engine (c10d): a TCPStore rendezvous,
+//! then Gloo collectives on the CPU or NCCL collectives on CUDA devices, reached through
+//! the C++ bridge in shim/dist.cpp. Ranks find each other as torchrun's workers do (RANK,
+//! WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...).
 //!
 //! Every collective is issued in one fixed order on every rank (a mismatch aborts Gloo);
 //! a failed one poisons the group, so later calls fail at once with the first error.
+//!
+//! The NCCL path (`--device cuda`) is compiled when libtorch has CUDA (see build.rs) but
+//! has never run on this project's machines, which have no GPU; Gloo is the tested one.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Why distributed training could not start or continue.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,6 +51,14 @@ pub enum DistError {
     },
     #[error("cannot host the rendezvous store: {0}")]
     Store(String),
+    #[error("data-parallel training on CUDA devices needs NCCL, and this qatc was built without it: {why}\n  hint: build qatc against a CUDA libtorch (LIBTORCH=$(scripts/setup-libtorch.sh --cuda) cargo build --release), or train on the CPU (--device cpu)")]
+    NoNccl { why: &'static str },
+    #[error("rank {rank}: LOCAL_RANK={local_rank} has no CUDA device of its own (this machine has {devices})\n  hint: start at most one rank per GPU on each machine (--nproc, or torchrun's --nproc-per-node)")]
+    NoDevice {
+        rank: usize,
+        local_rank: usize,
+        devices: usize,
+    },
 }
 
 /// Where and how this process joins a group: torchrun's environment variables.
@@ -142,6 +154,40 @@ impl Rendezvous {
 /// Whether this qatc was built with the bridge to c10d.
 pub const AVAILABLE: bool = cfg!(qatc_dist);
 
+/// Whether the bridge has NCCL (collectives between CUDA devices).
+pub const NCCL: bool = cfg!(qatc_nccl);
+
+/// Why this build has no NCCL, as build.rs found it.
+pub fn no_nccl_why() -> &'static str {
+    match option_env!("QATC_NO_NCCL_WHY") {
+        Some(why) => why,
+        None if !AVAILABLE => "it was built without its bridge to c10d altogether",
+        None => "unknown",
+    }
+}
+
+/// The device a rank trains on when `requested` is asked for: the CPU (Gloo), or the
+/// CUDA device numbered by its LOCAL_RANK (NCCL), as torchrun's convention has it.
+pub fn rank_device(rv: &Rendezvous, requested: Device) -> Result<Device, DistError> {
+    match requested {
+        Device::Cpu => Ok(Device::Cpu),
+        Device::Cuda(_) | Device::Mps | Device::Vulkan => {
+            if !NCCL {
+                return Err(DistError::NoNccl { why: no_nccl_why() });
+            }
+            let devices = tch::Cuda::device_count().max(0) as usize;
+            if rv.local_rank >= devices {
+                return Err(DistError::NoDevice {
+                    rank: rv.rank,
+                    local_rank: rv.local_rank,
+                    devices,
+                });
+            }
+            Ok(Device::Cuda(rv.local_rank))
+        }
+    }
+}
+
 #[cfg(qatc_dist)]
 mod ffi {
     use std::os::raw::{c_char, c_int};
@@ -175,9 +221,10 @@ mod ffi {
             timeout_ms: i64,
             device_kind: c_int,
             device_arg: *const c_char,
+            cuda_device: c_int,
             out: *mut *mut Group,
         ) -> c_int;
-        pub fn qatc_dist_free_group(group: *mut Group);
+        pub fn qatc_dist_free_group(group: *mut Group, clean: c_int);
         pub fn qatc_dist_store_set(
             group: *mut Group,
             key: *const c_char,
@@ -217,7 +264,7 @@ mod ffi {
     }
 }
 
-/// The reductions Gloo runs for us.
+/// The reductions c10d runs for us.
 #[derive(Debug, Clone, Copy)]
 enum Reduce {
     Sum = 0,
@@ -233,6 +280,8 @@ pub struct Group {
     raw: Mutex<*mut ffi::Group>,
     rank: usize,
     world: usize,
+    /// Where the collectives' tensors live: the CPU (Gloo) or this rank's GPU (NCCL).
+    device: Device,
     /// The first failure; every later call returns it.
     failed: Mutex<Option<DistError>>,
     /// Numbers the store keys of successive configuration checks.
@@ -250,7 +299,11 @@ unsafe impl Sync for Group {}
 
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Group(rank {} of {})", self.rank, self.world)
+        write!(
+            f,
+            "Group(rank {} of {} on {:?})",
+            self.rank, self.world, self.device
+        )
     }
 }
 
@@ -258,18 +311,22 @@ impl Drop for Group {
     fn drop(&mut self) {
         #[cfg(qatc_dist)]
         if let Ok(raw) = self.raw.lock() {
+            // After a failure NCCL's communicators are aborted, not shut down (that
+            // would wait for the dead peer).
+            let clean = self.failed.lock().is_ok_and(|f| f.is_none());
             // SAFETY: created by qatc_dist_connect and freed once, here.
-            unsafe { ffi::qatc_dist_free_group(*raw) };
+            unsafe { ffi::qatc_dist_free_group(*raw, clean as i32) };
         }
     }
 }
 
 impl Group {
-    /// Joins the group `rv` describes: rendezvous through the TCPStore, then Gloo.
-    pub fn connect(rv: &Rendezvous) -> Result<Group, DistError> {
+    /// Joins the group `rv` describes: rendezvous through the TCPStore, then Gloo on the
+    /// CPU or, when `device` is a CUDA device (see [`rank_device`]), NCCL on it.
+    pub fn connect(rv: &Rendezvous, device: Device) -> Result<Group, DistError> {
         #[cfg(not(qatc_dist))]
         {
-            let _ = rv;
+            let _ = (rv, device);
             Err(DistError::Unavailable)
         }
         #[cfg(qatc_dist)]
@@ -294,6 +351,13 @@ impl Group {
             };
             let arg = CString::new(arg)
                 .map_err(|_| fail("GLOO_SOCKET_IFNAME contains a NUL byte".into()))?;
+            let cuda_device = match device {
+                Device::Cpu => -1,
+                Device::Cuda(index) if NCCL => index as i32,
+                Device::Cuda(_) | Device::Mps | Device::Vulkan => {
+                    return Err(DistError::NoNccl { why: no_nccl_why() })
+                }
+            };
             let mut raw = std::ptr::null_mut();
             // SAFETY: valid C strings and an out pointer; the shim catches every exception.
             let rc = unsafe {
@@ -306,6 +370,7 @@ impl Group {
                     rv.timeout.as_millis() as i64,
                     kind,
                     arg.as_ptr(),
+                    cuda_device,
                     &mut raw,
                 )
             };
@@ -316,6 +381,7 @@ impl Group {
                 raw: Mutex::new(raw),
                 rank: rv.rank,
                 world: rv.world,
+                device,
                 failed: Mutex::new(None),
                 checks: Mutex::new(0),
                 collective_seconds: Mutex::new(0.0),
@@ -329,6 +395,11 @@ impl Group {
 
     pub fn world(&self) -> usize {
         self.world
+    }
+
+    /// Where tensors given to collectives must be.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Seconds spent waiting in collectives so far.
@@ -438,7 +509,7 @@ impl Group {
         #[cfg(qatc_dist)]
         {
             let mut ptr = t.as_ptr() as *mut torch_sys::C_tensor;
-            // SAFETY: a live CPU tensor, reduced in place.
+            // SAFETY: a live tensor on the group's device, reduced in place.
             self.call(what, |g| unsafe {
                 ffi::qatc_dist_allreduce(g, &mut ptr, 1, op as i32)
             })
@@ -450,7 +521,8 @@ impl Group {
         }
     }
 
-    /// Sums a flat f32 tensor over the ranks, in place, in buckets of [`BUCKET`] elements.
+    /// Sums a flat f32 tensor (on [`Group::device`]) over the ranks, in place, in buckets
+    /// of [`BUCKET`] elements.
     pub fn sum_in_place(&self, flat: &Tensor) -> Result<(), DistError> {
         let n = flat.numel() as i64;
         let mut start = 0;
@@ -473,20 +545,20 @@ impl Group {
         } else {
             (f32::INFINITY, f32::NEG_INFINITY)
         };
-        let t = Tensor::from_slice(&[-lo, hi]);
+        let t = Tensor::from_slice(&[-lo, hi]).to_device(self.device);
         self.reduce_one("allreduce of an observer's range", &t, Reduce::Max)?;
-        let v = Vec::<f32>::try_from(&t).unwrap_or_default();
+        let v = Vec::<f32>::try_from(&t.to_device(Device::Cpu)).unwrap_or_default();
         Ok((-v[0], v[1]))
     }
 
     /// The largest value of `x` over the ranks (used to agree on counts and flags).
     pub fn max_i64(&self, x: i64) -> Result<i64, DistError> {
-        let t = Tensor::from_slice(&[x as f64]);
+        let t = Tensor::from_slice(&[x as f64]).to_device(self.device);
         self.reduce_one("allreduce of a count", &t, Reduce::Max)?;
         Ok(t.double_value(&[0]) as i64)
     }
 
-    /// Copies rank 0's values of `tensors` (CPU) into every rank's, in place.
+    /// Copies rank 0's values of `tensors` (on [`Group::device`]) into every rank's, in place.
     pub fn broadcast_from_0(&self, tensors: &[Tensor]) -> Result<(), DistError> {
         #[cfg(qatc_dist)]
         {
@@ -628,11 +700,11 @@ pub fn average_step(
     );
     let extras: Vec<f32> = extra.iter().map(|&x| x as f32).collect();
     parts.push(
-        Tensor::from_slice(&extras)
-            .to_device(params.first().map_or(tch::Device::Cpu, Tensor::device)),
+        Tensor::from_slice(&extras).to_device(params.first().map_or(Device::Cpu, Tensor::device)),
     );
+    // Stays on the GPU with NCCL.
     let flat = Tensor::cat(&parts, 0)
-        .to_device(tch::Device::Cpu)
+        .to_device(group.device())
         .contiguous();
     group.sum_in_place(&flat)?;
     let mut at = 0i64;
@@ -655,13 +727,15 @@ pub fn average_step(
             at += n;
         }
     });
-    Ok(
-        Vec::<f32>::try_from(&flat.narrow(0, at, extra.len() as i64))
-            .unwrap_or_default()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
+    Ok(Vec::<f32>::try_from(
+        &flat
+            .narrow(0, at, extra.len() as i64)
+            .to_device(Device::Cpu),
     )
+    .unwrap_or_default()
+    .into_iter()
+    .map(f64::from)
+    .collect())
 }
 
 /// Copies rank 0's values of every variable of `vs` (by name, so the same order on every
@@ -669,13 +743,13 @@ pub fn average_step(
 pub fn broadcast_variables(group: &Group, vs: &tch::nn::VarStore) -> Result<(), DistError> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let cpu: Vec<Tensor> = named
+    let copies: Vec<Tensor> = named
         .iter()
-        .map(|(_, t)| t.detach().to_device(tch::Device::Cpu).contiguous())
+        .map(|(_, t)| t.detach().to_device(group.device()).contiguous())
         .collect();
-    group.broadcast_from_0(&cpu)?;
+    group.broadcast_from_0(&copies)?;
     tch::no_grad(|| {
-        for ((_, t), value) in named.iter().zip(&cpu) {
+        for ((_, t), value) in named.iter().zip(&copies) {
             let mut t = t.shallow_clone();
             t.copy_(value);
         }
@@ -717,6 +791,40 @@ mod tests {
         );
         assert_eq!(without_source_location("[a b] c"), "[a b] c");
         assert_eq!(without_source_location("plain"), "plain");
+    }
+
+    #[test]
+    fn a_rank_trains_on_the_cpu_or_the_gpu_of_its_local_rank() {
+        let rv = Rendezvous {
+            rank: 5,
+            world: 8,
+            local_rank: 1,
+            master_addr: "10.0.0.1".into(),
+            master_port: 29500,
+            agent_store: true,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(rank_device(&rv, Device::Cpu).unwrap(), Device::Cpu);
+        let devices = tch::Cuda::device_count();
+        match rank_device(&rv, Device::Cuda(0)) {
+            Ok(device) => {
+                assert!(NCCL && devices > 1);
+                assert_eq!(device, Device::Cuda(1));
+            }
+            Err(DistError::NoNccl { why }) => {
+                assert!(!NCCL);
+                assert_eq!(why, no_nccl_why());
+            }
+            Err(DistError::NoDevice {
+                local_rank,
+                devices: seen,
+                ..
+            }) => {
+                assert!(NCCL);
+                assert_eq!((local_rank, seen as i64), (1, devices));
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

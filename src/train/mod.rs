@@ -83,7 +83,7 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Distributed(#[from] distributed::DistError),
-    #[error("CUDA was requested but this libtorch has no CUDA device\n  hint: use --device cpu, or point LIBTORCH at a CUDA build of libtorch 2.13")]
+    #[error("CUDA was requested but libtorch finds no CUDA device (the libtorch qatc was built against has no CUDA, or this machine has no GPU or driver)\n  hint: use --device cpu, or build qatc against a CUDA libtorch 2.13 (LIBTORCH=$(scripts/setup-libtorch.sh --cuda)) and run it where there is a GPU")]
     NoCuda,
 }
 
