@@ -81,7 +81,7 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
         if cuda && (n as u64) > devices {
             return Err(format!("--nproc {n} --device cuda starts one rank per GPU, and this machine has {devices}\n  hint: --nproc {devices} at most (torchrun's --nproc-per-node on several machines)").into());
         }
-        return Ok(super::launch::launch(n as usize)?);
+        return super::launch::launch(n as usize);
     }
     let (graph, recipe, mut opts) = prepared(&args.model)?;
     if let Some(out) = args.out {

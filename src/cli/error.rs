@@ -29,6 +29,8 @@ pub enum CliError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
+    Lsp(#[from] crate::lsp::LspError),
+    #[error(transparent)]
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -7,14 +7,15 @@
 use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
+use super::CliError;
 use crate::train::distributed::{DistError, StoreHost, DEFAULT_TIMEOUT_S};
 
 /// How long the other ranks may take to stop once one has failed.
 const GRACE: Duration = Duration::from_secs(15);
 
-pub(super) fn launch(world: usize) -> Result<ExitCode, String> {
+pub(super) fn launch(world: usize) -> Result<ExitCode, CliError> {
     if !crate::train::distributed::AVAILABLE {
-        return Err(DistError::Unavailable.to_string());
+        return Err(DistError::Unavailable.into());
     }
     let timeout_s = match std::env::var("QATC_DIST_TIMEOUT") {
         Ok(v) => v
@@ -35,8 +36,7 @@ pub(super) fn launch(world: usize) -> Result<ExitCode, String> {
         // Any free port: two builds on one machine do not collide.
         Err(_) => 0,
     };
-    let store =
-        StoreHost::start(port, world, Duration::from_secs(timeout_s)).map_err(|e| e.to_string())?;
+    let store = StoreHost::start(port, world, Duration::from_secs(timeout_s))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find qatc's own path: {e}"))?;
     let args = worker_args(std::env::args_os().skip(1));
     // As torchrun does: workers share the cores instead of each taking all of them.
@@ -63,7 +63,7 @@ pub(super) fn launch(world: usize) -> Result<ExitCode, String> {
             Ok(c) => children.push(Some(c)),
             Err(e) => {
                 kill_all(&mut children);
-                return Err(format!("cannot start rank {rank} ({}): {e}", exe.display()));
+                return Err(format!("cannot start rank {rank} ({}): {e}", exe.display()).into());
             }
         }
     }
@@ -79,7 +79,8 @@ pub(super) fn launch(world: usize) -> Result<ExitCode, String> {
             .map(|(rank, why)| format!("rank {rank} {why}"))
             .collect::<Vec<_>>()
             .join("; ")
-    ))
+    )
+    .into())
 }
 
 /// This command line without `--nproc N`: what each worker runs.

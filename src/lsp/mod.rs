@@ -59,26 +59,40 @@ pub fn capabilities() -> lsp::ServerCapabilities {
     }
 }
 
+/// Why the server stopped before the client said `exit`.
+#[derive(Debug, thiserror::Error)]
+pub enum LspError {
+    /// The client broke the protocol (e.g. no `initialized` after `initialize`).
+    #[error("language server: {0}")]
+    Protocol(#[from] lsp_server::ProtocolError),
+    /// The client went away while the server was answering.
+    #[error("language server: the client closed the connection")]
+    Disconnected,
+    #[error("language server: stdin or stdout failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Runs the server until the client says `exit`.
-pub fn run_stdio() -> Result<(), String> {
+pub fn run_stdio() -> Result<(), LspError> {
     let (connection, io_threads) = Connection::stdio();
-    let caps = serde_json::to_value(capabilities()).map_err(|e| e.to_string())?;
-    connection
-        .initialize(caps)
-        .map_err(|e| format!("initialize failed: {e}"))?;
+    let caps = serde_json::to_value(capabilities()).expect("capabilities serialize");
+    connection.initialize(caps)?;
     let mut server = Server::default();
     for message in &connection.receiver {
         if let Message::Request(req) = &message {
-            if connection.handle_shutdown(req).map_err(|e| e.to_string())? {
+            if connection.handle_shutdown(req)? {
                 break;
             }
         }
         for out in server.handle(message) {
-            connection.sender.send(out).map_err(|e| e.to_string())?;
+            connection
+                .sender
+                .send(out)
+                .map_err(|_| LspError::Disconnected)?;
         }
     }
     drop(connection);
-    io_threads.join().map_err(|e| e.to_string())
+    Ok(io_threads.join()?)
 }
 
 struct Document {

@@ -1,6 +1,7 @@
 //! Running a float, PTQ or QAT checkpoint on images with libtorch (`qatc run model.qat
 //! --weights FILE`), so a user porting a model can compare qatc's logits with PyTorch's.
 
+use super::TrainError;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -22,19 +23,25 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Loads `weights` (a safetensors file `qatc build` wrote) into the network of `graph`,
     /// whose inputs are normalized as `normalize` says (the recipe's, as in training).
-    pub fn load(graph: &Graph, weights: &Path, normalize: Normalize) -> Result<Checkpoint, String> {
+    pub fn load(
+        graph: &Graph,
+        weights: &Path,
+        normalize: Normalize,
+    ) -> Result<Checkpoint, TrainError> {
         let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(weights)
-            .map_err(|e| format!("cannot read weights {}: {e}", weights.display()))?
+            .map_err(|source| TrainError::UnreadableWeights {
+                path: weights.to_path_buf(),
+                source,
+            })?
             .into_iter()
             .collect();
         let mut net = Network::new(graph, Device::Cpu);
-        net.restore(&tensors).map_err(|why| {
-            format!(
-                "weights {} do not fit model `{}`: {why}",
-                weights.display(),
-                graph.name
-            )
-        })?;
+        net.restore(&tensors)
+            .map_err(|why| TrainError::MismatchedWeights {
+                path: weights.to_path_buf(),
+                model: graph.name.clone(),
+                why,
+            })?;
         let quantized = tensors.keys().any(|k| k.ends_with(".min"));
         let mode = if quantized {
             Mode::Quantized

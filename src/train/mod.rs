@@ -79,6 +79,18 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Transfer(String),
+    /// A checkpoint `qatc run --weights` cannot use.
+    #[error("cannot read weights {}: {source}", path.display())]
+    UnreadableWeights {
+        path: PathBuf,
+        source: tch::TchError,
+    },
+    #[error("weights {} do not fit model `{model}`: {why}", path.display())]
+    MismatchedWeights {
+        path: PathBuf,
+        model: String,
+        why: String,
+    },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error(transparent)]
