@@ -6,43 +6,33 @@ use std::process::{Command, Output};
 
 /// The `qatc` users run. light/ builds it from the same sources without libtorch, so Cargo
 /// does not name it to this package's tests: it lies beside `qatc-train`. A `cargo test`
-/// rebuilds this package but not light/, so a `qatc` older than any source is refused
-/// rather than tested.
+/// rebuilds this package but not light/, so a `qatc` older than a source it was built from
+/// (Cargo lists them in `qatc.d` beside it) is refused rather than tested.
 pub fn qatc_bin() -> PathBuf {
     static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CHECKED
         .get_or_init(|| {
             let qatc = Path::new(env!("CARGO_BIN_EXE_qatc-train")).with_file_name("qatc");
-            let built = std::fs::metadata(&qatc).and_then(|m| m.modified());
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let newest = newest_modification(&[root.join("src"), root.join("light/src")]);
-            match built {
-                Ok(built) if built >= newest => qatc,
-                _ => panic!(
-                    "{} is missing or older than the sources: `cargo build --release --locked` \
-                     builds it (the workspace's light/ crate); then run the tests again",
+            let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified());
+            let sources = std::fs::read_to_string(qatc.with_extension("d")).unwrap_or_default();
+            let stale = match modified(&qatc) {
+                Ok(built) => sources
+                    .split_once(": ")
+                    .map_or("", |(_, deps)| deps)
+                    .split_whitespace()
+                    .find(|dep| modified(Path::new(dep)).map_or(true, |m| m > built)),
+                Err(_) => Some("(it is missing)"),
+            };
+            if let Some(source) = stale {
+                panic!(
+                    "{} is older than {source}: `cargo build --release --locked` builds it \
+                     (the workspace's light/ crate); then run the tests again",
                     qatc.display()
-                ),
+                );
             }
+            qatc
         })
         .clone()
-}
-
-/// The latest modification time of the files under `dirs`.
-fn newest_modification(dirs: &[PathBuf]) -> std::time::SystemTime {
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    let mut pending: Vec<PathBuf> = dirs.to_vec();
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-                newest = newest.max(modified);
-            }
-        }
-    }
-    newest
 }
 
 pub fn qatc(args: &[&str]) -> Output {
