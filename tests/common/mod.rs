@@ -20,13 +20,15 @@ pub fn qatc_bin() -> PathBuf {
                     .split_once(": ")
                     .map_or("", |(_, deps)| deps)
                     .split_whitespace()
-                    .find(|dep| modified(Path::new(dep)).map_or(true, |m| m > built)),
-                Err(_) => Some("(it is missing)"),
+                    // A name Cargo escaped (a space) is not checked rather than refused.
+                    .find(|dep| modified(Path::new(dep)).is_ok_and(|m| m > built))
+                    .map(|dep| format!("is older than {dep}")),
+                Err(_) => Some("is missing".to_string()),
             };
-            if let Some(source) = stale {
+            if let Some(why) = stale {
                 panic!(
-                    "{} is older than {source}: `cargo build --release --locked` builds it \
-                     (the workspace's light/ crate); then run the tests again",
+                    "{} {why}: `cargo build --release --locked` builds it (the workspace's \
+                     light/ crate); then run the tests again",
                     qatc.display()
                 );
             }
