@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{data_dir, qatc, qatc_ok, write};
+use common::{data_dir, litert, litert_outputs, qatc, qatc_ok, write};
 use qatc::data::{self, Split};
 use qatc::export::tflite::{self, TfliteModel};
 use qatc::int8::{self, IntGraph, IntOp, IntTensor, IntTensors, LookupFunction, QParams};
@@ -130,7 +130,10 @@ fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors)
         .iter()
         // Explicit padding is inserted before some convolutions (into a `/padded` tensor).
         .filter(|o| {
-            !(o.op == "PAD" && file.tensors[o.outputs[0] as usize].name.ends_with("/padded"))
+            !(o.op == "PAD"
+                && file.tensors[o.outputs[0] as usize]
+                    .name
+                    .ends_with("/padded"))
         })
         .map(|o| o.op.as_str())
         .collect();
@@ -257,46 +260,6 @@ fn assert_round_trip(file: &TfliteModel, graph: &IntGraph, tensors: &IntTensors)
         assert_eq!(&stored, data, "{bias}");
         assert_eq!(b.dtype, "int32");
     }
-}
-
-/// Makes sure Python can import the LiteRT interpreter, installing it from PyPI when missing.
-fn litert() -> Result<(), String> {
-    let import = || {
-        Command::new("python3")
-            .args(["-c", "import ai_edge_litert.interpreter, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if import() {
-        return Ok(());
-    }
-    eprintln!("installing ai-edge-litert from PyPI for the LiteRT comparison");
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "ai-edge-litert", "numpy"])
-        .status();
-    match installed {
-        Ok(s) if s.success() && import() => Ok(()),
-        Ok(s) => Err(format!("`pip install ai-edge-litert` exited with {s}")),
-        Err(e) => Err(format!("cannot run python3: {e}")),
-    }
-}
-
-/// Runs the int8 inputs through LiteRT (scripts/litert.py) and returns its int8 outputs.
-fn litert_outputs(model: &Path, inputs: &[i8], dir: &Path) -> Vec<i8> {
-    let (x, y) = (dir.join("x.i8"), dir.join("y.i8"));
-    std::fs::write(&x, inputs.iter().map(|&v| v as u8).collect::<Vec<u8>>()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/litert.py");
-    let status = Command::new("python3")
-        .args([script.to_str().unwrap(), "run", model.to_str().unwrap()])
-        .args([&x, &y])
-        .status()
-        .unwrap();
-    assert!(status.success(), "LiteRT failed on {}", model.display());
-    std::fs::read(&y)
-        .unwrap()
-        .into_iter()
-        .map(|b| b as i8)
-        .collect()
 }
 
 /// The whole check for one model: build, round trip, `qatc inspect`, `qatc export`, LiteRT.
