@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{data_dir, litert, litert_outputs, qatc, qatc_ok, write};
 use qatc::data::{self, Split};
