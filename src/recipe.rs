@@ -13,7 +13,8 @@ use crate::diagnostics::{render_terminal, Diagnostic, SourceFile, Span};
 /// below (a test keeps the two the same).
 pub const DEFAULT_RECIPE: &str = r#"# qatc's default training recipe: what `qatc build` uses when a model has no recipe
 # beside it. Save it as <model>.yaml (`qatc recipe --out model.yaml`), edit, build again.
-# Every key may be left out; it then takes the value shown here.
+# Every key may be left out; it then takes the value shown here. A recipe without a
+# `train:` section trains nothing (load, calibrate, evaluate; QAT only with a `qat:` section).
 data:
   format: idx                               # idx, folder (dir/<class>/*.png|jpg|…), cifar or numpy (.npz)
   # dir: /usr/share/datasets/fashion-mnist  # the data; for idx the default is $QATC_FASHION_MNIST, else Debian's path
@@ -338,6 +339,20 @@ pub struct RecipeError {
     pub rendered: String,
 }
 
+/// A recipe without a `train:` section is the PTQ workflow: load (transferred weights),
+/// calibrate, evaluate, as `train.epochs: 0`; QAT runs only when a `qat:` section asks.
+fn untrained_without_train_section(recipe: &mut Recipe, text: &str) {
+    // The text parsed as a recipe, so it parses as YAML; `{}` stands for an empty file.
+    let sections: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_default();
+    let has = |section: &str| sections.get(section).is_some();
+    if !has("train") {
+        recipe.train.epochs = 0;
+        if !has("qat") {
+            recipe.qat.epochs = 0;
+        }
+    }
+}
+
 impl Recipe {
     /// The recipe path for a model file: the same name with `.yaml`.
     pub fn path_for(model: &Path) -> PathBuf {
@@ -389,6 +404,8 @@ impl Recipe {
                 .with_help("see examples/fashion/cnn.yaml for a complete recipe"),
             )
         })?;
+        let mut recipe = recipe;
+        untrained_without_train_section(&mut recipe, text);
         recipe.validate().map_err(|(section, key, message)| {
             let span = key_span(text, section, key);
             render(Diagnostic::error(
@@ -576,11 +593,11 @@ mod tests {
     fn the_printed_default_recipe_is_the_default() {
         let printed = Recipe::parse("default.yaml", DEFAULT_RECIPE).unwrap();
         assert_eq!(printed, Recipe::default());
-        // Every key left out takes the same value.
-        assert_eq!(
-            Recipe::parse("empty.yaml", "{}").unwrap(),
-            Recipe::default()
-        );
+        // Every key left out takes the same value, but for the epochs: a recipe without
+        // `train:` trains nothing.
+        let mut untrained = Recipe::default();
+        (untrained.train.epochs, untrained.qat.epochs) = (0, 0);
+        assert_eq!(Recipe::parse("empty.yaml", "{}").unwrap(), untrained);
         // And every key of the serialized recipe is in the printed one (commented or not).
         let all = serde_json::to_value(Recipe::default()).unwrap();
         for (section, keys) in all.as_object().unwrap() {
@@ -626,6 +643,20 @@ mod tests {
         .unwrap_err()
         .rendered;
         assert!(err.contains("class 12 is out of range"), "{err}");
+    }
+
+    #[test]
+    fn a_recipe_without_train_trains_nothing_and_qat_only_when_asked() {
+        let epochs = |text: &str| {
+            let r = Recipe::parse("r.yaml", text).unwrap();
+            (r.train.epochs, r.qat.epochs)
+        };
+        assert_eq!(epochs(""), (0, 0));
+        assert_eq!(epochs("data:\n  test_limit: 100\n"), (0, 0));
+        assert_eq!(epochs("qat:\n  epochs: 2\n"), (0, 2));
+        assert_eq!(epochs("qat:\n  learning_rate: 0.001\n"), (0, 1));
+        // With a `train:` section, the defaults as before.
+        assert_eq!(epochs("train:\n  learning_rate: 0.01\n"), (3, 1));
     }
 
     #[test]

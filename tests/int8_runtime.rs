@@ -75,6 +75,9 @@ const SIGMOID: &str = include_str!("models/int8_runtime_sigmoid.qat");
 /// and a [W] vector times it.
 const SQUEEZE_EXCITE: &str = include_str!("models/int8_runtime_se.qat");
 
+/// pad of the input, of a relu before a max pool, and of a conv2d without activation.
+const PAD: &str = include_str!("models/int8_runtime_pad.qat");
+
 /// The float functions int8 lookup tables stand for, written here as libtorch computes them.
 fn hardswish(x: f32) -> f32 {
     x * (x + 3.0).clamp(0.0, 6.0) / 6.0
@@ -353,6 +356,20 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
                 (0..out.iter().product())
                     .map(|i| at(0, i) * at(1, i))
                     .collect()
+            }
+            // Zeros: real 0, which every quantization grid holds exactly.
+            Op::Pad { size } => {
+                let s = in_shape(0);
+                let (c, h, w) = (s[0], s[1], s[2]);
+                let (ph, pw) = (node.shape[1], node.shape[2]);
+                let mut y = vec![0.0; c * ph * pw];
+                for ci in 0..c {
+                    for r in 0..h {
+                        let at = ci * ph * pw + (r + size) * pw + size;
+                        y[at..at + w].copy_from_slice(&input(0)[ci * h * w + r * w..][..w]);
+                    }
+                }
+                y
             }
             Op::MaxPool2d { size, stride } => {
                 let s = in_shape(0);
@@ -788,6 +805,70 @@ fn onnx_mul_is_qlinear_mul_and_agrees() {
     onnx_runtime_agrees(&int8_model, 300);
 }
 
+/// Zero padding keeps its input's parameters and fills with its zero point: the int8
+/// model is the fake-quant model's, integer for integer where nothing else rounds.
+#[test]
+fn pad_matches_the_simulation() {
+    check_against_simulation(PAD, 120, 12);
+    for out in ["x", "y"] {
+        check_against_simulation(
+            &PAD.replace(
+                "output logits",
+                &format!("let o = flatten({out})\n    output o"),
+            ),
+            60,
+            12,
+        );
+    }
+}
+
+/// pad lowers to an int8 pad keeping its input's parameters, one of them with a zero
+/// point inside the range; ONNX's Pad gets that zero point as its constant.
+#[test]
+fn pad_lowers_with_its_inputs_parameters_and_onnx_pads_with_the_zero_point() {
+    let int8_model = lowered(PAD);
+    let g = int8_model.graph();
+    let pads: Vec<(usize, usize, usize)> = g
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            IntOp::Pad {
+                input,
+                output,
+                size,
+            } => Some((*input, *output, *size)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pads.len(), 3, "{:?}", g.ops);
+    for &(input, output, size) in &pads {
+        let (x, y) = (&g.values[input], &g.values[output]);
+        assert_eq!(x.quant, y.quant, "{}", y.name);
+        assert_eq!(y.shape[1], x.shape[1] + 2 * size, "{}", y.name);
+    }
+    // The conv2d without activation: its zero point is not the lowest integer.
+    let inner = pads
+        .iter()
+        .map(|&(input, ..)| g.values[input].quant.zero_point)
+        .find(|&zp| zp > -128);
+    assert!(inner.is_some(), "no pad of a value with zero point > -128");
+
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let pad = ("Pad".to_string(), String::new());
+    assert_eq!(nodes.iter().filter(|n| **n == pad).count(), 3, "{nodes:?}");
+    let graph = model.graph.as_ref().unwrap();
+    for (node, &(input, ..)) in graph.node.iter().filter(|n| n.op_type == "Pad").zip(&pads) {
+        assert_eq!(
+            onnx_scalar(&model, &node.input[2]),
+            g.values[input].quant.zero_point as f64,
+            "{}",
+            node.output[0]
+        );
+    }
+    onnx_runtime_agrees(&int8_model, 200);
+}
+
 fn lowered(src: &str) -> int8::Model {
     let graph = quantized(src);
     let mut rng = Rng(3);
@@ -1085,6 +1166,28 @@ fn loader_rejects_every_broken_invariant() {
             *pad = usize::MAX / 2;
         }
     });
+    assert!(matches!(e, E::Shape { .. }), "{e}");
+    // A pad whose output has other parameters, or a size that overflows.
+    let padded = lowered(PAD);
+    let pad_output = padded
+        .graph()
+        .ops
+        .iter()
+        .find_map(|op| match op {
+            IntOp::Pad { output, .. } => Some(*output),
+            _ => None,
+        })
+        .unwrap();
+    let (g, t) = padded.into_parts();
+    let mut broken = g.clone();
+    broken.values[pad_output].quant.zero_point += 1;
+    let e = int8::Model::validate(broken, t.clone()).unwrap_err();
+    assert!(e.to_string().contains("must keep the input's"), "{e}");
+    let mut broken = g;
+    if let IntOp::Pad { size, .. } = op_of(&mut broken, "pad") {
+        *size = usize::MAX / 2;
+    }
+    let e = int8::Model::validate(broken, t).unwrap_err();
     assert!(matches!(e, E::Shape { .. }), "{e}");
     // Weights: -128 (no symmetric partner), a tensor no op uses.
     let e = invalid_after(|g, t| {

@@ -134,6 +134,13 @@ pub enum IntOp {
     },
     /// Same bytes in `[C, H, W]` order, new shape; parameters kept.
     Reshape { input: ValueId, output: ValueId },
+    /// `size` new rows and columns on each side of H and W, holding the input's zero
+    /// point (real 0); the output keeps the input's parameters.
+    Pad {
+        input: ValueId,
+        output: ValueId,
+        size: usize,
+    },
     /// `zp_y + round_half_up(((a - zp_a) * m_a + (b - zp_b) * m_b) / 2^shift)`, clamped.
     Add {
         name: String,
@@ -261,6 +268,7 @@ impl IntOp {
             IntOp::Dense { .. } => "dense",
             IntOp::MaxPool2d { .. } => "max_pool2d",
             IntOp::Reshape { .. } => "reshape",
+            IntOp::Pad { .. } => "pad",
             IntOp::Add { .. } => "add",
             IntOp::Requantize { .. } => "requantize",
             IntOp::AvgPool2d { .. } => "avg_pool2d",
@@ -285,6 +293,7 @@ impl IntOp {
             IntOp::Quantize { .. }
             | IntOp::MaxPool2d { .. }
             | IntOp::Reshape { .. }
+            | IntOp::Pad { .. }
             | IntOp::AvgPool2d { .. } => None,
         }
     }
@@ -296,6 +305,7 @@ impl IntOp {
             | IntOp::Dense { output, .. }
             | IntOp::MaxPool2d { output, .. }
             | IntOp::Reshape { output, .. }
+            | IntOp::Pad { output, .. }
             | IntOp::Add { output, .. }
             | IntOp::Requantize { output, .. }
             | IntOp::AvgPool2d { output, .. }
@@ -313,6 +323,7 @@ impl IntOp {
             | IntOp::Dense { input, .. }
             | IntOp::MaxPool2d { input, .. }
             | IntOp::Reshape { input, .. }
+            | IntOp::Pad { input, .. }
             | IntOp::Requantize { input, .. }
             | IntOp::AvgPool2d { input, .. }
             | IntOp::GlobalAvgPool { input, .. }
@@ -482,6 +493,9 @@ pub fn text(graph: &IntGraph, tensors: &IntTensors) -> String {
             }
             IntOp::Reshape { input, .. } => {
                 let _ = writeln!(out, "reshape(%{input})");
+            }
+            IntOp::Pad { input, size, .. } => {
+                let _ = writeln!(out, "pad(%{input}, size={size})");
             }
             IntOp::Add {
                 inputs,

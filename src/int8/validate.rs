@@ -359,6 +359,7 @@ fn check(graph: &IntGraph, tensors: &IntTensors) -> Result<(), ValidationError> 
             IntOp::Quantize { .. }
             | IntOp::MaxPool2d { .. }
             | IntOp::Reshape { .. }
+            | IntOp::Pad { .. }
             | IntOp::Add { .. }
             | IntOp::Requantize { .. }
             | IntOp::AvgPool2d { .. }
@@ -530,6 +531,20 @@ impl OpCheck<'_> {
                 }
                 let (oh, ow) = ((h - size) / stride + 1, (w - size) / stride + 1);
                 self.expect_shape(*output, &[c, oh, ow])?;
+                self.same_quant(*input, *output)
+            }
+            IntOp::Pad {
+                input,
+                output,
+                size,
+            } => {
+                let (c, h, w) = self.image(*input)?;
+                // Checked: `size` comes from a file and may be anything.
+                let padded = |d: usize| size.checked_mul(2).and_then(|p| p.checked_add(d));
+                let (Some(ph), Some(pw)) = (padded(h), padded(w)) else {
+                    return Err(self.shape(*output, format!("pads by {size}, too many")));
+                };
+                self.expect_shape(*output, &[c, ph, pw])?;
                 self.same_quant(*input, *output)
             }
             IntOp::Reshape { input, output } => {

@@ -52,6 +52,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
         | Op::Hardswish
         | Op::Sigmoid
         | Op::Mul
+        | Op::Pad { .. }
         | Op::Dropout { .. } => Ok(()),
         Op::BatchNorm { .. } => Err(Refusal {
             what: "a batch_norm that is not folded into a conv2d or dense has no integer kernel"
@@ -60,7 +61,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
             hint: "put the batch_norm right after a conv2d or dense whose value nothing else reads"
                 .into(),
         }),
-        op @ (Op::Softmax { .. } | Op::Pad { .. }) => Err(no_kernel(format!("`{}`", op.name()))),
+        op @ Op::Softmax { .. } => Err(no_kernel(format!("`{}`", op.name()))),
     }
 }
 

@@ -19,6 +19,7 @@
 //! | global_avg_pool | `zp_y + requant(Σ (x - zp_x))`, `M = s_x / (H·W·s_y)` (TFLite MEAN) | one rounding, half toward +inf |
 //! | concat | each input `zp_y + requant_i(x - zp_i)`, `M_i = s_i / s_y`; equal parameters copy | one rounding, half toward +inf |
 //! | dropout | the identity | exact |
+//! | pad | keeps the input's parameters; the new values are its zero point (real 0) | exact |
 //! | sigmoid output | fixed, not observed: scale 1/256, zero point -128 (TFLite LOGISTIC) | exact |
 //! | mul | `zp_y + requant((a - zp_a)(b - zp_b))`, `M = s_a s_b / s_y`, broadcasting a dimension of 1 | one rounding, half toward +inf |
 //! | hardswish, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
@@ -280,6 +281,18 @@ impl Lowering<'_> {
                 });
                 Lowered::Int(output)
             }
+            // The new values are the input's zero point: real 0, as the float pad's zeros.
+            Op::Pad { size } => {
+                let input = self.int_input(id, 0)?;
+                let quant = self.out.values[input].quant;
+                let output = self.push_value(&node.name, node.shape.clone(), quant);
+                self.out.ops.push(IntOp::Pad {
+                    input,
+                    output,
+                    size: *size,
+                });
+                Lowered::Int(output)
+            }
             // The identity at inference: the int8 model reads the input's value.
             Op::Dropout { .. } => Lowered::Int(self.int_input(id, 0)?),
             Op::Flatten | Op::Reshape { .. } => {
@@ -291,7 +304,7 @@ impl Lowering<'_> {
             }
             Op::FakeQuant { spec, range } => self.fake_quant(id, *spec, range)?,
             // Refused by `int8_form` before lowering starts.
-            Op::BatchNorm { .. } | Op::Softmax { .. } | Op::Pad { .. } => {
+            Op::BatchNorm { .. } | Op::Softmax { .. } => {
                 return Err(self.err(id, "has no integer form"))
             }
         })

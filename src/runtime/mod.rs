@@ -304,6 +304,30 @@ impl Model {
                 }
                 (*output, y)
             }
+            Step::Pad {
+                input,
+                output,
+                c,
+                h,
+                w,
+                size,
+                zp,
+            } => {
+                let (c, h, w, size) = (*c, *h, *w, *size);
+                let (ph, pw) = (h + 2 * size, w + 2 * size);
+                let mut y = vec![*zp; n * ph * pw * c];
+                for (x, y) in values[*input]
+                    .chunks(h * w * c)
+                    .zip(y.chunks_mut(ph * pw * c))
+                {
+                    // Each input row lands whole inside a padded row.
+                    for (row, x) in x.chunks(w * c).enumerate() {
+                        let at = ((row + size) * pw + size) * c;
+                        y[at..at + w * c].copy_from_slice(x);
+                    }
+                }
+                (*output, y)
+            }
             Step::Reshape {
                 input,
                 output,

@@ -61,6 +61,16 @@ pub(super) enum Step {
         size: usize,
         stride: usize,
     },
+    /// Zero padding in the channels-last layout: new pixels hold `zp` (real 0).
+    Pad {
+        input: usize,
+        output: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        size: usize,
+        zp: i8,
+    },
     Reshape {
         input: usize,
         output: usize,
@@ -389,6 +399,24 @@ impl Model {
                                 size,
                                 stride,
                             }
+                        }
+                    }
+                    IntOp::Pad {
+                        input,
+                        output,
+                        size,
+                    } => {
+                        let (c, h, w) = image(&value(*input).shape);
+                        // Validated: the output keeps the input's parameters, in int8's range.
+                        let zp = value(*input).quant.zero_point.clamp(-128, 127) as i8;
+                        Step::Pad {
+                            input: *input,
+                            output: *output,
+                            c,
+                            h,
+                            w,
+                            size: *size,
+                            zp,
                         }
                     }
                     IntOp::Reshape { input, output } => {

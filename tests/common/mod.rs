@@ -300,3 +300,43 @@ pub fn torch_python() -> Option<PathBuf> {
     eprintln!("SKIPPED: {why}");
     None
 }
+
+/// Makes sure Python can import the LiteRT interpreter, installing it from PyPI when missing.
+pub fn litert() -> Result<(), String> {
+    let import = || {
+        Command::new("python3")
+            .args(["-c", "import ai_edge_litert.interpreter, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if import() {
+        return Ok(());
+    }
+    eprintln!("installing ai-edge-litert from PyPI for the LiteRT comparison");
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "ai-edge-litert", "numpy"])
+        .status();
+    match installed {
+        Ok(s) if s.success() && import() => Ok(()),
+        Ok(s) => Err(format!("`pip install ai-edge-litert` exited with {s}")),
+        Err(e) => Err(format!("cannot run python3: {e}")),
+    }
+}
+
+/// Runs the int8 inputs through LiteRT (scripts/litert.py) and returns its int8 outputs.
+pub fn litert_outputs(model: &Path, inputs: &[i8], dir: &Path) -> Vec<i8> {
+    let (x, y) = (dir.join("x.i8"), dir.join("y.i8"));
+    std::fs::write(&x, inputs.iter().map(|&v| v as u8).collect::<Vec<u8>>()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/litert.py");
+    let status = Command::new("python3")
+        .args([script.to_str().unwrap(), "run", model.to_str().unwrap()])
+        .args([&x, &y])
+        .status()
+        .unwrap();
+    assert!(status.success(), "LiteRT failed on {}", model.display());
+    std::fs::read(&y)
+        .unwrap()
+        .into_iter()
+        .map(|b| b as i8)
+        .collect()
+}

@@ -59,11 +59,18 @@ impl Builder {
         self.init(name, INT8, dims, v.iter().map(|&x| x as u8).collect())
     }
 
-    /// Scalar scale and zero point initializers of a value.
+    /// Scalar scale and zero point initializers of a value, written once: a value read by
+    /// several QLinear ops (a conv2d's output feeding an add) shares them (ONNX Runtime
+    /// warns about duplicate initializers).
     pub(super) fn qparams(&mut self, tensor: &str, q: &QParams) -> (String, String) {
+        let (scale, zero_point) = (format!("{tensor}_scale"), format!("{tensor}_zero_point"));
+        let written = |name: &str| self.graph.initializer.iter().any(|t| t.name == name);
+        if written(&scale) && written(&zero_point) {
+            return (scale, zero_point);
+        }
         (
-            self.f32s(format!("{tensor}_scale"), &[], &[q.scale]),
-            self.i8s(format!("{tensor}_zero_point"), &[], &[q.zero_point as i8]),
+            self.f32s(scale, &[], &[q.scale]),
+            self.i8s(zero_point, &[], &[q.zero_point as i8]),
         )
     }
 

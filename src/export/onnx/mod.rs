@@ -1,6 +1,6 @@
 //! ONNX export of the integer graph in the QOperator form: `QuantizeLinear` on the
 //! float input, `QLinearConv` for conv2d and dense (dense as a 1×1 convolution),
-//! int8 `MaxPool` and `Flatten`, and from the com.microsoft domain `QLinearAdd` for add,
+//! int8 `MaxPool`, `Flatten` and `Pad` (its constant the zero point), and from the com.microsoft domain `QLinearAdd` for add,
 //! `QLinearGlobalAveragePool` (then `Flatten` to `[N, C]`) for global_avg_pool and
 //! `QLinearConcat` for concat, `QLinearMul` for mul; lookup tables as the function they tabulate (see [`lookup`]);
 //! `DequantizeLinear` on the logits. avg_pool2d keeps its
@@ -266,6 +266,32 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
                     vec![names[*input].clone()],
                     out.clone(),
                     attrs,
+                );
+            }
+            // ONNX's Pad on int8 data; its constant is the zero point (real 0), which
+            // the output shares with the input.
+            IntOp::Pad { input, size, .. } => {
+                let p = *size as i64;
+                let pads = b.init(
+                    format!("{out}_pads"),
+                    INT64,
+                    &[8],
+                    [0i64, 0, p, p, 0, 0, p, p]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                );
+                let zero = b.i8s(
+                    format!("{out}_constant"),
+                    &[],
+                    &[graph.values[*input].quant.zero_point as i8],
+                );
+                b.node(
+                    "Pad",
+                    "",
+                    vec![names[*input].clone(), pads, zero],
+                    out.clone(),
+                    vec![],
                 );
             }
             IntOp::Reshape { input, output } => {

@@ -269,6 +269,22 @@ impl Writer<'_> {
                 stride,
             } => self.pool(Builtin::MaxPool2d, *input, *output, *size, *stride)?,
             IntOp::Reshape { input, output } => self.reshape(*input, *output)?,
+            // LiteRT's int8 PAD fills with the output's zero point; validation made it the
+            // input's, so the new values are real 0 as in qatc's kernel.
+            IntOp::Pad {
+                input,
+                output,
+                size,
+            } => {
+                let name = self.graph.values[*output].name.clone();
+                let p = *size as i32;
+                let paddings =
+                    self.int32_const(format!("{name}/paddings"), &[0, 0, p, p, p, p, 0, 0]);
+                self.fb_tensors[paddings as usize].shape = Some(vec![4, 2]);
+                let x = self.value(*input)?;
+                let y = self.value(*output)?;
+                self.emit(Builtin::Pad, vec![x, paddings], vec![y], None);
+            }
             IntOp::Add {
                 name,
                 inputs,
