@@ -420,10 +420,10 @@ fn ensure_pretrained(
     }
     let recipe_path = Recipe::path_for(model);
     let recipe = Recipe::load(&recipe_path).map_err(|e| fail(e.rendered))?;
-    let graph = crate::passes::run(
-        checked.graphs.into_iter().next().expect("one graph"),
-        crate::passes::Stage::Quantized,
-    );
+    let parsed = checked.graphs.into_iter().next().expect("one graph");
+    let graph = crate::passes::run(parsed.clone(), crate::passes::Stage::Quantized);
+    // Its own summary: the one in `opts` describes the model that transfers from it.
+    let summary = crate::summary::summarize(&parsed, &graph);
     let out_dir = transfer
         .weights
         .parent()
@@ -445,6 +445,7 @@ fn ensure_pretrained(
                 out_dir,
                 ..opts.train.clone()
             },
+            summary: Some(summary),
             ..opts.clone()
         },
         &chain,

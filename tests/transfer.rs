@@ -310,3 +310,38 @@ fn freezing_every_layer_skips_training_instead_of_crashing() {
     assert_eq!(tensors(&out.join("float.safetensors")), tensors(&weights));
     assert_eq!(report(&out)["float"]["epochs"], 0);
 }
+
+/// `transfer.build` builds the pretrained model first; its report describes that model
+/// (its own summary), not the one that transfers from it.
+#[test]
+fn a_pretrained_model_built_first_reports_its_own_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = write(
+        tmp.path(),
+        "pre.qat",
+        &MODEL.replace("FILTERS", "4").replace("model ", "model Pre"),
+    );
+    write(
+        tmp.path(),
+        "pre.yaml",
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 100\ntrain:\n  epochs: 1\nptq:\n  calibration_samples: 50\n", data_dir()),
+    );
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 100\ntransfer:\n  weights: pre/float.safetensors\n  build: {}\ntrain:\n  epochs: 0\nptq:\n  calibration_samples: 50\n", data_dir(), pre.display()),
+    );
+    let out = tmp.path().join("t");
+    let run = build(&model, &recipe, &out, &["-q"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let pretrained = report(&tmp.path().join("pre"));
+    let built = report(&out);
+    assert_eq!(pretrained["model"], "PreSmall");
+    assert_eq!(pretrained["summary"]["model"], "PreSmall");
+    assert_eq!(built["summary"]["model"], "Small");
+}
