@@ -189,6 +189,53 @@ fn broadcast_gather(input: &[usize], out: &[usize]) -> Vec<u32> {
     gather
 }
 
+/// The weight shape of a (grouped) convolution: `groups` groups of `og` filters over
+/// `cg` channels, `k×k` taps.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConvShape {
+    pub(super) groups: usize,
+    pub(super) cg: usize,
+    pub(super) og: usize,
+    pub(super) k: usize,
+}
+
+/// Per group, the convolution's weights `[o][c][ky][kx]` packed in the order of
+/// channels-last im2col rows (`[o][ky][kx][c]`), and its requantizer (output zero
+/// point, clamps `(zero_point, lo, hi)`).
+pub(super) fn pack_conv(
+    wq: &[i8],
+    bq: &[i32],
+    requant: &[Requant],
+    s: ConvShape,
+    (zero_point, lo, hi): (i32, i32, i32),
+) -> (Vec<Packed>, Vec<Requantizer>) {
+    let ConvShape { groups, cg, og, k } = s;
+    let kk = k * k * cg;
+    (0..groups)
+        .map(|gi| {
+            let mut wg = vec![0i8; og * kk];
+            for o in 0..og {
+                for ci in 0..cg {
+                    for t in 0..k * k {
+                        wg[o * kk + t * cg + ci] = wq[((gi * og + o) * cg + ci) * k * k + t];
+                    }
+                }
+            }
+            let range = gi * og..(gi + 1) * og;
+            (
+                Packed::new(&wg, og, kk),
+                Requantizer::new(
+                    bq[range.clone()].to_vec(),
+                    requant[range].to_vec(),
+                    zero_point,
+                    lo,
+                    hi,
+                ),
+            )
+        })
+        .unzip()
+}
+
 pub(super) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -290,30 +337,18 @@ impl Model {
                                 ),
                             };
                         }
-                        let mut packed = Vec::with_capacity(g);
-                        let mut rqs = Vec::with_capacity(g);
-                        for gi in 0..g {
-                            // [o][c][ky][kx] → [o][ky][kx][c], the order of channels-last im2col rows.
-                            let kk = k * k * cg;
-                            let mut wg = vec![0i8; og * kk];
-                            for o in 0..og {
-                                for ci in 0..cg {
-                                    for t in 0..k * k {
-                                        wg[o * kk + t * cg + ci] =
-                                            wq[((gi * og + o) * cg + ci) * k * k + t];
-                                    }
-                                }
-                            }
-                            packed.push(Packed::new(&wg, og, kk));
-                            let range = gi * og..(gi + 1) * og;
-                            rqs.push(Requantizer::new(
-                                bq[range.clone()].to_vec(),
-                                requant[range].to_vec(),
-                                out.quant.zero_point,
-                                *act_min,
-                                *act_max,
-                            ));
-                        }
+                        let (packed, rqs) = pack_conv(
+                            wq,
+                            bq,
+                            requant,
+                            ConvShape {
+                                groups: g,
+                                cg,
+                                og,
+                                k,
+                            },
+                            (out.quant.zero_point, *act_min, *act_max),
+                        );
                         Step::Conv {
                             input: *input,
                             output: *output,
