@@ -222,6 +222,13 @@ fn bench(spec: &str, plan: &Plan) {
         load_average()
     );
 
+    let (peak, all) = model.activation_bytes();
+    println!(
+        "qatc int8 activations per image: {} KiB at the busiest step ({} KiB if every value were kept)",
+        peak / 1024,
+        all / 1024
+    );
+
     let tmp = tempfile::tempdir().unwrap();
     let onnx = tmp.path().join("model.onnx");
     qatc::export::onnx::write(&onnx, &int8_model).unwrap();

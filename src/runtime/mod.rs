@@ -37,6 +37,8 @@ pub fn load(dir: &Path) -> Result<Model, ArtifactError> {
 pub struct Model {
     graph: IntGraph,
     steps: Vec<Step>,
+    /// Per step, the values no later step reads.
+    freed_after: Vec<Vec<usize>>,
     /// Elements per sample of each value.
     sizes: Vec<usize>,
     isa: Isa,
@@ -81,6 +83,26 @@ impl Model {
                 _ => None,
             })
             .expect("a loaded graph quantizes its input")
+    }
+
+    /// Bytes of int8 activations one sample holds at the busiest step (its inputs and
+    /// output alive together), as the runtime frees each value after its last reader; and
+    /// the bytes of all its values, what keeping every one would take.
+    pub fn activation_bytes(&self) -> (usize, usize) {
+        let mut live = vec![false; self.sizes.len()];
+        let mut peak = 0;
+        for (step, freed) in self.steps.iter().zip(&self.freed_after) {
+            live[step.output()] = true;
+            let now: usize = (0..live.len())
+                .filter(|&v| live[v])
+                .map(|v| self.sizes[v])
+                .sum();
+            peak = peak.max(now);
+            for &v in freed {
+                live[v] = false;
+            }
+        }
+        (peak, self.sizes.iter().sum())
     }
 
     /// Runs a batch of float inputs `[N, ...input shape]` (pixels / 255) and returns the
@@ -136,9 +158,12 @@ impl Model {
     fn run_chunk(&self, input: &[f32], out: &mut [i8]) {
         let n = input.len() / self.input_len();
         let mut values: Vec<Vec<i8>> = vec![Vec::new(); self.sizes.len()];
-        for step in &self.steps {
+        for (step, freed) in self.steps.iter().zip(&self.freed_after) {
             let (output, data) = self.step(step, &values, input, n);
             values[output] = data;
+            for &v in freed {
+                values[v] = Vec::new();
+            }
         }
         let y = &values[self.graph.output];
         match self.graph.values[self.graph.output].shape[..] {

@@ -131,6 +131,63 @@ pub(super) enum Step {
     },
 }
 
+impl Step {
+    /// The value this step writes.
+    pub(super) fn output(&self) -> usize {
+        match self {
+            Step::Quantize { output, .. }
+            | Step::Conv { output, .. }
+            | Step::Depthwise { output, .. }
+            | Step::Dense { output, .. }
+            | Step::MaxPool { output, .. }
+            | Step::Reshape { output, .. }
+            | Step::Requantize { output, .. }
+            | Step::AvgPool { output, .. }
+            | Step::GlobalAvgPool { output, .. }
+            | Step::Lookup { output, .. }
+            | Step::Mul { output, .. }
+            | Step::Add { output, .. }
+            | Step::Concat { output, .. } => *output,
+        }
+    }
+
+    /// The values this step reads.
+    pub(super) fn inputs(&self) -> Vec<usize> {
+        match self {
+            Step::Quantize { .. } => Vec::new(),
+            Step::Conv { input, .. }
+            | Step::Depthwise { input, .. }
+            | Step::Dense { input, .. }
+            | Step::MaxPool { input, .. }
+            | Step::Reshape { input, .. }
+            | Step::Requantize { input, .. }
+            | Step::AvgPool { input, .. }
+            | Step::GlobalAvgPool { input, .. }
+            | Step::Lookup { input, .. } => vec![*input],
+            Step::Mul { inputs, .. } | Step::Add { inputs, .. } => inputs.to_vec(),
+            Step::Concat { parts, .. } => parts.iter().map(|p| p.input).collect(),
+        }
+    }
+}
+
+/// For each step, the values whose last reader it is (the graph's output excepted): what
+/// can be freed once it has run, so that a chunk holds only the activations still needed.
+fn last_uses(steps: &[Step], values: usize, output: usize) -> Vec<Vec<usize>> {
+    let mut last = vec![None; values];
+    for (i, step) in steps.iter().enumerate() {
+        for v in step.inputs() {
+            last[v] = Some(i);
+        }
+    }
+    let mut freed = vec![Vec::new(); steps.len()];
+    for (v, at) in last.into_iter().enumerate() {
+        if let (Some(at), false) = (at, v == output) {
+            freed[at].push(v);
+        }
+    }
+    freed
+}
+
 /// One input of a concatenation in the runtime's layout.
 #[derive(Debug, Clone)]
 pub(super) struct ConcatPart {
@@ -556,9 +613,10 @@ impl Model {
                     }
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         Model {
             graph: graph.clone(),
+            freed_after: last_uses(&steps, graph.values.len(), graph.output),
             steps,
             sizes: graph.values.iter().map(|v| numel(&v.shape)).collect(),
             isa: Isa::detect(),
