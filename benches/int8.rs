@@ -80,6 +80,9 @@ struct Row {
     cpu_throughput: f64,
 }
 
+/// One figure of a [`Row`].
+type Metric = fn(&Row) -> f64;
+
 /// How long and how often to measure.
 struct Plan {
     rounds: usize,
@@ -342,7 +345,7 @@ fn bench(spec: &str, plan: &Plan) {
         v.sort_by(f64::total_cmp);
         (!v.is_empty()).then(|| (v[v.len() / 2], v[0], v[v.len() - 1]))
     };
-    let tables: [(&str, fn(&Row) -> f64, fn(&Row) -> f64); 2] = [
+    let tables: [(&str, Metric, Metric); 2] = [
         ("wall clock", |r| r.latency_us, |r| r.throughput),
         (
             "CPU time of all the engine's threads (less disturbed by other processes' load)",
