@@ -4,7 +4,10 @@
   litert.py run MODEL INPUTS OUTPUTS   int8 inputs, or uint8 pixels when the model takes them
                                        (raw, N x input size, NHWC) -> int8 outputs (raw)
   litert.py accuracy MODEL IMAGES LABELS   IDX files (gzipped or not): prints the accuracy
-  litert.py bench MODEL THREADS        prints latency_us=.. (batch 1) throughput=.. (images/s, batch 256)
+  litert.py bench MODEL THREADS [BATCH [SECONDS]]
+                                       prints latency_us=.. (batch 1) throughput=.. (images/s,
+                                       batch BATCH, default 256), SECONDS (default 2) on each,
+                                       and the same per CPU second (cpu_latency_us=.. cpu_throughput=..)
 
 `run` feeds the same int8 tensors qatc's runtime gets, so the outputs compare unit by unit.
 """
@@ -86,14 +89,18 @@ def bench(model, threads, batch=256, seconds=2.0):
         it, inp, _ = interpreter(model, size, threads)
         x = np.random.default_rng(0).integers(-128, 128, size=inp["shape"], dtype=np.int8)
         it.set_tensor(inp["index"], x)
-        for _ in range(10):
+        for _ in range(3):
             it.invoke()
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+        times, start, cpu = [], time.perf_counter(), time.process_time()
+        while len(times) < 3 or time.perf_counter() - start < seconds:
+            t = time.perf_counter()
             it.invoke()
-            runs += 1
-        elapsed = time.perf_counter() - start
-        result[name] = elapsed / runs * 1e6 if size == 1 else runs * size / elapsed
+            times.append(time.perf_counter() - t)
+        cpu = (time.process_time() - cpu) / len(times)
+        wall = float(np.median(times))
+        # Median per call, as qatc's and ONNX Runtime's; CPU time of all threads too.
+        result[name] = wall * 1e6 if size == 1 else size / wall
+        result["cpu_" + name] = cpu * 1e6 if size == 1 else size / cpu
     print(" ".join(f"{k}={v}" for k, v in result.items()))
 
 
@@ -103,6 +110,8 @@ if __name__ == "__main__":
     elif sys.argv[1] == "accuracy":
         accuracy(*sys.argv[2:5])
     elif sys.argv[1] == "bench":
-        bench(sys.argv[2], int(sys.argv[3]))
+        batch = int(sys.argv[4]) if len(sys.argv) > 4 else 256
+        seconds = float(sys.argv[5]) if len(sys.argv) > 5 else 2.0
+        bench(sys.argv[2], int(sys.argv[3]), batch, seconds)
     else:
         sys.exit(__doc__)

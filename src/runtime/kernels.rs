@@ -427,27 +427,45 @@ fn depthwise_body(
 ) {
     let (c, cp) = (w.channels, w.cp);
     let zp = zp as i16;
+    // The taps of one output pixel's window inside the image: (input offset, tap).
+    let mut taps: Vec<(usize, usize)> = Vec::with_capacity(w.taps);
     for (r, oy) in rows.enumerate() {
         for ox in 0..win.ow {
-            let a = &mut acc[(r * win.ow + ox) * cp..][..c];
-            a.fill(0);
+            taps.clear();
             for ky in 0..win.k {
                 let iy = (oy * win.stride + ky) as isize - win.pad as isize;
-                if iy < 0 || iy as usize >= win.h {
-                    continue;
-                }
                 for kx in 0..win.k {
                     let ix = (ox * win.stride + kx) as isize - win.pad as isize;
-                    if ix < 0 || ix as usize >= win.w {
-                        continue;
-                    }
-                    let xs = &x[(iy as usize * win.w + ix as usize) * c..][..c];
-                    let ws = &w.data[(ky * win.k + kx) * cp..][..c];
-                    // |x - zp| <= 255 and |w| <= 128, so each product fits in i16.
-                    for ((a, &xv), &wv) in a.iter_mut().zip(xs).zip(ws) {
-                        *a += ((xv as i16 - zp) * wv) as i32;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < win.h && (ix as usize) < win.w {
+                        taps.push(((iy as usize * win.w + ix as usize) * c, ky * win.k + kx));
                     }
                 }
+            }
+            // Sixteen channels at a time, their sums kept in registers over every tap.
+            let a = &mut acc[(r * win.ow + ox) * cp..][..cp];
+            for (b, a) in a.chunks_exact_mut(BLOCK).enumerate() {
+                let c0 = b * BLOCK;
+                let len = BLOCK.min(c - c0);
+                let mut sum = [0i32; BLOCK];
+                if len == BLOCK {
+                    for &(at, t) in &taps {
+                        let xs: &[i8; BLOCK] = x[at + c0..][..BLOCK].try_into().unwrap();
+                        let ws: &[i16; BLOCK] = w.data[t * cp + c0..][..BLOCK].try_into().unwrap();
+                        // |x - zp| <= 255 and |w| <= 128, so each product fits in i16.
+                        for i in 0..BLOCK {
+                            sum[i] += ((xs[i] as i16 - zp) * ws[i]) as i32;
+                        }
+                    }
+                } else {
+                    for &(at, t) in &taps {
+                        let xs = &x[at + c0..][..len];
+                        let ws = &w.data[t * cp + c0..][..len];
+                        for ((s, &xv), &wv) in sum.iter_mut().zip(xs).zip(ws) {
+                            *s += ((xv as i16 - zp) * wv) as i32;
+                        }
+                    }
+                }
+                a.copy_from_slice(&sum);
             }
         }
     }

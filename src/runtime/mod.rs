@@ -37,6 +37,8 @@ pub fn load(dir: &Path) -> Result<Model, ArtifactError> {
 pub struct Model {
     graph: IntGraph,
     steps: Vec<Step>,
+    /// Per step, the values no later step reads.
+    freed_after: Vec<Vec<usize>>,
     /// Elements per sample of each value.
     sizes: Vec<usize>,
     isa: Isa,
@@ -81,6 +83,26 @@ impl Model {
                 _ => None,
             })
             .expect("a loaded graph quantizes its input")
+    }
+
+    /// Bytes of int8 activations one sample holds at the busiest step (its inputs and
+    /// output alive together), as the runtime frees each value after its last reader; and
+    /// the bytes of all its values, what keeping every one would take.
+    pub fn activation_bytes(&self) -> (usize, usize) {
+        let mut live = vec![false; self.sizes.len()];
+        let mut peak = 0;
+        for (step, freed) in self.steps.iter().zip(&self.freed_after) {
+            live[step.output()] = true;
+            let now: usize = (0..live.len())
+                .filter(|&v| live[v])
+                .map(|v| self.sizes[v])
+                .sum();
+            peak = peak.max(now);
+            for &v in freed {
+                live[v] = false;
+            }
+        }
+        (peak, self.sizes.iter().sum())
     }
 
     /// Runs a batch of float inputs `[N, ...input shape]` (pixels / 255) and returns the
@@ -136,9 +158,12 @@ impl Model {
     fn run_chunk(&self, input: &[f32], out: &mut [i8]) {
         let n = input.len() / self.input_len();
         let mut values: Vec<Vec<i8>> = vec![Vec::new(); self.sizes.len()];
-        for step in &self.steps {
+        for (step, freed) in self.steps.iter().zip(&self.freed_after) {
             let (output, data) = self.step(step, &values, input, n);
             values[output] = data;
+            for &v in freed {
+                values[v] = Vec::new();
+            }
         }
         let y = &values[self.graph.output];
         match self.graph.values[self.graph.output].shape[..] {
@@ -230,10 +255,13 @@ impl Model {
                 let (c, pixels) = (weights.channels, window.oh * window.ow);
                 let mut y = vec![0i8; n * pixels * c];
                 let image = window.h * window.w * c;
+                // One output row at a time: its int32 sums stay in cache until requantized.
                 let dw = |x: &[i8], rows: Range<usize>, y: &mut [i8], acc: &mut Vec<i32>| {
-                    acc.resize(rows.len() * window.ow * weights.cp, 0);
-                    kernels::depthwise(isa, x, *window, rows.clone(), *zp_in, weights, acc);
-                    requant.rows(isa, acc, rows.len() * window.ow, weights.cp, y);
+                    acc.resize(window.ow * weights.cp, 0);
+                    for (oy, y) in rows.zip(y.chunks_mut(window.ow * c)) {
+                        kernels::depthwise(isa, x, *window, oy..oy + 1, *zp_in, weights, acc);
+                        requant.rows(isa, acc, window.ow, weights.cp, y);
+                    }
                 };
                 if let Some(part) = rows_per_thread(n, window.oh) {
                     let x = &values[*input][..image];
@@ -511,7 +539,7 @@ fn rows_per_thread(images: usize, rows: usize) -> Option<usize> {
     (images == 1 && threads > 1 && rows > 1).then(|| rows.div_ceil(threads))
 }
 
-/// Scratch space of one convolution worker, reused from image to image.
+/// Scratch space of one convolution worker, reused from tile to tile and image to image.
 #[derive(Default)]
 struct ConvBuffers {
     cols: Vec<i16>,
@@ -519,8 +547,22 @@ struct ConvBuffers {
     part: Vec<i8>,
 }
 
+/// Bytes of im2col rows, and of int32 sums, one tile of output pixels may take: small
+/// enough to stay in the core's L2 cache between the im2col, the GEMM and the
+/// requantization, instead of a whole image's round trip through memory.
+const TILE_BYTES: usize = 64 * 1024;
+
+/// Output pixels per tile for `kp` im2col columns and `stride` accumulators per pixel: a
+/// multiple of the GEMM's 4-row micro-kernel, at least 4.
+fn tile_pixels(kp: usize, stride: usize) -> usize {
+    let by_cols = TILE_BYTES / (kp * 2);
+    let by_acc = TILE_BYTES / (stride * 4);
+    (by_cols.min(by_acc) / 4 * 4).max(4)
+}
+
 /// Output rows `rows` of one image's convolution into `y` (`rows.len() * ow` pixels of
-/// all output channels): per group, im2col, GEMM and requantization.
+/// all output channels), tile of pixels by tile: per group, the GEMM's input rows (im2col,
+/// or the activation itself for a 1×1 convolution), GEMM and requantization.
 #[allow(clippy::too_many_arguments)]
 fn conv_rows(
     isa: Isa,
@@ -535,41 +577,55 @@ fn conv_rows(
 ) {
     let (cg, og) = (g.c / g.groups, packed[0].out);
     let oc = og * g.groups;
-    let pixels = rows.len() * g.ow;
     let kp = packed[0].kp;
-    buf.cols.resize(pixels * kp, 0);
-    buf.acc.resize(pixels * packed[0].acc_stride(), 0);
+    let stride = packed[0].acc_stride();
+    let first = rows.start * g.ow;
+    let pixels = rows.len() * g.ow;
+    let tile = tile_pixels(kp, stride).min(pixels);
+    buf.cols.resize(tile * kp, 0);
+    buf.acc.resize(tile * stride, 0);
     buf.part
-        .resize(if g.groups == 1 { 0 } else { pixels * og }, 0);
-    for gi in 0..g.groups {
-        im2col(x, g, rows.clone(), gi * cg, cg, zp_in, kp, &mut buf.cols);
-        kernels::gemm(isa, &buf.cols, pixels, &packed[gi], &mut buf.acc);
-        if g.groups == 1 {
-            requant[0].rows(isa, &buf.acc, pixels, packed[0].acc_stride(), y);
-        } else {
-            requant[gi].rows(
-                isa,
-                &buf.acc,
-                pixels,
-                packed[gi].acc_stride(),
-                &mut buf.part,
-            );
-            for p in 0..pixels {
-                y[p * oc + gi * og..p * oc + (gi + 1) * og]
-                    .copy_from_slice(&buf.part[p * og..(p + 1) * og]);
+        .resize(if g.groups == 1 { 0 } else { tile * og }, 0);
+    // A 1×1 convolution with stride 1 reads each pixel's channels as they lie: its GEMM
+    // rows are the activation itself (minus the zero point), no window to gather.
+    let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0 && g.groups == 1 && kp == g.c;
+    for t in (0..pixels).step_by(tile) {
+        let n = tile.min(pixels - t);
+        let px = first + t..first + t + n;
+        let y = &mut y[t * oc..(t + n) * oc];
+        for gi in 0..g.groups {
+            let cols = &mut buf.cols[..n * kp];
+            if pointwise {
+                let zp = zp_in as i16;
+                for (d, &s) in cols.iter_mut().zip(&x[px.start * g.c..px.end * g.c]) {
+                    *d = s as i16 - zp;
+                }
+            } else {
+                im2col(x, g, px.clone(), gi * cg, cg, zp_in, kp, cols);
+            }
+            kernels::gemm(isa, cols, n, &packed[gi], &mut buf.acc);
+            if g.groups == 1 {
+                requant[0].rows(isa, &buf.acc, n, stride, y);
+            } else {
+                requant[gi].rows(isa, &buf.acc, n, stride, &mut buf.part);
+                for p in 0..n {
+                    y[p * oc + gi * og..p * oc + (gi + 1) * og]
+                        .copy_from_slice(&buf.part[p * og..(p + 1) * og]);
+                }
             }
         }
     }
 }
 
-/// Channels-last im2col of one group over output rows `rows`: row `p` holds `(x - zp)`
-/// for every `(ky, kx, c)` of pixel `p`'s window (zero where the window leaves the
-/// image), then zeros up to `kp`.
+/// Channels-last im2col of one group over output pixels `pixels` (row-major indices):
+/// row `p` holds `(x - zp)` for every `(ky, kx, c)` of pixel `p`'s window (zero where the
+/// window leaves the image), then zeros up to `kp`. With one group, a window row inside
+/// the image is one contiguous run of the input, converted in one loop.
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[i8],
     g: &ConvGeom,
-    rows: Range<usize>,
+    pixels: Range<usize>,
     c0: usize,
     cg: usize,
     zp: i32,
@@ -577,28 +633,40 @@ fn im2col(
     cols: &mut [i16],
 ) {
     let zp = zp as i16;
-    for (r, oy) in rows.enumerate() {
-        for ox in 0..g.ow {
-            let row = &mut cols[(r * g.ow + ox) * kp..(r * g.ow + ox + 1) * kp];
-            let mut i = 0;
-            for ky in 0..g.k {
-                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                for kx in 0..g.k {
-                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                    let dst = &mut row[i..i + cg];
-                    if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
-                        dst.fill(0);
-                    } else {
-                        let src = (iy as usize * g.w + ix as usize) * g.c + c0;
-                        for (d, &s) in dst.iter_mut().zip(&x[src..src + cg]) {
-                            *d = s as i16 - zp;
-                        }
-                    }
-                    i += cg;
+    let convert = |dst: &mut [i16], src: &[i8]| {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s as i16 - zp;
+        }
+    };
+    let span = g.k * cg;
+    for (r, p) in pixels.enumerate() {
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        let row = &mut cols[r * kp..(r + 1) * kp];
+        // Taps kx in lo..hi fall inside the image's width.
+        let x0 = (ox * g.stride) as isize - g.pad as isize;
+        let lo = (-x0).clamp(0, g.k as isize) as usize;
+        let hi = (g.w as isize - x0).clamp(lo as isize, g.k as isize) as usize;
+        for ky in 0..g.k {
+            let dst = &mut row[ky * span..(ky + 1) * span];
+            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            if iy < 0 || iy as usize >= g.h {
+                dst.fill(0);
+                continue;
+            }
+            dst[..lo * cg].fill(0);
+            dst[hi * cg..].fill(0);
+            let line = iy as usize * g.w;
+            if cg == g.c {
+                let src = (line as isize + x0 + lo as isize) as usize * g.c;
+                convert(&mut dst[lo * cg..hi * cg], &x[src..src + (hi - lo) * g.c]);
+            } else {
+                for kx in lo..hi {
+                    let src = (line as isize + x0 + kx as isize) as usize * g.c + c0;
+                    convert(&mut dst[kx * cg..(kx + 1) * cg], &x[src..src + cg]);
                 }
             }
-            row[i..].fill(0);
         }
+        row[g.k * span..].fill(0);
     }
 }
 

@@ -141,6 +141,63 @@ pub(super) enum Step {
     },
 }
 
+impl Step {
+    /// The value this step writes.
+    pub(super) fn output(&self) -> usize {
+        match self {
+            Step::Quantize { output, .. }
+            | Step::Conv { output, .. }
+            | Step::Depthwise { output, .. }
+            | Step::Dense { output, .. }
+            | Step::MaxPool { output, .. }
+            | Step::Reshape { output, .. }
+            | Step::Requantize { output, .. }
+            | Step::AvgPool { output, .. }
+            | Step::GlobalAvgPool { output, .. }
+            | Step::Lookup { output, .. }
+            | Step::Mul { output, .. }
+            | Step::Add { output, .. }
+            | Step::Concat { output, .. } => *output,
+        }
+    }
+
+    /// The values this step reads.
+    pub(super) fn inputs(&self) -> Vec<usize> {
+        match self {
+            Step::Quantize { .. } => Vec::new(),
+            Step::Conv { input, .. }
+            | Step::Depthwise { input, .. }
+            | Step::Dense { input, .. }
+            | Step::MaxPool { input, .. }
+            | Step::Reshape { input, .. }
+            | Step::Requantize { input, .. }
+            | Step::AvgPool { input, .. }
+            | Step::GlobalAvgPool { input, .. }
+            | Step::Lookup { input, .. } => vec![*input],
+            Step::Mul { inputs, .. } | Step::Add { inputs, .. } => inputs.to_vec(),
+            Step::Concat { parts, .. } => parts.iter().map(|p| p.input).collect(),
+        }
+    }
+}
+
+/// For each step, the values whose last reader it is (the graph's output excepted): what
+/// can be freed once it has run, so that a chunk holds only the activations still needed.
+fn last_uses(steps: &[Step], values: usize, output: usize) -> Vec<Vec<usize>> {
+    let mut last = vec![None; values];
+    for (i, step) in steps.iter().enumerate() {
+        for v in step.inputs() {
+            last[v] = Some(i);
+        }
+    }
+    let mut freed = vec![Vec::new(); steps.len()];
+    for (v, at) in last.into_iter().enumerate() {
+        if let (Some(at), false) = (at, v == output) {
+            freed[at].push(v);
+        }
+    }
+    freed
+}
+
 /// One input of a concatenation in the runtime's layout.
 #[derive(Debug, Clone)]
 pub(super) struct ConcatPart {
@@ -197,6 +254,53 @@ fn broadcast_gather(input: &[usize], out: &[usize]) -> Vec<u32> {
         gather[dst] = from[src] as u32;
     }
     gather
+}
+
+/// The weight shape of a (grouped) convolution: `groups` groups of `og` filters over
+/// `cg` channels, `k×k` taps.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConvShape {
+    pub(super) groups: usize,
+    pub(super) cg: usize,
+    pub(super) og: usize,
+    pub(super) k: usize,
+}
+
+/// Per group, the convolution's weights `[o][c][ky][kx]` packed in the order of
+/// channels-last im2col rows (`[o][ky][kx][c]`), and its requantizer (output zero
+/// point, clamps `(zero_point, lo, hi)`).
+pub(super) fn pack_conv(
+    wq: &[i8],
+    bq: &[i32],
+    requant: &[Requant],
+    s: ConvShape,
+    (zero_point, lo, hi): (i32, i32, i32),
+) -> (Vec<Packed>, Vec<Requantizer>) {
+    let ConvShape { groups, cg, og, k } = s;
+    let kk = k * k * cg;
+    (0..groups)
+        .map(|gi| {
+            let mut wg = vec![0i8; og * kk];
+            for o in 0..og {
+                for ci in 0..cg {
+                    for t in 0..k * k {
+                        wg[o * kk + t * cg + ci] = wq[((gi * og + o) * cg + ci) * k * k + t];
+                    }
+                }
+            }
+            let range = gi * og..(gi + 1) * og;
+            (
+                Packed::new(&wg, og, kk),
+                Requantizer::new(
+                    bq[range.clone()].to_vec(),
+                    requant[range].to_vec(),
+                    zero_point,
+                    lo,
+                    hi,
+                ),
+            )
+        })
+        .unzip()
 }
 
 pub(super) fn numel(shape: &[usize]) -> usize {
@@ -300,30 +404,18 @@ impl Model {
                                 ),
                             };
                         }
-                        let mut packed = Vec::with_capacity(g);
-                        let mut rqs = Vec::with_capacity(g);
-                        for gi in 0..g {
-                            // [o][c][ky][kx] → [o][ky][kx][c], the order of channels-last im2col rows.
-                            let kk = k * k * cg;
-                            let mut wg = vec![0i8; og * kk];
-                            for o in 0..og {
-                                for ci in 0..cg {
-                                    for t in 0..k * k {
-                                        wg[o * kk + t * cg + ci] =
-                                            wq[((gi * og + o) * cg + ci) * k * k + t];
-                                    }
-                                }
-                            }
-                            packed.push(Packed::new(&wg, og, kk));
-                            let range = gi * og..(gi + 1) * og;
-                            rqs.push(Requantizer::new(
-                                bq[range.clone()].to_vec(),
-                                requant[range].to_vec(),
-                                out.quant.zero_point,
-                                *act_min,
-                                *act_max,
-                            ));
-                        }
+                        let (packed, rqs) = pack_conv(
+                            wq,
+                            bq,
+                            requant,
+                            ConvShape {
+                                groups: g,
+                                cg,
+                                og,
+                                k,
+                            },
+                            (out.quant.zero_point, *act_min, *act_max),
+                        );
                         Step::Conv {
                             input: *input,
                             output: *output,
@@ -549,9 +641,10 @@ impl Model {
                     }
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         Model {
             graph: graph.clone(),
+            freed_after: last_uses(&steps, graph.values.len(), graph.output),
             steps,
             sizes: graph.values.iter().map(|v| numel(&v.shape)).collect(),
             isa: Isa::detect(),

@@ -384,3 +384,183 @@ fn mul_broadcasts_channel_gates_over_the_image() {
         }
     }
 }
+
+/// One convolution's output computed directly from its definition: per output pixel and
+/// channel, the sum of `(x - zp_in) * w` over the window inside the image, requantized by
+/// [`kernels::Requantizer::one`]. Channels-last input and output.
+#[allow(clippy::too_many_arguments)]
+fn reference_conv(
+    x: &[i8],
+    g: &ConvGeom,
+    zp_in: i32,
+    w: &[i8],
+    oc: usize,
+    requant: &[kernels::Requantizer],
+) -> Vec<i8> {
+    let (cg, og) = (g.c / g.groups, oc / g.groups);
+    let mut y = vec![0i8; g.oh * g.ow * oc];
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            for o in 0..oc {
+                let gi = o / og;
+                let mut sum = 0i32;
+                for ci in 0..cg {
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                let xv = x[(iy as usize * g.w + ix as usize) * g.c + gi * cg + ci];
+                                sum += (xv as i32 - zp_in)
+                                    * w[((o * cg + ci) * g.k + ky) * g.k + kx] as i32;
+                            }
+                        }
+                    }
+                }
+                y[(oy * g.ow + ox) * oc + o] = requant[gi].one(sum, o % og);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn convolutions_equal_their_definition_on_every_path_and_isa() {
+    let mut rng = Lcg(11);
+    // (c, h, w, out, k, stride, pad, groups): 1×1 stride 1 (the activation as GEMM rows,
+    // even channels; odd ones go through im2col), 1×1 stride 2, 3×3 and 5×5 with padding
+    // "same" and "valid", strides 1 and 2, channel counts off multiples of 8 and 16, groups.
+    let cases = [
+        (16, 7, 5, 24, 1, 1, 0, 1),
+        (22, 6, 6, 37, 1, 1, 0, 1),
+        (5, 6, 7, 9, 1, 1, 0, 1),
+        (12, 9, 8, 17, 1, 2, 0, 1),
+        (3, 11, 10, 16, 3, 2, 1, 1),
+        (13, 8, 9, 21, 3, 1, 1, 1),
+        (24, 9, 7, 40, 3, 1, 0, 1),
+        (6, 12, 12, 10, 5, 2, 2, 1),
+        (12, 7, 7, 18, 3, 1, 1, 3),
+        // Several tiles of pixels per image, the last one partial.
+        (40, 10, 10, 300, 1, 1, 0, 1),
+        (32, 20, 19, 64, 3, 1, 1, 1),
+    ];
+    for (c, h, w, oc, k, stride, pad, groups) in cases {
+        let g = ConvGeom {
+            c,
+            h,
+            w,
+            oh: (h + 2 * pad - k) / stride + 1,
+            ow: (w + 2 * pad - k) / stride + 1,
+            k,
+            stride,
+            pad,
+            groups,
+        };
+        let (cg, og) = (c / groups, oc / groups);
+        let x: Vec<i8> = (0..h * w * c).map(|_| rng.range(-128, 127) as i8).collect();
+        let wq: Vec<i8> = (0..oc * cg * k * k)
+            .map(|_| rng.range(-127, 127) as i8)
+            .collect();
+        let bq: Vec<i32> = (0..oc).map(|_| rng.range(-5000, 5000)).collect();
+        let rq: Vec<int8::Requant> = (0..oc)
+            .map(|o| quantize_multiplier(0.002 + 0.0001 * o as f64).unwrap())
+            .collect();
+        let zp_in = rng.range(-128, 127);
+        let (packed, requant) = plan::pack_conv(
+            &wq,
+            &bq,
+            &rq,
+            plan::ConvShape { groups, cg, og, k },
+            (rng.range(-20, 20), -128, 127),
+        );
+        let want = reference_conv(&x, &g, zp_in, &wq, oc, &requant);
+        for isa in [Isa::Portable, Isa::detect()] {
+            let mut y = vec![0i8; g.oh * g.ow * oc];
+            let mut buf = ConvBuffers::default();
+            conv_rows(
+                isa,
+                &x,
+                &g,
+                zp_in,
+                &packed,
+                &requant,
+                0..g.oh,
+                &mut y,
+                &mut buf,
+            );
+            assert_eq!(
+                y, want,
+                "{isa:?} {c}x{h}x{w} -> {oc}, k{k} s{stride} p{pad} g{groups}"
+            );
+            // Split in row ranges, as threads do, with the buffers of the whole image reused.
+            let mut split = vec![0i8; y.len()];
+            let at = g.oh / 2 * g.ow * oc;
+            let (top, bottom) = split.split_at_mut(at);
+            conv_rows(
+                isa,
+                &x,
+                &g,
+                zp_in,
+                &packed,
+                &requant,
+                0..g.oh / 2,
+                top,
+                &mut buf,
+            );
+            conv_rows(
+                isa,
+                &x,
+                &g,
+                zp_in,
+                &packed,
+                &requant,
+                g.oh / 2..g.oh,
+                bottom,
+                &mut buf,
+            );
+            assert_eq!(
+                split, want,
+                "{isa:?} in two row ranges, k{k} s{stride} p{pad}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_chain_holds_two_activations_at_a_time_and_computes_the_same() {
+    // x -> r1 -> r2 -> r3, each a requantization by 1/2 (rounded half up): once a value's
+    // last reader has run it is freed, so at most an input and an output are alive.
+    let mut g = graph(&[2, 4, 4], 0);
+    let half = quantize_multiplier(0.5).unwrap();
+    let mut prev = 0;
+    for i in 0..3 {
+        let v = push(&mut g, &[2, 4, 4], q(2f32.powi(i + 1), 0));
+        g.ops.push(IntOp::Requantize {
+            name: format!("r{i}"),
+            input: prev,
+            output: v,
+            requant: half,
+            act_min: -128,
+            act_max: 127,
+        });
+        prev = v;
+    }
+    g.output = prev;
+    let model = Model::new(&int8::Model::validate(g.clone(), IntTensors::new()).unwrap());
+    assert_eq!(model.activation_bytes(), (2 * 32, 4 * 32));
+    let mut rng = Lcg(5);
+    let x: Vec<i32> = (0..3 * 32).map(|_| rng.range(-128, 127)).collect();
+    let want: Vec<i8> = x
+        .iter()
+        .map(|&v| {
+            // Three halvings, each rounded half up, as Requant::apply does.
+            let mut v = v as i64;
+            for _ in 0..3 {
+                v = half.apply(v as i32);
+            }
+            v as i8
+        })
+        .collect();
+    // Images come back in [C, H, W] order; the input went in that order too.
+    assert_eq!(run(g, &x), want);
+}
