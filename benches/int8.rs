@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench int8 -- [MODEL.qat[@SIZE] ...] [--qatc-only]` (after
 //! `source scripts/env.sh`): by default the seed CNN and the transfer CNN; `@SIZE` sets
-//! the input's height and width (`benches/models/mobilenet_v2.qat@96`). Weights are
+//! the input's height and width (`examples/zoo/mobilenet_v2.qat@96`). Weights are
 //! random, calibrated on real Fashion-MNIST images for 1×28×28 models and on random
 //! pixels otherwise: speed does not depend on what was learned. ONNX Runtime is timed
 //! through Python (scripts/onnx_bench.py), LiteRT too (scripts/litert.py, with its default
