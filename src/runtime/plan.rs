@@ -150,6 +150,7 @@ impl Step {
             | Step::Depthwise { output, .. }
             | Step::Dense { output, .. }
             | Step::MaxPool { output, .. }
+            | Step::Pad { output, .. }
             | Step::Reshape { output, .. }
             | Step::Requantize { output, .. }
             | Step::AvgPool { output, .. }
@@ -169,6 +170,7 @@ impl Step {
             | Step::Depthwise { input, .. }
             | Step::Dense { input, .. }
             | Step::MaxPool { input, .. }
+            | Step::Pad { input, .. }
             | Step::Reshape { input, .. }
             | Step::Requantize { input, .. }
             | Step::AvgPool { input, .. }
