@@ -399,3 +399,47 @@ fn several_ranks_on_cuda_are_refused_with_the_reason_when_they_cannot_run() {
     }
     assert!(!Path::new(&out).exists(), "{stderr}");
 }
+
+/// The real launcher: PyTorch's own `torchrun --no-python qatc build` (torch from the cache
+/// venv) starts workers that train the parameters of one process.
+#[test]
+fn pytorchs_torchrun_launches_workers_that_train_like_one_process() {
+    if skip() {
+        return;
+    }
+    let Some(python) = common::torch_python() else {
+        return;
+    };
+    let torchrun = python.with_file_name("torchrun");
+    if !torchrun.is_file() {
+        let why = format!("no torchrun beside {}", python.display());
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let s = setup();
+    let recipe = s.recipe("r.yaml", &recipe(2, 5, true));
+    let (one, launched) = (s.path("one"), s.path("torchrun"));
+    ok(qatc_cmd(&build_args(&s.model, &recipe, &one))
+        .output()
+        .unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let mut cmd = Command::new(&torchrun);
+    cmd.args(["--nnodes", "1", "--nproc-per-node", "2"])
+        .args(["--master-addr", "127.0.0.1", "--master-port", &port])
+        .arg("--no-python")
+        .arg(common::qatc_bin())
+        .args(build_args(&s.model, &recipe, &launched))
+        .env("QATC_DIST_TIMEOUT", TIMEOUT_S.to_string());
+    ok(cmd.output().unwrap());
+    for file in ["float.safetensors", "qat.safetensors"] {
+        assert_close(
+            &Path::new(&one).join(file),
+            &Path::new(&launched).join(file),
+        );
+    }
+}
