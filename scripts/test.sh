@@ -8,4 +8,5 @@ bash scripts/setup-chromium.sh >/dev/null || echo "warning: no chromium; the rep
 # Both binaries: `qatc` (light/, no libtorch) and `qatc-train`; the tests run `qatc`, which
 # Cargo builds only for the workspace, not for the qatc package's tests.
 cargo build --release --locked
-cargo test --release --locked --all-targets "$@"
+# The qatc package's targets: light/ has none of its own (its sources are src/, tested here).
+cargo test --release --locked -p qatc --all-targets "$@"
