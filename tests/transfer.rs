@@ -241,6 +241,25 @@ fn unknown_frozen_layer_is_named() {
     );
 }
 
+/// Pretrains the 4-filter model, then builds the same model from its weights with a recipe
+/// whose `transfer:` section goes on with `rest` (more transfer keys, then stages).
+/// Returns the directory (kept alive), the pretrained weights, the output and the run.
+fn build_from_pretrained(
+    rest: &str,
+) -> (tempfile::TempDir, PathBuf, PathBuf, std::process::Output) {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = pretrain(tmp.path(), 4);
+    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
+    let recipe = write(
+        tmp.path(),
+        "t.yaml",
+        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n{rest}ptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
+    );
+    let out = tmp.path().join("t");
+    let run = build(&model, &recipe, &out, &[]);
+    (tmp, weights, out, run)
+}
+
 fn report(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap()
 }
@@ -249,16 +268,8 @@ fn report(out: &Path) -> serde_json::Value {
 /// stage is the loaded model itself (same weights, same accuracy); no epoch runs.
 #[test]
 fn epochs_zero_builds_the_loaded_model_without_training() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weights = pretrain(tmp.path(), 4);
-    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
-    let recipe = write(
-        tmp.path(),
-        "t.yaml",
-        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\ntrain:\n  epochs: 0\nqat:\n  epochs: 0\nptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
-    );
-    let out = tmp.path().join("t");
-    let run = build(&model, &recipe, &out, &[]);
+    let (_tmp, weights, out, run) =
+        build_from_pretrained("train:\n  epochs: 0\nqat:\n  epochs: 0\n");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for stage in ["float", "control", "QAT"] {
@@ -287,16 +298,9 @@ fn epochs_zero_builds_the_loaded_model_without_training() {
 /// skipped with a note (libtorch used to panic: "element 0 of tensors does not require grad").
 #[test]
 fn freezing_every_layer_skips_training_instead_of_crashing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weights = pretrain(tmp.path(), 4);
-    let model = write(tmp.path(), "t.qat", &MODEL.replace("FILTERS", "4"));
-    let recipe = write(
-        tmp.path(),
-        "t.yaml",
-        &format!("data:\n  dir: {}\n  classes: [0, 1, 2, 3, 4]\n  train_limit: 300\n  test_limit: 200\ntransfer:\n  weights: {}\n  freeze: [conv1, bn1, head]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\nqat:\n  epochs: 1\nptq:\n  calibration_samples: 100\n", data_dir(), weights.display()),
+    let (_tmp, weights, out, run) = build_from_pretrained(
+        "  freeze: [conv1, bn1, head]\ntrain:\n  epochs: 1\n  learning_rate: 0.01\nqat:\n  epochs: 1\n",
     );
-    let out = tmp.path().join("t");
-    let run = build(&model, &recipe, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
