@@ -168,3 +168,24 @@ fn quantized_params_are_what_the_saved_state_reads_back_as_bit_for_bit() {
         assert_eq!(made.ranges, read.ranges);
     }
 }
+
+#[test]
+fn batch_norm_folds_to_the_same_bits_in_libtorch_and_in_f32() {
+    // One fold rule, two arithmetics: libtorch's while training, f32 where saved weights
+    // are read. 10,000 channels find any op that rounds differently (libtorch's f32 sqrt did).
+    let n = 10_000;
+    let gamma = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
+    let var = Tensor::rand([n], (Kind::Float, tch::Device::Cpu)) * 4.0;
+    let eps = 1e-5;
+    let factor = Vec::<f32>::try_from(&crate::ir::ops::fold_factor(&gamma, &var, eps)).unwrap();
+    let (g, v) = (
+        Vec::<f32>::try_from(&gamma).unwrap(),
+        Vec::<f32>::try_from(&var).unwrap(),
+    );
+    let differ = (0..n as usize)
+        .filter(|&i| {
+            crate::ir::ops::fold_factor(&g[i], &v[i], eps).to_bits() != factor[i].to_bits()
+        })
+        .count();
+    assert_eq!(differ, 0, "{differ} of {n} fold factors differ");
+}
