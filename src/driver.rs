@@ -144,25 +144,26 @@ fn build_in_chain(
         // From here on the artifacts of an earlier build are replaced one by one: its report
         // goes first, so that a build killed half-way never leaves a report beside files it
         // does not describe.
-        match std::fs::remove_file(&report_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(BuildError::Write {
-                    path: report_path,
-                    source,
-                })
-            }
-        }
+        remove_if_present(&report_path)?;
         crate::train::save(&float.net, &float_path)?;
+    }
+
+    // QAT only when asked for: with no QAT epochs, control and QAT would repeat PTQ.
+    let quantization_aware = recipe.qat.epochs > 0;
+    let mut notes = Vec::new();
+    if !quantization_aware {
+        notes.push(
+            "no QAT (qat.epochs is 0): the control and QAT stages are skipped; the int8 model is PTQ's"
+                .to_string(),
+        );
     }
 
     // 2. PTQ, and its int8 form.
     let mut ptq = session.ptq(&float.net);
-    let mut notes = Vec::new();
+    let mut ptq_int8 = None;
     if writes {
         crate::train::save(&ptq.net, &ptq_path)?;
-        let ptq_int8 = int8(
+        let lowered = int8(
             &session,
             "PTQ",
             graph,
@@ -171,14 +172,19 @@ fn build_in_chain(
             &ptq.predictions,
             &mut ptq.stage,
         );
-        skip_unlowerable(ptq_int8, &mut notes)?;
+        ptq_int8 = skip_unlowerable(lowered, &mut notes)?;
     }
 
     // 3. Control: the same extra epochs in float, then PTQ.
-    let control = session.control(&float.net)?;
-
     // 4. QAT, and its int8 form: the model the build delivers.
-    let mut qat = session.qat(&ptq.net)?;
+    let (control, mut qat) = if quantization_aware {
+        (
+            Some(session.control(&float.net)?),
+            Some(session.qat(&ptq.net)?),
+        )
+    } else {
+        (None, None)
+    };
     if !writes {
         // A pretrained model's other ranks go on only once rank 0 has written it.
         if let (Some(group), false) = (group, chain.is_empty()) {
@@ -186,17 +192,27 @@ fn build_in_chain(
         }
         return Ok(None);
     }
-    crate::train::save(&qat.net, &qat_path)?;
-    let qat_int8 = int8(
-        &session,
-        "QAT",
-        graph,
-        recipe,
-        &qat.net.quantized_params(),
-        &qat.predictions,
-        &mut qat.stage,
-    );
-    let (int8, onnx, tflite) = match skip_unlowerable(qat_int8, &mut notes)? {
+    if !quantization_aware {
+        // An earlier build's QAT weights would sit beside a report that does not name them.
+        remove_if_present(&qat_path)?;
+    }
+    let delivered_int8 = match &mut qat {
+        Some(qat) => {
+            crate::train::save(&qat.net, &qat_path)?;
+            let lowered = int8(
+                &session,
+                "QAT",
+                graph,
+                recipe,
+                &qat.net.quantized_params(),
+                &qat.predictions,
+                &mut qat.stage,
+            );
+            skip_unlowerable(lowered, &mut notes)?
+        }
+        None => ptq_int8,
+    };
+    let (int8, onnx, tflite) = match delivered_int8 {
         Some(int8_model) => {
             // The artifact and its exports say which class each output is by name.
             let outputs = crate::int8::graph::output_count(int8_model.graph());
@@ -235,7 +251,8 @@ fn build_in_chain(
     };
 
     let html_path = out_dir.join("report.html");
-    let confusion = session.confusion(&qat.predictions);
+    let delivered = qat.as_ref().unwrap_or(&ptq);
+    let confusion = session.confusion(&delivered.predictions);
     let device = opts.train.device;
     let report = Report {
         model: graph.name.clone(),
@@ -244,12 +261,12 @@ fn build_in_chain(
         data: session.data_summary(),
         float: float.stage,
         ptq: ptq.stage,
-        qat: qat.stage,
+        qat: qat.map(|q| q.stage),
         control,
         total_seconds: started.elapsed().as_secs_f64(),
         artifacts: Artifacts {
             float: float_path.display().to_string(),
-            qat: qat_path.display().to_string(),
+            qat: quantization_aware.then(|| qat_path.display().to_string()),
             report: report_path.display().to_string(),
             ptq: Some(ptq_path.display().to_string()),
             int8,
@@ -283,6 +300,18 @@ fn build_in_chain(
         group.barrier().map_err(TrainError::from)?;
     }
     Ok(Some(report))
+}
+
+/// Removes an earlier build's file; one that is not there is fine.
+fn remove_if_present(path: &Path) -> Result<(), BuildError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BuildError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// What every rank of a data-parallel group must build alike: the model and the recipe.

@@ -146,7 +146,7 @@ fn build_writes_a_self_contained_report_html_that_a_browser_renders() {
     }
     // Every stage's accuracy, as the table and the bars (SVG text) show it.
     let one_line = html.replace('\n', "");
-    for stage in [&report.float, &report.ptq, &report.control, &report.qat] {
+    for (_, stage) in report.stages() {
         assert!(html.contains(&format!("{:.2}%", stage.accuracy * 100.0)));
         assert!(one_line.contains(&format!(">{:.2}</text>", stage.accuracy * 100.0)));
     }
@@ -168,7 +168,7 @@ fn build_writes_a_self_contained_report_html_that_a_browser_renders() {
     for name in quantized_node_names("examples/fashion/cnn.qat") {
         assert!(dom.contains(&format!("data-node=\"{name}\"")), "{name}");
     }
-    for stage in [&report.float, &report.ptq, &report.control, &report.qat] {
+    for (_, stage) in report.stages() {
         assert!(
             dom.contains(&format!("{:.2}%", stage.accuracy * 100.0)),
             "{dom}"

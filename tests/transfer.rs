@@ -272,13 +272,22 @@ fn epochs_zero_builds_the_loaded_model_without_training() {
         build_from_pretrained("train:\n  epochs: 0\nqat:\n  epochs: 0\n");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    for stage in ["float", "control", "QAT"] {
-        assert!(
-            stderr.contains(&format!("{stage}: no training (epochs: 0)")),
-            "{stderr}"
-        );
-    }
+    assert!(
+        stderr.contains("float: no training (epochs: 0)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("epoch 1/"), "an epoch ran:\n{stderr}");
+    // Without QAT epochs, control and QAT would only repeat PTQ: they are skipped, said
+    // in the table and the report, and the int8 model delivered is PTQ's.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("note: no QAT (qat.epochs is 0)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PTQ int8 (runtime)"), "{stdout}");
+    for row in ["control:", "QAT (fake-quant)", "QAT int8", "QAT vs"] {
+        assert!(!stdout.contains(row), "`{row}` in\n{stdout}");
+    }
     let pretrained = report(weights.parent().unwrap());
     let built = report(&out);
     assert_eq!(
@@ -286,12 +295,33 @@ fn epochs_zero_builds_the_loaded_model_without_training() {
         "the float stage is the loaded model"
     );
     assert_eq!(tensors(&out.join("float.safetensors")), tensors(&weights));
-    for stage in ["float", "qat", "control"] {
-        assert_eq!(built[stage]["epochs"], 0, "{stage}");
+    assert_eq!(built["float"]["epochs"], 0);
+    for absent in ["qat", "control"] {
+        assert!(built.get(absent).is_none(), "report.json has `{absent}`");
     }
+    assert!(built["artifacts"].get("qat").is_none());
+    assert!(!out.join("qat.safetensors").exists());
     let ptq = built["ptq"]["accuracy"].as_f64().unwrap();
     assert!(ptq > 0.5, "PTQ accuracy {ptq} of a trained 5-class model");
-    assert!(out.join("int8").exists());
+    // The delivered model is PTQ's: its int8 form is written and its predictions fill
+    // the confusion matrix.
+    assert!(built["ptq"]["int8_accuracy"].as_f64().is_some());
+    qatc::int8::artifact::read(&out.join("int8")).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Confusion matrix (PTQ, test set)"));
+    let confusion = built["confusion"].as_array().unwrap();
+    let correct: u64 = (0..confusion.len())
+        .map(|i| confusion[i][i].as_u64().unwrap())
+        .sum();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        correct as f64 / total as f64,
+        built["ptq"]["accuracy"].as_f64().unwrap()
+    );
 }
 
 /// Freezing every layer is legal: the training stages have nothing to step and are

@@ -138,18 +138,12 @@ pub(super) fn build(args: BuildArgs) -> Result<ExitCode, CliError> {
     };
     println!("{}", report.table());
     let a = &report.artifacts;
-    let extra: Vec<&str> = [&a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
+    let written: Vec<&str> = [&a.qat, &a.ptq, &a.int8, &a.onnx, &a.tflite, &a.html]
         .into_iter()
         .flatten()
         .map(String::as_str)
         .collect();
-    println!(
-        "wrote {}, {}, {}, {}",
-        a.float,
-        a.qat,
-        extra.join(", "),
-        a.report
-    );
+    println!("wrote {}, {}, {}", a.float, written.join(", "), a.report);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use plotters::prelude::*;
 
-use super::{Report, Stage};
+use super::Report;
 
 /// Line colours, readable on white: blue, orange, green, red, purple.
 const SERIES_COLORS: [RGBColor; 5] = [
@@ -45,7 +45,7 @@ pub fn build_page(
     for note in &report.notes {
         let _ = writeln!(body, "<p class=\"note\">note: {}</p>", esc(note));
     }
-    if stages(report).iter().any(|(_, s)| !s.history.is_empty()) {
+    if report.stages().iter().any(|(_, s)| !s.history.is_empty()) {
         body.push_str("<h2>Training</h2>\n");
         body.push_str(&figure(
             "loss",
@@ -59,15 +59,18 @@ pub fn build_page(
         ));
         if report
             .qat
-            .history
-            .iter()
-            .any(|e| e.range_movement.is_some())
+            .as_ref()
+            .is_some_and(|qat| qat.history.iter().any(|e| e.range_movement.is_some()))
         {
             body.push_str(&history_table(report));
         }
     }
     if let Some(confusion) = &report.confusion {
-        body.push_str("<h2>Confusion matrix (QAT, test set)</h2>\n");
+        let _ = writeln!(
+            body,
+            "<h2>Confusion matrix ({}, test set)</h2>",
+            report.delivered().0
+        );
         body.push_str(&confusion_table(confusion, &report.data.classes));
     }
     if let Some(summary) = &report.summary {
@@ -117,9 +120,12 @@ pub fn comparison_page(reports: &[(String, Report)]) -> String {
             esc(&r.quant),
             pct(r.float.accuracy),
             pct(r.ptq.accuracy),
-            pct(r.control.accuracy),
-            pct(r.qat.accuracy),
-            r.qat.int8_accuracy.map_or("-".to_string(), pct),
+            r.control.as_ref().map_or("-".to_string(), |s| pct(s.accuracy)),
+            r.qat.as_ref().map_or("-".to_string(), |s| pct(s.accuracy)),
+            r.qat
+                .as_ref()
+                .and_then(|s| s.int8_accuracy)
+                .map_or("-".to_string(), pct),
         );
     }
     body.push_str("</table>\n");
@@ -152,35 +158,22 @@ fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
-/// The four stages in the order they run, with their labels.
-fn stages(r: &Report) -> [(&'static str, &Stage); 4] {
-    [
-        ("float", &r.float),
-        ("PTQ", &r.ptq),
-        ("control", &r.control),
-        ("QAT", &r.qat),
-    ]
-}
-
 /// (label, accuracy in %, is the honest control) for every bar.
 fn accuracy_rows(r: &Report) -> Vec<(String, f64, bool)> {
-    let mut rows: Vec<(String, f64, bool)> = vec![
-        ("float".into(), r.float.accuracy * 100.0, false),
-        ("PTQ".into(), r.ptq.accuracy * 100.0, false),
-        ("control".into(), r.control.accuracy * 100.0, true),
-        ("QAT".into(), r.qat.accuracy * 100.0, false),
-    ];
-    for (name, s) in [("PTQ int8", &r.ptq), ("QAT int8", &r.qat)] {
-        if let Some(a) = s.int8_accuracy {
-            rows.push((name.into(), a * 100.0, false));
-        }
-    }
-    rows
+    let stages = r
+        .stages()
+        .into_iter()
+        .map(|(name, s)| (name.into(), s.accuracy * 100.0, name == "control"));
+    let int8 = r
+        .int8_stages()
+        .into_iter()
+        .map(|(name, _, a)| (name.into(), a * 100.0, false));
+    stages.chain(int8).collect()
 }
 
 fn accuracy_table(r: &Report) -> String {
     let mut out = String::from("<table id=\"accuracies\"><tr><th>stage</th><th>accuracy</th><th>vs float</th><th>epochs</th><th>train img/s</th></tr>\n");
-    for (name, s) in stages(r) {
+    for (name, s) in r.stages() {
         let _ = writeln!(
             out,
             "<tr><td>{name}</td><td class=\"acc\">{}</td><td>{:+.2}</td><td>{}</td><td>{}</td></tr>",
@@ -190,23 +183,24 @@ fn accuracy_table(r: &Report) -> String {
             s.training_speed()
         );
     }
-    for (name, s) in [("PTQ int8", &r.ptq), ("QAT int8", &r.qat)] {
-        if let Some(a) = s.int8_accuracy {
-            let _ = writeln!(
-                out,
-                "<tr><td>{name}</td><td class=\"acc\">{}</td><td>{:+.2}</td><td>-</td><td>-</td></tr>",
-                pct(a),
-                (a - r.float.accuracy) * 100.0
-            );
-        }
+    for (name, _, a) in r.int8_stages() {
+        let _ = writeln!(
+            out,
+            "<tr><td>{name}</td><td class=\"acc\">{}</td><td>{:+.2}</td><td>-</td><td>-</td></tr>",
+            pct(a),
+            (a - r.float.accuracy) * 100.0
+        );
     }
-    out.push_str("</table>\n<p class=\"meta\">control: float trained for the same extra epochs as QAT, then PTQ: what QAT gains beyond more training.</p>\n");
+    out.push_str("</table>\n");
+    if r.control.is_some() {
+        out.push_str("<p class=\"meta\">control: float trained for the same extra epochs as QAT, then PTQ: what QAT gains beyond more training.</p>\n");
+    }
     out
 }
 
 fn history_table(r: &Report) -> String {
     let mut out = String::from("<table id=\"history\"><tr><th>stage</th><th>epoch</th><th>loss</th><th>train acc.</th><th>test acc.</th><th>lr</th><th>img/s</th><th>ranges moved</th></tr>\n");
-    for (name, s) in stages(r) {
+    for (name, s) in r.stages() {
         for e in &s.history {
             let _ = writeln!(
                 out,
@@ -323,21 +317,20 @@ fn accuracy_bars(r: &Report) -> String {
 /// where float training ended).
 fn curves(r: &Report, title: &str, value: impl Fn(&super::Epoch) -> Option<f64>) -> String {
     let float_epochs = r.float.history.len() as f64;
-    let series: Vec<(&str, Vec<(f64, f64)>)> = [
-        ("float", &r.float, 0.0),
-        ("control", &r.control, float_epochs),
-        ("QAT", &r.qat, float_epochs),
-    ]
-    .into_iter()
-    .map(|(name, s, start)| {
-        let points = s
-            .history
-            .iter()
-            .filter_map(|e| value(e).map(|v| (start + e.epoch as f64, v)))
-            .collect();
-        (name, points)
-    })
-    .collect();
+    let series: Vec<(&str, Vec<(f64, f64)>)> = r
+        .stages()
+        .into_iter()
+        .filter(|(name, _)| *name != "PTQ")
+        .map(|(name, s)| {
+            let start = if name == "float" { 0.0 } else { float_epochs };
+            let points = s
+                .history
+                .iter()
+                .filter_map(|e| value(e).map(|v| (start + e.epoch as f64, v)))
+                .collect();
+            (name, points)
+        })
+        .collect();
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
     let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max);
     let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
@@ -434,9 +427,9 @@ fn sweep_chart(reports: &[(String, Report)]) -> String {
     let metrics: [(&str, Metric); 5] = [
         ("float", |r| Some(r.float.accuracy)),
         ("PTQ", |r| Some(r.ptq.accuracy)),
-        ("control", |r| Some(r.control.accuracy)),
-        ("QAT", |r| Some(r.qat.accuracy)),
-        ("QAT int8", |r| r.qat.int8_accuracy),
+        ("control", |r| r.control.as_ref().map(|s| s.accuracy)),
+        ("QAT", |r| r.qat.as_ref().map(|s| s.accuracy)),
+        ("QAT int8", |r| r.qat.as_ref().and_then(|s| s.int8_accuracy)),
     ];
     let values: Vec<f64> = reports
         .iter()

@@ -19,11 +19,14 @@ pub struct Report {
     pub float: Stage,
     /// The float model calibrated and fake-quantized, no retraining.
     pub ptq: Stage,
-    /// The float model fine-tuned for `qat.epochs` with fake quantization.
-    pub qat: Stage,
+    /// The float model fine-tuned for `qat.epochs` with fake quantization; absent when
+    /// `qat.epochs` is 0 (the build delivers PTQ's int8 model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<Stage>,
     /// Float fine-tuned for the same `qat.epochs` without fake quantization, then PTQ:
-    /// separates what QAT gains from what extra training gains.
-    pub control: Stage,
+    /// separates what QAT gains from what extra training gains. Absent without QAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<Stage>,
     pub total_seconds: f64,
     /// What the build could not do, e.g. why there is no int8 model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -33,8 +36,8 @@ pub struct Report {
     /// The model summary (sizes and costs per layer), as printed at the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<crate::summary::Summary>,
-    /// QAT's test predictions: `confusion[true][predicted]` counts, classes in
-    /// `data.classes` order.
+    /// The delivered stage's test predictions (QAT's, or PTQ's without QAT):
+    /// `confusion[true][predicted]` counts, classes in `data.classes` order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confusion: Option<Vec<Vec<u64>>>,
     /// Where the build ran (absent in reports written before qatc recorded it).
@@ -142,12 +145,15 @@ impl Stage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Artifacts {
     pub float: String,
-    pub qat: String,
+    /// The QAT weights; absent without QAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<String>,
     pub report: String,
     /// The calibrated (PTQ) float weights with observer ranges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ptq: Option<String>,
-    /// The QAT model lowered to int8: a directory with graph.json and weights.safetensors.
+    /// The delivered model (QAT's, or PTQ's without QAT) lowered to int8: a directory with
+    /// graph.json and weights.safetensors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8: Option<String>,
     /// `model.onnx`, when `--emit onnx` asked for it.
@@ -162,6 +168,35 @@ pub struct Artifacts {
 }
 
 impl Report {
+    /// The stages that ran, in order, with their short labels: float, PTQ, and control
+    /// and QAT when QAT was asked for.
+    pub fn stages(&self) -> Vec<(&'static str, &Stage)> {
+        let mut stages = vec![("float", &self.float), ("PTQ", &self.ptq)];
+        stages.extend(self.control.as_ref().map(|s| ("control", s)));
+        stages.extend(self.qat.as_ref().map(|s| ("QAT", s)));
+        stages
+    }
+
+    /// The quantized stages whose int8 form ran on the runtime (`PTQ int8`, `QAT int8`).
+    pub fn int8_stages(&self) -> Vec<(&'static str, &Stage, f64)> {
+        [
+            ("PTQ int8", Some(&self.ptq)),
+            ("QAT int8", self.qat.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, s)| Some((name, s?, s?.int8_accuracy?)))
+        .collect()
+    }
+
+    /// The stage whose model the build delivers (int8 artifact, exports): QAT, or PTQ
+    /// when no QAT ran.
+    pub fn delivered(&self) -> (&'static str, &Stage) {
+        match &self.qat {
+            Some(qat) => ("QAT", qat),
+            None => ("PTQ", &self.ptq),
+        }
+    }
+
     /// The side-by-side table printed at the end of a build.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -190,32 +225,37 @@ impl Report {
                 speed
             )
         };
-        out.push_str(&row("float", &self.float));
-        out.push_str(&row("PTQ (fake-quant)", &self.ptq));
-        out.push_str(&row("control: float +epochs, PTQ", &self.control));
-        out.push_str(&row("QAT (fake-quant)", &self.qat));
-        for (name, s) in [
-            ("PTQ int8 (runtime)", &self.ptq),
-            ("QAT int8 (runtime)", &self.qat),
-        ] {
-            if let Some(accuracy) = s.int8_accuracy {
-                let int8 = Stage {
-                    accuracy,
-                    epochs: 0,
-                    train_images_per_second: 0.0,
-                    ..Default::default()
-                };
-                let agree = s.int8_agreement.map_or(String::new(), |a| {
-                    format!("   argmax = fake-quant on {:.2}%", a * 100.0)
-                });
-                out.push_str(&format!("{}{agree}\n", row(name, &int8).trim_end()));
-            }
+        for (name, s) in self.stages() {
+            let label = match name {
+                "PTQ" => "PTQ (fake-quant)",
+                "control" => "control: float +epochs, PTQ",
+                "QAT" => "QAT (fake-quant)",
+                other => other,
+            };
+            out.push_str(&row(label, s));
         }
-        out.push_str(&format!(
-            "\nQAT vs PTQ: {:+.2} points; QAT vs control (same extra training): {:+.2} points\n",
-            (self.qat.accuracy - self.ptq.accuracy) * 100.0,
-            (self.qat.accuracy - self.control.accuracy) * 100.0
-        ));
+        for (name, s, accuracy) in self.int8_stages() {
+            let int8 = Stage {
+                accuracy,
+                epochs: 0,
+                train_images_per_second: 0.0,
+                ..Default::default()
+            };
+            let agree = s.int8_agreement.map_or(String::new(), |a| {
+                format!("   argmax = fake-quant on {:.2}%", a * 100.0)
+            });
+            let label = format!("{name} (runtime)");
+            out.push_str(&format!("{}{agree}\n", row(&label, &int8).trim_end()));
+        }
+        if let (Some(qat), Some(control)) = (&self.qat, &self.control) {
+            out.push_str(&format!(
+                "\nQAT vs PTQ: {:+.2} points; QAT vs control (same extra training): {:+.2} points\n",
+                (qat.accuracy - self.ptq.accuracy) * 100.0,
+                (qat.accuracy - control.accuracy) * 100.0
+            ));
+        } else {
+            out.push('\n');
+        }
         for note in &self.notes {
             out.push_str(&format!("note: {note}\n"));
         }
