@@ -85,6 +85,52 @@ fn torch_save_and_safetensors_state_dicts_load_by_pattern_and_give_pytorch_logit
     assert!(err.contains("qatc weights diff"), "{err}");
 }
 
+/// The same network with each layer named by its PyTorch module path (`@name`): the
+/// state_dict loads without a single rule.
+const NAMED: &str = "model Sequential {
+    input image: f32[1, 28, 28]
+    @name(\"features.0\")
+    let c = conv2d(image, filters = 4, kernel = 3, padding = same)
+    @name(\"features.1\")
+    let x = batch_norm(c)
+    let x = relu(x)
+    let x = max_pool2d(x, size = 2)
+    @name(\"features.4\")
+    let x = conv2d(x, filters = 8, kernel = 3, stride = 2, padding = same)
+    @name(\"features.5\")
+    let x = batch_norm(x)
+    let x = relu(x)
+    let x = flatten(x)
+    @name(\"classifier.0\")
+    let x = dense(x, units = 16)
+    let x = relu(x)
+    @name(\"classifier.2\")
+    let logits = dense(x, units = 10)
+    output logits
+}
+";
+
+#[test]
+fn module_paths_given_with_name_load_pytorch_weights_without_rules() {
+    let Some((_tmp, dir)) = pytorch_files() else {
+        return;
+    };
+    let checked = qatc::check_source(&SourceFile::new("m.qat", NAMED.to_string()));
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let graph = passes::run(checked.graphs.into_iter().next().unwrap(), Stage::Quantized);
+    let io: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let mut net = Network::new(&graph, tch::Device::Cpu);
+    let loaded = pretrained::load(&mut net, &dir.join("weights.pt"), &BTreeMap::new(), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.len(), 16, "{loaded:?}");
+    let logits = tch::no_grad(|| net.forward(&io["input"], Mode::Float, false));
+    let diff = (&logits - &io["logits"]).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "max difference from PyTorch {diff}");
+}
+
 #[test]
 fn weights_diff_lists_both_sides_and_proposes_rules() {
     let Some((tmp, dir)) = pytorch_files() else {

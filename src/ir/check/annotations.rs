@@ -1,9 +1,9 @@
 //! Quantization settings: the file's `quant default`, and `@quant(...)`, `@float` and
-//! `@frozen` on bindings.
+//! `@frozen` on bindings; `@name("features.3")`, the path a binding's nodes are named by.
 
 use std::collections::HashMap;
 
-use super::{Checker, Ctx, QuantDefaults};
+use super::{Checker, Ctx, GraphBuilder, QuantDefaults};
 use crate::codes;
 use crate::diagnostics::{did_you_mean, Diagnostic, Span};
 use crate::ir::ops::{self, OpDef};
@@ -74,6 +74,20 @@ impl Checker<'_> {
                                 "only {} have parameters to freeze",
                                 ops::names_where(|d| d.params.any())
                             )),
+                        );
+                    }
+                }
+                "name" => {
+                    if module_path(ann).is_none() {
+                        self.report(
+                            ctx,
+                            Diagnostic::error(
+                                codes::UNKNOWN_ANNOTATION,
+                                "`@name` needs one module path",
+                                ann.span,
+                                "expected `@name(\"features.3\")`",
+                            )
+                            .with_note("a path is names or numbers joined by dots, as PyTorch names modules (`features.3.conv.0`)"),
                         );
                     }
                 }
@@ -150,8 +164,10 @@ impl Checker<'_> {
                         ann.name.span,
                         "not an annotation qatc knows",
                     )
-                    .with_note("bindings accept `@float`, `@frozen` and `@quant(...)`");
-                    if let Some(s) = did_you_mean(other, ["float", "frozen", "quant"]) {
+                    .with_note(
+                        "bindings accept `@float`, `@frozen`, `@name(\"path\")` and `@quant(...)`",
+                    );
+                    if let Some(s) = did_you_mean(other, ["float", "frozen", "name", "quant"]) {
                         d = d.with_help(format!("did you mean `@{s}`?")).with_fix(
                             format!("replace with `@{s}`"),
                             ann.name.span,
@@ -164,6 +180,56 @@ impl Checker<'_> {
         }
         quant
     }
+}
+
+impl<'a> Checker<'a> {
+    /// What a binding's nodes are named by: the module path of `@name("features.3")` (so
+    /// weights saved by PyTorch load under their own names), else the binding's name.
+    /// Two parts of a model given the same path would load the same weights: an error.
+    pub(super) fn node_name(
+        &mut self,
+        graph: &mut GraphBuilder,
+        ctx: &Ctx,
+        binding: &'a ast::LetBinding,
+    ) -> &'a str {
+        let named = binding
+            .annotations
+            .iter()
+            .rev()
+            .find_map(|a| Some((a, module_path(a)?)));
+        let Some((ann, path)) = named else {
+            return &binding.names[0].name;
+        };
+        let full = format!("{}{path}", ctx.prefix);
+        if graph.names.contains(&full) || !graph.module_paths.insert(full.clone()) {
+            self.report(
+                ctx,
+                Diagnostic::error(
+                    codes::DUPLICATE_DEFINITION,
+                    format!("`{full}` names two parts of the model"),
+                    ann.span,
+                    "this path is already taken",
+                )
+                .with_note("each `@name` path (with the block calls around it) names one part; its weights load under it"),
+            );
+        }
+        path
+    }
+}
+
+/// The path of a well-formed `@name("a.b.0")`: names or numbers joined by dots.
+fn module_path(ann: &ast::Annotation) -> Option<&str> {
+    let [ast::Arg {
+        name: None,
+        value: ast::Expr::Str { value, .. },
+        ..
+    }] = ann.args.as_slice()
+    else {
+        return None;
+    };
+    let segment =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (ann.name.name == "name" && value.split('.').all(segment)).then_some(value.as_str())
 }
 
 pub(super) fn quant_defaults(file: &ast::File, diagnostics: &mut Vec<Diagnostic>) -> QuantDefaults {

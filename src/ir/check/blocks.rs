@@ -410,7 +410,7 @@ impl<'a> Checker<'a> {
         };
         let mut inner = Ctx {
             module: block.module,
-            prefix: format!("{}{}.", ctx.prefix, binding.names[0].name),
+            prefix: format!("{}{}.", ctx.prefix, self.node_name(graph, ctx, binding)),
             quant,
             inlining: ctx.inlining.clone(),
         };

@@ -556,7 +556,8 @@ impl<'a> Checker<'a> {
                 return;
             };
             let quant = self.annotations(ctx, binding, Some(def));
-            let value = self.call(graph, ctx, scope, call, Some(def), quant, &name.name);
+            let node = self.node_name(graph, ctx, binding);
+            let value = self.call(graph, ctx, scope, call, Some(def), quant, node);
             let detail = self.value_detail(graph, &name.name, Value::Tensor(value));
             self.define_index(ctx, name.span, &name.name, detail, item_span);
             self.define(ctx, scope, name, Value::Tensor(value));
@@ -602,7 +603,8 @@ impl<'a> Checker<'a> {
             );
         }
         let quant = self.annotations(ctx, binding, def);
-        let value = self.call(graph, ctx, scope, call, def, quant, &name.name);
+        let node = self.node_name(graph, ctx, binding);
+        let value = self.call(graph, ctx, scope, call, def, quant, node);
         if def.is_some() && binding.names.len() > 1 {
             self.report(
                 ctx,

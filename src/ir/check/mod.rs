@@ -270,6 +270,8 @@ impl Ctx<'_> {
 struct GraphBuilder {
     nodes: Vec<Node>,
     names: HashSet<String>,
+    /// Paths given with `@name`, with the prefixes of the block calls around them.
+    module_paths: HashSet<String>,
     next_suffix: HashMap<String, usize>,
     /// A resource limit was reported: inline nothing more, report no more limits.
     limit_hit: bool,
