@@ -146,7 +146,16 @@ fn language_server(lines: usize, runs: usize) {
     );
 }
 
+/// The load average, so that a slow run on a busy machine can be told from a regression.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_string(),
+        |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
 fn main() {
+    println!("load average (1, 5, 15 min): {}", load_average());
     println!("qatc check (parse + check + graph), best of 5:");
     let mut per_layer = Vec::new();
     for layers in [1_000, 10_000] {
@@ -165,4 +174,5 @@ fn main() {
     if full {
         language_server(20_000, 5);
     }
+    println!("load average (1, 5, 15 min): {}", load_average());
 }
