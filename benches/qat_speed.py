@@ -109,7 +109,8 @@ class MobileNet(nn.Module):
         fused = []
         for name, m in self.named_modules():
             if isinstance(m, nn.Sequential) and len(m) in (2, 3) and isinstance(m[0], nn.Conv2d):
-                fused.append([f"{name}.{i}" for i in range(len(m))])
+                # torch.ao fuses conv+bn(+relu), not relu6: that stays a module of its own.
+                fused.append([f"{name}.0", f"{name}.1"])
         return fused
 
 
