@@ -95,6 +95,8 @@ impl Grid {
     }
 
     /// `zero_point + nearbyint(x · inv_scale)`, unclamped (NaN becomes −2²²).
+    // Not `clamp`: that keeps NaN, and libtorch's `fmax` turns it into `qmin`, as this does.
+    #[allow(clippy::manual_clamp)]
     #[inline(always)]
     fn level(self, x: f32) -> f32 {
         let v = (x * self.inv_scale).max(-LIMIT).min(LIMIT);
