@@ -5,12 +5,14 @@ mod augment;
 mod checkpoint;
 mod dataset;
 pub mod distributed;
+mod fake_quant;
 pub mod infer;
 pub mod mapping;
 mod network;
 mod observer;
 mod preflight;
 pub mod pretrained;
+mod profile;
 pub mod progress;
 pub mod sensitivity;
 mod session;
@@ -35,6 +37,7 @@ use checkpoint::{Checkpoints, StageProgress};
 pub use dataset::normalize;
 use dataset::{batches, prepare, Batches, Prepared};
 pub use preflight::check_before_training;
+use profile::Phase;
 use progress::{Log, Progress};
 pub use session::{Session, Trained};
 
@@ -420,6 +423,8 @@ impl Run<'_> {
             std::rc::Rc::new(move |lo: f32, hi: f32| g.min_max(lo, hi).unwrap_or((lo, hi)))
                 as std::rc::Rc<network::RangeReduce>
         });
+        profile::reset();
+        let mut training_seconds = 0.0;
         for epoch in done.epochs_done + 1..=epochs {
             // Seeded per epoch, so that a resumed run shuffles as an uninterrupted one would.
             tch::manual_seed(epoch_seed(self.recipe.train.seed, stage, epoch));
@@ -428,7 +433,9 @@ impl Run<'_> {
             let mut bar = self.progress.epoch(stage, epoch, epochs, steps as u64);
             let ranges_before = (mode == Mode::Quantized).then(|| net.activation_ranges());
             let (mut loss_sum, mut correct, mut images) = (0.0, 0i64, 0i64);
-            for (step, (xs, ys)) in batches(data, batch, Some(&order)).enumerate() {
+            let mut batch_iter = batches(data, batch, Some(&order)).enumerate();
+            while let Some((step, (xs, ys))) = profile::time(Phase::Data, || {
+                let (step, (xs, ys)) = batch_iter.next()?;
                 // Training batches only: calibration and evaluation never come here.
                 let xs = match &self.recipe.train.augment {
                     Some(a) if augment::active(a) => {
@@ -437,6 +444,8 @@ impl Run<'_> {
                     }
                     _ => xs,
                 };
+                Some((step, (xs, ys)))
+            }) {
                 let n = xs.size()[0];
                 // Each rank trains on its shard of the same global batch.
                 let (xs, ys, weight) = match &group {
@@ -446,20 +455,23 @@ impl Run<'_> {
                     }
                     None => (xs, ys, 1.0),
                 };
-                let logits = net.forward(&xs, mode, true);
-                let loss = logits.cross_entropy_for_logits(&ys);
-                let hits = logits
-                    .argmax(-1, false)
-                    .eq_tensor(&ys)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
+                let logits = profile::time(Phase::Forward, || net.forward(&xs, mode, true));
+                let (loss, hits) = profile::time(Phase::Loss, || {
+                    let loss = logits.cross_entropy_for_logits(&ys);
+                    let hits = logits
+                        .argmax(-1, false)
+                        .eq_tensor(&ys)
+                        .sum(Kind::Int64)
+                        .int64_value(&[]);
+                    (loss, hits)
+                });
                 let (value, hits) = match &group {
                     Some(g) => {
                         if let Some(e) = g.failure() {
                             return Err(e.into());
                         }
-                        opt.zero_grad();
-                        loss.backward();
+                        profile::time(Phase::Optimizer, || opt.zero_grad());
+                        profile::time(Phase::Backward, || loss.backward());
                         // A batch smaller than the group is trained whole on every rank.
                         let hits = if xs.size()[0] == n {
                             hits as f64 * weight
@@ -475,7 +487,7 @@ impl Run<'_> {
                         )?;
                         (sums[0], sums[1].round() as i64)
                     }
-                    None => (loss.double_value(&[]), hits),
+                    None => (profile::time(Phase::Loss, || loss.double_value(&[])), hits),
                 };
                 if !value.is_finite() {
                     bar.abandon();
@@ -493,10 +505,14 @@ impl Run<'_> {
                 }
                 match &group {
                     // The gradients are the whole batch's, averaged over the ranks.
-                    Some(_) => opt.step(),
-                    None => opt.backward_step(&loss),
+                    Some(_) => profile::time(Phase::Optimizer, || opt.step()),
+                    None => {
+                        profile::time(Phase::Optimizer, || opt.zero_grad());
+                        profile::time(Phase::Backward, || loss.backward());
+                        profile::time(Phase::Optimizer, || opt.step());
+                    }
                 }
-                net.clamp_learned_ranges();
+                profile::time(Phase::Optimizer, || net.clamp_learned_ranges());
                 total_steps += 1;
                 if freeze_bn == Some(total_steps) {
                     net.quant.bn_frozen = true;
@@ -511,6 +527,7 @@ impl Run<'_> {
                 bar.step(value, n as u64);
             }
             let seconds = started.elapsed().as_secs_f64();
+            training_seconds += seconds;
             bar.validating();
             // Only rank 0 reports it.
             let val_accuracy = if self.opts.writes() {
@@ -538,6 +555,11 @@ impl Run<'_> {
             }
         }
         net.range_reduce = None;
+        if let Some(line) =
+            profile::summary(stage, total_steps - done_before_steps, training_seconds)
+        {
+            eprintln!("{line}");
+        }
         if let (Some(g), Some(before)) = (&group, in_collectives_before) {
             let waited = g.collective_seconds() - before;
             let steps_run = (total_steps - done_before_steps).max(1);

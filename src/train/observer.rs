@@ -181,7 +181,7 @@ impl Observer {
     pub fn fake_quant(&self, xs: &Tensor) -> Tensor {
         let (scale, zero_point) = self.params();
         let (qmin, qmax) = self.spec.range();
-        xs.fake_quantize_per_tensor_affine(scale as f64, zero_point, qmin, qmax)
+        super::fake_quant::per_tensor(xs, scale, zero_point, qmin, qmax)
     }
 }
 

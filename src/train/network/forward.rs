@@ -2,6 +2,7 @@
 //! calibrating, or with fake quantization (BN folded into the weights as lowering folds it).
 
 use super::*;
+use crate::train::profile::{self, Phase};
 
 impl Network {
     /// Runs the graph on a batch `[N, ...input shape]`; returns the output.
@@ -112,10 +113,10 @@ impl Network {
                         (Mode::Quantized, Layer::FakeQuant { observer, learned })
                             if self.enabled[i] =>
                         {
-                            match learned {
+                            profile::time(Phase::FakeQuant, || match learned {
                                 Some(range) => learned_fake_quant(x, range, *spec),
                                 None => observer.fake_quant(x),
-                            }
+                            })
                         }
                         _ => x.shallow_clone(),
                     }
@@ -135,16 +136,20 @@ impl Network {
                             }
                             x.shallow_clone()
                         }
-                        (Mode::Quantized, Some(range)) => learned_fake_quant(x, range, *spec),
+                        (Mode::Quantized, Some(range)) => {
+                            profile::time(Phase::FakeQuant, || learned_fake_quant(x, range, *spec))
+                        }
                         (Mode::Quantized, None) => {
                             if train && !self.quant.observers_frozen {
-                                observer.observe_reduced(
-                                    x,
-                                    Some(Observer::QAT_AVERAGING),
-                                    self.range_reduce.as_deref(),
-                                );
+                                profile::time(Phase::Observers, || {
+                                    observer.observe_reduced(
+                                        x,
+                                        Some(Observer::QAT_AVERAGING),
+                                        self.range_reduce.as_deref(),
+                                    )
+                                });
                             }
-                            observer.fake_quant(x)
+                            profile::time(Phase::FakeQuant, || observer.fake_quant(x))
                         }
                     }
                 }
@@ -189,7 +194,10 @@ impl Network {
         };
         let spec = self.graph.nodes[i].quant.weights;
         let quantized = |w: &Tensor| -> Tensor {
-            match (quantize, learned_scale) {
+            if !quantize {
+                return w.shallow_clone();
+            }
+            profile::time(Phase::FakeQuant, || match (quantize, learned_scale) {
                 (false, _) => w.shallow_clone(),
                 (true, Some(log_scale)) => learned_weight_fake_quant(w, log_scale, spec),
                 // Searching the best clipping on every step costs more than the rest of a
@@ -207,7 +215,7 @@ impl Network {
                     fake_quant_weights_with(w, spec, clipped_weight_params(w, spec, Some(ratio)))
                 }
                 (true, None) => fake_quant_weights(w, spec, self.quant.weight_range),
-            }
+            })
         };
         match (norm, mode) {
             (Some(norm), Mode::Float | Mode::Calibrate) => {
