@@ -26,12 +26,16 @@ fn zoo_models_load_torchvision_state_dicts_and_match_their_logits() {
     let status = Command::new(python)
         .arg(root.join("scripts/torchvision_zoo.py"))
         .arg(out)
-        .args(["resnet18", "mobilenet_v2"])
+        .args(["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
         .status()
         .unwrap();
     assert!(status.success(), "scripts/torchvision_zoo.py failed");
     // (name, tensors in the state_dict without num_batches_tracked)
-    for (name, tensors) in [("resnet18", 102), ("mobilenet_v2", 262)] {
+    for (name, tensors) in [
+        ("resnet18", 102),
+        ("mobilenet_v2", 262),
+        ("mobilenet_v3_small", 210),
+    ] {
         let qat = root.join(format!("examples/zoo/{name}.qat"));
         let text = std::fs::read_to_string(&qat).unwrap();
         let checked = qatc::check_source(&SourceFile::new(qat.display().to_string(), text));

@@ -30,6 +30,8 @@ const OPS: &[(&str, Framework, &str)] = &[
     ("ReLU6", Framework::PyTorch, "relu6"),
     ("Hardswish", Framework::PyTorch, "hardswish"),
     ("hard_swish", Framework::Keras, "hardswish"),
+    ("Hardsigmoid", Framework::PyTorch, "hardsigmoid"),
+    ("hard_sigmoid", Framework::Keras, "hardsigmoid"),
     ("Sigmoid", Framework::PyTorch, "sigmoid"),
     ("BatchNorm2d", Framework::PyTorch, "batch_norm"),
     ("BatchNormalization", Framework::Keras, "batch_norm"),
