@@ -384,7 +384,9 @@ impl Checker<'_> {
                         arg.value.span(),
                         format!("expected {}", arg_def.ty),
                     );
-                    if !std::ptr::eq(value, &arg.value) {
+                    // Dimensions computed from the block's integers: only a call gives them.
+                    let evaluated = !std::ptr::eq(value, &arg.value);
+                    if evaluated {
                         d = d.with_note(format!("`{}` is {value} here", arg.value));
                     }
                     // A misspelled choice (`padding = sam`) gets a suggestion.
@@ -413,7 +415,10 @@ impl Checker<'_> {
                             }
                         }
                     }
-                    self.report(ctx, d);
+                    match evaluated {
+                        true => self.report_at_call(ctx, d),
+                        false => self.report(ctx, d),
+                    }
                 }
             }
         }
