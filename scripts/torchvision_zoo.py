@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes, into the folder given as first argument, torchvision networks (named by the
-other arguments, e.g. resnet18 mobilenet_v2) with random weights (no download): each
-state_dict as `torch.save` writes it (<name>.pt) and as safetensors
+other arguments, e.g. resnet18 mobilenet_v2 mobilenet_v3_small) with random weights (no
+download): each state_dict as `torch.save` writes it (<name>.pt) and as safetensors
 (<name>.safetensors), and an input batch at 64x64 with the logits torchvision computes
 in eval mode (<name>.io.safetensors). Used by tests/zoo.rs with the cache venv's Python.
 """

@@ -75,12 +75,20 @@ const SIGMOID: &str = include_str!("models/int8_runtime_sigmoid.qat");
 /// and a [W] vector times it.
 const SQUEEZE_EXCITE: &str = include_str!("models/int8_runtime_se.qat");
 
+/// MobileNetV3's squeeze-excitation (1x1 convolutions on [C, 1, 1], a hardsigmoid gate)
+/// and a hardsigmoid after a dense: tables into observed parameters.
+const HARDSIGMOID: &str = include_str!("models/int8_runtime_hardsigmoid.qat");
+
 /// pad of the input, of a relu before a max pool, and of a conv2d without activation.
 const PAD: &str = include_str!("models/int8_runtime_pad.qat");
 
 /// The float functions int8 lookup tables stand for, written here as libtorch computes them.
 fn hardswish(x: f32) -> f32 {
     x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+fn hardsigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -269,6 +277,7 @@ fn simulate(graph: &Graph, params: &mut TensorMap, x: &[f32], mode: Sim) -> Vec<
             Op::Relu => input(0).iter().map(|v| v.max(0.0)).collect(),
             Op::Relu6 => input(0).iter().map(|v| v.clamp(0.0, 6.0)).collect(),
             Op::Hardswish => input(0).iter().map(|&v| hardswish(v)).collect(),
+            Op::Hardsigmoid => input(0).iter().map(|&v| hardsigmoid(v)).collect(),
             Op::Sigmoid => input(0).iter().map(|&v| sigmoid(v)).collect(),
             Op::Dropout { .. } => input(0).clone(),
             Op::GlobalAvgPool => {
@@ -803,6 +812,52 @@ fn onnx_mul_is_qlinear_mul_and_agrees() {
     let mul = ("QLinearMul".to_string(), "com.microsoft".to_string());
     assert_eq!(nodes.iter().filter(|n| **n == mul).count(), 2, "{nodes:?}");
     onnx_runtime_agrees(&int8_model, 300);
+}
+
+/// hardsigmoid as an int8 table: the lone hardsigmoid agrees with the simulation within
+/// one unit (an op before may round a tie the other way); a gate one unit off moves a
+/// product of the squeeze-excitation (and what follows) by up to two units.
+#[test]
+fn hardsigmoid_matches_the_simulation() {
+    check_against_simulation(&HARDSIGMOID.replace("output logits", "output h"), 120, 9);
+    check_within(
+        &HARDSIGMOID.replace("output logits", "output se"),
+        120,
+        9,
+        2,
+    );
+    check_within(HARDSIGMOID, 120, 9, 2);
+}
+
+/// Two tables (the gate, the lone hardsigmoid) of exactly the function; ONNX Runtime
+/// computes it itself in f32 as `clip(x + 3, 0, 6) / 6` between a DequantizeLinear and
+/// a QuantizeLinear, like the table.
+#[test]
+fn hardsigmoid_lowers_to_a_table_and_onnx_agrees() {
+    let int8_model = lowered(HARDSIGMOID);
+    assert_tables_are_the_function(&int8_model, "hardsigmoid", hardsigmoid);
+    let kinds: Vec<&str> = int8_model.graph().ops.iter().map(IntOp::kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "lookup").count(),
+        2,
+        "{kinds:?}"
+    );
+    let model = qatc::export::onnx::model(&int8_model).unwrap();
+    let nodes = onnx_nodes(&model);
+    let std = |op: &str| (op.to_string(), String::new());
+    for op in ["Add", "Clip", "Div"] {
+        assert_eq!(
+            nodes.iter().filter(|n| **n == std(op)).count(),
+            2,
+            "{op}: {nodes:?}"
+        );
+    }
+    assert!(!nodes.contains(&std("Mul")), "{nodes:?}");
+    onnx_runtime_agrees(&int8_model, 300);
+    onnx_runtime_agrees(
+        &lowered(&HARDSIGMOID.replace("output logits", "output h")),
+        300,
+    );
 }
 
 /// Zero padding keeps its input's parameters and fills with its zero point: the int8

@@ -170,6 +170,7 @@ fn synthetic_trained_tensors(graph: &Graph) -> TensorMap {
             | Op::Relu
             | Op::Relu6
             | Op::Hardswish
+            | Op::Hardsigmoid
             | Op::Sigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
@@ -222,7 +223,7 @@ fn synthetic_trained_tensors(graph: &Graph) -> TensorMap {
         sign[id.index()] = match &node.op {
             Op::Input => Sign::Pixels,
             Op::Relu6 => Sign::Relu6,
-            Op::Relu | Op::Sigmoid | Op::Softmax { .. } => Sign::NonNegative,
+            Op::Relu | Op::Sigmoid | Op::Hardsigmoid | Op::Softmax { .. } => Sign::NonNegative,
             Op::Conv2d { epilogue, .. } | Op::Dense { epilogue, .. } => {
                 activation(&epilogue.activation)
             }

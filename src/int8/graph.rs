@@ -245,6 +245,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 pub enum LookupFunction {
     /// `x * relu6(x + 3) / 6`.
     Hardswish,
+    /// `relu6(x + 3) / 6`.
+    Hardsigmoid,
     /// `1 / (1 + exp(-x))`, into the fixed output range [0, 1).
     Sigmoid,
 }
@@ -253,6 +255,7 @@ impl LookupFunction {
     pub fn name(self) -> &'static str {
         match self {
             LookupFunction::Hardswish => "hardswish",
+            LookupFunction::Hardsigmoid => "hardsigmoid",
             LookupFunction::Sigmoid => "sigmoid",
         }
     }
@@ -261,6 +264,7 @@ impl LookupFunction {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             LookupFunction::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            LookupFunction::Hardsigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
             LookupFunction::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         }
     }

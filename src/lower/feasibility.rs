@@ -50,6 +50,7 @@ pub fn int8_form(node: &crate::ir::Node) -> Result<(), Refusal> {
         | Op::Add { .. }
         | Op::Concat { .. }
         | Op::Hardswish
+        | Op::Hardsigmoid
         | Op::Sigmoid
         | Op::Mul
         | Op::Pad { .. }

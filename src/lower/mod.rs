@@ -22,7 +22,7 @@
 //! | pad | keeps the input's parameters; the new values are its zero point (real 0) | exact |
 //! | sigmoid output | fixed, not observed: scale 1/256, zero point -128 (TFLite LOGISTIC) | exact |
 //! | mul | `zp_y + requant((a - zp_a)(b - zp_b))`, `M = s_a s_b / s_y`, broadcasting a dimension of 1 | one rounding, half toward +inf |
-//! | hardswish, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
+//! | hardswish, hardsigmoid, sigmoid | a 256-entry table: `quantize(f(dequantize(q)))`, `f` in f32 as libtorch orders it | half to even, as PyTorch |
 
 use crate::int8::{
     self, IntGraph, IntOp, IntTensor, IntTensors, LookupFunction, QParams, Requant, Value,
@@ -249,6 +249,7 @@ impl Lowering<'_> {
             | Op::Relu6
             | Op::GlobalAvgPool
             | Op::Hardswish
+            | Op::Hardsigmoid
             | Op::Sigmoid
             | Op::Mul
             | Op::Concat { .. } => {
@@ -558,6 +559,7 @@ impl Lowering<'_> {
                 Ok(output)
             }
             Op::Hardswish => self.lookup(id, LookupFunction::Hardswish, quant),
+            Op::Hardsigmoid => self.lookup(id, LookupFunction::Hardsigmoid, quant),
             // `quant` is the fixed range the fake-quant pass gave it.
             Op::Sigmoid => self.lookup(id, LookupFunction::Sigmoid, quant),
             Op::Mul => self.mul(id, quant),

@@ -520,9 +520,10 @@ pub fn model(model: &int8::Model) -> Result<ModelProto, ExportError> {
 fn lookup(b: &mut Builder, function: LookupFunction, x: &str, xq: QParams, out: &str, yq: QParams) {
     #[deny(clippy::wildcard_enum_match_arm)]
     match function {
-        // In f32 as libtorch orders it, `x * clip(x + 3, 0, 6) / 6`, between a
-        // DequantizeLinear and a QuantizeLinear (ONNX's HardSwish needs opset 14).
-        LookupFunction::Hardswish => {
+        // In f32 as libtorch orders it, `x * clip(x + 3, 0, 6) / 6` and `clip(x + 3, 0, 6) / 6`,
+        // between a DequantizeLinear and a QuantizeLinear (ONNX's HardSwish needs opset 14;
+        // its HardSigmoid computes `alpha * x + beta`, another rounding).
+        LookupFunction::Hardswish | LookupFunction::Hardsigmoid => {
             let (s, z) = b.qparams(&format!("{out}_x"), &xq);
             let real = b.node(
                 "DequantizeLinear",
@@ -547,12 +548,15 @@ fn lookup(b: &mut Builder, function: LookupFunction, x: &str, xq: QParams, out: 
                 format!("{out}_relu6"),
                 vec![],
             );
-            let product = b.node("Mul", "", vec![real, clipped], format!("{out}_mul"), vec![]);
+            let numerator = match function == LookupFunction::Hardswish {
+                true => b.node("Mul", "", vec![real, clipped], format!("{out}_mul"), vec![]),
+                false => clipped,
+            };
             let y = b.node(
                 "Div",
                 "",
-                vec![product, six],
-                format!("{out}_hardswish"),
+                vec![numerator, six],
+                format!("{out}_{}", function.name()),
                 vec![],
             );
             let (s, z) = b.qparams(out, &yq);

@@ -1,8 +1,6 @@
 //! TFLite's builtin operator codes: the ones qatc writes, and the published names
 //! `qatc inspect` shows.
 
-use crate::int8::LookupFunction;
-
 /// The builtin operators qatc writes, with the operator version their int8 kernels need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Builtin {
@@ -55,18 +53,6 @@ impl Builtin {
             Builtin::FullyConnected => 4,
             Builtin::Reshape | Builtin::HardSwish => 1,
             _ => 2,
-        }
-    }
-}
-
-impl Builtin {
-    /// The builtin that computes a lookup table's function itself.
-    pub(super) fn of_lookup(function: LookupFunction) -> Builtin {
-        match function {
-            LookupFunction::Hardswish => Builtin::HardSwish,
-            // int8 LOGISTIC requires output scale 1/256, zero point -128: the fixed range
-            // the fake-quant pass gives sigmoid.
-            LookupFunction::Sigmoid => Builtin::Logistic,
         }
     }
 }

@@ -58,6 +58,7 @@ pub fn check(graph: &Graph) -> Vec<crate::diagnostics::Diagnostic> {
             | Op::Relu
             | Op::Relu6
             | Op::Hardswish
+            | Op::Hardsigmoid
             | Op::Sigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }

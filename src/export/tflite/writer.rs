@@ -7,7 +7,7 @@ use tflite_schema::planus;
 
 use super::builtin::Builtin;
 use super::{fb, IDENTIFIER, SCHEMA_VERSION};
-use crate::int8::{self, IntGraph, IntOp, IntTensor, IntTensors, QParams, ValueId};
+use crate::int8::{self, IntGraph, IntOp, IntTensor, IntTensors, LookupFunction, QParams, ValueId};
 use crate::report::write_atomic_bytes;
 
 mod operators;

@@ -345,7 +345,36 @@ impl Checker<'_> {
                     continue;
                 }
             }
-            match arg_value(&arg.value, arg_def.ty) {
+            // A shape's dimensions may be integer expressions (`[c, 1, 1]`,
+            // `[channels(x), 1, 1]`), known at the call; a block checked on its own
+            // does not know them yet, and any fits.
+            let evaluated;
+            let value = match (arg_def.ty, &arg.value) {
+                (ArgType::Shape, ast::Expr::List { items, span })
+                    if items.iter().any(|e| !matches!(e, ast::Expr::Number { .. })) =>
+                {
+                    let mut numbers = Vec::with_capacity(items.len());
+                    for item in items {
+                        match self.int_expr(graph, ctx, scope, item) {
+                            Ok(v) => numbers.push(ast::Expr::Number {
+                                text: v.unwrap_or(1).to_string(),
+                                span: item.span(),
+                            }),
+                            Err(()) => ok = false,
+                        }
+                    }
+                    if numbers.len() < items.len() {
+                        continue;
+                    }
+                    evaluated = ast::Expr::List {
+                        items: numbers,
+                        span: *span,
+                    };
+                    &evaluated
+                }
+                _ => &arg.value,
+            };
+            match arg_value(value, arg_def.ty) {
                 Some(v) => values.push((arg_def.name, v)),
                 None => {
                     ok = false;
@@ -355,6 +384,11 @@ impl Checker<'_> {
                         arg.value.span(),
                         format!("expected {}", arg_def.ty),
                     );
+                    // Dimensions computed from the block's integers: only a call gives them.
+                    let evaluated = !std::ptr::eq(value, &arg.value);
+                    if evaluated {
+                        d = d.with_note(format!("`{}` is {value} here", arg.value));
+                    }
                     // A misspelled choice (`padding = sam`) gets a suggestion.
                     if let (ArgType::Choice(choices), ast::Expr::Ident(i)) =
                         (arg_def.ty, &arg.value)
@@ -381,7 +415,10 @@ impl Checker<'_> {
                             }
                         }
                     }
-                    self.report(ctx, d);
+                    match evaluated {
+                        true => self.report_at_call(ctx, d),
+                        false => self.report(ctx, d),
+                    }
                 }
             }
         }

@@ -30,6 +30,8 @@ const OPS: &[(&str, Framework, &str)] = &[
     ("ReLU6", Framework::PyTorch, "relu6"),
     ("Hardswish", Framework::PyTorch, "hardswish"),
     ("hard_swish", Framework::Keras, "hardswish"),
+    ("Hardsigmoid", Framework::PyTorch, "hardsigmoid"),
+    ("hard_sigmoid", Framework::Keras, "hardsigmoid"),
     ("Sigmoid", Framework::PyTorch, "sigmoid"),
     ("BatchNorm2d", Framework::PyTorch, "batch_norm"),
     ("BatchNormalization", Framework::Keras, "batch_norm"),
@@ -178,6 +180,8 @@ mod tests {
         assert_eq!(op("max_pooling2d").map(|o| o.0), Some("max_pool2d"));
         assert_eq!(op("Linear").map(|o| o.0), Some("dense"));
         assert_eq!(op("batchnorm2d").map(|o| o.0), Some("batch_norm"));
+        assert_eq!(op("hard_sigmoid").map(|o| o.0), Some("hardsigmoid"));
+        assert_eq!(op("Hardsigmoid").map(|o| o.0), Some("hardsigmoid"));
         assert_eq!(op("convolution"), None);
     }
 

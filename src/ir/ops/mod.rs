@@ -18,6 +18,7 @@ mod dense;
 mod dropout;
 mod flatten;
 mod global_avg_pool;
+mod hardsigmoid;
 mod hardswish;
 mod max_pool2d;
 mod mul;
@@ -152,6 +153,7 @@ pub enum Op {
     Relu,
     Relu6,
     Hardswish,
+    Hardsigmoid,
     Sigmoid,
     MaxPool2d {
         size: usize,
@@ -228,6 +230,7 @@ impl Op {
             Op::Relu => &relu::DEF,
             Op::Relu6 => &relu6::DEF,
             Op::Hardswish => &hardswish::DEF,
+            Op::Hardsigmoid => &hardsigmoid::DEF,
             Op::Sigmoid => &sigmoid::DEF,
             Op::MaxPool2d { .. } => &max_pool2d::DEF,
             Op::AvgPool2d { .. } => &avg_pool2d::DEF,
@@ -298,6 +301,7 @@ impl Op {
             | Op::Relu
             | Op::Relu6
             | Op::Hardswish
+            | Op::Hardsigmoid
             | Op::Sigmoid
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
@@ -450,6 +454,7 @@ pub const OPS: &[OpDef] = &[
     relu::DEF,
     relu6::DEF,
     hardswish::DEF,
+    hardsigmoid::DEF,
     sigmoid::DEF,
     max_pool2d::DEF,
     avg_pool2d::DEF,

@@ -68,6 +68,7 @@ impl Network {
                 Op::Add { activation } => activate(input(0) + input(1), *activation),
                 Op::Relu6 => activate(input(0).shallow_clone(), Some(Activation::Relu6)),
                 Op::Hardswish => input(0).hardswish(),
+                Op::Hardsigmoid => input(0).hardsigmoid(),
                 Op::Sigmoid => input(0).sigmoid(),
                 Op::AvgPool2d { size, stride } => {
                     let (k, s) = (*size as i64, *stride as i64);

@@ -79,6 +79,7 @@ impl Network {
                 | Op::Relu
                 | Op::Relu6
                 | Op::Hardswish
+                | Op::Hardsigmoid
                 | Op::Sigmoid
                 | Op::MaxPool2d { .. }
                 | Op::AvgPool2d { .. }

@@ -57,7 +57,8 @@ impl Writer<'_> {
                 let options = fb::BuiltinOptions::MulOptions(Box::new(fb::MulOptions {}));
                 self.emit(Builtin::Mul, vec![a, b], vec![y], Some(options));
             }
-            // TFLite computes the function itself (its own fixed-point kernel or table).
+            // TFLite computes the function itself (its own fixed-point kernel or table, or
+            // for hardsigmoid, which has no builtin, ADD and MUL).
             IntOp::Lookup {
                 name,
                 input,
@@ -70,7 +71,15 @@ impl Writer<'_> {
                 }
                 let x = self.value(*input)?;
                 let y = self.value(*output)?;
-                self.emit(Builtin::of_lookup(*function), vec![x], vec![y], None);
+                match function {
+                    LookupFunction::Hardswish => {
+                        self.emit(Builtin::HardSwish, vec![x], vec![y], None)
+                    }
+                    LookupFunction::Hardsigmoid => self.hardsigmoid(name, x, y, *output),
+                    // int8 LOGISTIC requires output scale 1/256, zero point -128: the fixed
+                    // range the fake-quant pass gives sigmoid.
+                    LookupFunction::Sigmoid => self.emit(Builtin::Logistic, vec![x], vec![y], None),
+                }
             }
             // The model's input: raw pixels for a model built from images, else already quantized.
             IntOp::Quantize { output } => {
@@ -427,6 +436,47 @@ impl Writer<'_> {
         }));
         self.emit(builtin, vec![x], vec![y], Some(options));
         Ok(())
+    }
+
+    /// hardsigmoid `relu6(x + 3) / 6` into `output`, for which TFLite has no builtin: an
+    /// ADD of the constant 3 with a fused RELU6 into scale `6 s_y` and `y`'s zero point,
+    /// whose integers are already `y`'s (`round((x + 3) / (6 s_y))`, clamped at real 6,
+    /// i.e. 1); then a MUL by 1/6 (integer 1 at scale 1/6) into `y`: multiplier
+    /// `6 s_y / 6 / s_y` = 1, a copy that relabels the scale. Only the ADD rounds, in
+    /// TFLite's fixed point where qatc's table rounds the float function.
+    fn hardsigmoid(&mut self, name: &str, x: i32, y: i32, output: ValueId) {
+        let value = &self.graph.values[output];
+        let (yq, shape) = (value.quant, nhwc(&value.shape));
+        let three = self.int8_one(format!("{name}/three"), 3.0);
+        let sixth = self.int8_one(format!("{name}/one_sixth"), 1.0 / 6.0);
+        let relu6_q = QParams {
+            scale: 6.0 * yq.scale,
+            ..yq
+        };
+        let relu6 = self.temp(format!("{name}/relu6"), shape, relu6_q);
+        let options = fb::BuiltinOptions::AddOptions(Box::new(fb::AddOptions {
+            fused_activation_function: fb::ActivationFunctionType::Relu6,
+        }));
+        self.emit(Builtin::Add, vec![x, three], vec![relu6], Some(options));
+        let options = fb::BuiltinOptions::MulOptions(Box::new(fb::MulOptions {}));
+        self.emit(Builtin::Mul, vec![relu6, sixth], vec![y], Some(options));
+    }
+
+    /// A constant int8 `[1]` holding the integer 1 at scale `value`: `value` exactly.
+    fn int8_one(&mut self, name: String, value: f32) -> i32 {
+        let q = QParams {
+            scale: value,
+            zero_point: 0,
+            qmin: -128,
+            qmax: 127,
+        };
+        self.tensor(
+            name,
+            vec![1],
+            fb::TensorType::Int8,
+            Some(vec![1]),
+            Some(per_tensor(q)),
+        )
     }
 
     /// A flatten. NHWC flattens in HWC order; when only dense layers read the result,
