@@ -1,4 +1,4 @@
-//! The editor index: definitions, references and hover text recorded while checking.
+//! The editor index: definitions and references recorded while checking, with the facts hover needs.
 
 use super::{BlockRef, Checker, Ctx, GraphBuilder, Scope, Value};
 use crate::diagnostics::Span;
