@@ -96,19 +96,20 @@ impl Server {
             .into_iter()
             .rev()
             .filter(|d| !d.global)
-            .map(|d| (d.name.clone(), Some(d.detail.clone())));
+            .map(|d| (d.name.clone(), Some(d)));
         let scanned = names_before(before).into_iter().map(|n| (n, None));
-        for (name, detail) in checked.chain(scanned) {
+        // Hover text is made only for the names offered, not for every shadowed one.
+        for (name, definition) in checked.chain(scanned) {
             if !seen.insert(name.clone()) {
                 continue;
             }
             items.push(lsp::CompletionItem {
                 label: name.clone(),
                 kind: Some(lsp::CompletionItemKind::VARIABLE),
-                documentation: detail.map(|value| {
+                documentation: definition.map(|d| {
                     lsp::Documentation::MarkupContent(lsp::MarkupContent {
                         kind: lsp::MarkupKind::Markdown,
-                        value,
+                        value: d.hover(),
                     })
                 }),
                 sort_text: Some(format!("1{name}")),

@@ -6,7 +6,7 @@ use lsp_types as lsp;
 use super::convert::Text;
 use super::{Document, Server};
 use crate::diagnostics::SourceFile;
-use crate::ir::index::Target;
+use crate::ir::index::{Definition, Detail, Target};
 use crate::ir::modules::Loader;
 use crate::ir::ops;
 
@@ -19,7 +19,7 @@ impl Server {
                 Target::Op(name) => ops::lookup(name)?.markdown(),
                 Target::Local(def) => index
                     .definition(*def)
-                    .map_or_else(|| "defined in this file".to_string(), |d| d.detail.clone()),
+                    .map_or_else(|| "defined in this file".to_string(), Definition::hover),
                 Target::External { path, .. } => {
                     format!("block imported from `{}`", path.display())
                 }
@@ -29,7 +29,7 @@ impl Server {
         } else if let Some(d) = index.definition_at(offset) {
             match model_summary(doc, d) {
                 Some(summary) => (d.span, summary),
-                None => (d.span, d.detail.clone()),
+                None => (d.span, d.hover()),
             }
         } else {
             return None;
@@ -81,7 +81,7 @@ impl Server {
             .iter()
             .filter(|d| span.start <= d.span.start && d.span.end <= span.end)
             .filter_map(|d| {
-                let hint = d.hint.as_ref()?;
+                let hint = d.inlay_hint()?;
                 Some(lsp::InlayHint {
                     position: doc.text.position(d.span.end),
                     label: lsp::InlayHintLabel::String(format!(": {hint}")),
@@ -89,7 +89,7 @@ impl Server {
                     text_edits: None,
                     tooltip: Some(lsp::InlayHintTooltip::MarkupContent(lsp::MarkupContent {
                         kind: lsp::MarkupKind::Markdown,
-                        value: d.detail.clone(),
+                        value: d.hover(),
                     })),
                     padding_left: None,
                     padding_right: Some(true),
@@ -102,13 +102,11 @@ impl Server {
 }
 
 /// A model's name shows its summary: sizes and costs before training.
-fn model_summary(doc: &Document, d: &crate::ir::index::Definition) -> Option<String> {
-    let graph = doc
-        .checked
-        .graphs
-        .iter()
-        .find(|g| d.global && g.name == d.name && d.detail == format!("model `{}`", g.name))?;
+fn model_summary(doc: &Document, d: &Definition) -> Option<String> {
+    let graph = doc.checked.graphs.iter().find(|g| {
+        d.global && g.name == d.name && d.detail == Detail::Text(format!("model `{}`", g.name))
+    })?;
     let quantized = crate::passes::run(graph.clone(), crate::passes::Stage::Quantized);
     let summary = crate::summary::summarize(graph, &quantized);
-    Some(format!("{}\n\n```text\n{}```", d.detail, summary.text()))
+    Some(format!("{}\n\n```text\n{}```", d.hover(), summary.text()))
 }

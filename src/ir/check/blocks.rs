@@ -417,7 +417,6 @@ impl<'a> Checker<'a> {
         inner.inlining.push((block.def.name.name.as_str(), site));
         // Parameters in order: a default is evaluated in the callee, from the ones before it.
         let mut inner_scope = Scope::default();
-        let mut given = Vec::new();
         for (p, b) in params.iter().zip(&bound) {
             let value = match (b, &p.default) {
                 (Some((v, _)), _) => *v,
@@ -435,7 +434,6 @@ impl<'a> Checker<'a> {
                 },
                 (None, None) => return poisoned,
             };
-            given.push(format!("{} = {}", p.name.name, value_text(value)));
             inner_scope.bindings.insert(
                 p.name.name.clone(),
                 Binding {
@@ -445,10 +443,6 @@ impl<'a> Checker<'a> {
                     poisoned: false,
                 },
             );
-        }
-        if !ctx.inlined() && ctx.module == 0 {
-            self.call_details
-                .insert(binding.names[0].span, given.join(", "));
         }
         let caller = graph.enter_block(&binding.names[0].name, &block.def.name.name);
         let (_, output) = self.body(
@@ -582,15 +576,5 @@ impl<'a> Checker<'a> {
         }
         self.reference(ctx, ident.span, Target::Op(def.name));
         Ok(Some(def.name))
-    }
-}
-
-/// A parameter's value at a call, for hover text.
-fn value_text(v: Value) -> String {
-    match v {
-        Value::Int(Some(n)) => n.to_string(),
-        Value::Op(Some(op)) => op.to_string(),
-        Value::Tensor(_) => "tensor".to_string(),
-        Value::Int(None) | Value::Op(None) => "?".to_string(),
     }
 }

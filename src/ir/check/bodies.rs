@@ -1,11 +1,12 @@
 //! Models and block bodies: parameters, `input`, `let` and `output` statements, and
 //! the names they bind.
 
+use super::indexing::value_detail;
 use super::lints::unused_warning;
 use super::{Binding, BlockRef, Checker, Ctx, GraphBuilder, Scope, Value};
 use crate::codes;
 use crate::diagnostics::{did_you_mean, Diagnostic, Span};
-use crate::ir::index::{Definition, Target};
+use crate::ir::index::{Definition, Detail, Target};
 use crate::ir::ops::{self, format_shape};
 use crate::ir::{Graph, NodeId, Op};
 use crate::limits::{MAX_ARG_INT, MAX_MODEL_PARAMETERS, MAX_TENSOR_ELEMENTS};
@@ -25,10 +26,10 @@ impl<'a> Checker<'a> {
         self.index.definitions.push(Definition {
             span: b.name.span,
             name: b.name.name.clone(),
-            detail: format!("```qat\n{}\n```", block.signature()),
+            detail: Detail::Text(format!("```qat\n{}\n```", block.signature())),
             scope: self.file_span,
             global: true,
-            hint: None,
+            hint: false,
             visible_from: 0,
         });
         let graph = GraphBuilder::default();
@@ -96,10 +97,10 @@ impl<'a> Checker<'a> {
                 &ctx,
                 p.name.span,
                 &p.name.name,
-                format!(
+                Detail::Text(format!(
                     "`{}: {}` (parameter of block `{}`)",
                     p.name.name, p.ty.name, b.name.name
-                ),
+                )),
                 b.span,
             );
             scope.bindings.insert(
@@ -136,10 +137,10 @@ impl<'a> Checker<'a> {
         self.index.definitions.push(Definition {
             span: model.name.span,
             name: model.name.name.clone(),
-            detail: format!("model `{}`", model.name.name),
+            detail: Detail::Text(format!("model `{}`", model.name.name)),
             scope: self.file_span,
             global: true,
-            hint: None,
+            hint: false,
             visible_from: 0,
         });
         let (inputs, outputs) = self.body(
@@ -488,12 +489,12 @@ impl<'a> Checker<'a> {
                 ctx,
                 input.name.span,
                 &input.name.name,
-                format!(
+                Detail::Text(format!(
                     "`{}: f32{}` (model input)\n\nactivations: {}",
                     input.name.name,
                     format_shape(&shape),
                     self.defaults.activations
-                ),
+                )),
                 item_span,
             );
             graph.push(
@@ -558,7 +559,7 @@ impl<'a> Checker<'a> {
             let quant = self.annotations(ctx, binding, Some(def));
             let node = self.node_name(graph, ctx, binding);
             let value = self.call(graph, ctx, scope, call, Some(def), quant, node);
-            let detail = self.value_detail(graph, &name.name, Value::Tensor(value));
+            let detail = value_detail(graph, Value::Tensor(value));
             self.define_index(ctx, name.span, &name.name, detail, item_span);
             self.define(ctx, scope, name, Value::Tensor(value));
             return;
@@ -572,7 +573,7 @@ impl<'a> Checker<'a> {
                 .flatten()
                 .map(|v| v as usize);
             let value = Value::Int(value);
-            let detail = self.value_detail(graph, &name.name, value);
+            let detail = value_detail(graph, value);
             self.define_index(ctx, name.span, &name.name, detail, item_span);
             self.define(ctx, scope, name, value);
             return;
@@ -646,7 +647,7 @@ impl<'a> Checker<'a> {
                 Err(()) => Value::Int(None),
             },
         };
-        let detail = self.value_detail(graph, &l.name.name, value);
+        let detail = value_detail(graph, value);
         self.define_index(ctx, l.name.span, &l.name.name, detail, item_span);
         self.define(ctx, scope, &l.name, value);
     }

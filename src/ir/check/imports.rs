@@ -61,7 +61,6 @@ pub(super) fn namespaces<'a>(
             let_start: 0,
             statement_end: 0,
             statements: 0,
-            call_details: HashMap::new(),
         };
         sub.recursion(&m.ast);
         for item in &m.ast.items {

@@ -1,8 +1,8 @@
-//! The editor index: definitions, references and hover text recorded while checking.
+//! The editor index: definitions and references recorded while checking, with the facts hover needs.
 
 use super::{BlockRef, Checker, Ctx, GraphBuilder, Scope, Value};
 use crate::diagnostics::Span;
-use crate::ir::index::{Definition, Reference, Target};
+use crate::ir::index::{Definition, Detail, Reference, Target, ValueFacts};
 use crate::ir::ops::format_shape;
 use crate::syntax::ast;
 
@@ -12,7 +12,7 @@ impl Checker<'_> {
         ctx: &Ctx,
         span: Span,
         name: &str,
-        detail: String,
+        detail: Detail,
         scope: Span,
     ) {
         if !ctx.inlined() && ctx.module == 0 {
@@ -22,14 +22,14 @@ impl Checker<'_> {
                 detail,
                 scope,
                 global: false,
-                hint: None,
+                hint: false,
                 visible_from: self.statement_end.max(span.end),
             });
         }
     }
 
-    /// Indexes a name bound by `let`: hover text, and the inlay hint with its shape and
-    /// quantization. `block` is the hover text of the block call that computed it, if any.
+    /// Indexes a name bound by `let`, with an inlay hint of its shape and quantization.
+    /// `block` is the hover text of the block call that computed it, if any.
     pub(super) fn define_value_index(
         &mut self,
         ctx: &Ctx,
@@ -42,37 +42,16 @@ impl Checker<'_> {
         if ctx.inlined() || ctx.module != 0 {
             return;
         }
-        let mut detail = self.value_detail(graph, &name.name, value);
-        if let Some(call) = block {
-            // The first line (name and shape) stays; the block replaces its last inner op.
-            let (head, rest) = detail.split_once("\n\n").unwrap_or((&detail, ""));
-            let head = head.split(" = ").next().unwrap_or(head);
-            detail = format!("{head}\n\n{call}\n\n{rest}");
-        }
-        let hint = match value {
-            Value::Tensor(Some(id)) => {
-                let node = &graph.nodes[id.index()];
-                let quant = if node.quant.float {
-                    "float".to_string()
-                } else if node.op.has_weights() {
-                    format!(
-                        "W{}A{}",
-                        node.quant.weights.bits, node.quant.activations.bits
-                    )
-                } else {
-                    format!("A{}", node.quant.activations.bits)
-                };
-                Some(format!("{} {quant}", format_shape(&node.shape)))
-            }
-            Value::Tensor(None) | Value::Int(_) | Value::Op(_) => None,
-        };
         self.index.definitions.push(Definition {
             span: name.span,
             name: name.name.clone(),
-            detail,
+            detail: Detail::Value {
+                value: value_facts(graph, value),
+                block: block.map(str::to_string),
+            },
             scope,
             global: false,
-            hint,
+            hint: true,
             visible_from: self.statement_end.max(name.span.end),
         });
     }
@@ -134,34 +113,28 @@ impl Checker<'_> {
             self.index.references.push(Reference { span, target });
         }
     }
+}
 
-    /// Hover text for a bound value: its shape, dtype and quantization when known.
-    pub(super) fn value_detail(&self, graph: &GraphBuilder, name: &str, value: Value) -> String {
-        match value {
-            Value::Tensor(Some(id)) => {
-                let node = &graph.nodes[id.index()];
-                let mut s = format!(
-                    "`{name}: f32{}` = `{}`\n\n",
-                    format_shape(&node.shape),
-                    node.op
-                );
-                if node.quant.float {
-                    s.push_str("runs in float (`@float`)");
-                } else {
-                    if node.op.has_weights() {
-                        s.push_str(&format!("weights: {}  \n", node.quant.weights));
-                    }
-                    s.push_str(&format!("activations: {}", node.quant.activations));
-                }
-                s
+/// Hover text for a bound value, as facts (the text is made when hover asks).
+pub(super) fn value_detail(graph: &GraphBuilder, value: Value) -> Detail {
+    Detail::Value {
+        value: value_facts(graph, value),
+        block: None,
+    }
+}
+
+fn value_facts(graph: &GraphBuilder, value: Value) -> ValueFacts {
+    match value {
+        Value::Tensor(Some(id)) => {
+            let node = &graph.nodes[id.index()];
+            ValueFacts::Tensor {
+                shape: node.shape.clone(),
+                op: node.op.clone(),
+                quant: node.quant,
             }
-            Value::Tensor(None) => format!(
-                "`{name}: tensor` (shape depends on the block's inputs, or its call has an error)"
-            ),
-            Value::Int(Some(v)) => format!("`{name}: int = {v}`"),
-            Value::Int(None) => format!("`{name}: int`"),
-            Value::Op(Some(op)) => format!("`{name}: op = {op}`"),
-            Value::Op(None) => format!("`{name}: op`"),
         }
+        Value::Tensor(None) => ValueFacts::UnknownTensor,
+        Value::Int(v) => ValueFacts::Int(v),
+        Value::Op(op) => ValueFacts::Op(op),
     }
 }

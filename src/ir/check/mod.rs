@@ -93,7 +93,6 @@ pub fn check_file_at(file: &ast::File, origin: &Path, loader: &mut dyn Loader) -
         let_start: 0,
         statement_end: 0,
         statements: 0,
-        call_details: HashMap::new(),
     };
     checker.recursion(file);
     for item in &file.items {
@@ -347,9 +346,6 @@ struct Checker<'a> {
     statement_end: usize,
     /// Statements checked in all models of the file, inlined ones included: what inlining costs.
     statements: usize,
-    /// The parameters a block call in this file was inlined with (`cout = 24, act = relu6`),
-    /// by the span of the first name it binds: hover text.
-    call_details: HashMap<Span, String>,
 }
 
 /// The scope of one body (a model, or one instance of a block).
