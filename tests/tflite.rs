@@ -468,40 +468,11 @@ fn quant(scale: f32, zero_point: i32) -> QParams {
 /// function as the fake-quant model computes it).
 #[test]
 fn hardswish_tables_agree_with_litert_within_one_unit() {
-    if let Err(why) = litert() {
-        eprintln!("SKIPPED the LiteRT comparison: {why}");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut differ, mut total) = (0, 0);
-    for (lo, hi) in [
-        (-8.0f32, 8.0f32),
-        (-3.0, 5.0),
-        (-1.0, 1.0),
-        (-0.5, 12.0),
-        (-6.0, 0.5),
-    ] {
-        let x = quant(
-            (hi - lo) / 255.0,
-            (-128.0 - lo / ((hi - lo) / 255.0)).round() as i32,
-        );
-        let (ylo, yhi) = (-0.375f32.max(lo), hi.max(0.0));
-        let y = quant(
-            (yhi - ylo) / 255.0,
-            (-128.0 - ylo / ((yhi - ylo) / 255.0)).round() as i32,
-        );
-        let (ours, theirs) = litert_lookup(LookupFunction::Hardswish, x, y, tmp.path());
-        let d: Vec<i32> = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (*a as i32 - *b as i32).abs())
-            .collect();
-        let n = d.iter().filter(|&&d| d > 0).count();
-        eprintln!("hardswish x in [{lo}, {hi}]: {n} of 256 entries differ from LiteRT's HARD_SWISH, by at most {}", d.iter().max().unwrap());
-        assert!(d.iter().all(|&d| d <= 1), "{ours:?}\n{theirs:?}");
-        (differ, total) = (differ + n, total + 256);
-    }
-    eprintln!("hardswish: {differ} of {total} table entries differ from LiteRT by one unit");
+    lookup_tables_agree_with_litert_within_one_unit(
+        LookupFunction::Hardswish,
+        "LiteRT's HARD_SWISH",
+        |lo, hi| (-0.375f32.max(lo), hi.max(0.0)),
+    );
 }
 
 /// hardsigmoid tables against LiteRT on all 256 inputs: TFLite has no builtin for it, so
@@ -512,10 +483,27 @@ fn hardswish_tables_agree_with_litert_within_one_unit() {
 /// none more.
 #[test]
 fn hardsigmoid_tables_agree_with_litert_within_one_unit() {
+    // The output range as training observes it: from 0 (observers keep real 0 in range)
+    // to at most 1.
+    lookup_tables_agree_with_litert_within_one_unit(
+        LookupFunction::Hardsigmoid,
+        "LiteRT's ADD and MUL",
+        |_, hi| (0.0, LookupFunction::Hardsigmoid.apply(hi)),
+    );
+}
+
+/// `function`'s tables for five input ranges (outputs in `output_range(lo, hi)`) against
+/// LiteRT's form of it (`theirs`, for the message): every entry within one unit.
+fn lookup_tables_agree_with_litert_within_one_unit(
+    function: LookupFunction,
+    theirs_name: &str,
+    output_range: fn(f32, f32) -> (f32, f32),
+) {
     if let Err(why) = litert() {
         eprintln!("SKIPPED the LiteRT comparison: {why}");
         return;
     }
+    let name = function.name();
     let tmp = tempfile::tempdir().unwrap();
     let (mut differ, mut total) = (0, 0);
     for (lo, hi) in [
@@ -529,25 +517,26 @@ fn hardsigmoid_tables_agree_with_litert_within_one_unit() {
             (hi - lo) / 255.0,
             (-128.0 - lo / ((hi - lo) / 255.0)).round() as i32,
         );
-        // The output range as training observes it: from 0 (observers keep real 0 in
-        // range) to at most 1.
-        let (ylo, yhi) = (0.0f32, LookupFunction::Hardsigmoid.apply(hi));
+        let (ylo, yhi) = output_range(lo, hi);
         let y = quant(
             (yhi - ylo) / 255.0,
             (-128.0 - ylo / ((yhi - ylo) / 255.0)).round() as i32,
         );
-        let (ours, theirs) = litert_lookup(LookupFunction::Hardsigmoid, x, y, tmp.path());
+        let (ours, theirs) = litert_lookup(function, x, y, tmp.path());
         let d: Vec<i32> = ours
             .iter()
             .zip(&theirs)
             .map(|(a, b)| (*a as i32 - *b as i32).abs())
             .collect();
         let n = d.iter().filter(|&&d| d > 0).count();
-        eprintln!("hardsigmoid x in [{lo}, {hi}]: {n} of 256 entries differ from LiteRT's ADD and MUL, by at most {}", d.iter().max().unwrap());
+        eprintln!(
+            "{name} x in [{lo}, {hi}]: {n} of 256 entries differ from {theirs_name}, by at most {}",
+            d.iter().max().unwrap()
+        );
         assert!(d.iter().all(|&d| d <= 1), "{ours:?}\n{theirs:?}");
         (differ, total) = (differ + n, total + 256);
     }
-    eprintln!("hardsigmoid: {differ} of {total} table entries differ from LiteRT by one unit");
+    eprintln!("{name}: {differ} of {total} table entries differ from LiteRT by one unit");
 }
 
 /// sigmoid tables against LiteRT's LOGISTIC on all 256 inputs (output 1/256, -128).

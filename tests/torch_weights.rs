@@ -45,6 +45,18 @@ fn pytorch_files() -> Option<(tempfile::TempDir, PathBuf)> {
     Some((tmp, out))
 }
 
+/// The quantized graph of `text`, and the script's input batch and PyTorch's logits.
+fn graph_and_io(text: &str, dir: &Path) -> (qatc::ir::Graph, HashMap<String, Tensor>) {
+    let checked = qatc::check_source(&SourceFile::new("m.qat", text.to_string()));
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let graph = passes::run(checked.graphs.into_iter().next().unwrap(), Stage::Quantized);
+    let io = Tensor::read_safetensors(dir.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    (graph, io)
+}
+
 fn rules() -> BTreeMap<String, String> {
     [("f*.*", "features.*.*"), ("c*.*", "classifier.*.*")]
         .into_iter()
@@ -57,13 +69,7 @@ fn torch_save_and_safetensors_state_dicts_load_by_pattern_and_give_pytorch_logit
     let Some((_tmp, dir)) = pytorch_files() else {
         return;
     };
-    let checked = qatc::check_source(&SourceFile::new("m.qat", MODEL.to_string()));
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let graph = passes::run(checked.graphs.into_iter().next().unwrap(), Stage::Quantized);
-    let io: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let (graph, io) = graph_and_io(MODEL, &dir);
     for file in ["weights.pt", "weights.safetensors"] {
         let mut net = Network::new(&graph, tch::Device::Cpu);
         let loaded = pretrained::load(&mut net, &dir.join(file), &rules(), &[])
@@ -115,13 +121,7 @@ fn module_paths_given_with_name_load_pytorch_weights_without_rules() {
     let Some((_tmp, dir)) = pytorch_files() else {
         return;
     };
-    let checked = qatc::check_source(&SourceFile::new("m.qat", NAMED.to_string()));
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let graph = passes::run(checked.graphs.into_iter().next().unwrap(), Stage::Quantized);
-    let io: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let (graph, io) = graph_and_io(NAMED, &dir);
     let mut net = Network::new(&graph, tch::Device::Cpu);
     let loaded = pretrained::load(&mut net, &dir.join("weights.pt"), &BTreeMap::new(), &[])
         .unwrap_or_else(|e| panic!("{e}"));

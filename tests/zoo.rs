@@ -186,15 +186,7 @@ fn zoo_resnet18_ptq_only_keeps_pytorchs_accuracy_and_runs_in_litert() {
         .collect();
     let theirs = common::litert_outputs(&out.join("model.tflite"), &inputs, dir);
     assert_eq!(theirs.len(), ours.len());
-    let worst = (ours.iter().zip(&theirs))
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .max()
-        .unwrap();
-    let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
-    let same_argmax = (runtime.argmax(&ours).iter())
-        .zip(runtime.argmax(&theirs))
-        .filter(|(a, b)| **a == *b)
-        .count();
+    let (differ, worst, same_argmax) = differences(&runtime, &ours, &theirs);
     eprintln!(
         "resnet18 at 28x28: LiteRT vs qatc on {test} images: {differ} of {} int8 outputs differ (by at most {worst}), argmax identical on {same_argmax}",
         ours.len()
@@ -279,22 +271,8 @@ fn zoo_mobilenet_v3_small_int8_runs_like_onnx_runtime_and_litert() {
     let simulated = tch::no_grad(|| net.forward(&x, Mode::Quantized, false));
     let q = runtime.output_quant();
     let simulated = Vec::<f32>::try_from(simulated.flatten(0, -1)).unwrap();
-    let units = |a: &[i8], b: &[i8]| {
-        let d: Vec<i32> = (a.iter().zip(b))
-            .map(|(a, b)| (*a as i32 - *b as i32).abs())
-            .collect();
-        let same_argmax = (runtime.argmax(a).iter())
-            .zip(runtime.argmax(b))
-            .filter(|(a, b)| **a == *b)
-            .count();
-        (
-            d.iter().filter(|&&d| d > 0).count(),
-            d.into_iter().max().unwrap(),
-            same_argmax,
-        )
-    };
     let simulated: Vec<i8> = simulated.iter().map(|&v| q.quantize(v)).collect();
-    let (differ, worst, same) = units(&ours, &simulated);
+    let (differ, worst, same) = differences(&runtime, &ours, &simulated);
     eprintln!(
         "{name} int8 vs fake-quant simulation: {differ} of {} logits differ (by at most {worst}), argmax identical on {same} of {samples}",
         ours.len()
@@ -333,7 +311,7 @@ fn zoo_mobilenet_v3_small_int8_runs_like_onnx_runtime_and_litert() {
         .collect();
     let theirs = common::litert_outputs(&tflite, &inputs, dir);
     assert_eq!(theirs.len(), ours.len());
-    let (differ, worst, same) = units(&ours, &theirs);
+    let (differ, worst, same) = differences(&runtime, &ours, &theirs);
     eprintln!(
         "{name}: LiteRT vs qatc: {differ} of {} int8 logits differ (by at most {worst}), argmax identical on {same} of {samples}",
         ours.len()
@@ -351,4 +329,21 @@ fn zoo_mobilenet_v3_small_int8_runs_like_onnx_runtime_and_litert() {
         ours.len()
     );
     assert_eq!(same, samples, "argmax differs");
+}
+
+/// Two int8 outputs of `runtime`'s model: how many values differ, by at most how many
+/// units, and on how many samples the argmax is the same.
+fn differences(runtime: &qatc::runtime::Model, a: &[i8], b: &[i8]) -> (usize, i32, usize) {
+    let d: Vec<i32> = (a.iter().zip(b))
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .collect();
+    let same_argmax = (runtime.argmax(a).iter())
+        .zip(runtime.argmax(b))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    (
+        d.iter().filter(|&&d| d > 0).count(),
+        d.into_iter().max().unwrap(),
+        same_argmax,
+    )
 }
