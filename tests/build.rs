@@ -601,6 +601,17 @@ fn piped_log_has_one_line_per_epoch_and_evaluation_and_history_in_the_report() {
     assert_eq!(env["qatc_version"], env!("CARGO_PKG_VERSION"));
     assert!(env["threads"].as_u64().unwrap() >= 1);
     assert_eq!(env["device"], "cpu");
+    // `qatc` starts the training binary with threads that sleep rather than spin, unless
+    // the user's environment says how they wait.
+    let expected = match (
+        std::env::var("OMP_WAIT_POLICY"),
+        std::env::var_os("GOMP_SPINCOUNT"),
+    ) {
+        (Ok(theirs), _) => Some(theirs),
+        (Err(_), Some(_)) => None,
+        (Err(_), None) => Some("PASSIVE".to_string()),
+    };
+    assert_eq!(env["omp_wait_policy"].as_str(), expected.as_deref());
 }
 
 #[test]

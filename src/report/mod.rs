@@ -57,6 +57,10 @@ pub struct Environment {
     pub cpu_features: Vec<String>,
     /// `cpu` or `cuda`.
     pub device: String,
+    /// How libtorch's OpenMP threads waited (`OMP_WAIT_POLICY`; `qatc` starts the
+    /// training binary with PASSIVE unless told otherwise): spinning threads slow a busy machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omp_wait_policy: Option<String>,
 }
 
 /// One training epoch of one stage, as recorded in report.json's `history`.

@@ -242,6 +242,7 @@ pub fn environment(device: Device) -> Environment {
         threads: tch::get_num_threads().max(0) as usize,
         cpu_features: cpu_features(),
         device: format!("{device:?}").to_lowercase(),
+        omp_wait_policy: std::env::var("OMP_WAIT_POLICY").ok(),
     }
 }
 
