@@ -71,13 +71,29 @@ pub(super) fn diff(
             println!("  {name:<40} {}", shape(s));
         }
     }
-    let proposed = c.proposed_map();
+    // Every tensor's name in the file once the proposals apply: what folded patterns must give.
+    let proposed_one_by_one = c.proposed_map();
+    let proposed_for: std::collections::HashMap<&str, &str> = (proposed_one_by_one.iter())
+        .map(|(ours, theirs)| (ours.as_str(), theirs.as_str()))
+        .collect();
+    let expected: Vec<(String, String)> = (c.matched.iter().map(|(o, t, _)| (o, t)))
+        .chain(c.missing.iter().map(|(o, t, _)| (o, t)))
+        .chain(c.mis_shaped.iter().map(|(o, t, _, _)| (o, t)))
+        .map(|(ours, theirs)| {
+            let theirs = proposed_for
+                .get(ours.as_str())
+                .map_or(theirs.as_str(), |p| p);
+            (ours.clone(), theirs.to_string())
+        })
+        .collect();
+    let proposed = crate::train::mapping::fold_into_patterns(&proposed_one_by_one, &map, &expected);
     if !proposed.is_empty() {
         println!(
             "\nproposed rules (by shape and order; check them), for the recipe:\ntransfer:\n  map:"
         );
         for (ours, theirs) in &proposed {
-            println!("    {ours}: {theirs}");
+            // Patterns start with `*` sometimes; YAML needs them quoted.
+            println!("    \"{ours}\": \"{theirs}\"");
         }
     }
     Ok(if c.fits() {

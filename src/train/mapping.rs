@@ -129,9 +129,125 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     pa.len().cmp(&pb.len())
 }
 
+/// Renames proposed one per tensor, folded into `*` patterns where they can be: in each
+/// pair with the same numbers in the same order on both sides, every number becomes a
+/// `*`, and so does a last part both share (`weight`, `running_var`). The patterns are
+/// kept only if, with the recipe's `rules`, they give every tensor of the model the name
+/// `expected` says (ours, theirs); otherwise the renames stay one per tensor.
+pub fn fold_into_patterns(
+    proposed: &[(String, String)],
+    rules: &BTreeMap<String, String>,
+    expected: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut patterns: Vec<(String, String)> = Vec::new();
+    for (ours, theirs) in proposed {
+        let Some(pattern) = generalize(ours, theirs) else {
+            return proposed.to_vec();
+        };
+        if !patterns.contains(&pattern) {
+            patterns.push(pattern);
+        }
+    }
+    let mut combined = rules.clone();
+    combined.extend(patterns.iter().cloned());
+    let Ok(mapping) = Mapping::new(&combined) else {
+        return proposed.to_vec();
+    };
+    let all_right = expected
+        .iter()
+        .all(|(ours, theirs)| mapping.theirs(ours) == *theirs);
+    if all_right && patterns.len() < proposed.len() {
+        patterns
+    } else {
+        proposed.to_vec()
+    }
+}
+
+/// `features_3.c_1.bias` → `features.3.1.bias` as `features_*.c_*.*` → `features.*.*.*`;
+/// `None` when the two sides do not carry the same numbers in the same order.
+fn generalize(ours: &str, theirs: &str) -> Option<(String, String)> {
+    fn starred(name: &str) -> (String, Vec<String>) {
+        let (mut text, mut numbers) = (String::new(), Vec::<String>::new());
+        let mut in_number = false;
+        for c in name.chars() {
+            if c.is_ascii_digit() {
+                if !in_number {
+                    text.push('*');
+                    numbers.push(String::new());
+                }
+                numbers.last_mut().expect("a number was started").push(c);
+            } else {
+                text.push(c);
+            }
+            in_number = c.is_ascii_digit();
+        }
+        (text, numbers)
+    }
+    let ((ours, a), (theirs, b)) = (starred(ours), starred(theirs));
+    if a != b {
+        return None;
+    }
+    Some(match (ours.rsplit_once('.'), theirs.rsplit_once('.')) {
+        (Some((x, last)), Some((y, their_last))) if last == their_last && !last.contains('*') => {
+            (format!("{x}.*"), format!("{y}.*"))
+        }
+        _ => (ours, theirs),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proposals_fold_into_patterns_only_when_they_give_every_name() {
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let proposed = pairs(&[
+            ("features_0.c_0.weight", "features.0.0.weight"),
+            ("features_0.c_1.bias", "features.0.1.bias"),
+            (
+                "features_1.block_0.c_1.running_var",
+                "features.1.block.0.1.running_var",
+            ),
+            (
+                "features_2.block_0.c_1.running_var",
+                "features.2.block.0.1.running_var",
+            ),
+            ("classifier_3.weight", "classifier.3.weight"),
+        ]);
+        let folded = fold_into_patterns(&proposed, &BTreeMap::new(), &proposed);
+        assert_eq!(
+            folded,
+            pairs(&[
+                ("features_*.c_*.*", "features.*.*.*"),
+                ("features_*.block_*.c_*.*", "features.*.block.*.*.*"),
+                ("classifier_*.*", "classifier.*.*"),
+            ])
+        );
+        // A tensor the patterns would rename wrongly keeps the renames one per tensor.
+        let mut expected = proposed.clone();
+        expected.push((
+            "features_9.c_9.weight".into(),
+            "features_9.c_9.weight".into(),
+        ));
+        assert_eq!(
+            fold_into_patterns(&proposed, &BTreeMap::new(), &expected),
+            proposed
+        );
+        // Different numbers on the two sides: nothing to fold.
+        let shifted = pairs(&[
+            ("f1.weight", "features.2.weight"),
+            ("f2.weight", "features.3.weight"),
+        ]);
+        assert_eq!(
+            fold_into_patterns(&shifted, &BTreeMap::new(), &shifted),
+            shifted
+        );
+    }
 
     #[test]
     fn patterns_carry_their_stars_across() {
